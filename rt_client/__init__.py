@@ -1,0 +1,1 @@
+"""Records Transfer client library: the protocol every party speaks."""

@@ -1,0 +1,252 @@
+"""Seal and open an encrypted record transfer (DESIGN.md section 5).
+
+Sender: :func:`seal_transfer` makes two passes over the student's batches —
+one to size them (the header declares plaintext and ciphertext length, so the
+receiver can bound what it accepts before it stores a byte), one to encrypt
+into a spool file — so memory stays constant however large the transfer is.
+
+Receiver: :func:`open_header` verifies the header's signature before parsing
+it, :func:`verify_trailer` checks the sender's signature over header, wrapped
+key and ciphertext, and :func:`decrypt_batches` streams the plaintext back as
+``RecordBatch`` messages. Every failure is an ``IntegrityError`` (or an
+``InvalidInput`` for a well-signed but unacceptable header) with no detail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protos.rt.v1 import common_pb2, records_pb2
+from rt_client.crypto import cobblestone, envelope, hpke
+from rt_client.crypto import transfer as trailer
+from rt_client.errors import IntegrityError, InvalidInput
+from rt_client.framing import BatchReader, delimit, delimited_size
+
+FORMAT_VERSION = 1
+PAYLOAD_SUITE = "Cobblestone-256"
+# Bounds a receiver applies to a header before it accepts any ciphertext.
+MAX_TRANSFER_BYTES = 8 * 1024 * 1024 * 1024
+MAX_TABLE_ROWS = 50_000_000
+
+
+class ReceiverKeys(Protocol):
+    """What the sender needs of the receiver's directory entry."""
+
+    district_code: str
+    hpke_kem: str
+    hpke_kdf: str
+    hpke_aead: str
+    hpke_public_key: bytes
+    hpke_key_id: str
+
+
+def ciphertext_length(plaintext_bytes: int) -> int:
+    """Cobblestone length: header + plaintext + one tag per chunk (last chunk short)."""
+    chunks = plaintext_bytes // cobblestone.CHUNK_SIZE + 1
+    return cobblestone.HEADER_SIZE + plaintext_bytes + cobblestone.TAG_SIZE * chunks
+
+
+@dataclass(frozen=True)
+class SealedTransfer:
+    header: common_pb2.SignedEnvelope
+    header_digest: bytes
+    wrapped_key: bytes
+    trailer_signature: bytes
+    ciphertext_bytes: int
+    ciphertext_sha512: bytes
+    tables: dict[int, int]
+
+
+def seal_transfer(
+    *,
+    batches: Callable[[], Iterable[records_pb2.RecordBatch]],
+    transfer_id: str,
+    request_id: str,
+    sender: str,
+    receiver: ReceiverKeys,
+    signing_key: Ed25519PrivateKey,
+    out: BinaryIO,
+    created_at: datetime,
+) -> SealedTransfer:
+    """Encrypt the batches for ``receiver`` into ``out``; ``batches`` is called twice."""
+    plaintext_bytes = 0
+    counts: dict[int, int] = {}
+    for batch in batches():
+        plaintext_bytes += delimited_size(batch)
+        rows = len(getattr(batch, common_pb2.TableCode.Name(batch.table).lower()))
+        counts[batch.table] = counts.get(batch.table, 0) + rows
+
+    header = records_pb2.TransferHeader(
+        format_version=FORMAT_VERSION,
+        transfer_id=transfer_id,
+        request_id=request_id,
+        sender_district=sender,
+        receiver_district=receiver.district_code,
+        receiver_key_id=receiver.hpke_key_id,
+        hpke_kem=receiver.hpke_kem,
+        hpke_kdf=receiver.hpke_kdf,
+        hpke_aead=receiver.hpke_aead,
+        payload_suite=PAYLOAD_SUITE,
+        tables=[common_pb2.TableCount(table=t, rows=n) for t, n in sorted(counts.items())],
+        plaintext_bytes=plaintext_bytes,
+        ciphertext_bytes=ciphertext_length(plaintext_bytes),
+    )
+    header.created_at.FromDatetime(created_at)
+    header_body = header.SerializeToString(deterministic=True)
+    digest = trailer.header_digest(header_body)
+    signed_header = common_pb2.SignedEnvelope(
+        body=header_body,
+        signer_district=sender,
+        signature=envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, header_body, signing_key),
+    )
+
+    suite = hpke.suite_from_names(receiver.hpke_kem, receiver.hpke_kdf, receiver.hpke_aead)
+    receiver_key = hpke.HpkePublicKey.from_bytes(suite, receiver.hpke_public_key)
+    input_key = os.urandom(32)
+    wrapped = hpke.wrap_key(input_key, receiver_key, digest)
+
+    sha = hashlib.sha512()
+    written = 0
+
+    def emit(data: bytes) -> None:
+        nonlocal written
+        if data:
+            out.write(data)
+            sha.update(data)
+            written += len(data)
+
+    encryptor = cobblestone.CobblestoneEncryptor(input_key, digest)
+    emit(encryptor.header())
+    pending: list[bytes] = []
+    pending_size = 0
+    for batch in batches():
+        pending.append(delimit(batch))
+        pending_size += len(pending[-1])
+        if pending_size >= 1 << 20:
+            emit(encryptor.update(b"".join(pending)))
+            pending, pending_size = [], 0
+    emit(encryptor.update(b"".join(pending)))
+    emit(encryptor.finalize())
+    if written != header.ciphertext_bytes:
+        # The two passes disagreed: the rows changed underneath us.
+        raise InvalidInput("the student's records changed while the transfer was sealed; retry")
+    ciphertext_sha512 = sha.digest()
+    signature = trailer.sign_trailer(digest, wrapped, ciphertext_sha512, signing_key)
+    return SealedTransfer(
+        header=signed_header,
+        header_digest=digest,
+        wrapped_key=wrapped,
+        trailer_signature=signature,
+        ciphertext_bytes=written,
+        ciphertext_sha512=ciphertext_sha512,
+        tables=counts,
+    )
+
+
+def open_header(
+    signed: common_pb2.SignedEnvelope,
+    *,
+    sender: str,
+    sender_signing_key: bytes,
+    receiver: str,
+    receiver_key_id: str,
+    max_bytes: int = MAX_TRANSFER_BYTES,
+) -> tuple[records_pb2.TransferHeader, bytes]:
+    """Verify, then parse, then check a transfer header. Returns (header, H)."""
+    if signed.signer_district != sender:
+        raise IntegrityError()
+    envelope.verify_body(
+        envelope.LABEL_TRANSFER_HEADER, signed.body, signed.signature, sender_signing_key
+    )
+    header = records_pb2.TransferHeader()
+    try:
+        header.ParseFromString(signed.body)
+    except Exception as exc:  # DecodeError and friends: same answer for every failure
+        raise IntegrityError() from exc
+    if (
+        header.format_version != FORMAT_VERSION
+        or header.sender_district != sender
+        or header.receiver_district != receiver
+        or header.receiver_key_id != receiver_key_id
+        or header.payload_suite != PAYLOAD_SUITE
+    ):
+        raise InvalidInput("the transfer header does not fit this receiver")
+    hpke.suite_from_names(header.hpke_kem, header.hpke_kdf, header.hpke_aead)
+    if header.ciphertext_bytes != ciphertext_length(header.plaintext_bytes):
+        raise InvalidInput("the transfer header's sizes are inconsistent")
+    if header.ciphertext_bytes > max_bytes:
+        raise InvalidInput("the transfer is larger than this district accepts")
+    seen: set[int] = set()
+    for count in header.tables:
+        if count.table in seen or not common_pb2.TableCode.Name(count.table).isupper():
+            raise InvalidInput("the transfer header lists a table twice or an unknown table")
+        if count.table == common_pb2.TABLE_CODE_UNSPECIFIED or count.rows > MAX_TABLE_ROWS:
+            raise InvalidInput("the transfer header's table counts are out of range")
+        seen.add(count.table)
+    return header, trailer.header_digest(signed.body)
+
+
+def verify_trailer(
+    header_digest: bytes,
+    wrapped_key: bytes,
+    ciphertext_sha512: bytes,
+    signature: bytes,
+    sender_signing_key: bytes,
+) -> None:
+    trailer.verify_trailer(header_digest, wrapped_key, ciphertext_sha512, signature, sender_signing_key)
+
+
+def decrypt_batches(
+    header: records_pb2.TransferHeader,
+    header_digest: bytes,
+    wrapped_key: bytes,
+    receiver_key: hpke.HpkePrivateKey,
+    ciphertext: Iterable[bytes],
+) -> Iterator[records_pb2.RecordBatch]:
+    """Stream the plaintext batches back, checking them against the header.
+
+    Raises IntegrityError when decryption fails (anywhere, including at the end)
+    and InvalidInput when the batches do not match the header's declared tables
+    and row counts. Callers must consume the iterator to the end before trusting
+    anything it yielded.
+    """
+    key = hpke.unwrap_key(wrapped_key, receiver_key, header_digest)
+    decryptor = cobblestone.CobblestoneDecryptor(key, header_digest)
+    reader = BatchReader()
+    declared = {count.table: count.rows for count in header.tables}
+    seen: dict[int, int] = {}
+    def checked(plaintext: bytes) -> Iterator[records_pb2.RecordBatch]:
+        for batch in reader.feed(plaintext):
+            seen[batch.table] = seen.get(batch.table, 0) + _count_rows(batch)
+            if seen[batch.table] > declared.get(batch.table, 0):
+                raise InvalidInput("the transfer holds more rows than its header declares")
+            yield batch
+
+    for piece in ciphertext:
+        yield from checked(decryptor.update(piece))
+    # The final short chunk can only be released once the stream has ended.
+    yield from checked(decryptor.finalize())
+    reader.close()
+    if seen != {t: n for t, n in declared.items() if n}:
+        raise InvalidInput("the transfer's row counts do not match its header")
+
+
+def _count_rows(batch: records_pb2.RecordBatch) -> int:
+    """Rows in the batch's own table; rows in any other field make it invalid."""
+    try:
+        own = common_pb2.TableCode.Name(batch.table).lower()
+    except ValueError as exc:
+        raise InvalidInput("a record batch names an unknown table") from exc
+    if batch.table == common_pb2.TABLE_CODE_UNSPECIFIED:
+        raise InvalidInput("a record batch names no table")
+    for field, values in batch.ListFields():
+        if field.name not in ("table", own) and values:
+            raise InvalidInput("a record batch holds rows of another table")
+    return len(getattr(batch, own))

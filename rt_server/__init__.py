@@ -1,0 +1,1 @@
+"""The district server: peer service, registrar service, delivery worker and database."""

@@ -1,0 +1,5 @@
+"""The district database: schema (SQLAlchemy Core tables) and engine setup."""
+
+from rt_server.db.schema import METADATA, RECORD_TABLES, create_schema, make_engine
+
+__all__ = ["METADATA", "RECORD_TABLES", "create_schema", "make_engine"]

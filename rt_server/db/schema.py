@@ -1,0 +1,542 @@
+"""The district database: every table as SQLAlchemy Core, and how to open it.
+
+One ``MetaData`` holds the eight Aeries record tables (DESIGN.md section 6), the
+students, the request/transfer/outbox bookkeeping and the FERPA disclosure and
+audit logs. Only portable column types are used, so the same schema runs on
+SQLite (the embedded default) and PostgreSQL (psycopg 3).
+
+Record tables keep Aeries' table and column codes, upper-case, exactly the proto
+field names of ``records.proto`` upper-cased (``HisRow.cn`` <-> ``HIS.CN``); the
+column types below are also the bounds ``rt_server.core.validate`` enforces on
+rows from a peer, so a length here is a promise about what can be stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "AUDIT_LOG",
+    "CST",
+    "CTS",
+    "DISCLOSURES",
+    "ENR",
+    "HIS",
+    "IMM",
+    "IMPORT_LEDGER",
+    "LAC",
+    "METADATA",
+    "OUTBOX",
+    "PFT",
+    "RECORD_TABLES",
+    "REQUESTS",
+    "SEEN_MESSAGES",
+    "STUDENTS",
+    "THREAD_MESSAGES",
+    "TRANSFERS",
+    "TRANSFER_CHUNKS",
+    "TST",
+    "UtcDateTime",
+    "create_schema",
+    "make_engine",
+]
+
+# Constraint names follow one convention so Alembic migrations (later) can
+# address them by name on both databases.
+METADATA: Final = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Shared widths. A local student id is ours (e.g. "S000123"); request, transfer
+# and message ids are UUIDs chosen by whichever district created them.
+LOCAL_ID_LEN: Final = 16
+UUID_LEN: Final = 36
+DISTRICT_LEN: Final = 7
+SCHOOL_LEN: Final = 14
+NAME_LEN: Final = 50
+STAFF_LEN: Final = 100
+TABLE_LIST_LEN: Final = 40  # "TST,CST,CTS,HIS,ENR,IMM,LAC,PFT" is 31
+
+# Bigger-than-int identity columns: BIGINT on PostgreSQL, but SQLite only
+# auto-increments an ``INTEGER PRIMARY KEY`` (the rowid alias).
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite has no timezone-aware type and SQLAlchemy would hand back naive
+    datetimes there; PostgreSQL's ``timestamptz`` would interpret a naive value
+    in the session's zone. Requiring aware values on the way in and returning
+    UTC on the way out gives the same behaviour on both.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime given where a timezone-aware one is required")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# --- the eight record tables (DESIGN.md section 6) -------------------------
+
+# Decimals keep two places: credits (2.50) and scores (12.75) are exact, and a
+# value with more places is refused by validation rather than rounded.
+_CREDIT = Numeric(6, 2, asdecimal=True)
+_SCORE = Numeric(9, 2, asdecimal=True)
+_SRC = String(8)
+
+
+def _record_table(code: str, natural_key: tuple[str, ...], *columns: Column[Any]) -> Table:
+    """An Aeries record table: PID, SQ, the data columns, SRC.
+
+    (PID, SQ) is the primary key, as in Aeries; its index also serves lookups
+    by PID alone. A second index on (PID, natural key) serves duplicate
+    detection, which always looks within one student.
+    """
+    return Table(
+        code,
+        METADATA,
+        Column(
+            "PID",
+            String(LOCAL_ID_LEN),
+            ForeignKey("students.local_id", ondelete="RESTRICT"),
+            nullable=False,
+        ),
+        Column("SQ", Integer, nullable=False, autoincrement=False),
+        *columns,
+        Column("SRC", _SRC),
+        PrimaryKeyConstraint("PID", "SQ"),
+        Index(f"ix_{code}_natural_key", "PID", *natural_key),
+    )
+
+
+TST: Final = _record_table(
+    "TST",
+    ("ID", "PT", "TA"),
+    Column("ID", String(16)),  # test id
+    Column("PT", Integer),  # part (0 = overall)
+    Column("TA", String(16)),  # administration, e.g. "2023-24 SPR"
+    Column("TD", Date),  # test date
+    Column("GR", Integer),  # grade x10, as Aeries stores it
+    Column("TY", String(8)),  # test type
+    Column("SS", Integer),  # scale score
+    Column("PL", String(8)),  # performance level
+    Column("PC", Integer),  # percentile
+)
+
+CST: Final = _record_table(
+    "CST",
+    ("ID", "SD", "TA"),
+    Column("ID", String(16)),  # test id
+    Column("SD", String(32)),  # content standard id
+    Column("TA", String(16)),  # administration
+    Column("TD", Date),  # test date
+    Column("SC", _SCORE),  # score
+    Column("PL", String(8)),  # performance level
+)
+
+CTS: Final = _record_table(
+    "CTS",
+    ("NM", "DT"),
+    Column("NM", String(16)),  # test name (SAT, ACT, AP ...)
+    Column("DT", Date),  # test date
+    Column("TTL", Integer),  # total score
+    *(
+        column
+        for n in range(1, 14)
+        for column in (Column(f"ST{n}", String(32)), Column(f"SC{n}", Integer))
+    ),
+)
+
+HIS: Final = _record_table(
+    "HIS",
+    ("YR", "TE", "CN", "ST"),
+    Column("YR", String(9)),  # school year, "2023-2024"
+    Column("GR", Integer),  # grade
+    Column("TE", String(4)),  # term
+    Column("CN", String(12)),  # course number
+    Column("CO", String(60)),  # course title
+    Column("MK", String(4)),  # mark
+    Column("CR", _CREDIT),  # credit attempted
+    Column("CC", _CREDIT),  # credit completed
+    Column("ST", String(14)),  # school (CDS code or local school number)
+    Column("CI", String(2)),  # citizenship
+    Column("RT", String(2)),  # repeat tag
+    Column("DC", Date),  # date changed
+    Column("CH", String(2)),  # honors / course credit flag
+    Column("PF", String(2)),  # pass/fail flag
+)
+
+ENR: Final = _record_table(
+    "ENR",
+    ("SC", "YR", "ED"),
+    Column("SC", String(14)),  # school
+    Column("YR", String(9)),  # school year
+    Column("GR", Integer),  # grade
+    Column("ED", Date),  # enter date
+    Column("LD", Date),  # leave date
+    Column("ER", String(4)),  # exit reason (CALPADS exit code)
+)
+
+IMM: Final = _record_table(
+    "IMM",
+    ("VC", "DT"),
+    Column("VC", String(10)),  # vaccine code (CVX or state code)
+    Column("DN", Integer),  # dose number
+    Column("DT", Date),  # dose date
+)
+
+LAC: Final = _record_table(
+    "LAC",
+    ("AC", "AD"),
+    Column("L1", String(4)),  # first language (CALPADS language code)
+    Column("L2", String(4)),  # primary language
+    Column("L3", String(4)),  # home language
+    Column("AC", String(12)),  # assessment code (ELPAC, CELDT, ...)
+    Column("AD", Date),  # assessment date
+    Column("LV", String(16)),  # level
+)
+
+PFT: Final = _record_table(
+    "PFT",
+    ("TD", "CP"),
+    Column("TD", Date),  # test date
+    Column("CP", String(32)),  # component (aerobic capacity, ...)
+    Column("SC", _SCORE),  # score
+    Column("HF", Boolean),  # in the healthy fitness zone
+    Column("GR", Integer),  # grade
+)
+
+# In the order a transfer carries them (and ``rt_server.core.tables`` lists them).
+RECORD_TABLES: Final[dict[str, Table]] = {
+    t.name: t for t in (TST, CST, CTS, HIS, ENR, IMM, LAC, PFT)
+}
+
+# --- students ---------------------------------------------------------------
+
+STUDENTS: Final = Table(
+    "students",
+    METADATA,
+    Column("local_id", String(LOCAL_ID_LEN), primary_key=True),
+    Column("ssid", String(10), unique=True),  # statewide student id; NULL if unknown
+    Column("legal_first_name", String(NAME_LEN), nullable=False),
+    Column("legal_middle_name", String(NAME_LEN)),
+    Column("legal_last_name", String(NAME_LEN), nullable=False),
+    Column("birth_date", Date, nullable=False),
+    Column("gender", String(1)),
+    Column("school", String(SCHOOL_LEN)),  # CDS code of the current school
+    # Case- and accent-folded names ("Nuñez" -> "nunez"), kept so matching can
+    # use an index on both databases instead of a per-dialect collation.
+    Column("last_name_key", String(NAME_LEN), nullable=False, index=True),
+    Column("first_name_key", String(NAME_LEN), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_students_birth_date", "birth_date"),
+)
+
+# --- requests, transfers, delivery ----------------------------------------
+
+REQUESTS: Final = Table(
+    "requests",
+    METADATA,
+    Column("request_id", String(UUID_LEN), primary_key=True),
+    Column("direction", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_reason", String(500)),
+    Column("other_district", String(DISTRICT_LEN), nullable=False),
+    Column("requesting_district", String(DISTRICT_LEN), nullable=False),
+    Column("requesting_school", String(SCHOOL_LEN), nullable=False),
+    Column("prior_district", String(DISTRICT_LEN), nullable=False),
+    Column("prior_school", String(SCHOOL_LEN), nullable=False),
+    # The student as the request names them (for INBOUND: as received).
+    Column("ssid", String(10)),
+    Column("legal_first_name", String(NAME_LEN)),
+    Column("legal_middle_name", String(NAME_LEN)),
+    Column("legal_last_name", String(NAME_LEN)),
+    Column("birth_date", Date),
+    Column("gender", String(10)),
+    Column("prior_local_id", String(LOCAL_ID_LEN)),
+    # OUTBOUND: the student enrolled here; INBOUND: the confirmed local match.
+    Column(
+        "local_student_id",
+        String(LOCAL_ID_LEN),
+        ForeignKey("students.local_id", ondelete="RESTRICT"),
+    ),
+    Column("requested_by", String(STAFF_LEN)),
+    Column("tables_requested", String(TABLE_LIST_LEN), nullable=False),
+    # Decision: NULL approved = undecided.
+    Column("approved", Boolean),
+    Column("tables_approved", String(TABLE_LIST_LEN)),
+    Column("reject_reason", String(32)),
+    Column("reject_text", String(1000)),
+    Column("decision_id", String(UUID_LEN)),
+    Column("decided_by", String(STAFF_LEN)),
+    Column("decided_at", UtcDateTime),
+    Column("transfer_id", String(UUID_LEN)),
+    Column("request_envelope", LargeBinary, nullable=False),  # the signed request
+    Column("decision_envelope", LargeBinary),  # the signed decision
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    # Delivery progress, for the registrar's view (the outbox drives the work).
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime),
+    Column("delivery_bytes_total", BigInteger, nullable=False, default=0),
+    Column("delivery_bytes_done", BigInteger, nullable=False, default=0),
+    CheckConstraint("direction IN ('OUTBOUND', 'INBOUND')", name="direction"),
+    Index("ix_requests_direction_status", "direction", "status"),
+    Index("ix_requests_created_at", "created_at"),
+    Index("ix_requests_transfer_id", "transfer_id"),
+)
+
+TRANSFERS: Final = Table(
+    "transfers",
+    METADATA,
+    Column("transfer_id", String(UUID_LEN), primary_key=True),
+    Column(
+        "request_id",
+        String(UUID_LEN),
+        ForeignKey("requests.request_id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    ),
+    Column("direction", String(8), nullable=False),
+    Column("header", LargeBinary, nullable=False),  # serialized TransferHeader
+    Column("header_signature", LargeBinary, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("ciphertext_bytes", BigInteger, nullable=False),  # as the header announces
+    Column("received_offset", BigInteger, nullable=False, default=0),
+    Column("trailer_signature", LargeBinary),
+    Column("ciphertext_sha512", LargeBinary),
+    Column("state", String(16), nullable=False),
+    Column("table_counts", String(200)),  # "TST=120,HIS=64"
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("completed_at", UtcDateTime),
+    CheckConstraint("state IN ('RECEIVING', 'RECEIVED')", name="state"),
+)
+
+# Ciphertext as received, in ~1 MiB pieces (one per DeliverRecords frame): a
+# receive can resume at ``received_offset`` and a review can stream it back
+# without holding a whole transfer in memory.
+TRANSFER_CHUNKS: Final = Table(
+    "transfer_chunks",
+    METADATA,
+    Column(
+        "transfer_id",
+        String(UUID_LEN),
+        ForeignKey("transfers.transfer_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", Integer, nullable=False, autoincrement=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("transfer_id", "seq"),
+    UniqueConstraint("transfer_id", "offset"),
+)
+
+# The delivery worker's durable queue: whatever must reach the other district
+# is written here in the same transaction as the state change that caused it.
+OUTBOX: Final = Table(
+    "outbox",
+    METADATA,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("request_id", String(UUID_LEN), nullable=False, index=True),
+    Column("to_district", String(DISTRICT_LEN), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_error", String(1000)),
+    Column("claimed_by", String(100)),
+    Column("claimed_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint(
+        "kind IN ('request', 'decision', 'delivery', 'receipt', 'import_notice', 'message')",
+        name="kind",
+    ),
+    CheckConstraint("status IN ('QUEUED', 'DONE', 'FAILED')", name="status"),
+    Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# --- import, thread, logs --------------------------------------------------
+
+# One row per incoming row of an imported transfer (and one marker row per
+# transfer, table_code '*' / row_index -1), so importing twice changes nothing.
+IMPORT_LEDGER: Final = Table(
+    "import_ledger",
+    METADATA,
+    Column("transfer_id", String(UUID_LEN), nullable=False),
+    Column("table_code", String(3), nullable=False),
+    Column("row_index", Integer, nullable=False, autoincrement=False),
+    Column("outcome", String(20), nullable=False),
+    Column("local_sq", Integer),  # the SQ the row was written under, if it was
+    Column("imported_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("transfer_id", "table_code", "row_index"),
+)
+
+THREAD_MESSAGES: Final = Table(
+    "thread_messages",
+    METADATA,
+    Column("message_id", String(UUID_LEN), primary_key=True),
+    Column(
+        "request_id",
+        String(UUID_LEN),
+        ForeignKey("requests.request_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("from_district", String(DISTRICT_LEN)),  # NULL for local system messages
+    Column("author", String(STAFF_LEN), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    Column("system", Boolean, nullable=False),
+    Column("delivered", Boolean, nullable=False),
+    Index("ix_thread_messages_request_id_sent_at", "request_id", "sent_at"),
+)
+
+# 34 CFR 99.32: a record of each disclosure, kept as long as the student's record.
+DISCLOSURES: Final = Table(
+    "disclosures",
+    METADATA,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column(
+        "student_local_id",
+        String(LOCAL_ID_LEN),
+        ForeignKey("students.local_id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    ),
+    Column("receiving_district", String(DISTRICT_LEN), nullable=False),
+    Column("receiving_school", String(SCHOOL_LEN), nullable=False),
+    Column("tables", String(TABLE_LIST_LEN), nullable=False),
+    Column("disclosed_at", UtcDateTime, nullable=False),
+    Column("request_id", String(UUID_LEN), nullable=False),
+    Column("legal_basis", String(200), nullable=False),
+    Column("acting_staff", String(STAFF_LEN), nullable=False),
+)
+
+# Who did what, when. ``detail`` never holds student data (names, SSIDs, birth
+# dates, record values, free text a registrar typed); ``student_local_id`` is the
+# only pointer to a student, for "who touched this student's record".
+AUDIT_LOG: Final = Table(
+    "audit_log",
+    METADATA,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(STAFF_LEN), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("request_id", String(UUID_LEN), index=True),
+    Column("student_local_id", String(LOCAL_ID_LEN)),
+    Column("detail", String(500), nullable=False, default=""),
+)
+
+# Ids of decisions, notices, receipts and messages already processed: replays
+# and re-sends are recognised and change nothing.
+SEEN_MESSAGES: Final = Table(
+    "seen_messages",
+    METADATA,
+    Column("message_id", String(UUID_LEN), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+
+# --- engine -----------------------------------------------------------------
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for ``url`` (``sqlite:///path.db`` or ``postgresql+psycopg://...``).
+
+    For SQLite it sets, on every new connection: WAL journal (readers do not
+    block the writer), foreign keys on (off by default in SQLite), a 30 s busy
+    timeout (wait for the writer rather than fail), and it makes every
+    transaction ``BEGIN IMMEDIATE``. The last one matters: Python's sqlite3
+    driver otherwise starts the transaction only at the first write, so a
+    read-then-write (next SQ, "already imported?") would not be atomic, and a
+    deferred transaction that upgrades to a writer fails at once instead of
+    waiting. SQLite has one writer anyway; this makes it wait in line.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # pool_pre_ping: replicas outlive database restarts and failovers.
+        return create_engine(url, echo=echo, pool_pre_ping=True)
+
+    engine = create_engine(
+        url,
+        echo=echo,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver (see docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            # FULL, not WAL's usual NORMAL: a commit we have acknowledged to a
+            # peer (a signed receipt) must survive a power loss too.
+            cursor.execute("PRAGMA synchronous=FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table that does not exist yet (until Alembic takes over)."""
+    METADATA.create_all(engine)

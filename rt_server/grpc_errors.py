@@ -1,0 +1,113 @@
+"""Map the project's exceptions to gRPC status codes, in one place.
+
+Servicers raise domain errors (``rt_client.errors``); this interceptor turns
+them into status codes. Toward a peer district every message is detail-free
+(the details go to the local log); toward the local registrar service the
+message is the error's diagnostics, written for a registrar.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from rt_client import errors
+
+log = logging.getLogger("rt_server.errors")
+
+_CODES: list[tuple[type[errors.RecordsTransferError], grpc.StatusCode]] = [
+    (errors.PeerAuthError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Duplicate, grpc.StatusCode.ALREADY_EXISTS),  # before its parent InvalidInput
+    (errors.IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.WrongStatus, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ImportConflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DirectoryError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.RegistryError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.TransferError, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+# What a peer sees: the code, and nothing it could learn from.
+_PEER_TEXT = {
+    grpc.StatusCode.PERMISSION_DENIED: "not authorized",
+    grpc.StatusCode.INVALID_ARGUMENT: "refused",
+    grpc.StatusCode.NOT_FOUND: "refused",
+    grpc.StatusCode.ALREADY_EXISTS: "already received",
+    grpc.StatusCode.FAILED_PRECONDITION: "refused",
+    grpc.StatusCode.UNAVAILABLE: "try again later",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "busy, try again later",
+}
+
+
+def status_for(exc: errors.RecordsTransferError) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def wrap_behavior(
+    handler: grpc.RpcMethodHandler,
+    around: Callable[[Callable[..., Any], Any, grpc.ServicerContext], Any],
+) -> grpc.RpcMethodHandler:
+    """A copy of ``handler`` whose behavior runs inside ``around(behavior, request, context)``."""
+    for kind, factory in (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    ):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+
+            def wrapped(request: Any, context: grpc.ServicerContext, _b: Any = behavior) -> Any:
+                return around(_b, request, context)
+
+            return factory(
+                wrapped,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Turns domain errors into status codes for every method of a server."""
+
+    def __init__(self, *, peer_facing: bool) -> None:
+        self._peer_facing = peer_facing
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return wrap_behavior(handler, lambda b, req, ctx: self._call(method, b, req, ctx))
+
+    def _call(
+        self, method: str, behavior: Callable[..., Any], request: Any, context: grpc.ServicerContext
+    ) -> Any:
+        try:
+            return behavior(request, context)
+        except errors.RecordsTransferError as exc:
+            code = status_for(exc)
+            log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
+            text = _PEER_TEXT.get(code, "refused") if self._peer_facing else exc.diagnostics()
+        except Exception:
+            if context.code() is not None:  # already aborted (e.g. by the peer gate)
+                raise
+            # A bug, not a refusal: keep the traceback local, tell the caller nothing.
+            log.exception("%s failed unexpectedly", method)
+            code, text = grpc.StatusCode.INTERNAL, "internal error"
+        context.abort(code, text)
