@@ -180,7 +180,9 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
         fd, tmp = tempfile.mkstemp(dir=base, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(b"# Records Transfer configuration (written by rt tools; safe to edit).\n")
+                out.write(
+                    b"# Records Transfer configuration (written by rt tools; safe to edit).\n"
+                )
                 out.write(tomli_w.dumps(table).encode("utf-8"))
                 out.flush()
                 os.fsync(out.fileno())
@@ -292,4 +294,3 @@ def _check_ed25519_hex(value: object) -> str:
             "digits (as printed by `rt-registry init`)"
         )
     return text
-

@@ -2,11 +2,14 @@
 
 gRPC Python exposes few TLS knobs. What this module controls, and how:
 
-- **Cipher suites.** gRPC core reads ``GRPC_SSL_CIPHER_SUITES`` once, when the
-  first TLS credentials of the process are built. ``configure_grpc_tls`` sets it
-  to ECDHE key exchange with AEAD ciphers only (plus the three TLS 1.3 suites,
-  which are all AEAD and which gRPC expects in the same list). Every entry point
-  calls it first; so does the test conftest.
+- **Cipher suites.** gRPC core reads ``GRPC_SSL_CIPHER_SUITES`` once, *when
+  ``grpc`` is first imported* (verified with grpcio 1.85: setting it later,
+  even before any credentials exist, has no effect). ``configure_grpc_tls``
+  sets it to ECDHE key exchange with AEAD ciphers only (plus the three TLS 1.3
+  suites, all AEAD, which gRPC expects in the same list) and refuses to run
+  after ``grpc`` was imported with another list. Entry points call it before
+  importing anything that imports ``grpc``; this module itself imports
+  ``grpc`` only inside its functions so that it can be imported first.
 - **Protocol versions.** gRPC core's defaults are minimum TLS 1.2, maximum TLS
   1.3, and Python cannot change them; ``tests/integration/test_tls_versions.py``
   proves a TLS 1.1 client is refused. The negotiated version is also visible to
@@ -25,16 +28,21 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rt_client.errors import InvalidInput, PeerAuthError
 from rt_client.ids import DistrictCode, district_from_spiffe
+
+if TYPE_CHECKING:
+    # Imported inside each function instead: ``configure_grpc_tls`` must be
+    # importable and callable before anything imports grpc.
+    import grpc
 
 __all__ = [
     "ALLOWED_TLS_VERSIONS",
@@ -45,13 +53,16 @@ __all__ = [
     "TlsIdentity",
     "channel_credentials",
     "configure_grpc_tls",
+    "grpc_tls_in_force",
     "district_of_certificate",
     "format_host_port",
     "load_certificate",
+    "negotiated_tls_version",
     "peer_certificate",
     "secure_channel",
     "server_credentials",
     "server_only_channel",
+    "server_only_credentials",
     "spki_sha256",
     "split_host_port",
     "uri_sans",
@@ -107,11 +118,26 @@ _CIPHER_ENV: Final = "GRPC_SSL_CIPHER_SUITES"
 def configure_grpc_tls() -> None:
     """Restrict gRPC's TLS cipher suites for this process.
 
-    Must run before the first gRPC credentials are created: gRPC core reads
-    the variable once and caches it. Overrides any value already set, because
-    the restriction is policy, not a preference.
+    Must run before ``grpc`` is first imported (gRPC core reads the variable
+    then, once). Overrides any other value already in the environment: the
+    restriction is policy, not a preference. Raises ``RuntimeError`` when
+    ``grpc`` was already imported under another cipher list, since the
+    restriction could no longer take effect and must not silently not apply.
     """
+    if os.environ.get(_CIPHER_ENV) == TLS_CIPHER_SUITES:
+        return  # already in force: set by an earlier call, a launcher, or the shell
+    if "grpc" in sys.modules:
+        raise RuntimeError(
+            "configure_grpc_tls() ran after `import grpc`: gRPC reads GRPC_SSL_CIPHER_SUITES "
+            "when it is imported, so the TLS cipher restriction would not apply. Call it at "
+            "the top of the entry point, before importing anything that imports grpc."
+        )
     os.environ[_CIPHER_ENV] = TLS_CIPHER_SUITES
+
+
+def grpc_tls_in_force() -> bool:
+    """True if this process's gRPC runs under ``TLS_CIPHER_SUITES`` (see ``configure_grpc_tls``)."""
+    return os.environ.get(_CIPHER_ENV) == TLS_CIPHER_SUITES
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,7 @@ class TlsIdentity:
         return server_credentials(self.key_pem, self.cert_pem, self.ca_pem)
 
     def spki_sha256(self) -> bytes:
-        """The SHA-256 of this identity's certificate's public key (as pinned in directory entries)."""
+        """SHA-256 of this identity's SubjectPublicKeyInfo (as pinned in directory entries)."""
         return spki_sha256(self.cert_pem)
 
     def __repr__(self) -> str:
@@ -141,6 +167,8 @@ class TlsIdentity:
 
 def server_credentials(key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> grpc.ServerCredentials:
     """Credentials for a listener that requires a client certificate issued by ``ca_pem``."""
+    import grpc
+
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
     )
@@ -152,11 +180,15 @@ def server_only_credentials(key_pem: bytes, cert_pem: bytes) -> grpc.ServerCrede
     Only ``registry.server`` uses this: a district has no certificate before it
     enrolls and proves itself with its authorization code instead.
     """
+    import grpc
+
     return grpc.ssl_server_credentials([(key_pem, cert_pem)], require_client_auth=False)
 
 
 def channel_credentials(key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> grpc.ChannelCredentials:
     """Client credentials that present ``cert_pem`` and trust servers issued by ``ca_pem``."""
+    import grpc
+
     return grpc.ssl_channel_credentials(
         root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
     )
@@ -174,6 +206,8 @@ def secure_channel(
     passed to gRPC (as ``grpc.ssl_target_name_override``) when it differs from
     the host dialled, since the override also replaces the SNI and authority.
     """
+    import grpc
+
     all_options: list[tuple[str, object]] = [*CHANNEL_KEEPALIVE_OPTIONS, *options]
     if server_name is not None:
         host, _ = split_host_port(target)
@@ -186,11 +220,15 @@ def server_only_channel(
     target: str, ca_pem: bytes, server_name: str | None = REGISTRY_SERVER_NAME
 ) -> grpc.Channel:
     """A channel that authenticates the server only (the registry's enrollment port)."""
-    return secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem), server_name)
+    import grpc
+
+    return secure_channel(
+        target, grpc.ssl_channel_credentials(root_certificates=ca_pem), server_name
+    )
 
 
 def load_certificate(cert: bytes | x509.Certificate) -> x509.Certificate:
-    """``cert`` as a certificate object. Raises ``InvalidInput`` for bytes that are not one PEM certificate."""
+    """``cert`` as a certificate object. Raises ``InvalidInput`` unless it is a PEM certificate."""
     if isinstance(cert, x509.Certificate):
         return cert
     try:
@@ -205,8 +243,10 @@ def spki_sha256(cert: bytes | x509.Certificate) -> bytes:
     The key, not the certificate, is pinned, so the registry can reissue a
     certificate (new validity, new endpoint names) without a key rotation.
     """
-    spki = load_certificate(cert).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    spki = (
+        load_certificate(cert)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return hashlib.sha256(spki).digest()
 

@@ -20,6 +20,7 @@ from rt_client.errors import IntegrityError, InvalidInput
 
 __all__ = [
     "KNOWN_LABELS",
+    "LABEL_ACK",
     "LABEL_DECISION",
     "LABEL_DELIVERY_RECEIPT",
     "LABEL_DIRECTORY_ENTRY",
@@ -51,6 +52,7 @@ LABEL_IMPORT_NOTICE: Final = b"rt/v1 import-notice"
 LABEL_TRANSFER_HEADER: Final = b"rt/v1 record-stream-header"
 LABEL_DIRECTORY_ENTRY: Final = b"rt/v1 directory-entry"
 LABEL_ENROLL: Final = b"rt/v1 enroll"
+LABEL_ACK: Final = b"rt/v1 ack"
 
 KNOWN_LABELS: Final = frozenset(
     {
@@ -63,6 +65,7 @@ KNOWN_LABELS: Final = frozenset(
         LABEL_TRANSFER_HEADER,
         LABEL_DIRECTORY_ENTRY,
         LABEL_ENROLL,
+        LABEL_ACK,
     }
 )
 

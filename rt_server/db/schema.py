@@ -55,6 +55,7 @@ __all__ = [
     "METADATA",
     "OUTBOX",
     "PFT",
+    "READ_ONLY",
     "RECORD_TABLES",
     "REQUESTS",
     "SEEN_MESSAGES",
@@ -354,11 +355,13 @@ TRANSFERS: Final = Table(
     Column("received_offset", BigInteger, nullable=False, default=0),
     Column("trailer_signature", LargeBinary),
     Column("ciphertext_sha512", LargeBinary),
+    # OUTBOUND (we send): SEALED once encrypted into the spool; INBOUND (we
+    # receive): RECEIVING until the trailer verifies, then RECEIVED.
     Column("state", String(16), nullable=False),
     Column("table_counts", String(200)),  # "TST=120,HIS=64"
     Column("created_at", UtcDateTime, nullable=False),
     Column("completed_at", UtcDateTime),
-    CheckConstraint("state IN ('RECEIVING', 'RECEIVED')", name="state"),
+    CheckConstraint("state IN ('SEALED', 'RECEIVING', 'RECEIVED')", name="state"),
 )
 
 # Ciphertext as received, in ~1 MiB pieces (one per DeliverRecords frame): a
@@ -424,7 +427,9 @@ IMPORT_LEDGER: Final = Table(
 THREAD_MESSAGES: Final = Table(
     "thread_messages",
     METADATA,
-    Column("message_id", String(UUID_LEN), primary_key=True),
+    # A local sequence, so messages with the same timestamp keep their order.
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(UUID_LEN), nullable=False, unique=True),
     Column(
         "request_id",
         String(UUID_LEN),
@@ -490,6 +495,10 @@ SEEN_MESSAGES: Final = Table(
 # --- engine -----------------------------------------------------------------
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+# Execution option for connections that only read: on SQLite their transactions
+# are deferred (a snapshot that blocks no writer) instead of BEGIN IMMEDIATE.
+# ``engine.connect().execution_options(**READ_ONLY)``.
+READ_ONLY: Final[dict[str, Any]] = {"rt_read_only": True}
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -503,6 +512,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     read-then-write (next SQ, "already imported?") would not be atomic, and a
     deferred transaction that upgrades to a writer fails at once instead of
     waiting. SQLite has one writer anyway; this makes it wait in line.
+    Connections marked ``READ_ONLY`` begin deferred instead: a consistent
+    snapshot (WAL) that does not hold up writers however long it stays open.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -532,7 +543,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get("rt_read_only", False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

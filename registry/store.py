@@ -1,0 +1,363 @@
+"""The registry's database: districts, schools, authorization-code hashes, signed entries.
+
+SQLAlchemy 2 Core on any database URL (SQLite by default, PostgreSQL in
+production). Entries are append-only: every change of a district's signed
+entry is a new row with a higher version, so the history of what the registry
+vouched for is kept. Authorization codes are stored only as scrypt hashes
+(``registry.authcode``); a consumed or revoked code is NULL.
+
+All access goes through ``RegistryStore.transaction()``: one transaction per
+operation, so a failed operation changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect, Engine
+
+from rt_client.errors import ConfigError, InvalidInput, NotFound
+from rt_client.ids import DistrictCode, SchoolCode
+
+__all__ = [
+    "STATUS_ACTIVE",
+    "STATUS_PENDING",
+    "STATUS_REVOKED",
+    "DistrictRow",
+    "EntryRow",
+    "RegistryStore",
+    "SchoolRow",
+    "StoreTransaction",
+]
+
+STATUS_PENDING: Final = "pending"  # added by the operator, not enrolled yet
+STATUS_ACTIVE: Final = "active"
+STATUS_REVOKED: Final = "revoked"
+
+
+class _UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+districts = sa.Table(
+    "districts",
+    metadata,
+    sa.Column("code", sa.String(7), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("endpoints", sa.Text, nullable=False),  # JSON list of host:port
+    sa.Column("auth_code_hash", sa.String(200), nullable=True),
+    sa.Column("failed_attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("locked_until", _UtcDateTime, nullable=True),
+    sa.Column("created_at", _UtcDateTime, nullable=False),
+)
+
+schools = sa.Table(
+    "schools",
+    metadata,
+    sa.Column("cds_code", sa.String(14), primary_key=True),
+    sa.Column("district_code", sa.String(7), sa.ForeignKey("districts.code"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("district_code", sa.String(7), sa.ForeignKey("districts.code"), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # serialized rt.v1.DirectoryEntry
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("tls_spki_sha256", sa.LargeBinary, nullable=False),
+    sa.Column("issued_at", _UtcDateTime, nullable=False),
+    sa.Column("expires_at", _UtcDateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class DistrictRow:
+    code: DistrictCode
+    name: str
+    status: str
+    endpoints: tuple[str, ...]
+    auth_code_hash: str | None
+    failed_attempts: int
+    locked_until: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SchoolRow:
+    cds_code: SchoolCode
+    district_code: DistrictCode
+    name: str
+    district_name: str
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    district_code: DistrictCode
+    version: int
+    body: bytes
+    signature: bytes
+    status: str
+    tls_spki_sha256: bytes
+    issued_at: datetime
+    expires_at: datetime
+
+
+class RegistryStore:
+    """The registry database behind a URL. Build one per process; it is thread-safe."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> RegistryStore:
+        """Connect to ``url`` and create the schema if missing. Raises ``ConfigError``."""
+        try:
+            engine = sa.create_engine(url)
+            metadata.create_all(engine)
+        except (sa.exc.SQLAlchemyError, ImportError) as exc:
+            raise ConfigError(f"cannot open the registry database: {exc}") from exc
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTransaction]:
+        """One transaction: committed if the block returns, rolled back if it raises."""
+        with self._engine.begin() as conn:
+            yield StoreTransaction(conn)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+class StoreTransaction:
+    """Queries and updates within one transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    # -- districts -------------------------------------------------------
+
+    def add_district(
+        self,
+        code: DistrictCode,
+        name: str,
+        endpoints: Sequence[str],
+        auth_code_hash: str,
+        school_rows: Sequence[tuple[SchoolCode, str]],
+        now: datetime,
+    ) -> None:
+        """Raises ``InvalidInput`` if the district or one of its schools is already registered."""
+        if self.get_district(code) is not None:
+            raise InvalidInput(f"district {code} is already registered")
+        taken = self._conn.execute(
+            sa.select(schools.c.cds_code).where(schools.c.cds_code.in_([s for s, _ in school_rows]))
+        ).first()
+        if taken is not None:
+            raise InvalidInput(f"school {taken.cds_code} is already registered")
+        self._conn.execute(
+            districts.insert().values(
+                code=code,
+                name=name,
+                status=STATUS_PENDING,
+                endpoints=json.dumps(list(endpoints)),
+                auth_code_hash=auth_code_hash,
+                failed_attempts=0,
+                locked_until=None,
+                created_at=now,
+            )
+        )
+        if school_rows:
+            self._conn.execute(
+                schools.insert(),
+                [{"cds_code": s, "district_code": code, "name": n} for s, n in school_rows],
+            )
+
+    def get_district(self, code: str, *, for_update: bool = False) -> DistrictRow | None:
+        query = sa.select(districts).where(districts.c.code == code)
+        if for_update:
+            query = query.with_for_update()
+        row = self._conn.execute(query).first()
+        return None if row is None else _district_row(row._mapping)
+
+    def require_district(self, code: str, *, for_update: bool = False) -> DistrictRow:
+        """Raises ``NotFound``."""
+        row = self.get_district(code, for_update=for_update)
+        if row is None:
+            raise NotFound(f"district {code} is not registered")
+        return row
+
+    def list_districts(self) -> list[DistrictRow]:
+        rows = self._conn.execute(sa.select(districts).order_by(districts.c.code))
+        return [_district_row(r._mapping) for r in rows]
+
+    def record_failed_attempt(
+        self, code: str, now: datetime, threshold: int, lock_until: datetime
+    ) -> int:
+        """Count one failed enrollment; lock the district once ``threshold`` is reached.
+
+        Attempts while locked count too and push the lock further out.
+        Returns the new failure count.
+        """
+        self._conn.execute(
+            districts.update()
+            .where(districts.c.code == code)
+            .values(failed_attempts=districts.c.failed_attempts + 1)
+        )
+        count = self._conn.execute(
+            sa.select(districts.c.failed_attempts).where(districts.c.code == code)
+        ).scalar_one()
+        if count >= threshold:
+            self._conn.execute(
+                districts.update().where(districts.c.code == code).values(locked_until=lock_until)
+            )
+        return int(count)
+
+    def consume_authorization_code(self, code: str, expected_hash: str) -> bool:
+        """Clear the code hash if it is still ``expected_hash``: single use even under races."""
+        result = self._conn.execute(
+            districts.update()
+            .where(districts.c.code == code, districts.c.auth_code_hash == expected_hash)
+            .values(auth_code_hash=None, failed_attempts=0, locked_until=None)
+        )
+        return result.rowcount == 1
+
+    def set_authorization_code(self, code: str, auth_code_hash: str | None) -> None:
+        """Replace the code hash (``None`` = no enrollment possible); clears any lockout."""
+        self._conn.execute(
+            districts.update()
+            .where(districts.c.code == code)
+            .values(auth_code_hash=auth_code_hash, failed_attempts=0, locked_until=None)
+        )
+
+    def set_district_state(
+        self, code: str, *, status: str, endpoints: Sequence[str] | None = None
+    ) -> None:
+        values: dict[str, Any] = {"status": status}
+        if endpoints is not None:
+            values["endpoints"] = json.dumps(list(endpoints))
+        self._conn.execute(districts.update().where(districts.c.code == code).values(**values))
+
+    # -- schools ---------------------------------------------------------
+
+    def schools_of(self, code: str) -> list[tuple[SchoolCode, str]]:
+        rows = self._conn.execute(
+            sa.select(schools.c.cds_code, schools.c.name)
+            .where(schools.c.district_code == code)
+            .order_by(schools.c.cds_code)
+        )
+        return [(SchoolCode(r.cds_code), r.name) for r in rows]
+
+    def search_schools(
+        self, query: str, limit: int, *, status: str = STATUS_ACTIVE
+    ) -> list[SchoolRow]:
+        """Schools of districts in ``status``: name contains ``query``, or code starts with it."""
+        pattern = query.lower()
+        rows = self._conn.execute(
+            sa.select(
+                schools.c.cds_code,
+                schools.c.district_code,
+                schools.c.name,
+                districts.c.name.label("district_name"),
+            )
+            .join(districts, districts.c.code == schools.c.district_code)
+            .where(
+                districts.c.status == status,
+                sa.or_(
+                    sa.func.lower(schools.c.name).contains(pattern, autoescape=True),
+                    schools.c.cds_code.startswith(query, autoescape=True),
+                ),
+            )
+            .order_by(schools.c.name, schools.c.cds_code)
+            .limit(limit)
+        )
+        return [
+            SchoolRow(
+                cds_code=SchoolCode(r.cds_code),
+                district_code=DistrictCode(r.district_code),
+                name=r.name,
+                district_name=r.district_name,
+            )
+            for r in rows
+        ]
+
+    # -- entries ---------------------------------------------------------
+
+    def current_entry(self, code: str) -> EntryRow | None:
+        row = self._conn.execute(
+            sa.select(entries)
+            .where(entries.c.district_code == code)
+            .order_by(entries.c.version.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _entry_row(row._mapping)
+
+    def add_entry(self, entry: EntryRow) -> None:
+        """Append a new version. A concurrent writer of the same version fails the transaction."""
+        self._conn.execute(
+            entries.insert().values(
+                district_code=entry.district_code,
+                version=entry.version,
+                body=entry.body,
+                signature=entry.signature,
+                status=entry.status,
+                tls_spki_sha256=entry.tls_spki_sha256,
+                issued_at=entry.issued_at,
+                expires_at=entry.expires_at,
+            )
+        )
+
+
+def _district_row(m: Any) -> DistrictRow:
+    return DistrictRow(
+        code=DistrictCode(m["code"]),
+        name=m["name"],
+        status=m["status"],
+        endpoints=tuple(json.loads(m["endpoints"])),
+        auth_code_hash=m["auth_code_hash"],
+        failed_attempts=int(m["failed_attempts"]),
+        locked_until=m["locked_until"],
+        created_at=m["created_at"],
+    )
+
+
+def _entry_row(m: Any) -> EntryRow:
+    return EntryRow(
+        district_code=DistrictCode(m["district_code"]),
+        version=int(m["version"]),
+        body=bytes(m["body"]),
+        signature=bytes(m["signature"]),
+        status=m["status"],
+        tls_spki_sha256=bytes(m["tls_spki_sha256"]),
+        issued_at=m["issued_at"],
+        expires_at=m["expires_at"],
+    )

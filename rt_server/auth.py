@@ -1,0 +1,294 @@
+"""Peer authorization: every ``DistrictPeer`` call is authorized here, and only here.
+
+The rule (DESIGN.md section 3), checked before any servicer code runs:
+
+1. The connection is TLS 1.2 or 1.3 (gRPC's ``ssl_tls_version`` property; the
+   listener already refuses older versions, this is the belt to those braces)
+   and the peer presented a certificate (the listener requires one from the
+   registry CA).
+2. The certificate has exactly one URI SAN, and it is a district identity
+   ``spiffe://records-transfer/district/<code>``.
+3. The SHA-256 of the certificate's SubjectPublicKeyInfo equals the
+   ``tls_spki_sha256`` of that district's current, active, registry-signed
+   directory entry. This is how revocation and key rotation take effect: gRPC
+   Python has no CRL support, but a revoked district has no active entry and a
+   rotated-away key is no longer pinned.
+
+Failures abort with a detail-free status -- ``UNAUTHENTICATED`` when the peer
+has no usable identity, ``PERMISSION_DENIED`` when the identity is refused,
+``UNAVAILABLE`` when the directory cannot be consulted -- and the reason goes
+to the ``rt_server.auth`` log (never key material). On success the servicer
+finds the peer with ``current_peer()``; ``require_claimed`` checks a district
+named inside a message against it (rule 4 of section 3).
+
+Only methods under ``/rt.v1.DistrictPeer/`` are gated: health checking and
+reflection stay open to ordinary tools.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, Protocol, TypeVar, runtime_checkable
+
+import grpc
+
+from rt_client.directory import Directory, DirectoryEntry
+from rt_client.errors import (
+    DirectoryError,
+    PeerAuthError,
+    PeerUnavailable,
+    RecordsTransferError,
+    RegistryError,
+)
+from rt_client.ids import DistrictCode
+from rt_client.tls import (
+    ALLOWED_TLS_VERSIONS,
+    district_of_certificate,
+    negotiated_tls_version,
+    peer_certificate,
+    spki_sha256,
+)
+
+__all__ = [
+    "GATED_PREFIX",
+    "NOT_AUTHORIZED",
+    "AuthenticatedPeer",
+    "PeerAuthInterceptor",
+    "authorize_peer",
+    "current_peer",
+    "require_claimed",
+]
+
+log = logging.getLogger("rt_server.auth")
+
+GATED_PREFIX: Final = "/rt.v1.DistrictPeer/"
+NOT_AUTHORIZED: Final = "peer not authorized"
+# After a key mismatch the directory is asked again (the peer may have just
+# rotated its key), but at most this often per district, so a peer presenting
+# a stale certificate cannot turn us into a load generator against the registry.
+_REFRESH_INTERVAL_SECONDS: Final = 30.0
+
+
+@dataclass(frozen=True)
+class AuthenticatedPeer:
+    """The district at the other end of the call, and the entry that vouched for it."""
+
+    code: DistrictCode
+    entry: DirectoryEntry
+
+
+_CURRENT_PEER: Final[contextvars.ContextVar[AuthenticatedPeer | None]] = contextvars.ContextVar(
+    "rt_server_auth_current_peer", default=None
+)
+
+
+def current_peer() -> AuthenticatedPeer:
+    """The authorized peer of the call being served.
+
+    Raises ``PeerAuthError`` outside an authorized call (a handler that is not
+    behind ``PeerAuthInterceptor`` must not act for any district).
+    """
+    peer = _CURRENT_PEER.get()
+    if peer is None:
+        raise PeerAuthError("no authorized peer for this call")
+    return peer
+
+
+def require_claimed(claimed_district: str) -> AuthenticatedPeer:
+    """Check that a district named inside a message is the TLS peer itself.
+
+    Raises ``PeerAuthError`` (mapped to ``PERMISSION_DENIED``) when it is not.
+    """
+    peer = current_peer()
+    if not hmac.compare_digest(claimed_district.encode(), peer.code.encode()):
+        raise PeerAuthError(
+            f"message names district {claimed_district!r} but the TLS peer is {peer.code}"
+        )
+    return peer
+
+
+class _NotAuthenticated(PeerAuthError):
+    """The peer has no usable identity (as opposed to an identity that is refused)."""
+
+
+@runtime_checkable
+class _Forgetful(Protocol):
+    def forget(self, code: str) -> None: ...
+
+
+def authorize_peer(
+    auth_context: Mapping[str, Sequence[bytes]], directory: Directory
+) -> AuthenticatedPeer:
+    """Apply the rule of the module docstring to a call's ``auth_context()``.
+
+    Raises ``PeerAuthError`` (its private subclass for "no identity"),
+    ``DirectoryError`` (revoked, unknown, or unverifiable entry) or
+    ``PeerUnavailable`` / ``RegistryError`` (directory unreachable).
+    """
+    cert = peer_certificate(auth_context)
+    if cert is None:
+        raise _NotAuthenticated("no TLS client certificate")
+    version = negotiated_tls_version(auth_context)
+    # Fail closed if gRPC stops reporting the version: the check would silently vanish.
+    if version not in ALLOWED_TLS_VERSIONS:
+        raise _NotAuthenticated(f"TLS version {version!r} is not allowed")
+    try:
+        code = district_of_certificate(cert)
+    except PeerAuthError as exc:
+        raise _NotAuthenticated(str(exc)) from exc
+    entry = directory.lookup(code)
+    if not entry.is_active:  # a Directory must refuse these itself; never rely on it alone
+        raise DirectoryError(f"district {code} is not active")
+    if not hmac.compare_digest(spki_sha256(cert), entry.tls_spki_sha256):
+        raise PeerAuthError(f"district {code} presented a TLS key its directory entry does not pin")
+    return AuthenticatedPeer(code=code, entry=entry)
+
+
+_R = TypeVar("_R")
+
+
+class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every ``DistrictPeer`` method handler so it authorizes the peer first."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        gated_prefix: str = GATED_PREFIX,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._directory = directory
+        self._prefix = gated_prefix
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._last_refresh: dict[str, float] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(self._prefix):
+            return handler
+        return self._wrap(handler, method)
+
+    # -- authorization -----------------------------------------------------
+
+    def _authorize(self, context: grpc.ServicerContext, method: str) -> AuthenticatedPeer:
+        auth_context = context.auth_context()
+        try:
+            try:
+                return authorize_peer(auth_context, self._directory)
+            except PeerAuthError as exc:
+                if isinstance(exc, _NotAuthenticated) or not self._may_refresh(auth_context):
+                    raise
+                # The peer may have rotated its key since we cached its entry.
+                return authorize_peer(auth_context, self._directory)
+        except _NotAuthenticated as exc:
+            self._refuse(context, method, grpc.StatusCode.UNAUTHENTICATED, exc)
+        except (PeerAuthError, DirectoryError) as exc:
+            self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
+        except (PeerUnavailable, RegistryError) as exc:
+            log.warning("%s from %s: directory unavailable: %s", method, context.peer(), exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "directory unavailable, try again later")
+        except RecordsTransferError as exc:
+            self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
+        except Exception:
+            log.exception("%s from %s: authorization failed unexpectedly", method, context.peer())
+            context.abort(grpc.StatusCode.INTERNAL, NOT_AUTHORIZED)
+        raise AssertionError("unreachable: context.abort raises")
+
+    def _may_refresh(self, auth_context: Mapping[str, Sequence[bytes]]) -> bool:
+        if not isinstance(self._directory, _Forgetful):
+            return False
+        cert = peer_certificate(auth_context)
+        if cert is None:
+            return False
+        code = district_of_certificate(cert)
+        now = self._monotonic()
+        with self._lock:
+            last = self._last_refresh.get(code)
+            if last is not None and now - last < _REFRESH_INTERVAL_SECONDS:
+                return False
+            self._last_refresh[code] = now
+        self._directory.forget(code)
+        return True
+
+    @staticmethod
+    def _refuse(
+        context: grpc.ServicerContext, method: str, status: grpc.StatusCode, exc: Exception
+    ) -> NoReturn:
+        log.warning("%s from %s refused (%s): %s", method, context.peer(), status.name, exc)
+        context.abort(status, NOT_AUTHORIZED)
+        raise AssertionError("unreachable: context.abort raises")
+
+    # -- handler wrapping ----------------------------------------------------
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._single(handler.unary_unary, method), **codecs
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._single(handler.stream_unary, method), **codecs
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method), **codecs
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming(handler.stream_stream, method), **codecs
+            )
+        raise AssertionError(f"{method}: handler has no behavior")
+
+    def _single(
+        self, behavior: Callable[[Any, grpc.ServicerContext], _R], method: str
+    ) -> Callable[[Any, grpc.ServicerContext], _R]:
+        def authorized(request: Any, context: grpc.ServicerContext) -> _R:
+            run_in = _context_with(self._authorize(context, method))
+            return run_in.run(behavior, request, context)
+
+        return authorized
+
+    def _streaming(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[_R]], method: str
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[_R]]:
+        def authorized(request: Any, context: grpc.ServicerContext) -> Iterator[_R]:
+            # Authorize before returning the iterator: gRPC sends nothing, not
+            # even headers, for a refused call.
+            run_in = _context_with(self._authorize(context, method))
+            responses = run_in.run(behavior, request, context)
+            return _iterate_within(run_in, responses)
+
+        return authorized
+
+
+def _context_with(peer: AuthenticatedPeer) -> contextvars.Context:
+    """A fresh context in which ``current_peer()`` is ``peer``: one per call, never shared."""
+    run_in = contextvars.copy_context()
+    run_in.run(_CURRENT_PEER.set, peer)
+    return run_in
+
+
+def _iterate_within(run_in: contextvars.Context, responses: Iterator[_R]) -> Iterator[_R]:
+    """Drive a response iterator (often a generator) so each step runs in ``run_in``."""
+    while True:
+        try:
+            item = run_in.run(next, responses)
+        except StopIteration:
+            return
+        yield item

@@ -1,0 +1,231 @@
+"""Propose which of our students a request is about (DESIGN.md section 4, step 2).
+
+An SSID that matches is an exact match (confidence 100). Otherwise students are
+proposed by legal last name, birth date, gender and first name, compared case-
+and accent-insensitively ("Nuñez" = "NUNEZ", "O'Brien" = "OBRIEN"), and ranked
+by a confidence below 100: a human confirms any match that is not exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Any, Final
+
+from sqlalchemy import or_, select
+
+from rt_server.core._db import Bind, reading
+from rt_server.core.model import StudentIdentity, StudentRecord
+from rt_server.db.schema import NAME_LEN, STUDENTS
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "Candidate",
+    "StudentIdentity",
+    "match_student",
+    "name_key",
+    "student_from_row",
+]
+
+MAX_CANDIDATES: Final = 10
+# Students sharing a birth date or a last name with the request are scored;
+# this bounds that work for a very large district.
+_MAX_SCORED: Final = 500
+# Below this a candidate is noise: e.g. same birth date and gender only.
+_MIN_CONFIDENCE: Final = 50
+
+# Weights: last name 35, birth date 35, first name 15, gender 10, middle name 4.
+# The total for a perfect non-SSID match is 99: 100 means "SSID matched".
+_LAST, _LAST_PART, _BIRTH, _FIRST, _FIRST_PART, _GENDER, _MIDDLE = 35, 22, 35, 15, 8, 10, 4
+_SSID_DIFFERS: Final = 25
+
+# Letters that Unicode does not decompose into a base letter plus accents.
+_FOLD: Final = str.maketrans(
+    {"đ": "d", "ø": "o", "ł": "l", "æ": "ae", "œ": "oe", "þ": "th", "ð": "d", "ı": "i"}
+)
+_WORD: Final = re.compile(r"[^\W_]+")
+
+
+def _fold(name: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_FOLD)
+
+
+def name_key(name: str | None) -> str:
+    """``name`` folded for comparison: no case, accents, spaces or punctuation.
+
+    "Nuñez" -> "nunez", "O'Brien" -> "obrien", "Đặng" -> "dang".
+    """
+    if not name:
+        return ""
+    return "".join(_WORD.findall(_fold(name)))[:NAME_LEN]
+
+
+def _name_parts(name: str | None) -> set[str]:
+    """The folded words of a name: "López-Ramírez" -> {"lopez", "ramirez"}."""
+    return set(_WORD.findall(_fold(name))) if name else set()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A student of ours that may be the one requested."""
+
+    student: StudentRecord
+    confidence: int  # 0..100; 100 only for an SSID match
+    exact: bool  # the SSID matched
+    why: str  # e.g. "last name, birth date, gender match; first name similar"
+
+    @property
+    def local_id(self) -> str:
+        return self.student.local_id
+
+
+def student_from_row(row: Any) -> StudentRecord:
+    """A ``StudentRecord`` from a ``students`` row mapping."""
+    return StudentRecord(
+        local_id=row["local_id"],
+        ssid=row["ssid"],
+        legal_first_name=row["legal_first_name"],
+        legal_middle_name=row["legal_middle_name"],
+        legal_last_name=row["legal_last_name"],
+        birth_date=row["birth_date"],
+        gender=row["gender"],
+        school=row["school"],
+        created_at=row["created_at"],
+    )
+
+
+def _similar(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and SequenceMatcher(None, a, b).ratio() >= 0.8
+
+
+def _score(identity: StudentIdentity, student: StudentRecord) -> tuple[int, list[str], list[str]]:
+    """Confidence, what matches and what is only similar or different."""
+    score = 0
+    matched: list[str] = []
+    partly: list[str] = []
+
+    want_last, have_last = name_key(identity.legal_last_name), name_key(student.legal_last_name)
+    if want_last and want_last == have_last:
+        score += _LAST
+        matched.append("last name")
+    elif _name_parts(identity.legal_last_name) & _name_parts(student.legal_last_name):
+        score += _LAST_PART
+        partly.append("last name partly matches")
+    elif _similar(want_last, have_last):
+        score += _LAST_PART
+        partly.append("last name similar")
+
+    if identity.birth_date is not None and identity.birth_date == student.birth_date:
+        score += _BIRTH
+        matched.append("birth date")
+    elif identity.birth_date is not None and _transposed(identity.birth_date, student.birth_date):
+        score += _BIRTH // 2
+        partly.append("birth date with day and month swapped")
+
+    if identity.gender and student.gender and identity.gender.upper() == student.gender.upper():
+        score += _GENDER
+        matched.append("gender")
+
+    want_first, have_first = name_key(identity.legal_first_name), name_key(student.legal_first_name)
+    if want_first and want_first == have_first:
+        score += _FIRST
+        matched.append("first name")
+    elif _similar(want_first, have_first) or (
+        # "Jo" for "Josefina", "Alex" for "Alexander"
+        len(want_first) >= 2 and len(have_first) >= 2
+        and (want_first.startswith(have_first) or have_first.startswith(want_first))
+    ):  # fmt: skip
+        score += _FIRST_PART
+        partly.append("first name similar")
+
+    want_middle = name_key(identity.legal_middle_name)
+    if want_middle and want_middle == name_key(student.legal_middle_name):
+        score += _MIDDLE
+        matched.append("middle name")
+    return min(score, 99), matched, partly
+
+
+def _transposed(a: dt.date, b: dt.date) -> bool:
+    """Day and month swapped (03/04 vs 04/03), a common data-entry slip."""
+    return a.year == b.year and a.month == b.day and a.day == b.month and a != b
+
+
+def _why(matched: list[str], partly: list[str]) -> str:
+    parts = []
+    if matched:
+        parts.append(", ".join(matched) + (" match" if len(matched) > 1 else " matches"))
+    parts.extend(partly)
+    return "; ".join(parts) or "no details match"
+
+
+def match_student(bind: Bind, identity: StudentIdentity) -> list[Candidate]:
+    """Our students that may be ``identity``, best first, at most ``MAX_CANDIDATES``.
+
+    A student whose SSID equals the request's comes first (confidence 100,
+    ``exact=True``; ``why`` notes any demographic that disagrees, which a
+    registrar should look at). Then students sharing the last name or the birth
+    date, scored on last name, birth date, gender and first/middle name, those
+    scoring at least 50, ties broken by local id.
+    """
+    results: list[Candidate] = []
+    seen: set[str] = set()
+    with reading(bind) as conn:
+        if identity.ssid:
+            row = (
+                conn.execute(select(STUDENTS).where(STUDENTS.c.ssid == identity.ssid))
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                student = student_from_row(row)
+                _, matched, _partly = _score(identity, student)
+                disagree = []
+                if name_key(identity.legal_last_name) and "last name" not in matched:
+                    disagree.append("last name")
+                if identity.birth_date is not None and "birth date" not in matched:
+                    disagree.append("birth date")
+                why = "SSID matches"
+                if disagree:
+                    why += "; but " + " and ".join(disagree) + " differ"
+                results.append(Candidate(student, 100, True, why))
+                seen.add(student.local_id)
+
+        conditions = []
+        last = name_key(identity.legal_last_name)
+        if last:
+            conditions.append(STUDENTS.c.last_name_key == last)
+        if identity.birth_date is not None:
+            conditions.append(STUDENTS.c.birth_date == identity.birth_date)
+        rows = (
+            conn.execute(
+                select(STUDENTS)
+                .where(or_(*conditions))
+                .order_by(STUDENTS.c.local_id)
+                .limit(_MAX_SCORED)
+            )
+            .mappings()
+            .all()
+            if conditions
+            else []
+        )
+
+    scored: list[Candidate] = []
+    for row in rows:
+        student = student_from_row(row)
+        if student.local_id in seen:
+            continue
+        confidence, matched, partly = _score(identity, student)
+        if identity.ssid and student.ssid and identity.ssid != student.ssid:
+            # SSIDs are statewide and unique: a different one is strong evidence
+            # of a different student (a twin, a namesake), though not proof.
+            confidence -= _SSID_DIFFERS
+            partly.append("but SSID differs")
+        if confidence >= _MIN_CONFIDENCE:
+            scored.append(Candidate(student, confidence, False, _why(matched, partly)))
+    scored.sort(key=lambda c: (-c.confidence, c.student.local_id))
+    results.extend(scored)
+    return results[:MAX_CANDIDATES]

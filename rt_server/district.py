@@ -1,0 +1,175 @@
+"""The district server's state: everything a flow needs, built from its config.
+
+``District`` is passed to every flow function (``requester``, ``responder``,
+``receiver``, ``sender``, ``threads``). It holds no request state of its own:
+all of that is in the database, so any replica can pick up any work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import Message
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine, Row
+
+from protos.rt.v1 import common_pb2, peer_pb2
+from rt_client.crypto import envelope
+from rt_client.directory import Directory, DirectoryEntry
+from rt_client.envelopes import open_message, sign_message
+from rt_client.errors import NotFound, PeerAuthError
+from rt_client.identity import DistrictIdentity
+from rt_server.db import READ_ONLY
+from rt_server.db.schema import AUDIT_LOG, REQUESTS, SEEN_MESSAGES, THREAD_MESSAGES
+from rt_server.outbox import Outbox, RetryPolicy
+from rt_server.peers import PeerClients
+
+M = TypeVar("M", bound=Message)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a peer may send (DESIGN.md section 8)."""
+
+    max_transfer_bytes: int = 2 * 1024 * 1024 * 1024
+    max_frame_bytes: int = 2 * 1024 * 1024
+    frame_bytes: int = 64 * 16400  # what we send: 64 Cobblestone chunks, about 1 MiB
+    request_ttl_days: int = 30
+    clock_skew_seconds: int = 300
+    rpc_timeout_seconds: float = 15.0
+    # A delivery's deadline grows with its size, from this floor at this pace.
+    delivery_timeout_floor_seconds: float = 60.0
+    delivery_min_bytes_per_second: int = 1024 * 1024
+
+
+@dataclass
+class District:
+    code: str
+    engine: Engine
+    identity: DistrictIdentity
+    directory: Directory
+    peers: PeerClients
+    spool_dir: Path
+    clock: Clock = utc_now
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: Limits = field(default_factory=Limits)
+    outbox: Outbox | None = None  # set by the server once the worker exists
+    wake_worker: Callable[[], None] = lambda: None
+    # Process the request's due outbox items now, in the caller's thread.
+    run_outbox_now: Callable[[str], None] = lambda request_id: None
+
+    def reading(self) -> Connection:
+        """A read-only connection: on SQLite it does not take the write lock."""
+        return self.engine.connect().execution_options(**READ_ONLY)
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self.identity.signing_key
+
+    def sign(self, label: bytes, message: Message) -> common_pb2.SignedEnvelope:
+        return sign_message(label, message, self.code, self.identity.signing_key)
+
+    def open_from(self, label: bytes, signed: common_pb2.SignedEnvelope, district: str, message_type: type[M]) -> M:
+        """Verify a message as ``district``'s (by its current directory key), then parse it."""
+        entry = self.directory.lookup(district)
+        return open_message(
+            label, signed, signer=district, public_key=entry.signing_public_key, message_type=message_type
+        )
+
+    def ack(self, message_id: str) -> common_pb2.SignedEnvelope:
+        """Our signed acknowledgement of a peer's message."""
+        ack = peer_pb2.Ack(message_id=message_id, district=self.code)
+        ack.at.FromDatetime(self.clock())
+        return self.sign(envelope.LABEL_ACK, ack)
+
+    def entry_of(self, district: str) -> DirectoryEntry:
+        return self.directory.lookup(district)
+
+
+# --- small shared database helpers ------------------------------------------
+
+
+def load_request(conn: Connection, request_id: str, *, direction: str | None = None) -> Row[Any]:
+    query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
+    if direction:
+        query = query.where(REQUESTS.c.direction == direction)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no request {request_id} here; list requests with 'rt requests'")
+    return row
+
+
+def load_peer_request(conn: Connection, request_id: str, direction: str, peer: str) -> Row[Any]:
+    """A request the peer is party to. Another district's request is 'not found' to it."""
+    row = conn.execute(
+        select(REQUESTS).where(REQUESTS.c.request_id == request_id, REQUESTS.c.direction == direction)
+    ).first()
+    if row is None or row.other_district != peer:
+        raise PeerAuthError(f"district {peer} named a request it is not party to")
+    return row
+
+
+def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:
+    conn.execute(update(REQUESTS).where(REQUESTS.c.request_id == request_id).values(updated_at=now, **values))
+
+
+def system_message(conn: Connection, request_id: str, body: str, now: datetime) -> None:
+    """A status change, logged in the request's thread (never student data)."""
+    conn.execute(
+        insert(THREAD_MESSAGES).values(
+            message_id=new_id(),
+            request_id=request_id,
+            from_district=None,
+            author="system",
+            body=body,
+            sent_at=now,
+            system=True,
+            delivered=True,
+        )
+    )
+
+
+def audit(
+    conn: Connection,
+    now: datetime,
+    actor: str,
+    action: str,
+    *,
+    request_id: str | None = None,
+    student_local_id: str | None = None,
+    detail: str = "",
+) -> None:
+    conn.execute(
+        insert(AUDIT_LOG).values(
+            at=now,
+            actor=actor[:100] or "unknown",
+            action=action,
+            request_id=request_id,
+            student_local_id=student_local_id,
+            detail=detail[:500],
+        )
+    )
+
+
+def first_time(conn: Connection, message_id: str, kind: str, now: datetime) -> bool:
+    """Record a message id; False when it was seen before (a replay or re-send)."""
+    seen = conn.execute(select(SEEN_MESSAGES.c.message_id).where(SEEN_MESSAGES.c.message_id == message_id)).first()
+    if seen is not None:
+        return False
+    conn.execute(insert(SEEN_MESSAGES).values(message_id=message_id, kind=kind, at=now))
+    return True

@@ -1,0 +1,222 @@
+"""Receiving a transfer, at the requesting district (B).
+
+``DeliverRecords`` frames arrive as: start (signed header, wrapped key, resume
+offset), ciphertext frames, trailer. B verifies the header's signature before
+parsing it, checks it against the request it is for, then stores ciphertext
+durably frame by frame (so a cut delivery resumes at ``received_offset``).
+Nothing counts as received until the whole ciphertext is there, the trailer
+signature verifies, every chunk decrypts and every row validates; then, in one
+transaction, the transfer is RECEIVED and the request DATA_RECEIVED. The
+ciphertext stays encrypted at rest until import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
+from rt_client import transfer as rtx
+from rt_client.crypto import envelope
+from rt_client.errors import Duplicate, IntegrityError, InvalidInput, RecordsTransferError, WrongStatus
+from rt_server.core import validate
+from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
+from rt_server.district import District, audit, load_peer_request, set_request, system_message
+from rt_server.sender import parse_counts
+
+log = logging.getLogger("rt_server.receiver")
+
+
+def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.DeliveryOffset:
+    with d.reading() as conn:
+        row = conn.execute(
+            select(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND")
+        ).first()
+        if row is None:
+            return peer_pb2.DeliveryOffset(transfer_id=transfer_id, offset=0)
+        load_peer_request(conn, row.request_id, "OUTBOUND", peer)
+        return peer_pb2.DeliveryOffset(
+            transfer_id=transfer_id, offset=row.received_offset, complete=row.state == "RECEIVED"
+        )
+
+
+def receive_delivery(
+    d: District, frames: Iterator[peer_pb2.DeliveryFrame], peer: str
+) -> common_pb2.SignedEnvelope:
+    first = next(frames, None)
+    if first is None or first.WhichOneof("frame") != "start":
+        raise InvalidInput("a delivery must start with its header")
+    start = first.start
+    sender = d.entry_of(peer)
+    header, digest = rtx.open_header(
+        start.header,
+        sender=peer,
+        sender_signing_key=sender.signing_public_key,
+        receiver=d.code,
+        receiver_key_id=d.identity.hpke_key.public_key().key_id(),
+        max_bytes=d.limits.max_transfer_bytes,
+    )
+    if len(start.wrapped_key) > 4096:
+        raise InvalidInput("the wrapped key is too long")
+    now = d.clock()
+    with d.engine.begin() as conn:
+        request = load_peer_request(conn, header.request_id, "OUTBOUND", peer)
+        existing = _transfer(conn, header.transfer_id)
+        if existing is not None and existing.request_id != header.request_id:
+            raise IntegrityError()
+        if existing is not None and existing.state == "RECEIVED":
+            if existing.header != start.header.body:
+                raise Duplicate("transfer already received")
+            # A re-send after a lost receipt: answer again, change nothing.
+            return _receipt(d, existing)
+        if request.status not in ("QUEUED", "PENDING"):
+            raise WrongStatus(f"request is {request.status}; it takes no delivery")
+        if request.transfer_id and request.transfer_id != header.transfer_id:
+            raise InvalidInput("the transfer id is not the one the prior district approved")
+        if existing is None:
+            if start.offset != 0:
+                raise WrongStatus("resume offset does not match what is held")
+            conn.execute(
+                insert(TRANSFERS).values(
+                    transfer_id=header.transfer_id,
+                    request_id=header.request_id,
+                    direction="INBOUND",
+                    header=start.header.body,
+                    header_signature=start.header.signature,
+                    wrapped_key=start.wrapped_key,
+                    ciphertext_bytes=header.ciphertext_bytes,
+                    received_offset=0,
+                    state="RECEIVING",
+                    table_counts=",".join(
+                        f"{common_pb2.TableCode.Name(c.table)}={c.rows}" for c in header.tables
+                    ),
+                    created_at=now,
+                )
+            )
+        elif existing.header != start.header.body or existing.wrapped_key != start.wrapped_key:
+            raise IntegrityError()
+        elif start.offset != existing.received_offset:
+            raise WrongStatus("resume offset does not match what is held")
+    offset = start.offset
+    trailer: bytes | None = None
+    for frame in frames:
+        kind = frame.WhichOneof("frame")
+        if kind == "ciphertext" and trailer is None:
+            data = frame.ciphertext
+            if not data or len(data) > d.limits.max_frame_bytes:
+                raise InvalidInput("a ciphertext frame is empty or too large")
+            if offset + len(data) > header.ciphertext_bytes:
+                raise InvalidInput("the delivery is longer than its header declares")
+            _store_frame(d, header.transfer_id, offset, data)
+            offset += len(data)
+        elif kind == "trailer" and trailer is None:
+            trailer = frame.trailer.signature
+        else:
+            raise InvalidInput("unexpected frame in a delivery")
+    if trailer is None or offset != header.ciphertext_bytes:
+        # The stream stopped early: what arrived is kept, the sender resumes.
+        raise InvalidInput("the delivery ended before its trailer")
+    try:
+        counts, sha512 = _verify(d, header, digest, start.wrapped_key, trailer, sender.signing_public_key)
+    except RecordsTransferError:
+        # Bad bytes from the sender: keep nothing of them, so a corrected re-send starts clean.
+        _discard(d, header.transfer_id)
+        raise
+    now = d.clock()
+    with d.engine.begin() as conn:
+        conn.execute(
+            update(TRANSFERS)
+            .where(TRANSFERS.c.transfer_id == header.transfer_id)
+            .values(state="RECEIVED", trailer_signature=trailer, ciphertext_sha512=sha512, completed_at=now)
+        )
+        set_request(conn, header.request_id, now, status="DATA_RECEIVED", status_reason=None,
+                    transfer_id=header.transfer_id)
+        rows = sum(counts.values())
+        system_message(conn, header.request_id, f"Received {rows} rows from district {peer}; ready for review.", now)
+        audit(conn, now, f"district:{peer}", "transfer.receive", request_id=header.request_id,
+              detail=f"transfer {header.transfer_id}")
+        row = _transfer(conn, header.transfer_id)
+    return _receipt(d, row)
+
+
+def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-def]
+    return conn.execute(
+        select(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND")
+    ).first()
+
+
+def _store_frame(d: District, transfer_id: str, offset: int, data: bytes) -> None:
+    """One durable frame: the bytes and the new offset commit together."""
+    with d.engine.begin() as conn:
+        seq = conn.execute(
+            select(func.count()).select_from(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
+        ).scalar_one()
+        conn.execute(insert(TRANSFER_CHUNKS).values(transfer_id=transfer_id, seq=seq, offset=offset, data=data))
+        moved = conn.execute(
+            update(TRANSFERS)
+            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.received_offset == offset)
+            .values(received_offset=offset + len(data))
+        ).rowcount
+        if moved != 1:
+            raise WrongStatus("another delivery of this transfer is under way")
+
+
+def stored_ciphertext(d: District, transfer_id: str) -> Iterable[bytes]:
+    """The ciphertext as received, piece by piece (constant memory)."""
+    with d.reading() as conn:
+        result = conn.execution_options(yield_per=4).execute(
+            select(TRANSFER_CHUNKS.c.data)
+            .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
+            .order_by(TRANSFER_CHUNKS.c.seq)
+        )
+        for (data,) in result:
+            yield data
+
+
+def _verify(
+    d: District,
+    header: records_pb2.TransferHeader,
+    digest: bytes,
+    wrapped_key: bytes,
+    trailer: bytes,
+    sender_key: bytes,
+) -> tuple[dict[int, int], bytes]:
+    # Verify before parsing: the sender's signature over header, key and
+    # ciphertext first; only then decrypt, and validate every row.
+    sha = hashlib.sha512()
+    for data in stored_ciphertext(d, header.transfer_id):
+        sha.update(data)
+    ciphertext_sha512 = sha.digest()
+    rtx.verify_trailer(digest, wrapped_key, ciphertext_sha512, trailer, sender_key)
+    counts: dict[int, int] = {}
+    batches = rtx.decrypt_batches(
+        header, digest, wrapped_key, d.identity.hpke_key, stored_ciphertext(d, header.transfer_id)
+    )
+    for batch in batches:
+        _table, rows = validate.validate_batch(batch)
+        counts[batch.table] = counts.get(batch.table, 0) + len(rows)
+    return counts, ciphertext_sha512
+
+
+def _discard(d: District, transfer_id: str) -> None:
+    with d.engine.begin() as conn:
+        conn.execute(delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id))
+        conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id))
+
+
+def _receipt(d: District, row) -> common_pb2.SignedEnvelope:  # type: ignore[no-untyped-def]
+    header = records_pb2.TransferHeader.FromString(row.header)
+    receipt = peer_pb2.DeliveryReceipt(
+        transfer_id=row.transfer_id,
+        request_id=row.request_id,
+        sender_district=header.sender_district,
+        receiver_district=d.code,
+        ciphertext_sha512=row.ciphertext_sha512,
+        tables=[common_pb2.TableCount(table=t, rows=n) for t, n in sorted(parse_counts(row.table_counts).items())],
+    )
+    receipt.received_at.FromDatetime(row.completed_at)
+    return d.sign(envelope.LABEL_DELIVERY_RECEIPT, receipt)

@@ -1,0 +1,251 @@
+"""The ``Registrar`` servicer: the local service behind the ``rt`` CLI.
+
+Translation only: proto in, flow or store call, proto out. Errors become
+status codes (with registrar-readable text) in ``rt_server.grpc_errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
+from rt_client.errors import InvalidInput
+from rt_server import requester, responder, review, threads
+from rt_server.core import store, tables
+from rt_server.district import District
+from rt_server.sender import parse_counts
+
+_ROW_CLASS = {"NEW": registrar_pb2.NEW, "DUPLICATE": registrar_pb2.DUPLICATE, "CONFLICT": registrar_pb2.CONFLICT}
+
+
+def _actor(value: str) -> str:
+    actor = value.strip() or "unknown"
+    if len(actor) > 100:
+        raise InvalidInput("the staff member's name is longer than 100 characters")
+    return actor
+
+
+def _student_proto(s: Any) -> registrar_pb2.Student:
+    return registrar_pb2.Student(
+        local_id=s.local_id,
+        ssid=s.ssid or "",
+        legal_first_name=s.legal_first_name,
+        legal_middle_name=s.legal_middle_name or "",
+        legal_last_name=s.legal_last_name,
+        birth_date=s.birth_date.isoformat(),
+        gender=s.gender or "",
+        school=s.school or "",
+    )
+
+
+def _summary(r: Any) -> registrar_pb2.RequestSummary:
+    out = registrar_pb2.RequestSummary(
+        request_id=r.request_id,
+        direction=registrar_pb2.OUTBOUND if r.direction == "OUTBOUND" else registrar_pb2.INBOUND,
+        status=common_pb2.RequestStatus.Value(r.status),
+        other_district=r.other_district,
+        student_name=" ".join(p for p in (r.legal_first_name, r.legal_last_name) if p),
+        ssid=r.ssid or "",
+        status_reason=r.status_reason or "",
+    )
+    out.created_at.FromDatetime(r.created_at)
+    out.updated_at.FromDatetime(r.updated_at)
+    return out
+
+
+def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
+    r = store.get_request(d.engine, request_id)
+    detail = registrar_pb2.RequestDetail(
+        summary=_summary(r),
+        requesting_school=r.requesting_school,
+        prior_school=r.prior_school,
+        tables=[common_pb2.TableCode.Value(t) for t in tables.parse_table_list(r.tables_approved or r.tables_requested)],
+        local_student_id=r.local_student_id or "",
+        reject_reason=common_pb2.RejectReason.Value(r.reject_reason) if r.reject_reason else 0,
+        reject_text=r.reject_text or "",
+        transfer_id=r.transfer_id or "",
+        delivery_bytes_total=r.delivery_bytes_total or 0,
+        delivery_bytes_done=r.delivery_bytes_done or 0,
+        attempts=r.attempts or 0,
+        prior_local_id=r.prior_local_id or "",
+        approved=bool(r.approved),
+    )
+    received = store.received_counts(d.engine, r.transfer_id) if r.transfer_id else ""
+    for table, rows in sorted(parse_counts(received).items()):
+        detail.received.add(table=table, rows=rows)
+    if r.next_attempt_at:
+        detail.next_attempt_at.FromDatetime(r.next_attempt_at)
+    return detail
+
+
+class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
+    def __init__(self, district: District, search_schools: Any) -> None:
+        self._d = district
+        self._search_schools = search_schools
+
+    def AddStudent(self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext) -> registrar_pb2.Student:
+        s = request.student
+        local_id = store.add_student(
+            self._d.engine,
+            {
+                "local_id": s.local_id or None,
+                "ssid": s.ssid or None,
+                "legal_first_name": s.legal_first_name,
+                "legal_middle_name": s.legal_middle_name or None,
+                "legal_last_name": s.legal_last_name,
+                "birth_date": s.birth_date,
+                "gender": s.gender or None,
+                "school": s.school or None,
+            },
+            list(request.records),
+            actor=_actor(request.actor),
+            now=self._d.clock(),
+        )
+        return _student_proto(store.get_student(self._d.engine, local_id))
+
+    def ListStudents(self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext) -> registrar_pb2.ListStudentsResponse:
+        found = store.list_students(self._d.engine, request.query, request.limit or 100)
+        return registrar_pb2.ListStudentsResponse(students=[_student_proto(s) for s in found])
+
+    def SearchSchools(self, request: registrar_pb2.SchoolQuery, context: grpc.ServicerContext) -> registrar_pb2.SchoolList:
+        matches = self._search_schools(request.query, request.limit or 20)
+        return registrar_pb2.SchoolList(
+            schools=[
+                registrar_pb2.SchoolEntry(
+                    cds_code=m.cds_code, name=m.name, district_code=m.district_code, district_name=m.district_name
+                )
+                for m in matches
+            ]
+        )
+
+    def CreateRequest(self, request: registrar_pb2.CreateRequestRequest, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+        request_id = requester.create_request(
+            self._d,
+            student_local_id=request.student_local_id,
+            prior_school=request.prior_school,
+            prior_local_id=request.prior_local_id,
+            tables=list(request.tables),
+            actor=_actor(request.actor),
+        )
+        requester.send_now(self._d, request_id)
+        return _detail(self._d, request_id)
+
+    def ListRequests(self, request: registrar_pb2.ListRequestsRequest, context: grpc.ServicerContext) -> registrar_pb2.ListRequestsResponse:
+        direction = {registrar_pb2.OUTBOUND: "OUTBOUND", registrar_pb2.INBOUND: "INBOUND"}.get(request.direction)
+        status = common_pb2.RequestStatus.Name(request.status) if request.status else None
+        rows = store.list_requests(self._d.engine, direction=direction, status=status, limit=request.limit or 100)
+        return registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
+
+    def GetRequest(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+        return _detail(self._d, request.request_id)
+
+    def MatchStudent(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.MatchCandidates:
+        candidates = responder.match_candidates(self._d, request.request_id)
+        return registrar_pb2.MatchCandidates(
+            candidates=[
+                registrar_pb2.MatchCandidate(
+                    student=_student_proto(store.get_student(self._d.engine, c.local_id)),
+                    confidence=c.confidence,
+                    exact=c.exact,
+                    why=c.why,
+                )
+                for c in candidates
+            ]
+        )
+
+    def ApproveRequest(self, request: registrar_pb2.ApproveRequestRequest, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+        responder.approve_request(
+            self._d,
+            request_id=request.request_id,
+            student_local_id=request.student_local_id,
+            tables=list(request.tables),
+            actor=_actor(request.actor),
+        )
+        return _detail(self._d, request.request_id)
+
+    def RejectRequest(self, request: registrar_pb2.RejectRequestRequest, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+        responder.reject_request(
+            self._d, request_id=request.request_id, reason=request.reason, text=request.text, actor=_actor(request.actor)
+        )
+        return _detail(self._d, request.request_id)
+
+    def RetryRequest(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+        requester.retry_request(self._d, request.request_id, _actor(request.actor))
+        return _detail(self._d, request.request_id)
+
+    def ReviewTransfer(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.TransferReview:
+        row, by_table = review.review_transfer(self._d, request.request_id)
+        out = registrar_pb2.TransferReview(
+            request_id=row.request_id, transfer_id=row.transfer_id, student_local_id=row.local_student_id
+        )
+        for code in tables.ALL_TABLES:
+            if code not in by_table:
+                continue
+            spec = tables.table_spec(code)
+            tr = out.tables.add(table=spec.enum)
+            for item in by_table[code]:
+                cls = _ROW_CLASS[str(item.row_class)]
+                if cls == registrar_pb2.NEW:
+                    tr.new_rows += 1
+                elif cls == registrar_pb2.DUPLICATE:
+                    tr.duplicate_rows += 1
+                else:
+                    tr.conflict_rows += 1
+                reviewed = tr.rows.add(index=item.index, row_class=cls, differing_columns=list(item.differing_columns))
+                reviewed.incoming.table = spec.enum
+                getattr(reviewed.incoming, spec.batch_field).append(tables.row_to_proto(spec, item.incoming))
+                if item.existing is not None:
+                    reviewed.existing.table = spec.enum
+                    getattr(reviewed.existing, spec.batch_field).append(tables.row_to_proto(spec, item.existing))
+        return out
+
+    def ImportTransfer(self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext) -> registrar_pb2.ImportResult:
+        accept: set[tuple[str, int]] | str
+        if request.accept_all_conflicts:
+            accept = "all"
+        else:
+            accept = {(tables.table_spec(r.table).code, r.index) for r in request.accept_conflicts}
+        result = review.import_transfer(self._d, request_id=request.request_id, accept=accept, actor=_actor(request.actor))
+        out = registrar_pb2.ImportResult(request_id=request.request_id, already_imported=result.already_imported)
+        for code, n in sorted(result.imported.items()):
+            out.imported.add(table=tables.table_spec(code).enum, rows=n)
+        for code, n in sorted(result.skipped.items()):
+            out.skipped.add(table=tables.table_spec(code).enum, rows=n)
+        return out
+
+    def ListDisclosures(self, request: registrar_pb2.ListDisclosuresRequest, context: grpc.ServicerContext) -> registrar_pb2.ListDisclosuresResponse:
+        out = registrar_pb2.ListDisclosuresResponse()
+        for x in store.list_disclosures(self._d.engine, request.student_local_id or None):
+            item = out.disclosures.add(
+                student_local_id=x.student_local_id,
+                student_name=x.student_name,
+                receiving_district=x.receiving_district,
+                receiving_school=x.receiving_school,
+                tables=[common_pb2.TableCode.Value(t) for t in tables.parse_table_list(x.tables)],
+                request_id=x.request_id,
+                legal_basis=x.legal_basis,
+                acting_staff=x.acting_staff,
+            )
+            item.disclosed_at.FromDatetime(x.disclosed_at)
+        return out
+
+    def PostMessage(self, request: registrar_pb2.PostMessageRequest, context: grpc.ServicerContext) -> registrar_pb2.ThreadEntry:
+        message_id = threads.post_message(self._d, request_id=request.request_id, body=request.body, actor=_actor(request.actor))
+        return registrar_pb2.ThreadEntry(message_id=message_id, request_id=request.request_id, from_district=self._d.code)
+
+    def ListMessages(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.ListMessagesResponse:
+        out = registrar_pb2.ListMessagesResponse()
+        for m in store.list_messages(self._d.engine, request.request_id):
+            entry = out.messages.add(
+                message_id=m.message_id,
+                request_id=m.request_id,
+                from_district=m.from_district or self._d.code,
+                author=m.author,
+                body=m.body,
+                system=m.system,
+                delivered=m.delivered,
+            )
+            entry.sent_at.FromDatetime(m.sent_at)
+        return out

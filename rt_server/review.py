@@ -1,0 +1,107 @@
+"""Review and import of a received transfer, at the requesting district (B).
+
+Review decrypts the stored ciphertext on the fly with the district's HPKE
+key (it is never stored decrypted) and classifies every row against what the
+district holds for the student: NEW, DUPLICATE or CONFLICT by the table's
+natural key. Import writes the NEW rows, and the CONFLICT rows the registrar
+accepted, in one transaction with the import ledger, the status change and the
+import notice for the prior district: importing twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from protos.rt.v1 import peer_pb2, records_pb2
+from rt_client import transfer as rtx
+from rt_client.crypto import envelope
+from rt_client.errors import WrongStatus
+from rt_server import outbox
+from rt_server.core import classify, importer, tables, validate
+from rt_server.db.schema import TRANSFERS
+from rt_server.district import District, audit, load_request, new_id, set_request, system_message
+from rt_server.receiver import stored_ciphertext
+
+
+@dataclass(frozen=True)
+class IncomingRow:
+    table: str  # Aeries code
+    index: int  # position within its table in the transfer
+    values: dict[str, Any]
+
+
+def _received_transfer(d: District, request_id: str, allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    with d.reading() as conn:
+        request = load_request(conn, request_id, direction="OUTBOUND")
+        if request.status not in allowed:
+            raise WrongStatus(
+                f"request is {request.status}; only {' or '.join(allowed)} requests can be reviewed or imported"
+            )
+        transfer = conn.execute(
+            select(TRANSFERS).where(TRANSFERS.c.transfer_id == request.transfer_id, TRANSFERS.c.state == "RECEIVED")
+        ).first()
+    if transfer is None:
+        raise WrongStatus("the records of this request have not arrived")
+    return request, transfer
+
+
+def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
+    """Decrypt the stored transfer and yield its rows as column values."""
+    header = records_pb2.TransferHeader.FromString(transfer.header)
+    digest = rtx.trailer.header_digest(transfer.header)
+    counters: dict[str, int] = {}
+    for batch in rtx.decrypt_batches(
+        header, digest, transfer.wrapped_key, d.identity.hpke_key, stored_ciphertext(d, transfer.transfer_id)
+    ):
+        code = tables.table_spec(batch.table).code
+        first = counters.get(code, 0)
+        _code, rows = validate.validate_batch(batch, first_index=first)
+        counters[code] = first + len(rows)
+        for offset, values in enumerate(rows):
+            yield IncomingRow(code, first + offset, values)
+
+
+def review_transfer(d: District, request_id: str) -> tuple[Any, dict[str, list[Any]]]:
+    """(request row, {table code: classified rows}) for the registrar's review."""
+    request, transfer = _received_transfer(d, request_id, ("DATA_RECEIVED", "IMPORTED"))
+    by_table: dict[str, list[IncomingRow]] = {}
+    for row in incoming_rows(d, transfer):
+        by_table.setdefault(row.table, []).append(row)
+    result: dict[str, list[Any]] = {}
+    with d.reading() as conn:
+        for code, rows in by_table.items():
+            result[code] = classify.classify_rows(conn, request.local_student_id, code, [r.values for r in rows])
+    return request, result
+
+
+def import_transfer(
+    d: District, *, request_id: str, accept: set[tuple[str, int]] | str, actor: str
+) -> importer.ImportResult:
+    request, transfer = _received_transfer(d, request_id, ("DATA_RECEIVED", "IMPORTED"))
+    rows = [(r.table, r.index, r.values) for r in incoming_rows(d, transfer)]
+    now = d.clock()
+    with d.engine.begin() as conn:
+        result = importer.import_transfer(conn, transfer.transfer_id, request.local_student_id, rows, accept)
+        current = load_request(conn, request_id, direction="OUTBOUND")
+        if not result.already_imported and current.status == "DATA_RECEIVED":
+            set_request(conn, request_id, now, status="IMPORTED", status_reason=None)
+            notice = peer_pb2.ImportNotice(
+                notice_id=new_id(),
+                request_id=request_id,
+                transfer_id=transfer.transfer_id,
+                requesting_district=d.code,
+                prior_district=request.prior_district,
+            )
+            notice.imported_at.FromDatetime(now)
+            signed = d.sign(envelope.LABEL_IMPORT_NOTICE, notice)
+            outbox.enqueue(conn, kind="import_notice", request_id=request_id, to_district=request.prior_district,
+                           payload=signed.SerializeToString(), now=now)
+            system_message(conn, request_id, f"Imported by {actor}. Status IMPORTED.", now)
+            audit(conn, now, actor, "transfer.import", request_id=request_id,
+                  student_local_id=request.local_student_id, detail=f"transfer {transfer.transfer_id}")
+    d.wake_worker()
+    return result

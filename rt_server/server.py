@@ -1,0 +1,218 @@
+"""Assemble and run a district server from its config.
+
+Two gRPC servers, so that no service is reachable where it should not be:
+the peer server (``DistrictPeer`` on mutual TLS, every method behind the peer
+gate) and the registrar server (``Registrar`` on a Unix socket, mode 0600, in
+the district's 0700 data directory). Both serve health checking and
+reflection. The delivery worker drains the outbox in background threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos.rt.v1 import peer_pb2, peer_pb2_grpc, registrar_pb2, registrar_pb2_grpc
+from rt_client.config import DistrictConfig
+from rt_client.directory import DirectoryClient, registry_channel
+from rt_client.identity import load_identity
+from rt_client.tls import configure_grpc_tls
+from rt_server import requester, responder, sender, threads
+from rt_server.auth import PeerAuthInterceptor
+from rt_server.db.schema import create_schema, make_engine
+from rt_server.district import District, Limits
+from rt_server.grpc_errors import ErrorMappingInterceptor
+from rt_server.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
+from rt_server.peers import KEEPALIVE_OPTIONS, PeerClients
+from rt_server.registrar_service import RegistrarService
+
+log = logging.getLogger("rt_server")
+
+# The server side of the keepalive agreement in rt_server.peers: accept pings
+# as often as clients send them, and drop connections that stop answering.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.max_connection_idle_ms", 10 * 60_000),
+]
+
+
+class DistrictServer:
+    """A running district: peer server, registrar server, delivery worker."""
+
+    def __init__(
+        self,
+        config: DistrictConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        limits: Limits | None = None,
+        worker_threads: int = 4,
+    ) -> None:
+        self.config = config
+        self._retry = retry or RetryPolicy()
+        self._limits = limits or Limits()
+        self._worker_threads = worker_threads
+        self.peer_port = 0
+        self._peer_server: grpc.Server | None = None
+        self._registrar_server: grpc.Server | None = None
+        self._worker: DeliveryWorker | None = None
+        self._registry_channel: grpc.Channel | None = None
+        self.district: District | None = None
+
+    def start(self) -> None:
+        config = self.config
+        identity = load_identity(config.data_dir)
+        engine = make_engine(config.database_url)
+        create_schema(engine)
+        self._registry_channel = registry_channel(config.registry_address, identity.tls, config.registry_server_name)
+        directory = DirectoryClient.for_registry(
+            self._registry_channel, config.registry_signing_key_bytes, ttl_seconds=config.directory_ttl_seconds
+        )
+        peers = PeerClients(identity.tls, directory)
+        d = District(
+            code=config.district_code,
+            engine=engine,
+            identity=identity,
+            directory=directory,
+            peers=peers,
+            spool_dir=config.data_dir / "spool",
+            retry=self._retry,
+            limits=self._limits,
+        )
+        outbox = Outbox(engine, d.clock, f"{socket.gethostname()}:{os.getpid()}", self._retry)
+        d.outbox = outbox
+
+        def signed(rpc: str):  # type: ignore[no-untyped-def]
+            return lambda item: responder.send_signed(d, item, outbox, rpc)
+
+        def message(item: OutboxItem) -> None:
+            responder.send_signed(d, item, outbox, "PostMessage")
+            threads.mark_delivered(d, item)
+
+        worker = DeliveryWorker(
+            outbox,
+            {
+                "request": lambda item: requester.send_request(d, item, outbox),
+                "decision": signed("SubmitDecision"),
+                "delivery": lambda item: sender.deliver(d, item, outbox),
+                "import_notice": signed("NotifyImport"),
+                "message": message,
+            },
+            lambda item, reason: requester.mark_failed(d, item, reason),
+            threads=self._worker_threads,
+        )
+        d.wake_worker = worker.wake
+        d.run_outbox_now = lambda request_id: _drain(worker, request_id)
+        self.district = d
+        self._worker = worker
+
+        self._peer_server = self._start_peer_server(d, directory)
+        self._registrar_server = self._start_registrar_server(d, directory)
+        worker.start()
+        log.info("district %s serving peers on port %d", config.district_code, self.peer_port)
+
+    def _start_peer_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.config.max_concurrent_rpcs + 4, thread_name_prefix="peer"),
+            interceptors=[ErrorMappingInterceptor(peer_facing=True), PeerAuthInterceptor(directory)],
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            options=SERVER_OPTIONS,
+        )
+        peer_pb2_grpc.add_DistrictPeerServicer_to_server(_peer_service(d), server)
+        _add_health_and_reflection(server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name)
+        port = server.add_secure_port(self.config.peer_listen, d.identity.tls.server_credentials())
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.peer_listen}")
+        self.peer_port = port
+        server.start()
+        return server
+
+    def _start_registrar_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
+        path = Path(self.config.registrar_socket)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.unlink(missing_ok=True)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrar"),
+            interceptors=[ErrorMappingInterceptor(peer_facing=False)],
+            maximum_concurrent_rpcs=32,
+        )
+        registrar_pb2_grpc.add_RegistrarServicer_to_server(RegistrarService(d, directory.search_schools), server)
+        _add_health_and_reflection(server, registrar_pb2.DESCRIPTOR.services_by_name["Registrar"].full_name)
+        # The socket is the registrar service's only access control: whoever
+        # can open it acts for the district. Create it 0600 (umask), in a 0700 folder.
+        old = os.umask(0o177)
+        try:
+            server.add_insecure_port(f"unix:{path}")
+            server.start()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        return server
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls, let in-flight ones finish (up to ``grace``), stop the worker."""
+        events = []
+        for server in (self._peer_server, self._registrar_server):
+            if server is not None:
+                events.append(server.stop(grace))
+        if self._worker is not None:
+            self._worker.stop()
+        for event in events:
+            event.wait(grace + 1)
+        if self.district is not None:
+            self.district.peers.close()
+            self.district.engine.dispose()
+        if self._registry_channel is not None:
+            self._registry_channel.close()
+
+
+def _peer_service(d: District) -> peer_pb2_grpc.DistrictPeerServicer:
+    from rt_server.peer_service import DistrictPeerService
+
+    return DistrictPeerService(d)
+
+
+def _drain(worker: DeliveryWorker, request_id: str) -> None:
+    while worker.run_once(request_id):
+        pass
+
+
+def _add_health_and_reflection(server: grpc.Server, service_name: str) -> None:
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+
+def serve_forever(config: DistrictConfig) -> None:
+    """``rt serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
+    configure_grpc_tls()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = DistrictServer(config)
+    server.start()
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"district {config.district_code} ready: peers on port {server.peer_port}, "
+          f"registrar on {config.registrar_socket}", flush=True)
+    done.wait()
+    server.stop(grace=10.0)

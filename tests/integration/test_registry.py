@@ -1,0 +1,462 @@
+"""The registry over real TLS: directory methods, caller identity, storage of codes, the CLI.
+
+Also one servicer-level test through pytest-grpc's fixtures (``grpc_add_to_server``,
+``grpc_servicer``, ``grpc_stub_cls``): pytest-grpc serves insecurely, so the
+servicer's caller authentication is substituted there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from registry import cli as registry_cli
+from registry.authcode import hash_authorization_code, verify_authorization_code
+from registry.ca import RegistryCA
+from registry.service import KeySubmission, RegistryService, RegistryServicer
+from registry.store import RegistryStore
+from rt_client.config import RegistryConfig
+from rt_client.directory import DistrictStatus, verify_entry
+from rt_client.enroll import update_district_entry
+from rt_client.identity import generate_keys
+from rt_client.ids import DistrictCode
+from rt_client.tls import REGISTRY_SERVER_NAME, secure_channel, server_only_channel
+
+A, B, C = "1964733", "1111111", "2222222"
+
+
+@pytest.fixture
+def channels() -> Iterator[list[grpc.Channel]]:
+    opened: list[grpc.Channel] = []
+    yield opened
+    for channel in opened:
+        channel.close()
+
+
+def stub_for(registry, district, channels) -> registry_pb2_grpc.RegistryStub:
+    channel = secure_channel(
+        registry.address, district.identity.tls.channel_credentials(), REGISTRY_SERVER_NAME
+    )
+    channels.append(channel)
+    return registry_pb2_grpc.RegistryStub(channel)
+
+
+def refused(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+# -- directory methods ------------------------------------------------------------
+
+
+def test_lookup_returns_an_entry_whose_signature_verifies(
+    registry, enrolled_district, channels
+) -> None:
+    a, b = enrolled_district(A), enrolled_district(B)
+    envelope = stub_for(registry, b, channels).LookupDistrict(
+        registry_pb2.LookupDistrictRequest(district_code=A), timeout=5
+    )
+    entry = verify_entry(envelope, registry.signing_key, registry.clock(), expected_code=A)
+    assert entry.is_active and entry.version == 1
+    assert entry.tls_spki_sha256 == a.identity.tls.spki_sha256()
+    assert entry.signing_public_key == a.identity.signing_key.public_key().public_bytes_raw()
+    assert entry.endpoints == a.config.advertised_endpoints
+    assert (entry.expires_at - entry.issued_at).days == 7
+
+
+def test_lookup_of_an_unknown_district_is_not_found(registry, enrolled_district, channels) -> None:
+    b = enrolled_district(B)
+    err = refused(
+        lambda: stub_for(registry, b, channels).LookupDistrict(
+            registry_pb2.LookupDistrictRequest(district_code="7777777"), timeout=5
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_districts_returns_every_current_entry(registry, enrolled_district, channels) -> None:
+    a, _ = enrolled_district(A), enrolled_district(B)
+    registry.add_district(C)  # not enrolled: no entry yet
+    reply = stub_for(registry, a, channels).ListDistricts(
+        registry_pb2.ListDistrictsRequest(), timeout=5
+    )
+    codes = sorted(
+        verify_entry(e, registry.signing_key, registry.clock()).district_code for e in reply.entries
+    )
+    assert codes == sorted([A, B])
+
+
+def test_search_schools_finds_schools_of_active_districts(
+    registry, enrolled_district, channels
+) -> None:
+    a = enrolled_district(
+        A, schools=[("19647331932334", "Lincoln High"), ("19647330000002", "Roosevelt Elementary")]
+    )
+    registry.add_district(C, schools=[("22222220000001", "Lincoln Middle")])  # pending: not listed
+    stub = stub_for(registry, a, channels)
+    names = [
+        s.name
+        for s in stub.SearchSchools(
+            registry_pb2.SearchSchoolsRequest(query="lincoln"), timeout=5
+        ).schools
+    ]
+    assert names == ["Lincoln High"]
+    by_code = stub.SearchSchools(
+        registry_pb2.SearchSchoolsRequest(query="1964733000"), timeout=5
+    ).schools
+    assert [(s.cds_code, s.district_code, s.district_name) for s in by_code] == [
+        ("19647330000002", A, f"District {A}")
+    ]
+    limited = stub.SearchSchools(
+        registry_pb2.SearchSchoolsRequest(query="1964733", limit=1), timeout=5
+    ).schools
+    assert len(limited) == 1
+    # LIKE wildcards in the query are literal characters, not patterns.
+    assert not stub.SearchSchools(registry_pb2.SearchSchoolsRequest(query="%"), timeout=5).schools
+    err = refused(
+        lambda: stub.SearchSchools(registry_pb2.SearchSchoolsRequest(query="  "), timeout=5)
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- who may call ----------------------------------------------------------------------
+
+
+def test_each_listener_serves_only_its_methods(registry, enrolled_district, channels) -> None:
+    a = enrolled_district(A)
+    err = refused(
+        lambda: stub_for(registry, a, channels).Enroll(registry_pb2.EnrollRequest(), timeout=5)
+    )
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    enroll_channel = server_only_channel(registry.enroll_address, registry.ca_pem)
+    channels.append(enroll_channel)
+    err = refused(
+        lambda: registry_pb2_grpc.RegistryStub(enroll_channel).LookupDistrict(
+            registry_pb2.LookupDistrictRequest(district_code=A), timeout=5
+        )
+    )
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_directory_listener_requires_a_client_certificate(registry, channels) -> None:
+    channel = secure_channel(
+        registry.address, grpc.ssl_channel_credentials(registry.ca_pem), REGISTRY_SERVER_NAME
+    )
+    channels.append(channel)
+    err = refused(
+        lambda: registry_pb2_grpc.RegistryStub(channel).ListDistricts(
+            registry_pb2.ListDistrictsRequest(), timeout=5
+        )
+    )
+    assert err.code() == grpc.StatusCode.UNAVAILABLE  # refused in the handshake
+
+
+def test_a_revoked_district_is_refused_and_published_as_revoked(
+    registry, enrolled_district, channels
+) -> None:
+    a, b = enrolled_district(A), enrolled_district(B)
+    assert registry.service.revoke(A)
+    err = refused(
+        lambda: stub_for(registry, a, channels).ListDistricts(
+            registry_pb2.ListDistrictsRequest(), timeout=5
+        )
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == "not authorized"
+    envelope = stub_for(registry, b, channels).LookupDistrict(
+        registry_pb2.LookupDistrictRequest(district_code=A), timeout=5
+    )
+    entry = verify_entry(envelope, registry.signing_key, registry.clock())
+    assert entry.status is DistrictStatus.REVOKED and entry.version == 2
+    assert not registry.service.revoke(A)  # idempotent
+
+
+def test_update_entry_rotates_the_key_and_refuses_the_old_certificate(
+    registry, enrolled_district, channels
+) -> None:
+    a = enrolled_district(A)
+    old_stub = stub_for(registry, a, channels)
+    identity = update_district_entry(a.config, rotate_tls_key=True, clock=registry.clock)
+    entry = verify_entry(identity.entry, registry.signing_key, registry.clock())
+    assert entry.version == 2 and entry.tls_spki_sha256 == identity.tls.spki_sha256()
+    assert entry.tls_spki_sha256 != a.identity.tls.spki_sha256()
+    assert (
+        entry.signing_public_key == a.identity.signing_key.public_key().public_bytes_raw()
+    )  # kept
+    err = refused(lambda: old_stub.ListDistricts(registry_pb2.ListDistrictsRequest(), timeout=5))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    new_channel = secure_channel(
+        registry.address, identity.tls.channel_credentials(), REGISTRY_SERVER_NAME
+    )
+    channels.append(new_channel)
+    assert (
+        registry_pb2_grpc.RegistryStub(new_channel)
+        .ListDistricts(registry_pb2.ListDistrictsRequest(), timeout=5)
+        .entries
+    )
+
+
+def test_update_entry_changes_endpoints_with_a_new_certificate_for_the_same_key(
+    registry, enrolled_district
+) -> None:
+    a = enrolled_district(A)
+    identity = update_district_entry(a.config, endpoints=["localhost:7999"], clock=registry.clock)
+    entry = verify_entry(identity.entry, registry.signing_key, registry.clock())
+    assert entry.endpoints == ("localhost:7999",)
+    assert identity.tls.spki_sha256() == a.identity.tls.spki_sha256()
+    assert "localhost" in identity.certificate.extensions.get_extension_for_class(
+        __import__("cryptography").x509.SubjectAlternativeName
+    ).value.get_values_for_type(__import__("cryptography").x509.DNSName)
+
+
+def test_update_entry_for_another_district_is_refused_and_changes_nothing(
+    registry, enrolled_district, channels
+) -> None:
+    a, _ = enrolled_district(A), enrolled_district(B)
+    before = registry.service.lookup(B)
+    keys = generate_keys(B, ["127.0.0.1:7001"])
+    err = refused(
+        lambda: stub_for(registry, a, channels).UpdateEntry(
+            registry_pb2.UpdateEntryRequest(district_code=B, keys=keys.to_proto()), timeout=5
+        )
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert registry.service.lookup(B) == before
+
+
+def test_a_district_certificate_may_not_name_the_registry(registry) -> None:
+    auth = registry.add_district(A)
+    keys = generate_keys(A, [f"{REGISTRY_SERVER_NAME}:7444"])
+    from rt_client.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="reserved for the registry"):
+        registry.service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
+    assert registry.service.districts_overview()[0].status == "pending"
+
+
+# -- authorization codes at rest --------------------------------------------------------
+
+
+def _all_cells(db: Path) -> list[object]:
+    conn = sqlite3.connect(db)
+    try:
+        cells: list[object] = []
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                cells.extend(row)
+        return cells
+    finally:
+        conn.close()
+
+
+def test_stored_authorization_codes_are_not_recoverable(registry) -> None:
+    codes = {code: registry.add_district(code) for code in (A, B, C)}
+    rotated = registry.service.rotate_code(C)
+    db = registry.home / "registry.db"
+    raw = db.read_bytes() + (
+        db.with_name("registry.db-wal").read_bytes()
+        if db.with_name("registry.db-wal").exists()
+        else b""
+    )
+    cells = _all_cells(db)
+    for secret in [*codes.values(), rotated]:
+        assert secret.encode() not in raw
+        assert not any(
+            secret in str(cell) or secret.encode() in (cell if isinstance(cell, bytes) else b"")
+            for cell in cells
+        )
+    hashes = [c for c in cells if isinstance(c, str) and c.startswith("scrypt$")]
+    assert len(hashes) == 3  # A, B and C's rotated code; C's first code is gone
+    salts = set()
+    for stored in hashes:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        assert (scheme, int(r), int(p)) == ("scrypt", 8, 1) and int(n) >= 2
+        salts.add(salt)
+        assert len(__import__("base64").b64decode(salt)) == 16
+    assert len(salts) == 3  # a fresh salt per code
+    assert any(verify_authorization_code(codes[A], h) for h in hashes)
+    assert not any(verify_authorization_code(codes[C], h) for h in hashes)  # rotated away
+
+
+def test_authorization_code_hashes_are_salted_and_verify_in_constant_time_api() -> None:
+    one, two = hash_authorization_code("same code", 16), hash_authorization_code("same code", 16)
+    assert one != two
+    assert verify_authorization_code("same code", one) and verify_authorization_code(
+        "same code", two
+    )
+    assert not verify_authorization_code("same codf", one)
+    assert not verify_authorization_code("same code", "garbage")
+
+
+# -- rt-registry ---------------------------------------------------------------------------
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str, str]:
+    status = registry_cli.main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_the_cli_manages_districts(tmp_path: Path, capsys, monkeypatch) -> None:
+    home = tmp_path / "reg"
+    status, out, _ = run_cli(
+        "init",
+        str(home),
+        "--listen",
+        "127.0.0.1:0",
+        "--enroll-listen",
+        "127.0.0.1:0",
+        capsys=capsys,
+    )
+    assert status == 0 and re.search(r"--registry-key\): [0-9a-f]{64}", out)
+    monkeypatch.setenv("RT_REGISTRY_HOME", str(home))
+    status, out, _ = run_cli(
+        "district",
+        "add",
+        "--code",
+        A,
+        "--name",
+        "Los Angeles Unified",
+        "--school",
+        "19647331932334:Lincoln High",
+        "--json",
+        capsys=capsys,
+    )
+    assert status == 0
+    code = json.loads(out)["authorization_code"]
+    assert len(code) >= 43
+    status, out, _ = run_cli("district", "list", "--json", capsys=capsys)
+    [row] = json.loads(out)
+    assert (row["code"], row["status"], row["authorization_code_outstanding"]) == (
+        A,
+        "pending",
+        True,
+    )
+    assert code not in out
+    status, out, _ = run_cli("district", "list", capsys=capsys)
+    assert status == 0 and A in out and "pending" in out
+    status, out, _ = run_cli("--home", str(home), "district", "rotate-code", A, capsys=capsys)
+    assert status == 0 and "shown once" in out
+    status, out, _ = run_cli("district", "revoke", A, "--home", str(home), capsys=capsys)
+    assert status == 0 and "revoked" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["district", "add", "--code", "123", "--name", "x"], "not a district code"),
+        (
+            ["district", "add", "--code", A, "--name", "x", "--school", "nocolon"],
+            'CDS:"School name"',
+        ),
+        (
+            ["district", "add", "--code", A, "--name", "x", "--school", "11111110000001:Elsewhere"],
+            "does not belong",
+        ),
+        (["district", "revoke", "7777777"], "not registered"),
+        (["district", "rotate-code", "7777777"], "not registered"),
+    ],
+)
+def test_cli_errors_are_one_line_without_traceback(
+    tmp_path: Path, capsys, monkeypatch, args, message
+) -> None:
+    home = tmp_path / "reg"
+    run_cli("init", str(home), capsys=capsys)
+    monkeypatch.setenv("RT_REGISTRY_HOME", str(home))
+    status, _, err = run_cli(*args, capsys=capsys)
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("rt-registry: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_cli_without_a_home_says_what_to_do(capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("RT_REGISTRY_HOME", raising=False)
+    status, _, err = run_cli("district", "list", capsys=capsys)
+    assert status == 1 and "--home" in err
+    status, _, err = run_cli("--home", str(tmp_path), "district", "list", capsys=capsys)
+    assert status == 1 and "rt-registry init" in err
+
+
+def test_cli_init_refuses_an_existing_registry(tmp_path: Path, capsys) -> None:
+    run_cli("init", str(tmp_path / "reg"), capsys=capsys)
+    status, _, err = run_cli("init", str(tmp_path / "reg"), capsys=capsys)
+    assert status == 1 and "already holds a registry" in err
+
+
+def test_every_cli_command_has_help(capsys) -> None:
+    for args in (
+        ["--help"],
+        ["init", "--help"],
+        ["district", "--help"],
+        ["district", "add", "--help"],
+        ["district", "list", "--help"],
+        ["district", "revoke", "--help"],
+        ["district", "rotate-code", "--help"],
+        ["serve", "--help"],
+        ["info", "--help"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            registry_cli.main(args)
+        assert info.value.code == 0
+        assert "usage: rt-registry" in capsys.readouterr().out
+
+
+# -- the servicer alone, through pytest-grpc -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grpc_add_to_server():
+    return registry_pb2_grpc.add_RegistryServicer_to_server
+
+
+@pytest.fixture(scope="module")
+def grpc_servicer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("servicer")
+    config = RegistryConfig(data_dir=folder, scrypt_n=16)
+    store = RegistryStore.open(config.database_url)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    service = RegistryService(store, RegistryCA.create(), Ed25519PrivateKey.generate(), config)
+    auth = service.add_district(
+        A,
+        "Los Angeles Unified",
+        [("19647331932334", "Lincoln High"), ("19647330000002", "Garfield High")],
+    )
+    keys = generate_keys(A, ["127.0.0.1:7001"])
+    service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
+    # pytest-grpc serves without TLS: stand in for the certificate check.
+    return RegistryServicer(service, caller_auth=lambda context: DistrictCode(A))
+
+
+@pytest.fixture(scope="module")
+def grpc_stub_cls(grpc_channel):
+    return registry_pb2_grpc.RegistryStub
+
+
+def test_search_schools_servicer(grpc_stub) -> None:
+    reply = grpc_stub.SearchSchools(registry_pb2.SearchSchoolsRequest(query="high"), timeout=5)
+    assert [(s.name, s.district_code) for s in reply.schools] == [
+        ("Garfield High", A),
+        ("Lincoln High", A),
+    ]
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_stub.SearchSchools(registry_pb2.SearchSchoolsRequest(query="x" * 101), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_lookup_servicer_returns_the_signed_entry(grpc_stub) -> None:
+    envelope = grpc_stub.LookupDistrict(
+        registry_pb2.LookupDistrictRequest(district_code=A), timeout=5
+    )
+    assert (
+        isinstance(envelope, common_pb2.SignedEnvelope) and envelope.signer_district == "registry"
+    )
