@@ -687,7 +687,6 @@ class EnrollOnlyServicer(registry_pb2_grpc.RegistryServicer):
         )
         return _enroll_response(result)
 
-
     # The other methods need a district certificate: they live on the mutual-TLS listener.
     def LookupDistrict(  # noqa: N802
         self, request: registry_pb2.LookupDistrictRequest, context: grpc.ServicerContext

@@ -17,6 +17,7 @@ import base64
 import ipaddress
 import json
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,10 +203,10 @@ def save_enrollment(
     """Store an enrollment's (or rotation's) results in ``data_dir`` and return the identity.
 
     Creates ``data_dir`` with mode 0700 (and tightens an existing one). Each file
-    is replaced atomically; the directory entry is written last, so a crash in
-    between leaves an identity that ``load_identity`` refuses (key and
-    certificate disagree) rather than one that half-works. Raises
-    ``ConfigError`` if the directory cannot be written.
+    is replaced atomically; the TLS key goes before its certificate, so a crash
+    in between leaves a key and certificate that ``load_identity`` refuses as
+    mismatched rather than an identity that half-works. Raises ``ConfigError``
+    if the directory cannot be written.
     """
     data_dir = Path(data_dir)
     tls = TlsIdentity(key_pem=keys.tls_key_pem(), cert_pem=certificate_pem, ca_pem=ca_pem)
@@ -299,7 +300,7 @@ def write_file_atomically(path: Path, data: bytes, mode: int) -> None:
     world-readable). Raises ``OSError``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
     try:
         try:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from protos.rt.v1 import common_pb2, peer_pb2
@@ -26,7 +26,7 @@ from rt_client.envelopes import open_message, sign_message
 from rt_client.errors import NotFound, PeerAuthError
 from rt_client.identity import DistrictIdentity
 from rt_server.db import READ_ONLY
-from rt_server.db.schema import AUDIT_LOG, REQUESTS, SEEN_MESSAGES, THREAD_MESSAGES
+from rt_server.db.schema import REQUESTS
 from rt_server.outbox import Outbox, RetryPolicy
 from rt_server.peers import PeerClients
 
@@ -126,50 +126,3 @@ def load_peer_request(conn: Connection, request_id: str, direction: str, peer: s
 
 def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:
     conn.execute(update(REQUESTS).where(REQUESTS.c.request_id == request_id).values(updated_at=now, **values))
-
-
-def system_message(conn: Connection, request_id: str, body: str, now: datetime) -> None:
-    """A status change, logged in the request's thread (never student data)."""
-    conn.execute(
-        insert(THREAD_MESSAGES).values(
-            message_id=new_id(),
-            request_id=request_id,
-            from_district=None,
-            author="system",
-            body=body,
-            sent_at=now,
-            system=True,
-            delivered=True,
-        )
-    )
-
-
-def audit(
-    conn: Connection,
-    now: datetime,
-    actor: str,
-    action: str,
-    *,
-    request_id: str | None = None,
-    student_local_id: str | None = None,
-    detail: str = "",
-) -> None:
-    conn.execute(
-        insert(AUDIT_LOG).values(
-            at=now,
-            actor=actor[:100] or "unknown",
-            action=action,
-            request_id=request_id,
-            student_local_id=student_local_id,
-            detail=detail[:500],
-        )
-    )
-
-
-def first_time(conn: Connection, message_id: str, kind: str, now: datetime) -> bool:
-    """Record a message id; False when it was seen before (a replay or re-send)."""
-    seen = conn.execute(select(SEEN_MESSAGES.c.message_id).where(SEEN_MESSAGES.c.message_id == message_id)).first()
-    if seen is not None:
-        return False
-    conn.execute(insert(SEEN_MESSAGES).values(message_id=message_id, kind=kind, at=now))
-    return True

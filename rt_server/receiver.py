@@ -22,10 +22,17 @@ from sqlalchemy.engine import Connection
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
-from rt_client.errors import Duplicate, IntegrityError, InvalidInput, RecordsTransferError, WrongStatus
-from rt_server.core import validate
+from rt_client.errors import (
+    Duplicate,
+    IntegrityError,
+    InvalidInput,
+    RecordsTransferError,
+    WrongStatus,
+)
+from rt_server.core import store, validate
+from rt_server.core.statuses import Action
 from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
-from rt_server.district import District, audit, load_peer_request, set_request, system_message
+from rt_server.district import District, load_peer_request, set_request
 from rt_server.sender import parse_counts
 
 log = logging.getLogger("rt_server.receiver")
@@ -133,12 +140,10 @@ def receive_delivery(
             .where(TRANSFERS.c.transfer_id == header.transfer_id)
             .values(state="RECEIVED", trailer_signature=trailer, ciphertext_sha512=sha512, completed_at=now)
         )
-        set_request(conn, header.request_id, now, status="DATA_RECEIVED", status_reason=None,
-                    transfer_id=header.transfer_id)
         rows = sum(counts.values())
-        system_message(conn, header.request_id, f"Received {rows} rows from district {peer}; ready for review.", now)
-        audit(conn, now, f"district:{peer}", "transfer.receive", request_id=header.request_id,
-              detail=f"transfer {header.transfer_id}")
+        store.set_status(conn, header.request_id, Action.RECEIVE_DATA, actor=f"district {peer}",
+                         reason=f"Received {rows} rows; ready for review.", now=now)
+        set_request(conn, header.request_id, now, transfer_id=header.transfer_id)
         row = _transfer(conn, header.transfer_id)
     return _receipt(d, row)
 

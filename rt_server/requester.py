@@ -11,46 +11,23 @@ notice that lets A mark its side COMPLETE.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
-
-from sqlalchemy import insert, select
+from datetime import UTC, timedelta
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import Duplicate, InvalidInput, NotFound, PeerAuthError, WrongStatus
 from rt_client.ids import district_of_school, parse_school_code
 from rt_server import outbox
-from rt_server.db.schema import REQUESTS, STUDENTS
-from rt_server.district import (
-    District,
-    audit,
-    first_time,
-    load_peer_request,
-    load_request,
-    new_id,
-    set_request,
-    system_message,
-)
+from rt_server.core import store
+from rt_server.core.statuses import Action
+from rt_server.core.tables import table_set, table_spec
+from rt_server.district import District, load_peer_request, load_request, new_id
 from rt_server.peers import call_peer
 
-ALL_TABLES = [t for t in common_pb2.TableCode.values() if t != common_pb2.TABLE_CODE_UNSPECIFIED]
 
-
-def table_list(tables: list[int] | tuple[int, ...]) -> str:
-    return ",".join(common_pb2.TableCode.Name(t) for t in sorted(set(tables)))
-
-
-def parse_table_list(text: str | None) -> list[int]:
-    if not text:
-        return []
-    return [common_pb2.TableCode.Value(name) for name in text.split(",") if name]
-
-
-def check_tables(tables: list[int]) -> list[int]:
-    for t in tables:
-        if t not in ALL_TABLES:
-            raise InvalidInput("unknown table code")
-    return sorted(set(tables)) or list(ALL_TABLES)
+def table_enums(tables: list[int] | tuple[str, ...]) -> list[int]:
+    """Table codes as the proto enum, in table order; empty means all eight."""
+    return [table_spec(code).enum for code in table_set(tables, empty_means_all=True)]
 
 
 def create_request(
@@ -70,71 +47,37 @@ def create_request(
     entry = d.entry_of(prior)
     if school not in {s.cds_code for s in entry.schools}:
         raise NotFound(f"school {school} is not registered to district {prior}; see 'rt schools search'")
-    if len(prior_local_id) > 20:
-        raise InvalidInput("the prior local id is longer than 20 characters")
-    chosen = check_tables(tables)
+    chosen = table_enums(tables)
+    student = store.get_student(d.engine, student_local_id)
+    if not student.school:
+        raise InvalidInput("the student has no current school; set it when enrolling them")
     now = d.clock()
-    request_id = new_id()
-    with d.engine.begin() as conn:
-        student = conn.execute(select(STUDENTS).where(STUDENTS.c.local_id == student_local_id)).first()
-        if student is None:
-            raise NotFound(f"no student {student_local_id} here; enroll them first with 'rt student add'")
-        if not student.school:
-            raise InvalidInput("the student has no current school; set it when enrolling them")
-        message = peer_pb2.RecordsRequest(
-            request_id=request_id,
-            requesting_district=d.code,
-            requesting_school=student.school,
-            prior_district=prior,
-            prior_school=school,
-            student=peer_pb2.StudentIdentity(
-                ssid=student.ssid or "",
-                legal_first_name=student.legal_first_name,
-                legal_middle_name=student.legal_middle_name or "",
-                legal_last_name=student.legal_last_name,
-                birth_date=student.birth_date.isoformat(),
-                gender=student.gender or "",
-                prior_local_id=prior_local_id,
-            ),
-            tables=chosen,
-            nonce=os.urandom(16),
-            requested_by=actor,
-        )
-        message.created_at.FromDatetime(now)
-        message.expires_at.FromDatetime(now + timedelta(days=d.limits.request_ttl_days))
-        signed = d.sign(envelope.LABEL_REQUEST, message)
-        conn.execute(
-            insert(REQUESTS).values(
-                request_id=request_id,
-                direction="OUTBOUND",
-                status="QUEUED",
-                other_district=prior,
-                requesting_district=d.code,
-                requesting_school=student.school,
-                prior_district=prior,
-                prior_school=school,
-                ssid=student.ssid,
-                legal_first_name=student.legal_first_name,
-                legal_middle_name=student.legal_middle_name,
-                legal_last_name=student.legal_last_name,
-                birth_date=student.birth_date,
-                gender=student.gender,
-                prior_local_id=prior_local_id or None,
-                local_student_id=student_local_id,
-                requested_by=actor,
-                tables_requested=table_list(chosen),
-                request_envelope=signed.SerializeToString(),
-                created_at=now,
-                updated_at=now,
-                expires_at=now + timedelta(days=d.limits.request_ttl_days),
-            )
-        )
-        outbox.enqueue(
-            conn, kind="request", request_id=request_id, to_district=prior, payload=signed.SerializeToString(), now=now
-        )
-        system_message(conn, request_id, f"Request created by {actor}; queued for district {prior}.", now)
-        audit(conn, now, actor, "request.create", request_id=request_id, student_local_id=student_local_id)
-    return request_id
+    message = peer_pb2.RecordsRequest(
+        request_id=new_id(),
+        requesting_district=d.code,
+        requesting_school=student.school,
+        prior_district=prior,
+        prior_school=school,
+        student=peer_pb2.StudentIdentity(
+            ssid=student.ssid or "",
+            legal_first_name=student.legal_first_name,
+            legal_middle_name=student.legal_middle_name or "",
+            legal_last_name=student.legal_last_name,
+            birth_date=student.birth_date.isoformat(),
+            gender=student.gender or "",
+            prior_local_id=prior_local_id,
+        ),
+        tables=chosen,
+        nonce=os.urandom(16),
+        requested_by=actor,
+    )
+    message.created_at.FromDatetime(now)
+    message.expires_at.FromDatetime(now + timedelta(days=d.limits.request_ttl_days))
+    signed = d.sign(envelope.LABEL_REQUEST, message)
+    store.record_outbound_request(
+        d.engine, message, signed.SerializeToString(), local_student_id=student_local_id, actor=actor, now=now
+    )
+    return message.request_id
 
 
 def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
@@ -150,12 +93,11 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
     except Duplicate:
         # ALREADY_EXISTS: an earlier attempt got through, only the answer was lost.
         note = f"District {item.to_district} already had the request."
-    now = d.clock()
     with d.engine.begin() as conn:
         row = load_request(conn, item.request_id, direction="OUTBOUND")
         if row.status == "QUEUED":
-            set_request(conn, item.request_id, now, status="PENDING", status_reason=None)
-            system_message(conn, item.request_id, note + " Status PENDING.", now)
+            store.set_status(conn, item.request_id, Action.ACCEPT, actor=f"district {item.to_district}",
+                             reason=note, now=d.clock())
         done.complete(conn, item)
 
 
@@ -166,46 +108,24 @@ def receive_decision(d: District, signed: common_pb2.SignedEnvelope, peer: str) 
         raise PeerAuthError(f"decision from {peer} names other districts")
     if not decision.decision_id or len(decision.decision_id) > 36:
         raise InvalidInput("decision without a valid id")
-    now = d.clock()
-    with d.engine.begin() as conn:
-        row = load_peer_request(conn, decision.request_id, "OUTBOUND", peer)
-        if not first_time(conn, decision.decision_id, "decision", now):
-            raise Duplicate("decision already received")
-        if row.status not in ("QUEUED", "PENDING"):
-            raise WrongStatus(f"request is {row.status}; it takes no decision now")
-        if decision.approved:
-            set_request(
-                conn,
-                row.request_id,
-                now,
-                status="PENDING",
-                approved=True,
-                tables_approved=table_list(list(decision.tables)),
-                transfer_id=decision.transfer_id or None,
-                decision_id=decision.decision_id,
-                decided_by=decision.decided_by[:100],
-                decided_at=decision.decided_at.ToDatetime(tzinfo=now.tzinfo),
-                decision_envelope=signed.SerializeToString(),
-            )
-            system_message(conn, row.request_id, f"District {peer} approved the request; records are on the way.", now)
-        else:
-            reason = common_pb2.RejectReason.Name(decision.reason) if decision.reason else "OTHER"
-            set_request(
-                conn,
-                row.request_id,
-                now,
-                status="REJECTED",
-                status_reason=f"{reason}: {decision.reason_text}"[:500] if decision.reason_text else reason,
-                approved=False,
-                reject_reason=reason,
-                reject_text=decision.reason_text[:1000] or None,
-                decision_id=decision.decision_id,
-                decided_by=decision.decided_by[:100],
-                decided_at=decision.decided_at.ToDatetime(tzinfo=now.tzinfo),
-                decision_envelope=signed.SerializeToString(),
-            )
-            system_message(conn, row.request_id, f"District {peer} rejected the request ({reason}).", now)
-        audit(conn, now, f"district:{peer}", "decision.receive", request_id=row.request_id)
+    with d.reading() as conn:
+        load_peer_request(conn, decision.request_id, "OUTBOUND", peer)
+    reason = common_pb2.RejectReason.Name(decision.reason) if decision.reason else "OTHER"
+    store.record_decision(
+        d.engine,
+        decision.request_id,
+        approved=decision.approved,
+        actor=f"district {peer}",
+        tables=[common_pb2.TableCode.Name(t) for t in decision.tables],
+        reason=None if decision.approved else reason,
+        text=decision.reason_text or None,
+        transfer_id=decision.transfer_id or None,
+        decision_id=decision.decision_id,
+        decision_envelope=signed.SerializeToString(),
+        decided_by=decision.decided_by[:100] or None,
+        decided_at=decision.decided_at.ToDatetime(tzinfo=UTC),
+        now=d.clock(),
+    )
     return d.ack(decision.decision_id)
 
 
@@ -217,28 +137,15 @@ def send_now(d: District, request_id: str) -> None:
 
 def retry_request(d: District, request_id: str, actor: str) -> None:
     """A registrar's retry of a FAILED request: its failed sends start over."""
-    now = d.clock()
-    with d.engine.begin() as conn:
-        row = load_request(conn, request_id)
-        if row.status != "FAILED":
-            raise WrongStatus(f"request is {row.status}; only FAILED requests can be retried")
-        status = "QUEUED" if row.direction == "OUTBOUND" else "PENDING"
-        if row.direction == "OUTBOUND" and row.approved:
-            status = "PENDING"
-        d.outbox.requeue_failed(conn, request_id, now)
-        set_request(conn, request_id, now, status=status, status_reason=None, attempts=0)
-        system_message(conn, request_id, f"Retry asked by {actor}. Status {status}.", now)
-        audit(conn, now, actor, "request.retry", request_id=request_id)
+    store.set_status(d.engine, request_id, Action.RETRY, actor=actor, now=d.clock())
     d.wake_worker()
 
 
 def mark_failed(d: District, item: outbox.OutboxItem, reason: str) -> None:
     """The outbox gave up on an item: its request becomes FAILED, with the reason."""
-    now = d.clock()
-    with d.engine.begin() as conn:
-        row = load_request(conn, item.request_id)
-        if row.status in ("QUEUED", "PENDING"):
-            text = f"could not deliver the {item.kind.replace('_', ' ')} to district {item.to_district}: {reason}"
-            set_request(conn, item.request_id, now, status="FAILED", status_reason=text[:500])
-            system_message(conn, item.request_id, f"Status FAILED: {text}"[:2000], now)
-            audit(conn, now, "system", "request.failed", request_id=item.request_id, detail=item.kind)
+    text = f"could not deliver the {item.kind.replace('_', ' ')} to district {item.to_district}: {reason}"
+    try:
+        store.set_status(d.engine, item.request_id, Action.FAIL, actor="delivery worker", reason=text[:500],
+                         now=d.clock())
+    except WrongStatus:
+        pass  # already past the point where a failed send matters (e.g. REJECTED)

@@ -20,10 +20,10 @@ from protos.rt.v1 import peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
 from rt_client.errors import WrongStatus
-from rt_server import outbox
-from rt_server.core import classify, importer, tables, validate
+from rt_server.core import classify, importer, store, tables, validate
+from rt_server.core.statuses import Action
 from rt_server.db.schema import TRANSFERS
-from rt_server.district import District, audit, load_request, new_id, set_request, system_message
+from rt_server.district import District, load_request, new_id
 from rt_server.receiver import stored_ciphertext
 
 
@@ -88,7 +88,7 @@ def import_transfer(
         result = importer.import_transfer(conn, transfer.transfer_id, request.local_student_id, rows, accept)
         current = load_request(conn, request_id, direction="OUTBOUND")
         if not result.already_imported and current.status == "DATA_RECEIVED":
-            set_request(conn, request_id, now, status="IMPORTED", status_reason=None)
+            store.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)
             notice = peer_pb2.ImportNotice(
                 notice_id=new_id(),
                 request_id=request_id,
@@ -98,10 +98,7 @@ def import_transfer(
             )
             notice.imported_at.FromDatetime(now)
             signed = d.sign(envelope.LABEL_IMPORT_NOTICE, notice)
-            outbox.enqueue(conn, kind="import_notice", request_id=request_id, to_district=request.prior_district,
-                           payload=signed.SerializeToString(), now=now)
-            system_message(conn, request_id, f"Imported by {actor}. Status IMPORTED.", now)
-            audit(conn, now, actor, "transfer.import", request_id=request_id,
-                  student_local_id=request.local_student_id, detail=f"transfer {transfer.transfer_id}")
+            store.enqueue(conn, kind="import_notice", request_id=request_id, to_district=request.prior_district,
+                          payload=signed.SerializeToString(), now=now)
     d.wake_worker()
     return result

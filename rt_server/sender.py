@@ -18,23 +18,19 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
-from protos.rt.v1 import common_pb2, peer_pb2
+from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import IntegrityError
 from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server import outbox
-from rt_server.core import export
-from rt_server.db.schema import DISCLOSURES, REQUESTS, TRANSFERS
-from rt_server.district import District, audit, load_request, set_request, system_message
+from rt_server.core import export, store
+from rt_server.core.statuses import Action
+from rt_server.core.tables import parse_table_list
+from rt_server.db.schema import REQUESTS, TRANSFERS
+from rt_server.district import District, load_request, set_request
 from rt_server.peers import call_peer
-from rt_server.requester import parse_table_list, table_list
 
 log = logging.getLogger("rt_server.sender")
-
-# 34 CFR 99.31(a)(2): disclosure without consent to a school where the student
-# seeks or intends to enroll; 99.32 requires recording it.
-LEGAL_BASIS = "99.31(a)(2) transfer to a school where the student seeks to enroll"
-
 
 def spool_path(d: District, transfer_id: str) -> Path:
     return d.spool_dir / f"{transfer_id}.rtx"
@@ -59,7 +55,7 @@ def seal(d: District, request_id: str, transfer_id: str) -> None:
     final = spool_path(d, transfer_id)
     partial = final.with_suffix(".partial")
 
-    def batches() -> Iterator[peer_pb2.Message]:  # type: ignore[name-defined]
+    def batches() -> Iterator[records_pb2.RecordBatch]:
         with d.reading() as conn:
             yield from export.iter_batches(conn, row.local_student_id, tables)
 
@@ -166,24 +162,20 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     with d.engine.begin() as conn:
         row = load_request(conn, item.request_id, direction="INBOUND")
         if row.status == "PENDING":
-            set_request(conn, item.request_id, now, status="SENT", status_reason=None,
-                        delivery_bytes_done=sealed.ciphertext_bytes)
-            conn.execute(
-                insert(DISCLOSURES).values(
-                    student_local_id=row.local_student_id,
-                    receiving_district=row.requesting_district,
-                    receiving_school=row.requesting_school,
-                    tables=row.tables_approved,
-                    disclosed_at=now,
-                    request_id=row.request_id,
-                    legal_basis=LEGAL_BASIS,
-                    acting_staff=row.decided_by or "unknown",
-                )
-            )
             rows = sum(counts.values())
-            system_message(conn, item.request_id, f"Delivered {rows} rows; receipt verified. Status SENT.", now)
-            audit(conn, now, row.decided_by or "system", "transfer.sent", request_id=row.request_id,
-                  student_local_id=row.local_student_id, detail=f"transfer {transfer_id}")
+            store.set_status(conn, item.request_id, Action.SEND, actor=row.decided_by or "delivery worker",
+                             reason=f"Delivered {rows} rows; receipt verified.", now=now)
+            set_request(conn, item.request_id, now, delivery_bytes_done=sealed.ciphertext_bytes)
+            store.write_disclosure(
+                conn,
+                student_local_id=row.local_student_id,
+                receiving_district=row.requesting_district,
+                receiving_school=row.requesting_school,
+                tables=parse_table_list(row.tables_approved),
+                request_id=row.request_id,
+                acting_staff=row.decided_by or "unknown",
+                now=now,
+            )
         done.complete(conn, item)
     spool_path(d, transfer_id).unlink(missing_ok=True)
     log.info("transfer %s delivered to %s (%d bytes, sha512 %s...)", transfer_id, item.to_district,
@@ -198,4 +190,3 @@ def _progress(d: District, request_id: str, sent: int) -> None:
         conn.execute(REQUESTS.update().where(REQUESTS.c.request_id == request_id).values(delivery_bytes_done=sent))
 
 
-__all__ = ["LEGAL_BASIS", "deliver", "parse_counts", "seal", "spool_path", "table_list"]

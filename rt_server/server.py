@@ -32,7 +32,7 @@ from rt_server.db.schema import create_schema, make_engine
 from rt_server.district import District, Limits
 from rt_server.grpc_errors import ErrorMappingInterceptor
 from rt_server.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
-from rt_server.peers import KEEPALIVE_OPTIONS, PeerClients
+from rt_server.peers import PeerClients
 from rt_server.registrar_service import RegistrarService
 
 log = logging.getLogger("rt_server")

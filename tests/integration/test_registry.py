@@ -7,14 +7,19 @@ servicer's caller authentication is substituted there.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import json
 import re
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from registry import cli as registry_cli
@@ -25,6 +30,7 @@ from registry.store import RegistryStore
 from rt_client.config import RegistryConfig
 from rt_client.directory import DistrictStatus, verify_entry
 from rt_client.enroll import update_district_entry
+from rt_client.errors import InvalidInput
 from rt_client.identity import generate_keys
 from rt_client.ids import DistrictCode
 from rt_client.tls import REGISTRY_SERVER_NAME, secure_channel, server_only_channel
@@ -212,9 +218,8 @@ def test_update_entry_changes_endpoints_with_a_new_certificate_for_the_same_key(
     entry = verify_entry(identity.entry, registry.signing_key, registry.clock())
     assert entry.endpoints == ("localhost:7999",)
     assert identity.tls.spki_sha256() == a.identity.tls.spki_sha256()
-    assert "localhost" in identity.certificate.extensions.get_extension_for_class(
-        __import__("cryptography").x509.SubjectAlternativeName
-    ).value.get_values_for_type(__import__("cryptography").x509.DNSName)
+    san = identity.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.DNSName) == ["localhost"]
 
 
 def test_update_entry_for_another_district_is_refused_and_changes_nothing(
@@ -235,8 +240,6 @@ def test_update_entry_for_another_district_is_refused_and_changes_nothing(
 def test_a_district_certificate_may_not_name_the_registry(registry) -> None:
     auth = registry.add_district(A)
     keys = generate_keys(A, [f"{REGISTRY_SERVER_NAME}:7444"])
-    from rt_client.errors import InvalidInput
-
     with pytest.raises(InvalidInput, match="reserved for the registry"):
         registry.service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
     assert registry.service.districts_overview()[0].status == "pending"
@@ -281,7 +284,7 @@ def test_stored_authorization_codes_are_not_recoverable(registry) -> None:
         scheme, n, r, p, salt, digest = stored.split("$")
         assert (scheme, int(r), int(p)) == ("scrypt", 8, 1) and int(n) >= 2
         salts.add(salt)
-        assert len(__import__("base64").b64decode(salt)) == 16
+        assert len(base64.b64decode(salt)) == 16
     assert len(salts) == 3  # a fresh salt per code
     assert any(verify_authorization_code(codes[A], h) for h in hashes)
     assert not any(verify_authorization_code(codes[C], h) for h in hashes)  # rotated away
@@ -423,8 +426,6 @@ def grpc_servicer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("servicer")
     config = RegistryConfig(data_dir=folder, scrypt_n=16)
     store = RegistryStore.open(config.database_url)
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     service = RegistryService(store, RegistryCA.create(), Ed25519PrivateKey.generate(), config)
     auth = service.add_district(
         A,
@@ -460,3 +461,84 @@ def test_lookup_servicer_returns_the_signed_entry(grpc_stub) -> None:
     assert (
         isinstance(envelope, common_pb2.SignedEnvelope) and envelope.signer_district == "registry"
     )
+
+
+# -- the CA, the listeners' standard services, entry refresh -----------------------------------
+
+
+def test_the_ca_refuses_a_csr_asking_for_another_identity() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca = RegistryCA.create()
+    key = ec.generate_private_key(ec.SECP256R1())
+    for uris in (["spiffe://records-transfer/district/1111111"], ["https://evil.example/"]):
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, A)]))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        with pytest.raises(InvalidInput, match="URI other than"):
+            ca.issue_district_certificate(csr, A, ["127.0.0.1"], dt.timedelta(days=1))
+    # What it does issue: exactly one URI SAN, plus the endpoint names.
+    csr = generate_keys(A, ["rt.lausd.example:7400", "10.1.2.3:7400"]).csr
+    cert = ca.issue_district_certificate(
+        csr, A, ["rt.lausd.example", "10.1.2.3"], dt.timedelta(days=1)
+    )
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        f"spiffe://records-transfer/district/{A}"
+    ]
+    assert san.get_values_for_type(x509.DNSName) == ["rt.lausd.example"]
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.1.2.3"]
+    cert.verify_directly_issued_by(ca.certificate)
+
+
+def test_both_listeners_serve_health_and_reflection(registry, enrolled_district, channels) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    a = enrolled_district(A)
+    mtls = secure_channel(
+        registry.address, a.identity.tls.channel_credentials(), REGISTRY_SERVER_NAME
+    )
+    enroll = server_only_channel(registry.enroll_address, registry.ca_pem)
+    channels.extend([mtls, enroll])
+    for channel in (mtls, enroll):
+        for service in ("", "rt.v1.Registry"):
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=5
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        responses = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for r in responses for s in r.list_services_response.service}
+        assert "rt.v1.Registry" in names and "grpc.health.v1.Health" in names
+
+
+def test_entries_are_re_signed_before_they_expire(registry, enrolled_district) -> None:
+    a = enrolled_district(A)
+    first = verify_entry(registry.service.lookup(A), registry.signing_key, registry.clock())
+    registry.clock.advance(3 * 86400)  # more than half of the 7 days left: unchanged
+    assert registry.service.lookup(A).body == a.identity.entry.body
+    registry.clock.advance(86400 + 60)  # less than half left: a new version, same keys
+    second = verify_entry(registry.service.lookup(A), registry.signing_key, registry.clock())
+    assert second.version == first.version + 1
+    assert second.expires_at - registry.clock() == dt.timedelta(days=7)
+    assert second.tls_spki_sha256 == first.tls_spki_sha256
+    assert second.hpke_public_key == first.hpke_public_key
+    assert registry.service.lookup(A).body == registry.service.lookup(A).body  # stable again
+
+
+def test_registry_private_keys_are_private(tmp_path: Path, capsys) -> None:
+    home = tmp_path / "reg"
+    run_cli("init", str(home), capsys=capsys)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for name in ("ca-key.pem", "signing-key.pem", "server-key.pem", "registry.db", "registry.toml"):
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600, name
