@@ -17,7 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
+# gRPC reads its TLS cipher list once, when it is first imported: restrict it
+# (DESIGN.md section 3) before anything imports grpc. This module is an entry point.
+from rt_client.tls import configure_grpc_tls
+
+configure_grpc_tls()
+
+import grpc  # noqa: E402
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
@@ -101,7 +107,9 @@ class Session:
             return getattr(self.stub, method)(request, timeout=RPC_TIMEOUT)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
-            if code == grpc.StatusCode.UNAVAILABLE and "connect" in str(exc.details() if isinstance(exc, grpc.Call) else ""):
+            if code == grpc.StatusCode.UNAVAILABLE and "connect" in str(
+                exc.details() if isinstance(exc, grpc.Call) else ""
+            ):
                 raise CliError(
                     f"the district server is not running (no answer on {self._socket}); "
                     "start it with 'rt serve'"
@@ -153,7 +161,10 @@ def cmd_student_add(s: Session) -> int:
     batches: list[records_pb2.RecordBatch] = []
     if a.records:
         batches = _read_records_file(Path(a.records))
-    reply = s.call("AddStudent", registrar_pb2.AddStudentRequest(student=student, records=batches, actor=s.actor))
+    reply = s.call(
+        "AddStudent",
+        registrar_pb2.AddStudentRequest(student=student, records=batches, actor=s.actor),
+    )
     s.emit(reply, lambda: s.console.print(f"Enrolled student [bold]{reply.local_id}[/bold]."))
     return EXIT_OK
 
@@ -168,12 +179,17 @@ def _read_records_file(path: Path) -> list[records_pb2.RecordBatch]:
 
 
 def cmd_student_list(s: Session) -> int:
-    reply = s.call("ListStudents", registrar_pb2.ListStudentsRequest(query=s.args.query or "", limit=s.args.limit))
+    reply = s.call(
+        "ListStudents",
+        registrar_pb2.ListStudentsRequest(query=s.args.query or "", limit=s.args.limit),
+    )
 
     def render() -> None:
         t = Table("local id", "SSID", "name", "birth date", "gender", "school")
         for st in reply.students:
-            name = " ".join(p for p in (st.legal_first_name, st.legal_middle_name, st.legal_last_name) if p)
+            name = " ".join(
+                p for p in (st.legal_first_name, st.legal_middle_name, st.legal_last_name) if p
+            )
             t.add_row(st.local_id, st.ssid, name, st.birth_date, st.gender, st.school)
         s.console.print(t)
 
@@ -182,7 +198,9 @@ def cmd_student_list(s: Session) -> int:
 
 
 def cmd_schools_search(s: Session) -> int:
-    reply = s.call("SearchSchools", registrar_pb2.SchoolQuery(query=s.args.query, limit=s.args.limit))
+    reply = s.call(
+        "SearchSchools", registrar_pb2.SchoolQuery(query=s.args.query, limit=s.args.limit)
+    )
 
     def render() -> None:
         t = Table("CDS code", "school", "district", "district name")
@@ -252,8 +270,17 @@ def _render_detail(s: Session, d: registrar_pb2.RequestDetail) -> None:
     t.add_column()
     rows = [
         ("request", r.request_id),
-        ("direction", "outbound (we asked)" if r.direction == registrar_pb2.OUTBOUND else "inbound (we were asked)"),
-        ("status", _status(r.status) + (" (approved, delivering)" if d.approved and r.status == common_pb2.PENDING else "")),
+        (
+            "direction",
+            "outbound (we asked)"
+            if r.direction == registrar_pb2.OUTBOUND
+            else "inbound (we were asked)",
+        ),
+        (
+            "status",
+            _status(r.status)
+            + (" (approved, delivering)" if d.approved and r.status == common_pb2.PENDING else ""),
+        ),
         ("other district", r.other_district),
         ("student", f"{r.student_name} (SSID {r.ssid})" if r.ssid else r.student_name),
         ("local student id", d.local_student_id),
@@ -266,11 +293,22 @@ def _render_detail(s: Session, d: registrar_pb2.RequestDetail) -> None:
     if r.status_reason:
         rows.append(("reason", r.status_reason))
     if d.reject_reason:
-        rows.append(("rejected", common_pb2.RejectReason.Name(d.reject_reason) + (f": {d.reject_text}" if d.reject_text else "")))
+        rows.append(
+            (
+                "rejected",
+                common_pb2.RejectReason.Name(d.reject_reason)
+                + (f": {d.reject_text}" if d.reject_text else ""),
+            )
+        )
     if d.transfer_id:
         rows.append(("transfer", d.transfer_id))
     if d.received:
-        rows.append(("rows", ", ".join(f"{common_pb2.TableCode.Name(c.table)} {c.rows}" for c in d.received)))
+        rows.append(
+            (
+                "rows",
+                ", ".join(f"{common_pb2.TableCode.Name(c.table)} {c.rows}" for c in d.received),
+            )
+        )
     if d.attempts:
         rows.append(("delivery attempts", str(d.attempts)))
     for k, v in rows:
@@ -279,23 +317,35 @@ def _render_detail(s: Session, d: registrar_pb2.RequestDetail) -> None:
 
 
 def cmd_show(s: Session) -> int:
-    reply = s.call("GetRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor))
+    reply = s.call(
+        "GetRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
     s.emit(reply, lambda: _render_detail(s, reply))
     return EXIT_OK
 
 
 def cmd_match(s: Session) -> int:
-    reply = s.call("MatchStudent", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor))
+    reply = s.call(
+        "MatchStudent", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
 
     def render() -> None:
         t = Table("local id", "SSID", "name", "birth date", "confidence", "why")
         for c in reply.candidates:
             st = c.student
-            t.add_row(st.local_id, st.ssid, f"{st.legal_first_name} {st.legal_last_name}", st.birth_date,
-                      f"{c.confidence}%" + (" exact" if c.exact else ""), c.why)
+            t.add_row(
+                st.local_id,
+                st.ssid,
+                f"{st.legal_first_name} {st.legal_last_name}",
+                st.birth_date,
+                f"{c.confidence}%" + (" exact" if c.exact else ""),
+                c.why,
+            )
         s.console.print(t)
         if not reply.candidates:
-            s.console.print("No local student matches; consider 'rt reject --reason student-not-found'.")
+            s.console.print(
+                "No local student matches; consider 'rt reject --reason student-not-found'."
+            )
 
     s.emit(list(reply.candidates), render)
     return EXIT_OK
@@ -306,7 +356,10 @@ def cmd_approve(s: Session) -> int:
     reply = s.call(
         "ApproveRequest",
         registrar_pb2.ApproveRequestRequest(
-            request_id=a.request_id, student_local_id=a.student or "", tables=_tables(a.tables), actor=s.actor
+            request_id=a.request_id,
+            student_local_id=a.student or "",
+            tables=_tables(a.tables),
+            actor=s.actor,
         ),
     )
     if a.wait:
@@ -315,14 +368,18 @@ def cmd_approve(s: Session) -> int:
     return EXIT_OK
 
 
-def _wait_delivery(s: Session, request_id: str, timeout: float = 600.0) -> registrar_pb2.RequestDetail:
+def _wait_delivery(
+    s: Session, request_id: str, timeout: float = 600.0
+) -> registrar_pb2.RequestDetail:
     """Poll until the delivery is acknowledged (SENT) or fails, with a progress bar."""
     deadline = time.monotonic() + timeout
     columns = [TextColumn("delivering"), BarColumn(), DownloadColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
         task = bar.add_task("deliver", total=None)
         while True:
-            d: registrar_pb2.RequestDetail = s.call("GetRequest", registrar_pb2.RequestRef(request_id=request_id, actor=s.actor))
+            d: registrar_pb2.RequestDetail = s.call(
+                "GetRequest", registrar_pb2.RequestRef(request_id=request_id, actor=s.actor)
+            )
             if d.delivery_bytes_total:
                 bar.update(task, total=d.delivery_bytes_total, completed=d.delivery_bytes_done)
             if d.summary.status not in (common_pb2.PENDING,) or not d.approved:
@@ -336,25 +393,36 @@ def cmd_reject(s: Session) -> int:
     a = s.args
     reply = s.call(
         "RejectRequest",
-        registrar_pb2.RejectRequestRequest(request_id=a.request_id, reason=REASONS[a.reason], text=a.text or "", actor=s.actor),
+        registrar_pb2.RejectRequestRequest(
+            request_id=a.request_id, reason=REASONS[a.reason], text=a.text or "", actor=s.actor
+        ),
     )
     s.emit(reply, lambda: _render_detail(s, reply))
     return EXIT_OK
 
 
 def cmd_retry(s: Session) -> int:
-    reply = s.call("RetryRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor))
+    reply = s.call(
+        "RetryRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
     s.emit(reply, lambda: _render_detail(s, reply))
     return EXIT_OK
 
 
 def cmd_review(s: Session) -> int:
-    reply = s.call("ReviewTransfer", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor))
+    reply = s.call(
+        "ReviewTransfer", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
 
     def render() -> None:
         t = Table("table", "new", "duplicate", "conflict")
         for tr in reply.tables:
-            t.add_row(common_pb2.TableCode.Name(tr.table), str(tr.new_rows), str(tr.duplicate_rows), str(tr.conflict_rows))
+            t.add_row(
+                common_pb2.TableCode.Name(tr.table),
+                str(tr.new_rows),
+                str(tr.duplicate_rows),
+                str(tr.conflict_rows),
+            )
         s.console.print(t)
         if s.args.rows:
             for tr in reply.tables:
@@ -383,14 +451,21 @@ def cmd_import(s: Session) -> int:
             name, _, index = item.partition(":")
             if name.upper() not in TABLE_NAMES or not index.isdigit():
                 raise CliError(f"--accept-conflicts takes 'all' or TABLE:INDEX,...; got {item!r}")
-            refs.append(registrar_pb2.RowRef(table=common_pb2.TableCode.Value(name.upper()), index=int(index)))
+            refs.append(
+                registrar_pb2.RowRef(
+                    table=common_pb2.TableCode.Value(name.upper()), index=int(index)
+                )
+            )
     columns = [TextColumn("importing"), BarColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
         bar.add_task("import", total=None)
         reply = s.call(
             "ImportTransfer",
             registrar_pb2.ImportTransferRequest(
-                request_id=a.request_id, accept_conflicts=refs, accept_all_conflicts=accept_all, actor=s.actor
+                request_id=a.request_id,
+                accept_conflicts=refs,
+                accept_all_conflicts=accept_all,
+                actor=s.actor,
             ),
         )
 
@@ -408,13 +483,33 @@ def cmd_import(s: Session) -> int:
 
 
 def cmd_disclosures(s: Session) -> int:
-    reply = s.call("ListDisclosures", registrar_pb2.ListDisclosuresRequest(student_local_id=s.args.student or ""))
+    reply = s.call(
+        "ListDisclosures",
+        registrar_pb2.ListDisclosuresRequest(student_local_id=s.args.student or ""),
+    )
 
     def render() -> None:
-        t = Table("date", "student", "to district", "to school", "tables", "request", "staff", "legal basis")
+        t = Table(
+            "date",
+            "student",
+            "to district",
+            "to school",
+            "tables",
+            "request",
+            "staff",
+            "legal basis",
+        )
         for d in reply.disclosures:
-            t.add_row(_ts(d.disclosed_at), f"{d.student_local_id} {d.student_name}", d.receiving_district,
-                      d.receiving_school, _table_names(d.tables), d.request_id, d.acting_staff, d.legal_basis)
+            t.add_row(
+                _ts(d.disclosed_at),
+                f"{d.student_local_id} {d.student_name}",
+                d.receiving_district,
+                d.receiving_school,
+                _table_names(d.tables),
+                d.request_id,
+                d.acting_staff,
+                d.legal_basis,
+            )
         s.console.print(t)
 
     s.emit(list(reply.disclosures), render)
@@ -424,10 +519,15 @@ def cmd_disclosures(s: Session) -> int:
 def cmd_message(s: Session) -> int:
     a = s.args
     if a.text:
-        reply = s.call("PostMessage", registrar_pb2.PostMessageRequest(request_id=a.request_id, body=a.text, actor=s.actor))
+        reply = s.call(
+            "PostMessage",
+            registrar_pb2.PostMessageRequest(request_id=a.request_id, body=a.text, actor=s.actor),
+        )
         s.emit(reply, lambda: s.console.print("Message sent."))
         return EXIT_OK
-    listing = s.call("ListMessages", registrar_pb2.RequestRef(request_id=a.request_id, actor=s.actor))
+    listing = s.call(
+        "ListMessages", registrar_pb2.RequestRef(request_id=a.request_id, actor=s.actor)
+    )
 
     def render() -> None:
         for m in listing.messages:
@@ -445,8 +545,12 @@ def cmd_message(s: Session) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="district config file (default: $RT_CONFIG)")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
-    common.add_argument("--as", dest="actor", help="staff member recorded in the audit trail (default: your login)")
+    common.add_argument(
+        "--json", action="store_true", help="print JSON for scripts instead of tables"
+    )
+    common.add_argument(
+        "--as", dest="actor", help="staff member recorded in the audit trail (default: your login)"
+    )
 
     p = argparse.ArgumentParser(
         prog="rt",
@@ -461,12 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the enrollment module is part of the package
         pass
 
-    sp = sub.add_parser("serve", parents=[common], help="run this district's server (peer + registrar services)")
+    sp = sub.add_parser(
+        "serve", parents=[common], help="run this district's server (peer + registrar services)"
+    )
     sp.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("student", help="students enrolled in this district")
     st_sub = st.add_subparsers(dest="student_command", required=True, metavar="ACTION")
-    sa = st_sub.add_parser("add", parents=[common], help="enroll a student locally (demographics, optional records)")
+    sa = st_sub.add_parser(
+        "add", parents=[common], help="enroll a student locally (demographics, optional records)"
+    )
     sa.add_argument("--local-id", help="local student id (default: assigned)")
     sa.add_argument("--ssid", help="statewide student id (10 digits)")
     sa.add_argument("--first", required=True, help="legal first name")
@@ -475,7 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
     sa.add_argument("--gender", required=True, help="gender code as recorded (e.g. F, M, X)")
     sa.add_argument("--school", required=True, help="CDS code of the student's school here")
-    sa.add_argument("--records", help="JSON file of existing records (a list of RecordBatch objects)")
+    sa.add_argument(
+        "--records", help="JSON file of existing records (a list of RecordBatch objects)"
+    )
     sa.set_defaults(func=cmd_student_add)
     sl = st_sub.add_parser("list", parents=[common], help="list or search local students")
     sl.add_argument("query", nargs="?", help="name, SSID or local id")
@@ -491,16 +601,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     rq = sub.add_parser("request", help="ask another district for a student's records")
     rq_sub = rq.add_subparsers(dest="request_command", required=True, metavar="ACTION")
-    rc = rq_sub.add_parser("create", parents=[common], help="request a student's records from the prior school")
+    rc = rq_sub.add_parser(
+        "create", parents=[common], help="request a student's records from the prior school"
+    )
     rc.add_argument("--student", required=True, help="local id of the student, enrolled here")
-    rc.add_argument("--prior-school", required=True, help="CDS code of the prior school (see 'rt schools search')")
+    rc.add_argument(
+        "--prior-school",
+        required=True,
+        help="CDS code of the prior school (see 'rt schools search')",
+    )
     rc.add_argument("--prior-local-id", help="the student's id at the prior district, if known")
-    rc.add_argument("--tables", help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)")
+    rc.add_argument(
+        "--tables", help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)"
+    )
     rc.set_defaults(func=cmd_request_create)
 
     rl = sub.add_parser("requests", parents=[common], help="list requests, both directions")
-    rl.add_argument("--direction", choices=sorted(DIRECTIONS), help="in: we were asked; out: we asked")
-    rl.add_argument("--status", help="QUEUED, PENDING, DATA_RECEIVED, IMPORTED, SENT, COMPLETE, REJECTED, FAILED, EXPIRED")
+    rl.add_argument(
+        "--direction", choices=sorted(DIRECTIONS), help="in: we were asked; out: we asked"
+    )
+    rl.add_argument(
+        "--status",
+        help="QUEUED, PENDING, DATA_RECEIVED, IMPORTED, SENT, COMPLETE, REJECTED, FAILED, EXPIRED",
+    )
     rl.add_argument("--limit", type=int, default=100)
     rl.set_defaults(func=cmd_requests)
 
@@ -508,15 +631,27 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("request_id")
     sh.set_defaults(func=cmd_show)
 
-    mt = sub.add_parser("match", parents=[common], help="local students that may be the one requested (prior district)")
+    mt = sub.add_parser(
+        "match",
+        parents=[common],
+        help="local students that may be the one requested (prior district)",
+    )
     mt.add_argument("request_id")
     mt.set_defaults(func=cmd_match)
 
-    ap = sub.add_parser("approve", parents=[common], help="approve an inbound request and send the records")
+    ap = sub.add_parser(
+        "approve", parents=[common], help="approve an inbound request and send the records"
+    )
     ap.add_argument("request_id")
-    ap.add_argument("--student", help="local id of the matched student (needed unless the SSID matched exactly)")
+    ap.add_argument(
+        "--student", help="local id of the matched student (needed unless the SSID matched exactly)"
+    )
     ap.add_argument("--tables", help="tables to send (default: those requested)")
-    ap.add_argument("--wait", action="store_true", help="wait until the records are delivered, with a progress bar")
+    ap.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the records are delivered, with a progress bar",
+    )
     ap.set_defaults(func=cmd_approve)
 
     rj = sub.add_parser("reject", parents=[common], help="reject an inbound request with a reason")
@@ -529,18 +664,31 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("request_id")
     rt.set_defaults(func=cmd_retry)
 
-    rv = sub.add_parser("review", parents=[common], help="compare received records with what we hold")
+    rv = sub.add_parser(
+        "review", parents=[common], help="compare received records with what we hold"
+    )
     rv.add_argument("request_id")
-    rv.add_argument("--rows", nargs="?", const="changed", choices=["changed", "all"],
-                    help="list rows too: duplicates and conflicts (or 'all')")
+    rv.add_argument(
+        "--rows",
+        nargs="?",
+        const="changed",
+        choices=["changed", "all"],
+        help="list rows too: duplicates and conflicts (or 'all')",
+    )
     rv.set_defaults(func=cmd_review)
 
-    im = sub.add_parser("import", parents=[common], help="import received records (new rows; chosen conflicts)")
+    im = sub.add_parser(
+        "import", parents=[common], help="import received records (new rows; chosen conflicts)"
+    )
     im.add_argument("request_id")
-    im.add_argument("--accept-conflicts", help="'all' or TABLE:INDEX,... as shown by 'rt review --rows'")
+    im.add_argument(
+        "--accept-conflicts", help="'all' or TABLE:INDEX,... as shown by 'rt review --rows'"
+    )
     im.set_defaults(func=cmd_import)
 
-    ds = sub.add_parser("disclosures", parents=[common], help="FERPA record of disclosures (34 CFR 99.32)")
+    ds = sub.add_parser(
+        "disclosures", parents=[common], help="FERPA record of disclosures (34 CFR 99.32)"
+    )
     ds.add_argument("--student", help="local student id (default: every student)")
     ds.set_defaults(func=cmd_disclosures)
 
@@ -565,7 +713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = Session(args)
         return int(args.func(session) if args.func.__module__ == __name__ else args.func(args))
     except RecordsTransferError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(exc.diagnostics())}", highlight=False)
+        Console(stderr=True).print(
+            f"[red]error:[/red] {escape(exc.diagnostics())}", highlight=False
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -23,7 +23,9 @@ M = TypeVar("M", bound=Message)
 MAX_BODY_BYTES = 64 * 1024
 
 
-def sign_message(label: bytes, message: Message, signer: str, key: Ed25519PrivateKey) -> common_pb2.SignedEnvelope:
+def sign_message(
+    label: bytes, message: Message, signer: str, key: Ed25519PrivateKey
+) -> common_pb2.SignedEnvelope:
     body = message.SerializeToString(deterministic=True)
     return common_pb2.SignedEnvelope(
         body=body, signer_district=signer, signature=envelope.sign_body(label, body, key)

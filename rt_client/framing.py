@@ -85,7 +85,9 @@ class BatchReader:
         raise InvalidInput("a record batch length is malformed")
 
 
-def read_batches(pieces: Iterable[bytes], max_batch_bytes: int = MAX_BATCH_BYTES) -> Iterator[records_pb2.RecordBatch]:
+def read_batches(
+    pieces: Iterable[bytes], max_batch_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[records_pb2.RecordBatch]:
     reader = BatchReader(max_batch_bytes)
     for piece in pieces:
         yield from reader.feed(piece)

@@ -200,7 +200,9 @@ def verify_trailer(
     signature: bytes,
     sender_signing_key: bytes,
 ) -> None:
-    trailer.verify_trailer(header_digest, wrapped_key, ciphertext_sha512, signature, sender_signing_key)
+    trailer.verify_trailer(
+        header_digest, wrapped_key, ciphertext_sha512, signature, sender_signing_key
+    )
 
 
 def decrypt_batches(
@@ -222,6 +224,7 @@ def decrypt_batches(
     reader = BatchReader()
     declared = {count.table: count.rows for count in header.tables}
     seen: dict[int, int] = {}
+
     def checked(plaintext: bytes) -> Iterator[records_pb2.RecordBatch]:
         for batch in reader.feed(plaintext):
             seen[batch.table] = seen.get(batch.table, 0) + _count_rows(batch)

@@ -84,11 +84,17 @@ class District:
     def sign(self, label: bytes, message: Message) -> common_pb2.SignedEnvelope:
         return sign_message(label, message, self.code, self.identity.signing_key)
 
-    def open_from(self, label: bytes, signed: common_pb2.SignedEnvelope, district: str, message_type: type[M]) -> M:
+    def open_from(
+        self, label: bytes, signed: common_pb2.SignedEnvelope, district: str, message_type: type[M]
+    ) -> M:
         """Verify a message as ``district``'s (by its current directory key), then parse it."""
         entry = self.directory.lookup(district)
         return open_message(
-            label, signed, signer=district, public_key=entry.signing_public_key, message_type=message_type
+            label,
+            signed,
+            signer=district,
+            public_key=entry.signing_public_key,
+            message_type=message_type,
         )
 
     def ack(self, message_id: str) -> common_pb2.SignedEnvelope:
@@ -117,7 +123,9 @@ def load_request(conn: Connection, request_id: str, *, direction: str | None = N
 def load_peer_request(conn: Connection, request_id: str, direction: str, peer: str) -> Row[Any]:
     """A request the peer is party to. Another district's request is 'not found' to it."""
     row = conn.execute(
-        select(REQUESTS).where(REQUESTS.c.request_id == request_id, REQUESTS.c.direction == direction)
+        select(REQUESTS).where(
+            REQUESTS.c.request_id == request_id, REQUESTS.c.direction == direction
+        )
     ).first()
     if row is None or row.other_district != peer:
         raise PeerAuthError(f"district {peer} named a request it is not party to")
@@ -125,4 +133,6 @@ def load_peer_request(conn: Connection, request_id: str, direction: str, peer: s
 
 
 def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:
-    conn.execute(update(REQUESTS).where(REQUESTS.c.request_id == request_id).values(updated_at=now, **values))
+    conn.execute(
+        update(REQUESTS).where(REQUESTS.c.request_id == request_id).values(updated_at=now, **values)
+    )

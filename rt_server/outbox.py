@@ -59,7 +59,9 @@ class OutboxItem:
     created_at: datetime
 
 
-def enqueue(conn: Connection, *, kind: str, request_id: str, to_district: str, payload: bytes, now: datetime) -> int:
+def enqueue(
+    conn: Connection, *, kind: str, request_id: str, to_district: str, payload: bytes, now: datetime
+) -> int:
     """Queue one item; call inside the transaction that made it necessary."""
     result = conn.execute(
         OUTBOX.insert().values(
@@ -177,7 +179,9 @@ class Outbox:
         result = conn.execute(
             update(OUTBOX)
             .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == "FAILED")
-            .values(status="QUEUED", attempts=0, next_attempt_at=now, created_at=now, last_error=None)
+            .values(
+                status="QUEUED", attempts=0, next_attempt_at=now, created_at=now, last_error=None
+            )
         )
         return int(result.rowcount or 0)
 
@@ -244,7 +248,9 @@ class DeliveryWorker:
             self._outbox.complete_now(item)
         except PeerUnavailable as exc:
             if not self._outbox.reschedule(item, exc.diagnostics()):
-                self._on_failure(item, f"gave up after {item.attempts + 1} attempts: {exc.diagnostics()}")
+                self._on_failure(
+                    item, f"gave up after {item.attempts + 1} attempts: {exc.diagnostics()}"
+                )
         except RecordsTransferError as exc:
             log.warning("outbox item %s (%s) failed for good: %s", item.id, item.kind, exc)
             self._outbox.fail_now(item, exc.diagnostics())

@@ -22,10 +22,14 @@ class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
     def __init__(self, district: District) -> None:
         self._d = district
 
-    def SubmitRequest(self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext) -> common_pb2.SignedEnvelope:
+    def SubmitRequest(
+        self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
+    ) -> common_pb2.SignedEnvelope:
         return responder.receive_request(self._d, request, current_peer().code)
 
-    def SubmitDecision(self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext) -> common_pb2.SignedEnvelope:
+    def SubmitDecision(
+        self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
+    ) -> common_pb2.SignedEnvelope:
         return requester.receive_decision(self._d, request, current_peer().code)
 
     def DeliverRecords(
@@ -38,8 +42,12 @@ class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
     ) -> peer_pb2.DeliveryOffset:
         return receiver.delivery_offset(self._d, request.transfer_id, current_peer().code)
 
-    def PostMessage(self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext) -> common_pb2.SignedEnvelope:
+    def PostMessage(
+        self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
+    ) -> common_pb2.SignedEnvelope:
         return threads.receive_message(self._d, request, current_peer().code)
 
-    def NotifyImport(self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext) -> common_pb2.SignedEnvelope:
+    def NotifyImport(
+        self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
+    ) -> common_pb2.SignedEnvelope:
         return responder.receive_import_notice(self._d, request, current_peer().code)

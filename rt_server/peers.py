@@ -91,7 +91,9 @@ class PeerClients:
                 options: list[tuple[str, object]] = [*KEEPALIVE_OPTIONS, *extra]
                 if host != target.rsplit(":", 1)[0]:
                     options.append(("grpc.ssl_target_name_override", host))
-                channel = grpc.secure_channel(target, self._tls.channel_credentials(), options=options)
+                channel = grpc.secure_channel(
+                    target, self._tls.channel_credentials(), options=options
+                )
                 cached = (endpoints, channel)
                 self._channels[district] = cached
         return peer_pb2_grpc.DistrictPeerStub(cached[1])

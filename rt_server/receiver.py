@@ -41,7 +41,9 @@ log = logging.getLogger("rt_server.receiver")
 def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.DeliveryOffset:
     with d.reading() as conn:
         row = conn.execute(
-            select(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND")
+            select(TRANSFERS).where(
+                TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND"
+            )
         ).first()
         if row is None:
             return peer_pb2.DeliveryOffset(transfer_id=transfer_id, offset=0)
@@ -128,7 +130,9 @@ def receive_delivery(
         # The stream stopped early: what arrived is kept, the sender resumes.
         raise InvalidInput("the delivery ended before its trailer")
     try:
-        counts, sha512 = _verify(d, header, digest, start.wrapped_key, trailer, sender.signing_public_key)
+        counts, sha512 = _verify(
+            d, header, digest, start.wrapped_key, trailer, sender.signing_public_key
+        )
     except RecordsTransferError:
         # Bad bytes from the sender: keep nothing of them, so a corrected re-send starts clean.
         _discard(d, header.transfer_id)
@@ -138,11 +142,22 @@ def receive_delivery(
         conn.execute(
             update(TRANSFERS)
             .where(TRANSFERS.c.transfer_id == header.transfer_id)
-            .values(state="RECEIVED", trailer_signature=trailer, ciphertext_sha512=sha512, completed_at=now)
+            .values(
+                state="RECEIVED",
+                trailer_signature=trailer,
+                ciphertext_sha512=sha512,
+                completed_at=now,
+            )
         )
         rows = sum(counts.values())
-        store.set_status(conn, header.request_id, Action.RECEIVE_DATA, actor=f"district {peer}",
-                         reason=f"Received {rows} rows; ready for review.", now=now)
+        store.set_status(
+            conn,
+            header.request_id,
+            Action.RECEIVE_DATA,
+            actor=f"district {peer}",
+            reason=f"Received {rows} rows; ready for review.",
+            now=now,
+        )
         set_request(conn, header.request_id, now, transfer_id=header.transfer_id)
         row = _transfer(conn, header.transfer_id)
     return _receipt(d, row)
@@ -150,7 +165,9 @@ def receive_delivery(
 
 def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-def]
     return conn.execute(
-        select(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND")
+        select(TRANSFERS).where(
+            TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND"
+        )
     ).first()
 
 
@@ -158,9 +175,15 @@ def _store_frame(d: District, transfer_id: str, offset: int, data: bytes) -> Non
     """One durable frame: the bytes and the new offset commit together."""
     with d.engine.begin() as conn:
         seq = conn.execute(
-            select(func.count()).select_from(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
+            select(func.count())
+            .select_from(TRANSFER_CHUNKS)
+            .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
         ).scalar_one()
-        conn.execute(insert(TRANSFER_CHUNKS).values(transfer_id=transfer_id, seq=seq, offset=offset, data=data))
+        conn.execute(
+            insert(TRANSFER_CHUNKS).values(
+                transfer_id=transfer_id, seq=seq, offset=offset, data=data
+            )
+        )
         moved = conn.execute(
             update(TRANSFERS)
             .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.received_offset == offset)
@@ -221,7 +244,10 @@ def _receipt(d: District, row) -> common_pb2.SignedEnvelope:  # type: ignore[no-
         sender_district=header.sender_district,
         receiver_district=d.code,
         ciphertext_sha512=row.ciphertext_sha512,
-        tables=[common_pb2.TableCount(table=t, rows=n) for t, n in sorted(parse_counts(row.table_counts).items())],
+        tables=[
+            common_pb2.TableCount(table=t, rows=n)
+            for t, n in sorted(parse_counts(row.table_counts).items())
+        ],
     )
     receipt.received_at.FromDatetime(row.completed_at)
     return d.sign(envelope.LABEL_DELIVERY_RECEIPT, receipt)

@@ -17,7 +17,11 @@ from rt_server.core import store, tables
 from rt_server.district import District
 from rt_server.sender import parse_counts
 
-_ROW_CLASS = {"NEW": registrar_pb2.NEW, "DUPLICATE": registrar_pb2.DUPLICATE, "CONFLICT": registrar_pb2.CONFLICT}
+_ROW_CLASS = {
+    "NEW": registrar_pb2.NEW,
+    "DUPLICATE": registrar_pb2.DUPLICATE,
+    "CONFLICT": registrar_pb2.CONFLICT,
+}
 
 
 def _actor(value: str) -> str:
@@ -61,7 +65,10 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
         summary=_summary(r),
         requesting_school=r.requesting_school,
         prior_school=r.prior_school,
-        tables=[common_pb2.TableCode.Value(t) for t in tables.parse_table_list(r.tables_approved or r.tables_requested)],
+        tables=[
+            common_pb2.TableCode.Value(t)
+            for t in tables.parse_table_list(r.tables_approved or r.tables_requested)
+        ],
         local_student_id=r.local_student_id or "",
         reject_reason=common_pb2.RejectReason.Value(r.reject_reason) if r.reject_reason else 0,
         reject_text=r.reject_text or "",
@@ -85,7 +92,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self._d = district
         self._search_schools = search_schools
 
-    def AddStudent(self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext) -> registrar_pb2.Student:
+    def AddStudent(
+        self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.Student:
         s = request.student
         local_id = store.add_student(
             self._d.engine,
@@ -105,22 +114,31 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         )
         return _student_proto(store.get_student(self._d.engine, local_id))
 
-    def ListStudents(self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext) -> registrar_pb2.ListStudentsResponse:
+    def ListStudents(
+        self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.ListStudentsResponse:
         found = store.list_students(self._d.engine, request.query, request.limit or 100)
         return registrar_pb2.ListStudentsResponse(students=[_student_proto(s) for s in found])
 
-    def SearchSchools(self, request: registrar_pb2.SchoolQuery, context: grpc.ServicerContext) -> registrar_pb2.SchoolList:
+    def SearchSchools(
+        self, request: registrar_pb2.SchoolQuery, context: grpc.ServicerContext
+    ) -> registrar_pb2.SchoolList:
         matches = self._search_schools(request.query, request.limit or 20)
         return registrar_pb2.SchoolList(
             schools=[
                 registrar_pb2.SchoolEntry(
-                    cds_code=m.cds_code, name=m.name, district_code=m.district_code, district_name=m.district_name
+                    cds_code=m.cds_code,
+                    name=m.name,
+                    district_code=m.district_code,
+                    district_name=m.district_name,
                 )
                 for m in matches
             ]
         )
 
-    def CreateRequest(self, request: registrar_pb2.CreateRequestRequest, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+    def CreateRequest(
+        self, request: registrar_pb2.CreateRequestRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.RequestDetail:
         request_id = requester.create_request(
             self._d,
             student_local_id=request.student_local_id,
@@ -132,16 +150,26 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         requester.send_now(self._d, request_id)
         return _detail(self._d, request_id)
 
-    def ListRequests(self, request: registrar_pb2.ListRequestsRequest, context: grpc.ServicerContext) -> registrar_pb2.ListRequestsResponse:
-        direction = {registrar_pb2.OUTBOUND: "OUTBOUND", registrar_pb2.INBOUND: "INBOUND"}.get(request.direction)
+    def ListRequests(
+        self, request: registrar_pb2.ListRequestsRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.ListRequestsResponse:
+        direction = {registrar_pb2.OUTBOUND: "OUTBOUND", registrar_pb2.INBOUND: "INBOUND"}.get(
+            request.direction
+        )
         status = common_pb2.RequestStatus.Name(request.status) if request.status else None
-        rows = store.list_requests(self._d.engine, direction=direction, status=status, limit=request.limit or 100)
+        rows = store.list_requests(
+            self._d.engine, direction=direction, status=status, limit=request.limit or 100
+        )
         return registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
 
-    def GetRequest(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+    def GetRequest(
+        self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.RequestDetail:
         return _detail(self._d, request.request_id)
 
-    def MatchStudent(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.MatchCandidates:
+    def MatchStudent(
+        self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.MatchCandidates:
         candidates = responder.match_candidates(self._d, request.request_id)
         return registrar_pb2.MatchCandidates(
             candidates=[
@@ -155,7 +183,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             ]
         )
 
-    def ApproveRequest(self, request: registrar_pb2.ApproveRequestRequest, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+    def ApproveRequest(
+        self, request: registrar_pb2.ApproveRequestRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.RequestDetail:
         responder.approve_request(
             self._d,
             request_id=request.request_id,
@@ -165,20 +195,32 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         )
         return _detail(self._d, request.request_id)
 
-    def RejectRequest(self, request: registrar_pb2.RejectRequestRequest, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+    def RejectRequest(
+        self, request: registrar_pb2.RejectRequestRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.RequestDetail:
         responder.reject_request(
-            self._d, request_id=request.request_id, reason=request.reason, text=request.text, actor=_actor(request.actor)
+            self._d,
+            request_id=request.request_id,
+            reason=request.reason,
+            text=request.text,
+            actor=_actor(request.actor),
         )
         return _detail(self._d, request.request_id)
 
-    def RetryRequest(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.RequestDetail:
+    def RetryRequest(
+        self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.RequestDetail:
         requester.retry_request(self._d, request.request_id, _actor(request.actor))
         return _detail(self._d, request.request_id)
 
-    def ReviewTransfer(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.TransferReview:
+    def ReviewTransfer(
+        self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.TransferReview:
         row, by_table = review.review_transfer(self._d, request.request_id)
         out = registrar_pb2.TransferReview(
-            request_id=row.request_id, transfer_id=row.transfer_id, student_local_id=row.local_student_id
+            request_id=row.request_id,
+            transfer_id=row.transfer_id,
+            student_local_id=row.local_student_id,
         )
         for code in tables.ALL_TABLES:
             if code not in by_table:
@@ -193,29 +235,43 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
                     tr.duplicate_rows += 1
                 else:
                     tr.conflict_rows += 1
-                reviewed = tr.rows.add(index=item.index, row_class=cls, differing_columns=list(item.differing_columns))
+                reviewed = tr.rows.add(
+                    index=item.index, row_class=cls, differing_columns=list(item.differing_columns)
+                )
                 reviewed.incoming.table = spec.enum
-                getattr(reviewed.incoming, spec.batch_field).append(tables.row_to_proto(spec, item.incoming))
+                getattr(reviewed.incoming, spec.batch_field).append(
+                    tables.row_to_proto(spec, item.incoming)
+                )
                 if item.existing is not None:
                     reviewed.existing.table = spec.enum
-                    getattr(reviewed.existing, spec.batch_field).append(tables.row_to_proto(spec, item.existing))
+                    getattr(reviewed.existing, spec.batch_field).append(
+                        tables.row_to_proto(spec, item.existing)
+                    )
         return out
 
-    def ImportTransfer(self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext) -> registrar_pb2.ImportResult:
+    def ImportTransfer(
+        self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.ImportResult:
         accept: set[tuple[str, int]] | str
         if request.accept_all_conflicts:
             accept = "all"
         else:
             accept = {(tables.table_spec(r.table).code, r.index) for r in request.accept_conflicts}
-        result = review.import_transfer(self._d, request_id=request.request_id, accept=accept, actor=_actor(request.actor))
-        out = registrar_pb2.ImportResult(request_id=request.request_id, already_imported=result.already_imported)
+        result = review.import_transfer(
+            self._d, request_id=request.request_id, accept=accept, actor=_actor(request.actor)
+        )
+        out = registrar_pb2.ImportResult(
+            request_id=request.request_id, already_imported=result.already_imported
+        )
         for code, n in sorted(result.imported.items()):
             out.imported.add(table=tables.table_spec(code).enum, rows=n)
         for code, n in sorted(result.skipped.items()):
             out.skipped.add(table=tables.table_spec(code).enum, rows=n)
         return out
 
-    def ListDisclosures(self, request: registrar_pb2.ListDisclosuresRequest, context: grpc.ServicerContext) -> registrar_pb2.ListDisclosuresResponse:
+    def ListDisclosures(
+        self, request: registrar_pb2.ListDisclosuresRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.ListDisclosuresResponse:
         out = registrar_pb2.ListDisclosuresResponse()
         for x in store.list_disclosures(self._d.engine, request.student_local_id or None):
             item = out.disclosures.add(
@@ -231,11 +287,19 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             item.disclosed_at.FromDatetime(x.disclosed_at)
         return out
 
-    def PostMessage(self, request: registrar_pb2.PostMessageRequest, context: grpc.ServicerContext) -> registrar_pb2.ThreadEntry:
-        message_id = threads.post_message(self._d, request_id=request.request_id, body=request.body, actor=_actor(request.actor))
-        return registrar_pb2.ThreadEntry(message_id=message_id, request_id=request.request_id, from_district=self._d.code)
+    def PostMessage(
+        self, request: registrar_pb2.PostMessageRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.ThreadEntry:
+        message_id = threads.post_message(
+            self._d, request_id=request.request_id, body=request.body, actor=_actor(request.actor)
+        )
+        return registrar_pb2.ThreadEntry(
+            message_id=message_id, request_id=request.request_id, from_district=self._d.code
+        )
 
-    def ListMessages(self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext) -> registrar_pb2.ListMessagesResponse:
+    def ListMessages(
+        self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.ListMessagesResponse:
         out = registrar_pb2.ListMessagesResponse()
         for m in store.list_messages(self._d.engine, request.request_id):
             entry = out.messages.add(

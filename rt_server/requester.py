@@ -43,10 +43,14 @@ def create_request(
     school = parse_school_code(prior_school)
     prior = district_of_school(school)
     if prior == d.code:
-        raise InvalidInput("that school is in this district; records move within a district without a request")
+        raise InvalidInput(
+            "that school is in this district; records move within a district without a request"
+        )
     entry = d.entry_of(prior)
     if school not in {s.cds_code for s in entry.schools}:
-        raise NotFound(f"school {school} is not registered to district {prior}; see 'rt schools search'")
+        raise NotFound(
+            f"school {school} is not registered to district {prior}; see 'rt schools search'"
+        )
     chosen = table_enums(tables)
     student = store.get_student(d.engine, student_local_id)
     if not student.school:
@@ -75,7 +79,12 @@ def create_request(
     message.expires_at.FromDatetime(now + timedelta(days=d.limits.request_ttl_days))
     signed = d.sign(envelope.LABEL_REQUEST, message)
     store.record_outbound_request(
-        d.engine, message, signed.SerializeToString(), local_student_id=student_local_id, actor=actor, now=now
+        d.engine,
+        message,
+        signed.SerializeToString(),
+        local_student_id=student_local_id,
+        actor=actor,
+        now=now,
     )
     return message.request_id
 
@@ -86,7 +95,9 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
     stub = d.peers.stub(item.to_district)
     try:
         reply = call_peer(lambda: stub.SubmitRequest(signed, timeout=d.limits.rpc_timeout_seconds))
-        receipt = d.open_from(envelope.LABEL_REQUEST_RECEIPT, reply, item.to_district, peer_pb2.RequestReceipt)
+        receipt = d.open_from(
+            envelope.LABEL_REQUEST_RECEIPT, reply, item.to_district, peer_pb2.RequestReceipt
+        )
         if receipt.request_id != item.request_id or receipt.prior_district != item.to_district:
             raise PeerAuthError("the prior district's receipt names another request")
         note = f"District {item.to_district} received the request."
@@ -96,12 +107,20 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
     with d.engine.begin() as conn:
         row = load_request(conn, item.request_id, direction="OUTBOUND")
         if row.status == "QUEUED":
-            store.set_status(conn, item.request_id, Action.ACCEPT, actor=f"district {item.to_district}",
-                             reason=note, now=d.clock())
+            store.set_status(
+                conn,
+                item.request_id,
+                Action.ACCEPT,
+                actor=f"district {item.to_district}",
+                reason=note,
+                now=d.clock(),
+            )
         done.complete(conn, item)
 
 
-def receive_decision(d: District, signed: common_pb2.SignedEnvelope, peer: str) -> common_pb2.SignedEnvelope:
+def receive_decision(
+    d: District, signed: common_pb2.SignedEnvelope, peer: str
+) -> common_pb2.SignedEnvelope:
     """A's approval or rejection of one of our requests. Returns our signed Ack."""
     decision = d.open_from(envelope.LABEL_DECISION, signed, peer, peer_pb2.Decision)
     if decision.prior_district != peer or decision.requesting_district != d.code:
@@ -145,7 +164,13 @@ def mark_failed(d: District, item: outbox.OutboxItem, reason: str) -> None:
     """The outbox gave up on an item: its request becomes FAILED, with the reason."""
     text = f"could not deliver the {item.kind.replace('_', ' ')} to district {item.to_district}: {reason}"
     try:
-        store.set_status(d.engine, item.request_id, Action.FAIL, actor="delivery worker", reason=text[:500],
-                         now=d.clock())
+        store.set_status(
+            d.engine,
+            item.request_id,
+            Action.FAIL,
+            actor="delivery worker",
+            reason=text[:500],
+            now=d.clock(),
+        )
     except WrongStatus:
         pass  # already past the point where a failed send matters (e.g. REJECTED)

@@ -25,11 +25,15 @@ from rt_server.peers import call_peer
 from rt_server.requester import table_enums
 
 
-def receive_request(d: District, signed: common_pb2.SignedEnvelope, peer: str) -> common_pb2.SignedEnvelope:
+def receive_request(
+    d: District, signed: common_pb2.SignedEnvelope, peer: str
+) -> common_pb2.SignedEnvelope:
     """Verify and store B's request as PENDING. Returns our signed receipt."""
     request = d.open_from(envelope.LABEL_REQUEST, signed, peer, peer_pb2.RecordsRequest)
     if request.requesting_district != peer:
-        raise PeerAuthError(f"request from {peer} claims to come from {request.requesting_district}")
+        raise PeerAuthError(
+            f"request from {peer} claims to come from {request.requesting_district}"
+        )
     if request.prior_district != d.code:
         raise InvalidInput("the request is addressed to another district")
     requesting_school = parse_school_code(request.requesting_school)
@@ -115,7 +119,10 @@ def match_candidates(d: District, request_id: str) -> list[matching.Candidate]:
 
 
 def reject_request(d: District, *, request_id: str, reason: int, text: str, actor: str) -> None:
-    if reason not in common_pb2.RejectReason.values() or reason == common_pb2.REJECT_REASON_UNSPECIFIED:
+    if (
+        reason not in common_pb2.RejectReason.values()
+        or reason == common_pb2.REJECT_REASON_UNSPECIFIED
+    ):
         raise InvalidInput("choose a reason for the rejection")
     request = store.get_request(d.engine, request_id)
     if request.direction != "INBOUND":
@@ -160,7 +167,9 @@ def send_signed(d: District, item: outbox.OutboxItem, done: outbox.Outbox, rpc: 
         done.complete(conn, item)
 
 
-def receive_import_notice(d: District, signed: common_pb2.SignedEnvelope, peer: str) -> common_pb2.SignedEnvelope:
+def receive_import_notice(
+    d: District, signed: common_pb2.SignedEnvelope, peer: str
+) -> common_pb2.SignedEnvelope:
     notice = d.open_from(envelope.LABEL_IMPORT_NOTICE, signed, peer, peer_pb2.ImportNotice)
     if notice.requesting_district != peer or notice.prior_district != d.code:
         raise PeerAuthError(f"import notice from {peer} names other districts")
@@ -170,6 +179,12 @@ def receive_import_notice(d: District, signed: common_pb2.SignedEnvelope, peer: 
         store.remember_message(conn, notice.notice_id, "import_notice", now=now)
         if row.transfer_id != notice.transfer_id:
             raise InvalidInput("the import notice names another transfer")
-        store.set_status(conn, row.request_id, Action.COMPLETE, actor=f"district {peer}",
-                         reason=f"District {peer} imported the records.", now=now)
+        store.set_status(
+            conn,
+            row.request_id,
+            Action.COMPLETE,
+            actor=f"district {peer}",
+            reason=f"District {peer} imported the records.",
+            now=now,
+        )
     return d.ack(notice.notice_id)

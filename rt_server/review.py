@@ -42,7 +42,9 @@ def _received_transfer(d: District, request_id: str, allowed: tuple[str, ...]): 
                 f"request is {request.status}; only {' or '.join(allowed)} requests can be reviewed or imported"
             )
         transfer = conn.execute(
-            select(TRANSFERS).where(TRANSFERS.c.transfer_id == request.transfer_id, TRANSFERS.c.state == "RECEIVED")
+            select(TRANSFERS).where(
+                TRANSFERS.c.transfer_id == request.transfer_id, TRANSFERS.c.state == "RECEIVED"
+            )
         ).first()
     if transfer is None:
         raise WrongStatus("the records of this request have not arrived")
@@ -55,7 +57,11 @@ def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
     digest = rtx.trailer.header_digest(transfer.header)
     counters: dict[str, int] = {}
     for batch in rtx.decrypt_batches(
-        header, digest, transfer.wrapped_key, d.identity.hpke_key, stored_ciphertext(d, transfer.transfer_id)
+        header,
+        digest,
+        transfer.wrapped_key,
+        d.identity.hpke_key,
+        stored_ciphertext(d, transfer.transfer_id),
     ):
         code = tables.table_spec(batch.table).code
         first = counters.get(code, 0)
@@ -74,7 +80,9 @@ def review_transfer(d: District, request_id: str) -> tuple[Any, dict[str, list[A
     result: dict[str, list[Any]] = {}
     with d.reading() as conn:
         for code, rows in by_table.items():
-            result[code] = classify.classify_rows(conn, request.local_student_id, code, [r.values for r in rows])
+            result[code] = classify.classify_rows(
+                conn, request.local_student_id, code, [r.values for r in rows]
+            )
     return request, result
 
 
@@ -85,7 +93,9 @@ def import_transfer(
     rows = [(r.table, r.index, r.values) for r in incoming_rows(d, transfer)]
     now = d.clock()
     with d.engine.begin() as conn:
-        result = importer.import_transfer(conn, transfer.transfer_id, request.local_student_id, rows, accept)
+        result = importer.import_transfer(
+            conn, transfer.transfer_id, request.local_student_id, rows, accept
+        )
         current = load_request(conn, request_id, direction="OUTBOUND")
         if not result.already_imported and current.status == "DATA_RECEIVED":
             store.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)
@@ -98,7 +108,13 @@ def import_transfer(
             )
             notice.imported_at.FromDatetime(now)
             signed = d.sign(envelope.LABEL_IMPORT_NOTICE, notice)
-            store.enqueue(conn, kind="import_notice", request_id=request_id, to_district=request.prior_district,
-                          payload=signed.SerializeToString(), now=now)
+            store.enqueue(
+                conn,
+                kind="import_notice",
+                request_id=request_id,
+                to_district=request.prior_district,
+                payload=signed.SerializeToString(),
+                now=now,
+            )
     d.wake_worker()
     return result

@@ -32,6 +32,7 @@ from rt_server.peers import call_peer
 
 log = logging.getLogger("rt_server.sender")
 
+
 def spool_path(d: District, transfer_id: str) -> Path:
     return d.spool_dir / f"{transfer_id}.rtx"
 
@@ -39,7 +40,9 @@ def spool_path(d: District, transfer_id: str) -> Path:
 def _sealed_row(d: District, transfer_id: str):  # type: ignore[no-untyped-def]
     with d.reading() as conn:
         return conn.execute(
-            select(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "OUTBOUND")
+            select(TRANSFERS).where(
+                TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "OUTBOUND"
+            )
         ).first()
 
 
@@ -95,7 +98,13 @@ def seal(d: District, request_id: str, transfer_id: str) -> None:
                 created_at=now,
             )
         )
-        set_request(conn, request_id, now, delivery_bytes_total=sealed.ciphertext_bytes, delivery_bytes_done=0)
+        set_request(
+            conn,
+            request_id,
+            now,
+            delivery_bytes_total=sealed.ciphertext_bytes,
+            delivery_bytes_done=0,
+        )
 
 
 def _counts_text(counts: dict[int, int]) -> str:
@@ -120,17 +129,22 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     stub = d.peers.stub(item.to_district)
     position = call_peer(
         lambda: stub.GetDeliveryOffset(
-            peer_pb2.DeliveryOffsetRequest(transfer_id=transfer_id), timeout=d.limits.rpc_timeout_seconds
+            peer_pb2.DeliveryOffsetRequest(transfer_id=transfer_id),
+            timeout=d.limits.rpc_timeout_seconds,
         )
     )
     offset = sealed.ciphertext_bytes if position.complete else position.offset
     if offset > sealed.ciphertext_bytes:
         offset = 0  # B holds something we did not send; start over and let it refuse
-    header = common_pb2.SignedEnvelope(body=sealed.header, signer_district=d.code, signature=sealed.header_signature)
+    header = common_pb2.SignedEnvelope(
+        body=sealed.header, signer_district=d.code, signature=sealed.header_signature
+    )
 
     def frames() -> Iterator[peer_pb2.DeliveryFrame]:
         yield peer_pb2.DeliveryFrame(
-            start=peer_pb2.DeliveryStart(header=header, wrapped_key=sealed.wrapped_key, offset=offset)
+            start=peer_pb2.DeliveryStart(
+                header=header, wrapped_key=sealed.wrapped_key, offset=offset
+            )
         )
         sent = offset
         with open(spool_path(d, transfer_id), "rb") as spool:
@@ -142,12 +156,18 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
                 yield peer_pb2.DeliveryFrame(ciphertext=data)
                 sent += len(data)
                 _progress(d, item.request_id, sent)
-        yield peer_pb2.DeliveryFrame(trailer=peer_pb2.TransferTrailer(signature=sealed.trailer_signature))
+        yield peer_pb2.DeliveryFrame(
+            trailer=peer_pb2.TransferTrailer(signature=sealed.trailer_signature)
+        )
 
     remaining = sealed.ciphertext_bytes - offset
-    timeout = d.limits.delivery_timeout_floor_seconds + remaining / d.limits.delivery_min_bytes_per_second
+    timeout = (
+        d.limits.delivery_timeout_floor_seconds + remaining / d.limits.delivery_min_bytes_per_second
+    )
     reply = call_peer(lambda: stub.DeliverRecords(frames(), timeout=timeout))
-    receipt = d.open_from(envelope.LABEL_DELIVERY_RECEIPT, reply, item.to_district, peer_pb2.DeliveryReceipt)
+    receipt = d.open_from(
+        envelope.LABEL_DELIVERY_RECEIPT, reply, item.to_district, peer_pb2.DeliveryReceipt
+    )
     counts = parse_counts(sealed.table_counts)
     if (
         receipt.transfer_id != transfer_id
@@ -155,7 +175,8 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
         or receipt.sender_district != d.code
         or receipt.receiver_district != item.to_district
         or receipt.ciphertext_sha512 != sealed.ciphertext_sha512
-        or {c.table: c.rows for c in receipt.tables if c.rows} != {t: n for t, n in counts.items() if n}
+        or {c.table: c.rows for c in receipt.tables if c.rows}
+        != {t: n for t, n in counts.items() if n}
     ):
         raise IntegrityError("the delivery receipt does not match what was sent")
     now = d.clock()
@@ -163,8 +184,14 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
         row = load_request(conn, item.request_id, direction="INBOUND")
         if row.status == "PENDING":
             rows = sum(counts.values())
-            store.set_status(conn, item.request_id, Action.SEND, actor=row.decided_by or "delivery worker",
-                             reason=f"Delivered {rows} rows; receipt verified.", now=now)
+            store.set_status(
+                conn,
+                item.request_id,
+                Action.SEND,
+                actor=row.decided_by or "delivery worker",
+                reason=f"Delivered {rows} rows; receipt verified.",
+                now=now,
+            )
             set_request(conn, item.request_id, now, delivery_bytes_done=sealed.ciphertext_bytes)
             store.write_disclosure(
                 conn,
@@ -178,8 +205,13 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
             )
         done.complete(conn, item)
     spool_path(d, transfer_id).unlink(missing_ok=True)
-    log.info("transfer %s delivered to %s (%d bytes, sha512 %s...)", transfer_id, item.to_district,
-             sealed.ciphertext_bytes, hashlib.sha256(sealed.ciphertext_sha512).hexdigest()[:12])
+    log.info(
+        "transfer %s delivered to %s (%d bytes, sha512 %s...)",
+        transfer_id,
+        item.to_district,
+        sealed.ciphertext_bytes,
+        hashlib.sha256(sealed.ciphertext_sha512).hexdigest()[:12],
+    )
 
 
 def _progress(d: District, request_id: str, sent: int) -> None:
@@ -187,6 +219,8 @@ def _progress(d: District, request_id: str, sent: int) -> None:
     if sent % (8 * d.limits.frame_bytes) >= d.limits.frame_bytes:
         return
     with d.engine.begin() as conn:
-        conn.execute(REQUESTS.update().where(REQUESTS.c.request_id == request_id).values(delivery_bytes_done=sent))
-
-
+        conn.execute(
+            REQUESTS.update()
+            .where(REQUESTS.c.request_id == request_id)
+            .values(delivery_bytes_done=sent)
+        )

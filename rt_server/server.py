@@ -75,9 +75,13 @@ class DistrictServer:
         identity = load_identity(config.data_dir)
         engine = make_engine(config.database_url)
         create_schema(engine)
-        self._registry_channel = registry_channel(config.registry_address, identity.tls, config.registry_server_name)
+        self._registry_channel = registry_channel(
+            config.registry_address, identity.tls, config.registry_server_name
+        )
         directory = DirectoryClient.for_registry(
-            self._registry_channel, config.registry_signing_key_bytes, ttl_seconds=config.directory_ttl_seconds
+            self._registry_channel,
+            config.registry_signing_key_bytes,
+            ttl_seconds=config.directory_ttl_seconds,
         )
         peers = PeerClients(identity.tls, directory)
         d = District(
@@ -124,13 +128,20 @@ class DistrictServer:
 
     def _start_peer_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.config.max_concurrent_rpcs + 4, thread_name_prefix="peer"),
-            interceptors=[ErrorMappingInterceptor(peer_facing=True), PeerAuthInterceptor(directory)],
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.max_concurrent_rpcs + 4, thread_name_prefix="peer"
+            ),
+            interceptors=[
+                ErrorMappingInterceptor(peer_facing=True),
+                PeerAuthInterceptor(directory),
+            ],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
             options=SERVER_OPTIONS,
         )
         peer_pb2_grpc.add_DistrictPeerServicer_to_server(_peer_service(d), server)
-        _add_health_and_reflection(server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name)
+        _add_health_and_reflection(
+            server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name
+        )
         port = server.add_secure_port(self.config.peer_listen, d.identity.tls.server_credentials())
         if port == 0:
             raise OSError(f"cannot listen on {self.config.peer_listen}")
@@ -147,8 +158,12 @@ class DistrictServer:
             interceptors=[ErrorMappingInterceptor(peer_facing=False)],
             maximum_concurrent_rpcs=32,
         )
-        registrar_pb2_grpc.add_RegistrarServicer_to_server(RegistrarService(d, directory.search_schools), server)
-        _add_health_and_reflection(server, registrar_pb2.DESCRIPTOR.services_by_name["Registrar"].full_name)
+        registrar_pb2_grpc.add_RegistrarServicer_to_server(
+            RegistrarService(d, directory.search_schools), server
+        )
+        _add_health_and_reflection(
+            server, registrar_pb2.DESCRIPTOR.services_by_name["Registrar"].full_name
+        )
         # The socket is the registrar service's only access control: whoever
         # can open it acts for the district. Create it 0600 (umask), in a 0700 folder.
         old = os.umask(0o177)
@@ -201,7 +216,9 @@ def _add_health_and_reflection(server: grpc.Server, service_name: str) -> None:
 def serve_forever(config: DistrictConfig) -> None:
     """``rt serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
     configure_grpc_tls()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     server = DistrictServer(config)
     server.start()
     done = threading.Event()
@@ -212,7 +229,10 @@ def serve_forever(config: DistrictConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"district {config.district_code} ready: peers on port {server.peer_port}, "
-          f"registrar on {config.registrar_socket}", flush=True)
+    print(
+        f"district {config.district_code} ready: peers on port {server.peer_port}, "
+        f"registrar on {config.registrar_socket}",
+        flush=True,
+    )
     done.wait()
     server.stop(grace=10.0)

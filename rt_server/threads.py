@@ -44,7 +44,9 @@ def post_message(d: District, *, request_id: str, body: str, actor: str) -> str:
     return message.message_id
 
 
-def receive_message(d: District, signed: common_pb2.SignedEnvelope, peer: str) -> common_pb2.SignedEnvelope:
+def receive_message(
+    d: District, signed: common_pb2.SignedEnvelope, peer: str
+) -> common_pb2.SignedEnvelope:
     """A verified message from the other district of a request we share."""
     message = d.open_from(envelope.LABEL_MESSAGE, signed, peer, peer_pb2.ThreadMessage)
     if message.from_district != peer or message.to_district != d.code:
@@ -69,4 +71,6 @@ def receive_message(d: District, signed: common_pb2.SignedEnvelope, peer: str) -
 
 def mark_delivered(d: District, item: outbox.OutboxItem) -> None:
     signed = common_pb2.SignedEnvelope.FromString(item.payload)
-    store.mark_message_delivered(d.engine, peer_pb2.ThreadMessage.FromString(signed.body).message_id)
+    store.mark_message_delivered(
+        d.engine, peer_pb2.ThreadMessage.FromString(signed.body).message_id
+    )
