@@ -23,7 +23,7 @@ from rt_client.tls import configure_grpc_tls
 
 configure_grpc_tls()
 
-import grpc  # noqa: E402
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
@@ -43,7 +43,10 @@ REASONS = {
     "duplicate-request": common_pb2.DUPLICATE_REQUEST,
     "other": common_pb2.OTHER,
 }
-DIRECTIONS = {"in": registrar_pb2.INBOUND, "out": registrar_pb2.OUTBOUND}
+DIRECTIONS: dict[str, registrar_pb2.Direction.ValueType] = {
+    "in": registrar_pb2.INBOUND,
+    "out": registrar_pb2.OUTBOUND,
+}
 TABLE_NAMES = [n for n in common_pb2.TableCode.keys() if n != "TABLE_CODE_UNSPECIFIED"]
 
 
@@ -51,7 +54,7 @@ class CliError(RecordsTransferError):
     """A problem the user can fix by changing the command line or the config."""
 
 
-def _tables(text: str | None) -> list[int]:
+def _tables(text: str | None) -> list[common_pb2.TableCode.ValueType]:
     if not text:
         return []
     out = []
@@ -62,11 +65,11 @@ def _tables(text: str | None) -> list[int]:
     return out
 
 
-def _table_names(codes: Sequence[int]) -> str:
+def _table_names(codes: Sequence[common_pb2.TableCode.ValueType]) -> str:
     return ",".join(common_pb2.TableCode.Name(c) for c in codes) or "all"
 
 
-def _status(code: int) -> str:
+def _status(code: common_pb2.RequestStatus.ValueType) -> str:
     return common_pb2.RequestStatus.Name(code)
 
 
@@ -232,7 +235,7 @@ def cmd_request_create(s: Session) -> int:
 
 def cmd_requests(s: Session) -> int:
     a = s.args
-    status = 0
+    status: common_pb2.RequestStatus.ValueType = common_pb2.REQUEST_STATUS_UNSPECIFIED
     if a.status:
         try:
             status = common_pb2.RequestStatus.Value(a.status.upper())
@@ -241,7 +244,9 @@ def cmd_requests(s: Session) -> int:
     reply = s.call(
         "ListRequests",
         registrar_pb2.ListRequestsRequest(
-            direction=DIRECTIONS.get(a.direction or "", 0), status=status, limit=a.limit
+            direction=DIRECTIONS.get(a.direction or "", registrar_pb2.DIRECTION_UNSPECIFIED),
+            status=status,
+            limit=a.limit,
         ),
     )
 

@@ -39,12 +39,18 @@ MAX_TABLE_ROWS = 50_000_000
 class ReceiverKeys(Protocol):
     """What the sender needs of the receiver's directory entry."""
 
-    district_code: str
-    hpke_kem: str
-    hpke_kdf: str
-    hpke_aead: str
-    hpke_public_key: bytes
-    hpke_key_id: str
+    @property
+    def district_code(self) -> str: ...
+    @property
+    def hpke_kem(self) -> str: ...
+    @property
+    def hpke_kdf(self) -> str: ...
+    @property
+    def hpke_aead(self) -> str: ...
+    @property
+    def hpke_public_key(self) -> bytes: ...
+    @property
+    def hpke_key_id(self) -> str: ...
 
 
 def ciphertext_length(plaintext_bytes: int) -> int:
@@ -61,7 +67,7 @@ class SealedTransfer:
     trailer_signature: bytes
     ciphertext_bytes: int
     ciphertext_sha512: bytes
-    tables: dict[int, int]
+    tables: dict[common_pb2.TableCode.ValueType, int]
 
 
 def seal_transfer(
@@ -77,7 +83,7 @@ def seal_transfer(
 ) -> SealedTransfer:
     """Encrypt the batches for ``receiver`` into ``out``; ``batches`` is called twice."""
     plaintext_bytes = 0
-    counts: dict[int, int] = {}
+    counts: dict[common_pb2.TableCode.ValueType, int] = {}
     for batch in batches():
         plaintext_bytes += delimited_size(batch)
         rows = len(getattr(batch, common_pb2.TableCode.Name(batch.table).lower()))

@@ -14,6 +14,7 @@ from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
 from rt_server import requester, responder, review, threads
 from rt_server.core import store, tables
+from rt_server.core.importer import AcceptConflicts
 from rt_server.district import District
 from rt_server.sender import parse_counts
 
@@ -70,7 +71,11 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
             for t in tables.parse_table_list(r.tables_approved or r.tables_requested)
         ],
         local_student_id=r.local_student_id or "",
-        reject_reason=common_pb2.RejectReason.Value(r.reject_reason) if r.reject_reason else 0,
+        reject_reason=(
+            common_pb2.RejectReason.Value(r.reject_reason)
+            if r.reject_reason
+            else common_pb2.REJECT_REASON_UNSPECIFIED
+        ),
         reject_text=r.reject_text or "",
         transfer_id=r.transfer_id or "",
         delivery_bytes_total=r.delivery_bytes_total or 0,
@@ -252,7 +257,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def ImportTransfer(
         self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ImportResult:
-        accept: set[tuple[str, int]] | str
+        accept: AcceptConflicts
         if request.accept_all_conflicts:
             accept = "all"
         else:
@@ -263,9 +268,10 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         out = registrar_pb2.ImportResult(
             request_id=request.request_id, already_imported=result.already_imported
         )
-        for code, n in sorted(result.imported.items()):
+        # In transfer order (TST, CST, ...), as review and show list them; not by name.
+        for code, n in sorted(result.imported.items(), key=lambda c: tables.table_spec(c[0]).enum):
             out.imported.add(table=tables.table_spec(code).enum, rows=n)
-        for code, n in sorted(result.skipped.items()):
+        for code, n in sorted(result.skipped.items(), key=lambda c: tables.table_spec(c[0]).enum):
             out.skipped.add(table=tables.table_spec(code).enum, rows=n)
         return out
 

@@ -11,6 +11,7 @@ notice that lets A mark its side COMPLETE.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, timedelta
 
 from protos.rt.v1 import common_pb2, peer_pb2
@@ -25,7 +26,9 @@ from rt_server.district import District, load_peer_request, load_request, new_id
 from rt_server.peers import call_peer
 
 
-def table_enums(tables: list[int] | tuple[str, ...]) -> list[int]:
+def table_enums(
+    tables: Sequence[common_pb2.TableCode.ValueType] | Sequence[str],
+) -> list[common_pb2.TableCode.ValueType]:
     """Table codes as the proto enum, in table order; empty means all eight."""
     return [table_spec(code).enum for code in table_set(tables, empty_means_all=True)]
 
@@ -36,7 +39,7 @@ def create_request(
     student_local_id: str,
     prior_school: str,
     prior_local_id: str,
-    tables: list[int],
+    tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
 ) -> str:
     """Sign and queue a request for a student enrolled here. Returns its id."""

@@ -10,6 +10,7 @@ the signed decision is queued for B, and on approval so is the delivery
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, timedelta
 
 from protos.rt.v1 import common_pb2, peer_pb2
@@ -58,7 +59,12 @@ def receive_request(
 
 
 def approve_request(
-    d: District, *, request_id: str, student_local_id: str, tables: list[int], actor: str
+    d: District,
+    *,
+    request_id: str,
+    student_local_id: str,
+    tables: Sequence[common_pb2.TableCode.ValueType],
+    actor: str,
 ) -> str:
     """Approve: record the signed decision and queue it and the delivery. Returns the transfer id."""
     request = store.get_request(d.engine, request_id)
@@ -72,7 +78,7 @@ def approve_request(
                 "with --student (see 'rt match')"
             )
         student_local_id = exact[0].local_id
-    chosen = table_enums(list(tables) or request.tables_requested)
+    chosen = table_enums(tables) if tables else table_enums(request.tables_requested)
     now = d.clock()
     decision = peer_pb2.Decision(
         decision_id=new_id(),

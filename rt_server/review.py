@@ -19,6 +19,7 @@ from sqlalchemy import select
 from protos.rt.v1 import peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
+from rt_client.crypto.transfer import header_digest
 from rt_client.errors import WrongStatus
 from rt_server.core import classify, importer, store, tables, validate
 from rt_server.core.statuses import Action
@@ -54,7 +55,7 @@ def _received_transfer(d: District, request_id: str, allowed: tuple[str, ...]): 
 def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
     """Decrypt the stored transfer and yield its rows as column values."""
     header = records_pb2.TransferHeader.FromString(transfer.header)
-    digest = rtx.trailer.header_digest(transfer.header)
+    digest = header_digest(transfer.header)
     counters: dict[str, int] = {}
     for batch in rtx.decrypt_batches(
         header,
@@ -87,7 +88,7 @@ def review_transfer(d: District, request_id: str) -> tuple[Any, dict[str, list[A
 
 
 def import_transfer(
-    d: District, *, request_id: str, accept: set[tuple[str, int]] | str, actor: str
+    d: District, *, request_id: str, accept: importer.AcceptConflicts, actor: str
 ) -> importer.ImportResult:
     request, transfer = _received_transfer(d, request_id, ("DATA_RECEIVED", "IMPORTED"))
     rows = [(r.table, r.index, r.values) for r in incoming_rows(d, transfer)]

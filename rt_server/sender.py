@@ -107,12 +107,12 @@ def seal(d: District, request_id: str, transfer_id: str) -> None:
         )
 
 
-def _counts_text(counts: dict[int, int]) -> str:
+def _counts_text(counts: dict[common_pb2.TableCode.ValueType, int]) -> str:
     return ",".join(f"{common_pb2.TableCode.Name(t)}={n}" for t, n in sorted(counts.items()))
 
 
-def parse_counts(text: str | None) -> dict[int, int]:
-    out: dict[int, int] = {}
+def parse_counts(text: str | None) -> dict[common_pb2.TableCode.ValueType, int]:
+    out: dict[common_pb2.TableCode.ValueType, int] = {}
     for part in (text or "").split(","):
         if part:
             name, _, n = part.partition("=")

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc, registrar_pb2, registrar_pb2_grpc
 from rt_client.config import DistrictConfig
 from rt_client.directory import DirectoryClient, registry_channel
+from rt_client.errors import ConfigError
 from rt_client.identity import load_identity
 from rt_client.tls import configure_grpc_tls
 from rt_server import requester, responder, sender, threads
@@ -46,6 +47,9 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.max_connection_idle_ms", 10 * 60_000),
 ]
+
+# gRPC refuses a Unix socket path longer than this (sun_path is 108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
 
 
 class DistrictServer:
@@ -72,6 +76,12 @@ class DistrictServer:
 
     def start(self) -> None:
         config = self.config
+        if len(os.fsencode(config.registrar_socket)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"registrar_socket {config.registrar_socket} is longer than the "
+                f"{MAX_SOCKET_PATH} bytes a Unix socket path may have; set registrar_socket "
+                "in the config to a shorter path"
+            )
         identity = load_identity(config.data_dir)
         engine = make_engine(config.database_url)
         create_schema(engine)
@@ -142,9 +152,17 @@ class DistrictServer:
         _add_health_and_reflection(
             server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name
         )
-        port = server.add_secure_port(self.config.peer_listen, d.identity.tls.server_credentials())
+        try:
+            port = server.add_secure_port(
+                self.config.peer_listen, d.identity.tls.server_credentials()
+            )
+        except RuntimeError:  # what gRPC raises when the bind fails
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {self.config.peer_listen}")
+            raise ConfigError(
+                f"cannot listen on {self.config.peer_listen} (peer_listen): "
+                "is another server using that port?"
+            )
         self.peer_port = port
         server.start()
         return server

@@ -30,8 +30,10 @@ def generate(out: Path) -> None:
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside python
     args = [
         "protoc",
-        "-I", str(ROOT),
-        "-I", str(well_known),
+        "-I",
+        str(ROOT),
+        "-I",
+        str(well_known),
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out}",
