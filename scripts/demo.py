@@ -51,6 +51,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The demo's own readiness probes are gRPC clients: apply the project's TLS
+# cipher policy before anything imports grpc, as every entry point does.
+from rt_client.tls import REGISTRY_SERVER_NAME, configure_grpc_tls  # noqa: E402
+
+configure_grpc_tls()
+
 from google.protobuf import json_format  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
@@ -67,8 +73,8 @@ PRIOR_CODE, PRIOR_NAME = "1964733", "Prior Valley Unified"
 PRIOR_SCHOOL, PRIOR_SCHOOL_NAME = "19647331932334", "Lincoln High"
 NEW_CODE, NEW_NAME = "3768338", "New Harbor Unified"
 NEW_SCHOOL, NEW_SCHOOL_NAME = "37683383732997", "Roosevelt High"
-PRIOR_REGISTRAR = "Alice Ortiz (registrar, Lincoln High)"
-NEW_REGISTRAR = "Ben Okafor (registrar, Roosevelt High)"
+PRIOR_REGISTRAR = "Alice Ortiz"  # recorded as the acting staff member (rt --as)
+NEW_REGISTRAR = "Ben Okafor"
 
 READY_TIMEOUT = 20.0  # seconds for a server to come up
 FLOW_TIMEOUT = 30.0  # seconds for a state the flow waits for
@@ -78,7 +84,8 @@ BOOKKEEPING = {"PID", "SQ", "SRC"}
 SUMMARY_OK = "DEMO OK"
 SUMMARY_FAILED = "DEMO FAILED"
 
-console = Console(highlight=False)
+# Piped (CI, tests) rich would assume 80 columns; the tools' tables want more.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 class DemoError(Exception):
@@ -113,6 +120,7 @@ class Demo:
     bin_dir: Path
     servers: list[Server] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    _echoed: set[tuple[str, ...]] = field(default_factory=set)
 
     def tool(self, name: str) -> str:
         path = self.bin_dir / name
@@ -123,17 +131,26 @@ class Demo:
             raise DemoError(f"cannot find the `{name}` command; run `make install` first")
         return found
 
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the work directory, where every command runs."""
+        return str(path.relative_to(self.work))
+
     def run(
         self,
         argv: Sequence[str],
         *,
         show: bool = True,
         env: dict[str, str] | None = None,
-        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one command to completion; echo it (and its output if ``show``)."""
+        """Run one command (in the work directory) to completion.
+
+        The command is echoed the first time it runs (polls repeat silently),
+        its output printed if ``show``.
+        """
         shown = " ".join(_quote(a) for a in [Path(argv[0]).name, *argv[1:]])
-        console.print(f"[dim]$ {shown}[/dim]")
+        if tuple(argv) not in self._echoed:
+            self._echoed.add(tuple(argv))
+            console.print(f"[dim]$ {escape(shown)}[/dim]", soft_wrap=True)
         try:
             done = subprocess.run(
                 list(argv),
@@ -148,26 +165,31 @@ class Demo:
         if show and done.stdout:
             sys.stdout.write(done.stdout)
             sys.stdout.flush()
-        if check and done.returncode != 0:
+        if done.returncode != 0:
             raise DemoError(
                 f"`{shown}` failed (exit {done.returncode}):\n"
                 f"{(done.stderr or done.stdout).strip()}"
             )
         return done
 
-    def rt(self, config: Path, actor: str, *args: str, show: bool = True) -> str:
-        """``rt COMMAND --config ... --as ... ARGS`` (args start with the command words)."""
-        words = [a for a in args if not a.startswith("-")]
-        n = 2 if words[:1] and words[0] in ("student", "schools", "request") else 1
-        argv = [self.tool("rt"), *args[:n], "--config", str(config), "--as", actor, *args[n:]]
+    def rt(self, district: DistrictRun, command: str, *args: str, show: bool = True) -> str:
+        """``rt COMMAND --config ... --as ... ARGS`` as ``district``'s registrar.
+
+        ``command`` is the command's words, e.g. ``"student add"``.
+        """
+        argv = [
+            self.tool("rt"), *command.split(), "--config", self.rel(district.config),
+            "--as", district.actor, *args,
+        ]  # fmt: skip
         return self.run(argv, show=show).stdout
 
-    def rt_json(self, config: Path, actor: str, *args: str) -> Any:
-        out = self.rt(config, actor, *args, "--json", show=False)
+    def rt_json(self, district: DistrictRun, command: str, *args: str) -> Any:
+        """``rt ... --json``, parsed."""
+        out = self.rt(district, command, *args, "--json", show=False)
         try:
             return json.loads(out)
         except ValueError as exc:
-            raise DemoError(f"`rt {' '.join(args)} --json` printed no JSON: {out[:200]!r}") from exc
+            raise DemoError(f"`rt {command} --json` printed no JSON: {out[:200]!r}") from exc
 
     def start(self, name: str, argv: Sequence[str]) -> Server:
         """Start a long-running server in the background, its output in logs/NAME.log."""
@@ -175,7 +197,9 @@ class Demo:
         logs.mkdir(exist_ok=True)
         log = logs / f"{name}.log"
         shown = " ".join(_quote(a) for a in [Path(argv[0]).name, *argv[1:]])
-        console.print(f"[dim]$ {shown} &   (log: {log})[/dim]")
+        console.print(
+            f"[dim]$ {escape(shown)} &   # log: {log.relative_to(self.work)}[/dim]", soft_wrap=True
+        )
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 list(argv),
@@ -288,8 +312,10 @@ def step_registry(demo: Demo) -> Registry:
     address = f"127.0.0.1:{free_port()}"
     enroll_address = f"127.0.0.1:{free_port()}"
     rtr = demo.tool("rt-registry")
-    demo.run([rtr, "init", str(home), "--listen", address, "--enroll-listen", enroll_address])
-    info = json.loads(demo.run([rtr, "info", "--home", str(home), "--json"], show=False).stdout)
+    demo.run([rtr, "init", demo.rel(home), "--listen", address, "--enroll-listen", enroll_address])
+    info = json.loads(
+        demo.run([rtr, "info", "--home", demo.rel(home), "--json"], show=False).stdout
+    )
     codes = {}
     for code, name, school, school_name in (
         (PRIOR_CODE, PRIOR_NAME, PRIOR_SCHOOL, PRIOR_SCHOOL_NAME),
@@ -297,23 +323,23 @@ def step_registry(demo: Demo) -> Registry:
     ):
         out = demo.run(
             [
-                rtr, "district", "add", "--home", str(home), "--code", code, "--name", name,
+                rtr, "district", "add", "--home", demo.rel(home), "--code", code, "--name", name,
                 "--school", f"{school}:{school_name}", "--json",
             ],
             show=False,
         ).stdout  # fmt: skip
         codes[code] = json.loads(out)["authorization_code"]
         console.print(f"  district {code} ({name}) added; authorization code captured")
-    demo.run([rtr, "district", "list", "--home", str(home)])
-    server = demo.start("registry", [rtr, "serve", "--home", str(home)])
+    demo.run([rtr, "district", "list", "--home", demo.rel(home)])
+    server = demo.start("registry", [rtr, "serve", "--home", demo.rel(home)])
 
     import grpc
 
-    ca_pem = Path(info["ca_certificate"]).read_bytes()
+    ca_pem = (demo.work / info["ca_certificate"]).read_bytes()
     enroll_creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
     wait_for(
         "the registry's health check",
-        lambda: True if health_ok(enroll_address, enroll_creds, _registry_name()) else None,
+        lambda: True if health_ok(enroll_address, enroll_creds, REGISTRY_SERVER_NAME) else None,
         READY_TIMEOUT,
         server,
     )
@@ -322,16 +348,10 @@ def step_registry(demo: Demo) -> Registry:
         home=home,
         address=address,
         enroll_address=enroll_address,
-        ca=Path(info["ca_certificate"]),
+        ca=demo.work / info["ca_certificate"],
         signing_key=info["signing_key"],
         auth_codes=codes,
     )
-
-
-def _registry_name() -> str:
-    from rt_client.tls import REGISTRY_SERVER_NAME
-
-    return REGISTRY_SERVER_NAME
 
 
 def step_enroll(demo: Demo, registry: Registry, code: str, actor: str) -> DistrictRun:
@@ -342,8 +362,8 @@ def step_enroll(demo: Demo, registry: Registry, code: str, actor: str) -> Distri
         [
             demo.tool("rt"), "enroll", "--code", code,
             "--registry", registry.address, "--registry-enroll", registry.enroll_address,
-            "--registry-ca", str(registry.ca), "--registry-key", registry.signing_key,
-            "--endpoint", endpoint, "--data-dir", str(data_dir),
+            "--registry-ca", demo.rel(registry.ca), "--registry-key", registry.signing_key,
+            "--endpoint", endpoint, "--data-dir", demo.rel(data_dir),
         ],
         env={"RT_AUTH_CODE": registry.auth_codes[code]},  # not on the command line
     )  # fmt: skip
@@ -353,14 +373,13 @@ def step_enroll(demo: Demo, registry: Registry, code: str, actor: str) -> Distri
 def step_serve(demo: Demo, district: DistrictRun) -> None:
     """Start a district server and wait until its registrar socket answers health checks."""
     server = demo.start(
-        f"district-{district.code}", [demo.tool("rt"), "serve", "--config", str(district.config)]
+        f"district-{district.code}",
+        [demo.tool("rt"), "serve", "--config", demo.rel(district.config)],
     )
     socket_path = district.data_dir / "registrar.sock"
     wait_for(
         f"district {district.code}'s health check",
-        lambda: True
-        if socket_path.exists() and health_ok(f"unix:{socket_path}")
-        else None,
+        lambda: True if socket_path.exists() and health_ok(f"unix:{socket_path}") else None,
         READY_TIMEOUT,
         server,
     )
@@ -398,22 +417,21 @@ def step_seed(demo: Demo, prior: DistrictRun, count: int, seed: int) -> list[Sam
             encoding="utf-8",
         )
         rows = sum(_batch_rows(b) for b in batches)
+        middle = ["--middle", s["legal_middle_name"]] if s["legal_middle_name"] else []
         args = [
-            "student", "add", "--local-id", s["local_id"], "--ssid", s["ssid"],
-            "--first", s["legal_first_name"], "--last", s["legal_last_name"],
+            "--local-id", s["local_id"], "--ssid", s["ssid"],
+            "--first", s["legal_first_name"], *middle, "--last", s["legal_last_name"],
             "--birth-date", birth.isoformat(), "--gender", s["gender"],
-            "--school", PRIOR_SCHOOL, "--records", str(path),
+            "--school", PRIOR_SCHOOL, "--records", demo.rel(path),
         ]  # fmt: skip
-        if s["legal_middle_name"]:
-            args += ["--middle", s["legal_middle_name"]]
-        demo.rt_json(prior.config, prior.actor, *args)
+        demo.rt(prior, "student add", *args)
         students.append(
             SampleStudent(
                 s["local_id"], s["ssid"], s["legal_first_name"], s["legal_middle_name"],
                 s["legal_last_name"], birth.isoformat(), s["gender"], rows,
             )
         )  # fmt: skip
-    demo.rt(prior.config, prior.actor, "student", "list")
+    demo.rt(prior, "student list")
     total = sum(s.rows for s in students)
     console.print(f"  {len(students)} students with {total} record rows in eight tables")
     return students
@@ -425,14 +443,13 @@ def _batch_rows(batch: Any) -> int:
 
 def step_new_student(demo: Demo, new: DistrictRun, student: SampleStudent) -> str:
     """The student enrolls at the new district (no records yet)."""
+    middle = ["--middle", student.middle] if student.middle else []
     args = [
-        "student", "add", "--ssid", student.ssid, "--first", student.first,
+        "--ssid", student.ssid, "--first", student.first, *middle,
         "--last", student.last, "--birth-date", student.birth_date,
         "--gender", student.gender, "--school", NEW_SCHOOL,
     ]  # fmt: skip
-    if student.middle:
-        args += ["--middle", student.middle]
-    reply = demo.rt_json(new.config, new.actor, *args)
+    reply = demo.rt_json(new, "student add", *args)
     local_id = str(reply["local_id"])
     console.print(
         f"  enrolled {student.first} {student.last} (born {student.birth_date}) "
@@ -443,8 +460,8 @@ def step_new_student(demo: Demo, new: DistrictRun, student: SampleStudent) -> st
 
 def step_search(demo: Demo, new: DistrictRun) -> str:
     """The new registrar looks up the prior school by name in the directory."""
-    demo.rt(new.config, new.actor, "schools", "search", PRIOR_SCHOOL_NAME)
-    found = demo.rt_json(new.config, new.actor, "schools", "search", PRIOR_SCHOOL_NAME)
+    demo.rt(new, "schools search", PRIOR_SCHOOL_NAME)
+    found = demo.rt_json(new, "schools search", PRIOR_SCHOOL_NAME)
     matches = [s for s in found if s.get("district_code") == PRIOR_CODE]
     if not matches:
         raise DemoError(f"the directory search for {PRIOR_SCHOOL_NAME!r} did not find it")
@@ -454,11 +471,11 @@ def step_search(demo: Demo, new: DistrictRun) -> str:
 def step_request(demo: Demo, new: DistrictRun, student_id: str, school: str) -> str:
     """The new registrar requests the records from the prior school."""
     detail = demo.rt_json(
-        new.config, new.actor, "request", "create", "--student", student_id,
+        new, "request create", "--student", student_id,
         "--prior-school", school,
     )  # fmt: skip
     request_id = str(detail["summary"]["request_id"])
-    demo.rt(new.config, new.actor, "show", request_id)
+    demo.rt(new, "show", request_id)
     return request_id
 
 
@@ -466,28 +483,28 @@ def step_inbound(demo: Demo, prior: DistrictRun, request_id: str) -> None:
     """The prior registrar sees the request arrive."""
 
     def arrived() -> bool | None:
-        listed = demo.rt_json(prior.config, prior.actor, "requests", "--direction", "in")
+        listed = demo.rt_json(prior, "requests", "--direction", "in")
         return True if any(r.get("request_id") == request_id for r in listed) else None
 
     wait_for(f"request {request_id} to reach district {prior.code}", arrived, FLOW_TIMEOUT)
-    demo.rt(prior.config, prior.actor, "requests", "--direction", "in")
+    demo.rt(prior, "requests", "--direction", "in")
 
 
 def step_match_approve(demo: Demo, prior: DistrictRun, request_id: str, expected: str) -> str:
     """The prior registrar matches the request to a local student and approves it."""
-    demo.rt(prior.config, prior.actor, "match", request_id)
-    candidates = demo.rt_json(prior.config, prior.actor, "match", request_id)
+    demo.rt(prior, "match", request_id)
+    candidates = demo.rt_json(prior, "match", request_id)
     if not candidates:
         raise DemoError("no local student matches the request")
     local_id = str(candidates[0]["student"]["local_id"])
     if local_id != expected:
         raise DemoError(f"the best match is {local_id}, not the student who moved ({expected})")
-    demo.rt(prior.config, prior.actor, "approve", request_id, "--student", local_id, "--wait")
+    demo.rt(prior, "approve", request_id, "--student", local_id, "--wait")
     return local_id
 
 
 def _status(demo: Demo, district: DistrictRun, request_id: str) -> str:
-    detail = demo.rt_json(district.config, district.actor, "show", request_id)
+    detail = demo.rt_json(district, "show", request_id)
     return str(detail["summary"]["status"])
 
 
@@ -511,10 +528,10 @@ def wait_status(demo: Demo, district: DistrictRun, request_id: str, wanted: str)
 def step_review_import(demo: Demo, new: DistrictRun, request_id: str) -> dict[str, int]:
     """The new registrar checks what arrived, reviews it against local records, imports."""
     wait_status(demo, new, request_id, "DATA_RECEIVED")
-    demo.rt(new.config, new.actor, "show", request_id)
-    demo.rt(new.config, new.actor, "review", request_id)
-    demo.rt(new.config, new.actor, "import", request_id)
-    detail = demo.rt_json(new.config, new.actor, "show", request_id)
+    demo.rt(new, "show", request_id)
+    demo.rt(new, "review", request_id)
+    demo.rt(new, "import", request_id)
+    detail = demo.rt_json(new, "show", request_id)
     if detail["summary"]["status"] != "IMPORTED":
         raise DemoError(f"after the import the request is {detail['summary']['status']}")
     return {str(c["table"]): int(c.get("rows", 0)) for c in detail.get("received", [])}
@@ -523,8 +540,8 @@ def step_review_import(demo: Demo, new: DistrictRun, request_id: str) -> dict[st
 def step_complete(demo: Demo, prior: DistrictRun, request_id: str) -> None:
     """The prior district hears of the import (COMPLETE) and logs the disclosure."""
     wait_status(demo, prior, request_id, "COMPLETE")
-    demo.rt(prior.config, prior.actor, "show", request_id)
-    demo.rt(prior.config, prior.actor, "disclosures")
+    demo.rt(prior, "show", request_id)
+    demo.rt(prior, "disclosures")
 
 
 # --- the check ----------------------------------------------------------------
@@ -574,7 +591,9 @@ def step_compare(
             else:
                 problems.append(f"{code}: {sum((got - want).values())} unexpected row(s)")
         if not sent:
-            problems.append(f"{code}: the prior district holds no rows (the demo seeds every table)")
+            problems.append(
+                f"{code}: the prior district holds no rows (the demo seeds every table)"
+            )
         all_ok &= ok
         total_sent += len(sent)
         total_imported += len(imported)
@@ -644,6 +663,19 @@ def run(demo: Demo, students: int, seed: int) -> bool:
     return step_compare(prior, prior_id, new, new_id, received)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def report_failure(demo: Demo, message: str) -> None:
+    """The failure, then the tail of every server's log (the cause is usually there)."""
+    console.print(f"\n[bold red]{SUMMARY_FAILED}:[/bold red] {escape(message)}")
+    for server in demo.servers:
+        state = "running" if server.alive() else f"exited with status {server.proc.returncode}"
+        console.print(f"\n[bold]--- {server.name} ({state}); last lines of {server.log}:[/bold]")
+        console.print(server.tail(), markup=False, highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -653,7 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.students < 1:
         parser.error("--students must be at least 1")
 
-    work = Path(tempfile.mkdtemp(prefix="rt-demo-"))
+    # Each district's registrar socket lives in its data directory, and a Unix
+    # socket path is limited to about 100 bytes: keep the work directory short.
+    base = tempfile.gettempdir()
+    if len(base) > 40 and os.path.isdir("/tmp"):
+        base = "/tmp"
+    work = Path(tempfile.mkdtemp(prefix="rt-demo-", dir=base))
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
@@ -663,17 +700,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if console.is_terminal:
         env["FORCE_COLOR"] = "1"  # the tools' tables keep their colours through the pipe
     demo = Demo(work=work, bin_dir=bin_dir, env=env)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers are stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     console.print(f"[bold]Records Transfer demo[/bold] in {work}")
     started = time.monotonic()
     ok = False
     try:
         ok = run(demo, args.students, args.seed)
     except DemoError as exc:
-        console.print(f"\n[bold red]{SUMMARY_FAILED}:[/bold red] {escape(str(exc))}")
-        for server in demo.servers:
-            state = "running" if server.alive() else f"exited {server.proc.returncode}"
-            console.print(f"\n[bold]--- {server.name} ({state}), last lines of {server.log}:[/bold]")
-            console.print(server.tail(), markup=False)
+        report_failure(demo, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug in the demo: still show the servers' logs
+        console.print_exception()
+        report_failure(demo, f"unexpected {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         console.print(f"\n[bold red]{SUMMARY_FAILED}:[/bold red] interrupted")
         return 130
