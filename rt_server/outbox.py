@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
 from rt_server.db import READ_ONLY
-from rt_server.db.schema import OUTBOX
+from rt_server.db.schema import OUTBOX, REQUESTS
 
 log = logging.getLogger("rt_server.outbox")
 
@@ -146,6 +146,7 @@ class Outbox:
         now = self._clock()
         attempts = item.attempts + 1
         failed = now - item.created_at >= self.policy.horizon
+        next_attempt_at = now + self.policy.delay(attempts)
         with self._engine.begin() as conn:
             conn.execute(
                 update(OUTBOX)
@@ -153,11 +154,17 @@ class Outbox:
                 .values(
                     attempts=attempts,
                     status="FAILED" if failed else "QUEUED",
-                    next_attempt_at=now + self.policy.delay(attempts),
+                    next_attempt_at=next_attempt_at,
                     last_error=reason[:1000],
                     claimed_by=None,
                     claimed_until=None,
                 )
+            )
+            # What the registrar sees of the retries ('rt show': attempts, next attempt).
+            conn.execute(
+                update(REQUESTS)
+                .where(REQUESTS.c.request_id == item.request_id)
+                .values(attempts=attempts, next_attempt_at=None if failed else next_attempt_at)
             )
         return not failed
 

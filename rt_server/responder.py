@@ -15,7 +15,14 @@ from datetime import UTC, timedelta
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
-from rt_client.errors import Duplicate, InvalidInput, NotFound, PeerAuthError, WrongStatus
+from rt_client.errors import (
+    Duplicate,
+    InvalidInput,
+    NotFound,
+    PeerAuthError,
+    PeerUnavailable,
+    WrongStatus,
+)
 from rt_client.ids import district_of_school, parse_school_code
 from rt_server import outbox
 from rt_server.core import matching, store
@@ -185,6 +192,10 @@ def receive_import_notice(
         store.remember_message(conn, notice.notice_id, "import_notice", now=now)
         if row.transfer_id != notice.transfer_id:
             raise InvalidInput("the import notice names another transfer")
+        if row.status == "PENDING" and row.approved:
+            # B imported before our worker recorded B's delivery receipt (it is
+            # about to): UNAVAILABLE makes B send the notice again shortly.
+            raise PeerUnavailable("the delivery receipt is not recorded yet; try again")
         store.set_status(
             conn,
             row.request_id,

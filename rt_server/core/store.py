@@ -786,8 +786,9 @@ def record_decision(
     OUTBOUND (the prior district's verified ``Decision`` arrived): the
     decision id is remembered (a re-sent decision raises ``Duplicate``);
     ``decided_by``/``decided_at`` are taken from the decision. Approval
-    (QUEUED or PENDING -> PENDING) records tables and transfer id; rejection
-    -> REJECTED.
+    (QUEUED or PENDING -> PENDING) records tables and transfer id; an approval
+    overtaken by its own records (DATA_RECEIVED or IMPORTED, same transfer id)
+    is recorded and leaves the status as it is; rejection -> REJECTED.
 
     Both sides: ``decision_id`` (a UUID, the one inside the signed
     ``Decision``) is required; approved tables must have been requested.
@@ -856,7 +857,36 @@ def record_decision(
             )
             action = Action.REJECT
 
-        _change_status(conn, row, action, actor=who, at=at, extra=extra, message=message)
+        if (
+            side is Direction.OUTBOUND
+            and approved
+            and row["status"] in (Status.DATA_RECEIVED, Status.IMPORTED)
+            and row["transfer_id"] == extra["transfer_id"]
+        ):
+            # The prior district sends the decision and the records at once, and
+            # the records may arrive first: the approval is recorded all the same,
+            # and the status stays where the records moved it.
+            late = conn.execute(
+                update(REQUESTS)
+                .where(REQUESTS.c.request_id == request_id, REQUESTS.c.status == row["status"])
+                .values(updated_at=at, **extra)
+            )
+            if late.rowcount != 1:
+                raise WrongStatus(
+                    "the request changed while this was being done; look again and retry"
+                )
+            write_audit(
+                conn,
+                actor=who,
+                action="request.approve",
+                request_id=request_id,
+                student_local_id=row["local_student_id"],
+                detail=f"{row['status']}; the records arrived before the decision",
+                now=at,
+            )
+            _system_message(conn, request_id, message, at)
+        else:
+            _change_status(conn, row, action, actor=who, at=at, extra=extra, message=message)
         if side is Direction.INBOUND:
             assert decision_envelope is not None
             enqueue(
