@@ -886,7 +886,11 @@ def record_decision(
             )
             _system_message(conn, request_id, message, at)
         else:
-            _change_status(conn, row, action, actor=who, at=at, extra=extra, message=message)
+            # A rejection's reason stays on the request, for 'rt requests' to show.
+            reason = None if approved else extra["reject_reason"]
+            _change_status(
+                conn, row, action, actor=who, at=at, reason=reason, extra=extra, message=message
+            )
         if side is Direction.INBOUND:
             assert decision_envelope is not None
             enqueue(
