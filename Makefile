@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# sslyze cannot share .venv (it pins an older cryptography): its own virtualenv.
+TLSSCAN       := .venv-tlsscan
+TLSSCAN_STAMP := $(TLSSCAN)/.installed-stamp
+# make fuzz: how long, in seconds, all fuzz targets run together.
+FUZZ_SECONDS ?= 300
 
-.PHONY: install demo test lint protos bench fuzz clean
+.PHONY: install tlsscan demo test lint protos bench fuzz clean
 
 install: $(STAMP)
 
@@ -15,12 +20,31 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+tlsscan: $(TLSSCAN_STAMP)
+
+$(TLSSCAN_STAMP): pyproject.toml
+	$(PYTHON) scripts/tlsscan_venv.py $(TLSSCAN)
+	touch $(TLSSCAN_STAMP)
+
 demo: install
 	$(PY) scripts/demo.py
 
-test: install
+# Records Transfer side by side with CSV + GPG on real servers (about 15 minutes;
+# README "Performance"). Writes bench-results.json; `--quick` is the test's toy run.
+bench: install
+	$(PY) -m scripts.bench
+
+# Every suite runs on SQLite and on PostgreSQL: scripts/test_postgres.py starts a
+# throwaway PostgreSQL on loopback for the run (RT_TEST_POSTGRES_URL) and stops it.
+# RT_REQUIRE_TLSSCAN: the TLS scan fails, rather than skips, without .venv-tlsscan.
+test: install tlsscan
 	$(PY) scripts/gen_protos.py --check
-	$(PY) -m pytest
+	RT_REQUIRE_TLSSCAN=1 $(PY) scripts/test_postgres.py -- $(PY) -m pytest
+
+# Fuzz the envelope, header and batch parsers (atheris, or hypothesis where
+# atheris does not install) for FUZZ_SECONDS; make test runs them briefly.
+fuzz: install
+	$(PY) -m tests.security.fuzz --seconds $(FUZZ_SECONDS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -30,4 +54,4 @@ protos: install
 	$(PY) scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TLSSCAN) build *.egg-info

@@ -20,11 +20,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from registry import migrations
 from registry.home import CA_CERT_FILE, CONFIG_FILE, init_home, open_registry
 from registry.server import start_registry_server
+from registry.store import RegistryStore
+from rt_client.config import load_registry_config
 from rt_client.errors import ConfigError
 
 __all__ = [
+    "cmd_db_status",
+    "cmd_db_upgrade",
     "cmd_district_add",
     "cmd_district_list",
     "cmd_district_revoke",
@@ -173,6 +178,46 @@ def cmd_district_rotate(args: argparse.Namespace) -> int:
         print(
             "The previous code no longer works. "
             "Enrolling with this one replaces the district's keys."
+        )
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = load_registry_config(_home(args) / CONFIG_FILE)
+    store = RegistryStore.open(config.database_url, check_schema=False)
+    try:
+        before, after = migrations.upgrade(store.engine)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"from": before, "to": after, "changed": before != after}))
+    elif before != after:
+        print(f"Registry database upgraded from {before or 'nothing'} to revision {after}.")
+    else:
+        print(f"Registry database already at the newest revision ({after}).")
+    return EXIT_OK
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    config = load_registry_config(_home(args) / CONFIG_FILE)
+    store = RegistryStore.open(config.database_url, check_schema=False)
+    try:
+        state = migrations.state(store.engine)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"current": state.current, "head": state.head, "at_head": state.at_head}))
+    elif state.at_head:
+        print(f"Registry database at the newest revision ({state.head}).")
+    elif not state.known:
+        print(
+            f"Registry database at revision {state.current}, newer than this version knows "
+            f"({state.head}): upgrade the software."
+        )
+    else:
+        print(
+            f"Registry database at revision {state.current or 'none'}; the newest is "
+            f"{state.head}: run 'rt-registry db upgrade'."
         )
     return EXIT_OK
 

@@ -6,6 +6,7 @@
     rt-registry --home DIR district revoke CODE
     rt-registry --home DIR district rotate-code CODE
     rt-registry --home DIR serve [--listen HOST:PORT] [--enroll-listen HOST:PORT]
+    rt-registry --home DIR db upgrade|status [--json]
 
 ``--home`` defaults to ``$RT_REGISTRY_HOME``. Expected errors are one line on
 stderr and exit status 1; usage errors exit 2.
@@ -167,6 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("code", metavar="CODE", help="7-digit county-district code")
     rotate.add_argument("--json", action="store_true", help="print JSON")
     rotate.set_defaults(command_name="district_rotate")
+
+    db = commands.add_parser("db", help="the registry database's schema (migrations)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_upgrade = db_commands.add_parser(
+        "upgrade",
+        parents=[home_parent],
+        help="migrate the database to this version's schema (back it up first)",
+        description=(
+            "Migrate the registry database named in registry.toml to the newest schema "
+            "revision, in one transaction. Run it once per upgrade, before starting the new "
+            "version's servers: every other command refuses a database that is not at its "
+            "revision."
+        ),
+    )
+    db_upgrade.add_argument("--json", action="store_true", help="print JSON")
+    db_upgrade.set_defaults(command_name="db_upgrade")
+    db_status = db_commands.add_parser(
+        "status", parents=[home_parent], help="the database's schema revision, and the newest"
+    )
+    db_status.add_argument("--json", action="store_true", help="print JSON")
+    db_status.set_defaults(command_name="db_status")
 
     serve = commands.add_parser(
         "serve",

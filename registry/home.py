@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from registry import migrations
 from registry.ca import RegistryCA
 from registry.service import RegistryService
 from registry.store import RegistryStore
@@ -93,7 +94,11 @@ def init_home(home: Path, **settings: Any) -> RegistryConfig:
         _write_server_cert(home, ca, server_key, config)
     except OSError as exc:
         raise ConfigError(f"cannot create the registry in {home}: {exc.strerror or exc}") from exc
-    RegistryStore.open(config.database_url).close()
+    store = RegistryStore.open(config.database_url, check_schema=False)
+    try:
+        migrations.upgrade(store.engine)
+    finally:
+        store.close()
     sqlite_file = _sqlite_path(config.database_url)
     if sqlite_file is not None and sqlite_file.exists():
         sqlite_file.chmod(0o600)  # it holds the authorization-code hashes

@@ -27,6 +27,9 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -105,6 +108,9 @@ _MAX_CSR_BYTES: Final = 8192
 _MAX_NAME_LENGTH: Final = 200
 _MAX_QUERY_LENGTH: Final = 100
 _DEFAULT_SEARCH_LIMIT: Final = 20
+# Refusals are padded to the slowest of the last _REFUSAL_WINDOW, at most this long.
+_REFUSAL_WINDOW: Final = 32
+_MAX_REFUSAL_PAD_SECONDS: Final = 2.0
 _MAX_SEARCH_LIMIT: Final = 100
 
 _T = TypeVar("_T")
@@ -240,6 +246,9 @@ class RegistryService:
         # Hashed against when the district is unknown or has no code, so the
         # answer takes as long as for a real district.
         self._dummy_hash = hash_authorization_code(new_authorization_code(), config.scrypt_n)
+        # How long recent refusals took (see ``_refuse_evenly``).
+        self._refusal_seconds: deque[float] = deque(maxlen=_REFUSAL_WINDOW)
+        self._refusal_lock = threading.Lock()
 
     @property
     def ca(self) -> RegistryCA:
@@ -352,6 +361,7 @@ class RegistryService:
         every authorization failure alike.
         """
         district = parse_district_code(code)
+        started = time.monotonic()
         checked = check_keys(keys, partial=False)
         assert checked.csr is not None and checked.hpke is not None  # partial=False
         assert checked.signing_public_key is not None
@@ -385,9 +395,26 @@ class RegistryService:
                 result = self._enroll_accepted(tx, row.name, district, stored, checked, now)
         if result is None:
             log.warning("enrollment of district %s refused: %s", district, refused_because)
-            raise EnrollmentRefused(REFUSED)
+            self._refuse_evenly(started)
         log.info("district %s enrolled", district)
         return result
+
+    def _refuse_evenly(self, started: float) -> NoReturn:
+        """Refuse an enrollment no faster than the slowest of the recent refusals.
+
+        Every refusal costs one scrypt, but a known district's also commits its
+        failed-attempt count (a synced write) and an unknown district's does
+        not: measured from outside, that difference would tell which district
+        codes are registered. Padding each refusal to the slowest recent one
+        makes them all take the same time, whatever was wrong.
+        """
+        elapsed = time.monotonic() - started
+        with self._refusal_lock:
+            self._refusal_seconds.append(min(elapsed, _MAX_REFUSAL_PAD_SECONDS))
+            target = max(self._refusal_seconds)
+        if target > elapsed:
+            time.sleep(target - elapsed)
+        raise EnrollmentRefused(REFUSED)
 
     def _enroll_accepted(
         self,

@@ -60,7 +60,17 @@ class _UtcDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-metadata = sa.MetaData()
+# Constraint names follow one convention so migrations can address them by
+# name on both databases (the same convention as the district database).
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 districts = sa.Table(
     "districts",
@@ -136,13 +146,32 @@ class RegistryStore:
         self._engine = engine
 
     @classmethod
-    def open(cls, url: str) -> RegistryStore:
-        """Connect to ``url`` and create the schema if missing. Raises ``ConfigError``."""
+    def open(cls, url: str, *, check_schema: bool = True) -> RegistryStore:
+        """Connect to ``url``; with ``check_schema``, refuse a database not at the newest revision.
+
+        A brand-new, empty SQLite file is created at the newest revision instead
+        (the embedded default, as for a district); PostgreSQL is never migrated
+        implicitly. Raises ``ConfigError``, or ``SchemaVersionError`` (run
+        ``rt-registry db upgrade``, or upgrade the software) when the schema
+        does not fit.
+        """
+        from registry import migrations
+
         try:
-            engine = sa.create_engine(url)
-            metadata.create_all(engine)
+            # pool_pre_ping: replicas outlive database restarts and failovers.
+            options = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+            # hide_parameters: a logged database error must not carry secrets or hashes.
+            engine = sa.create_engine(url, hide_parameters=True, **options)
         except (sa.exc.SQLAlchemyError, ImportError) as exc:
             raise ConfigError(f"cannot open the registry database: {exc}") from exc
+        if check_schema:
+            try:
+                if engine.dialect.name == "sqlite" and migrations.state(engine).empty:
+                    migrations.upgrade(engine)
+                migrations.check_at_head(engine)
+            except ConfigError:
+                engine.dispose()
+                raise
         return cls(engine)
 
     @property

@@ -149,6 +149,56 @@ def cmd_serve(s: Session) -> int:
     return EXIT_OK
 
 
+def cmd_db(s: Session) -> int:
+    """``rt db upgrade`` / ``rt db status``: the district database's schema revision."""
+    from rt_client.config import load_config
+    from rt_server.db import make_engine, migrations
+
+    config_path = s.args.config or os.environ.get("RT_CONFIG")
+    if not config_path:
+        raise CliError("no district config: pass --config FILE or set RT_CONFIG")
+    config = load_config(Path(config_path))
+    engine = make_engine(config.database_url)
+    try:
+        if s.args.db_command == "upgrade":
+            from rt_server.district import Limits
+            from rt_server.sender import adopt_file_spool
+
+            before, after = migrations.upgrade(engine)
+            # Sealed transfers an older version spooled to files go into the database.
+            adopted = adopt_file_spool(engine, config.data_dir / "spool", Limits().frame_bytes)
+            result = {"from": before, "to": after, "changed": before != after, "spooled": adopted}
+            text = (
+                f"District database upgraded from {before or 'nothing'} to revision {after}."
+                if before != after
+                else f"District database already at the newest revision ({after})."
+            )
+            if adopted:
+                text += f" {adopted} sealed transfer(s) moved from the spool folder into it."
+        else:
+            state = migrations.state(engine)
+            result = {"current": state.current, "head": state.head, "at_head": state.at_head}
+            if state.at_head:
+                text = f"District database at the newest revision ({state.head})."
+            elif not state.known:
+                text = (
+                    f"District database at revision {state.current}, newer than this version "
+                    f"of rt knows ({state.head}): upgrade the software."
+                )
+            else:
+                text = (
+                    f"District database at revision {state.current or 'none'}; the newest is "
+                    f"{state.head}: run 'rt db upgrade'."
+                )
+    finally:
+        engine.dispose()
+    if s.json:
+        print(json.dumps(result))
+    else:
+        s.console.print(text, markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def cmd_student_add(s: Session) -> int:
     a = s.args
     student = registrar_pb2.Student(
@@ -574,6 +624,22 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="run this district's server (peer + registrar services)"
     )
     sp.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="the district database's schema (migrations)")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser(
+        "upgrade",
+        parents=[common],
+        help="create the database, or migrate it to this version's schema (back it up first)",
+        description=(
+            "Migrate the district database named in the config to the newest schema revision, "
+            "in one transaction. Run it once per upgrade, before starting the new version's "
+            "servers; replicas refuse to start on a database that is not at their revision."
+        ),
+    ).set_defaults(func=cmd_db)
+    db_sub.add_parser(
+        "status", parents=[common], help="the database's schema revision, and the newest"
+    ).set_defaults(func=cmd_db)
 
     st = sub.add_parser("student", help="students enrolled in this district")
     st_sub = st.add_subparsers(dest="student_command", required=True, metavar="ACTION")

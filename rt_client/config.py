@@ -11,6 +11,7 @@ the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import tomllib
@@ -58,6 +59,24 @@ class DistrictConfig:
     directory_ttl_seconds: int = 300
     max_concurrent_rpcs: int = 64
     registry_server_name: str = REGISTRY_SERVER_NAME
+    # Delivery worker (outbox): what could not be delivered is retried after a
+    # delay drawn from [d/2, d], d = retry_base_seconds * 2^attempts capped at
+    # retry_max_seconds; still undelivered retry_horizon_seconds after it was
+    # queued, it is FAILED with the reason (default 7 days; 'rt retry' restarts it).
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    retry_horizon_seconds: float = 7 * 24 * 3600.0
+    # An item a replica is working on is its own for this long after its last
+    # heartbeat; a replica that dies leaves it to another after at most this.
+    delivery_lease_seconds: float = 60.0
+    # The deadline of every single (non-streaming) call to another district.
+    rpc_timeout_seconds: float = 15.0
+    # An incoming delivery that sends nothing for this long is cut (what it
+    # sent so far is kept, the sender resumes).
+    stream_idle_timeout_seconds: float = 60.0
+    # On SIGTERM: how long calls and deliveries under way may take to finish
+    # before they are cut (a cut delivery resumes where it stopped).
+    shutdown_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         try:
@@ -86,6 +105,18 @@ class DistrictConfig:
         _check_positive("max_concurrent_rpcs", self.max_concurrent_rpcs)
         if not isinstance(self.registry_server_name, str) or not self.registry_server_name:
             raise ConfigError("registry_server_name: must be a host name")
+        for name in (
+            "retry_base_seconds",
+            "retry_max_seconds",
+            "retry_horizon_seconds",
+            "delivery_lease_seconds",
+            "rpc_timeout_seconds",
+            "stream_idle_timeout_seconds",
+            "shutdown_grace_seconds",
+        ):
+            _set(self, name, _positive_seconds(name, getattr(self, name)))
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
 
     @property
     def registry_signing_key_bytes(self) -> bytes:
@@ -243,6 +274,10 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a whole number")
         return value
+    if type_name == "float":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number")
+        return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string")
     if name == "database_url" and value.startswith(_SQLITE_PREFIX):
@@ -280,6 +315,17 @@ def _check_host_port(name: str, value: object) -> None:
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name}: must be a positive whole number")
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name}: must be a positive number of seconds")
+    return float(value)
 
 
 def _check_ed25519_hex(value: object) -> str:

@@ -69,6 +69,9 @@ REGISTRY_SIGNER: Final = "registry"
 # validity window is enforced against us.
 CLOCK_SKEW: Final = timedelta(minutes=2)
 _DEFAULT_TIMEOUT: Final = 10.0
+# While the registry is unreachable, how often to try it again for a district
+# whose cached entry is still valid (and in use meanwhile).
+_OUTAGE_RETRY: Final = timedelta(seconds=30)
 _SHA256_SIZE: Final = 32
 _ED25519_KEY_SIZE: Final = 32
 
@@ -380,6 +383,14 @@ class DirectoryClient:
                         cached.entry.version,
                         cached.entry.expires_at.isoformat(),
                     )
+                    # Ask again only after a while: an unreachable registry can
+                    # cost a whole call timeout per attempt, and every peer call
+                    # looks its peer up.
+                    retry_in = min(self._ttl, _OUTAGE_RETRY)
+                    with self._lock:
+                        self._cache[district] = _Cached(
+                            entry=cached.entry, fetched_at=now - self._ttl + retry_in
+                        )
                     return _usable(cached.entry)
                 raise PeerUnavailable(
                     f"the registry cannot be reached and no valid entry of district {district} "

@@ -21,6 +21,14 @@ class ConfigError(RecordsTransferError):
     """A config file, data directory or key file is missing or malformed."""
 
 
+class SchemaVersionError(ConfigError):
+    """The database's schema revision is not the one this version of the code needs.
+
+    The message says which way to go: upgrade the database (``rt db upgrade``,
+    ``rt-registry db upgrade``) or the software (the database is newer).
+    """
+
+
 class RegistryError(RecordsTransferError):
     """The registry refused, or could not be reached, or served a bad entry."""
 
@@ -77,6 +85,11 @@ class WrongStatus(TransferError):
 
 class PeerUnavailable(TransferError):
     """The other district (or the registry) could not be reached; retry later."""
+
+
+class Conflict(TransferError):
+    """Something else changed the same thing at the same moment (two deliveries of one
+    transfer racing); this call changed nothing and may simply be tried again."""
 
 
 class ImportConflict(RecordsTransferError):

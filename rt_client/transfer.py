@@ -1,9 +1,11 @@
 """Seal and open an encrypted record transfer (DESIGN.md section 5).
 
-Sender: :func:`seal_transfer` makes two passes over the student's batches —
-one to size them (the header declares plaintext and ciphertext length, so the
-receiver can bound what it accepts before it stores a byte), one to encrypt
-into a spool file — so memory stays constant however large the transfer is.
+Sender: :func:`seal_transfer` builds the student's batches once, staging them
+(encrypted under a throwaway key) until their size is known -- the header
+declares plaintext and ciphertext length, so the receiver can bound what it
+accepts before it stores a byte -- then encrypts them for the receiver into a
+spool (anything with ``write``: a file, or the district server's database
+spool), so memory stays constant however large the transfer is.
 
 Receiver: :func:`open_header` verifies the header's signature before parsing
 it, :func:`verify_trailer` checks the sender's signature over header, wrapped
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -27,13 +30,19 @@ from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.crypto import cobblestone, envelope, hpke
 from rt_client.crypto import transfer as trailer
 from rt_client.errors import IntegrityError, InvalidInput
-from rt_client.framing import BatchReader, delimit, delimited_size
+from rt_client.framing import BatchReader, delimit
 
 FORMAT_VERSION = 1
 PAYLOAD_SUITE = "Cobblestone-256"
 # Bounds a receiver applies to a header before it accepts any ciphertext.
 MAX_TRANSFER_BYTES = 8 * 1024 * 1024 * 1024
 MAX_TABLE_ROWS = 50_000_000
+
+
+class CiphertextSink(Protocol):
+    """Where the ciphertext goes, in order, piece by piece (a binary file will do)."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class ReceiverKeys(Protocol):
@@ -78,14 +87,17 @@ def seal_transfer(
     sender: str,
     receiver: ReceiverKeys,
     signing_key: Ed25519PrivateKey,
-    out: BinaryIO,
+    out: CiphertextSink,
     created_at: datetime,
 ) -> SealedTransfer:
-    """Encrypt the batches for ``receiver`` into ``out``; ``batches`` is called twice."""
+    """Encrypt the batches for ``receiver`` into ``out``; ``batches`` is called once."""
     plaintext_bytes = 0
     counts: dict[common_pb2.TableCode.ValueType, int] = {}
+    staged = _Staging()
     for batch in batches():
-        plaintext_bytes += delimited_size(batch)
+        data = delimit(batch)
+        staged.write(data)
+        plaintext_bytes += len(data)
         rows = len(getattr(batch, common_pb2.TableCode.Name(batch.table).lower()))
         counts[batch.table] = counts.get(batch.table, 0) + rows
 
@@ -130,19 +142,11 @@ def seal_transfer(
 
     encryptor = cobblestone.CobblestoneEncryptor(input_key, digest)
     emit(encryptor.header())
-    pending: list[bytes] = []
-    pending_size = 0
-    for batch in batches():
-        pending.append(delimit(batch))
-        pending_size += len(pending[-1])
-        if pending_size >= 1 << 20:
-            emit(encryptor.update(b"".join(pending)))
-            pending, pending_size = [], 0
-    emit(encryptor.update(b"".join(pending)))
+    for plaintext in staged.read_back():
+        emit(encryptor.update(plaintext))
     emit(encryptor.finalize())
     if written != header.ciphertext_bytes:
-        # The two passes disagreed: the rows changed underneath us.
-        raise InvalidInput("the student's records changed while the transfer was sealed; retry")
+        raise IntegrityError("the staged plaintext does not match the transfer header")
     ciphertext_sha512 = sha.digest()
     signature = trailer.sign_trailer(digest, wrapped, ciphertext_sha512, signing_key)
     return SealedTransfer(
@@ -154,6 +158,56 @@ def seal_transfer(
         ciphertext_sha512=ciphertext_sha512,
         tables=counts,
     )
+
+
+class _Staging:
+    """The serialized batches, kept until the header that the encryption is bound to exists.
+
+    The header declares the plaintext's size and row counts, known only once
+    every batch has been built, and building batches (reading and converting
+    rows) is what a transfer costs; so they are built once and staged here:
+    in memory up to ``STAGING_MEMORY_BYTES``, beyond that in an anonymous
+    temporary file. Staged bytes are encrypted (Cobblestone-256) under a
+    throwaway key that only this object holds, so no plaintext reaches a disk.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=STAGING_MEMORY_BYTES)  # noqa: SIM115
+        self._key = os.urandom(cobblestone.KEY_SIZE)
+        self._encryptor = cobblestone.CobblestoneEncryptor(self._key, _STAGING_CONTEXT)
+        self._file.write(self._encryptor.header())
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= _STAGING_PIECE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(self._encryptor.update(b"".join(self._pending)))
+        self._pending, self._pending_bytes = [], 0
+
+    def read_back(self) -> Iterator[bytes]:
+        """The staged plaintext, in pieces of about ``_STAGING_PIECE_BYTES``; then it is gone."""
+        self._flush()
+        self._file.write(self._encryptor.finalize())
+        self._file.seek(0)
+        decryptor = cobblestone.CobblestoneDecryptor(self._key, _STAGING_CONTEXT)
+        try:
+            while piece := self._file.read(_STAGING_PIECE_BYTES):
+                yield decryptor.update(piece)
+            yield decryptor.finalize()
+        finally:
+            self._file.close()
+            self._key = b""
+
+
+# Plaintext a transfer stages in memory before it spills to a temporary file.
+STAGING_MEMORY_BYTES = 8 * 1024 * 1024
+_STAGING_PIECE_BYTES = 1 << 20
+_STAGING_CONTEXT = b"rt/v1 staging"
 
 
 def open_header(
@@ -191,7 +245,9 @@ def open_header(
         raise InvalidInput("the transfer is larger than this district accepts")
     seen: set[int] = set()
     for count in header.tables:
-        if count.table in seen or not common_pb2.TableCode.Name(count.table).isupper():
+        # An enum value outside the proto's (proto3 keeps unknown ones) is refused
+        # here: TableCode.Name() would raise ValueError on it.
+        if count.table in seen or count.table not in common_pb2.TableCode.values():
             raise InvalidInput("the transfer header lists a table twice or an unknown table")
         if count.table == common_pb2.TABLE_CODE_UNSPECIFIED or count.rows > MAX_TABLE_ROWS:
             raise InvalidInput("the transfer header's table counts are out of range")

@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
@@ -23,12 +23,13 @@ from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import Directory, DirectoryEntry
 from rt_client.envelopes import open_message, sign_message
-from rt_client.errors import NotFound, PeerAuthError
+from rt_client.errors import InvalidInput, NotFound, PeerAuthError
 from rt_client.identity import DistrictIdentity
 from rt_server.db import READ_ONLY
 from rt_server.db.schema import REQUESTS
 from rt_server.outbox import Outbox, RetryPolicy
 from rt_server.peers import PeerClients
+from rt_server.streams import OutgoingStreams
 
 M = TypeVar("M", bound=Message)
 Clock = Callable[[], datetime]
@@ -48,6 +49,10 @@ class Limits:
 
     max_transfer_bytes: int = 2 * 1024 * 1024 * 1024
     max_frame_bytes: int = 2 * 1024 * 1024
+    # Frames may be smaller than what we send, but not so small that a peer
+    # makes us write once per byte: a delivery may come in at most one frame
+    # per this many bytes (plus the short first and last frames of a resume).
+    min_frame_bytes: int = 4096
     frame_bytes: int = 64 * 16400  # what we send: 64 Cobblestone chunks, about 1 MiB
     request_ttl_days: int = 30
     clock_skew_seconds: int = 300
@@ -64,7 +69,6 @@ class District:
     identity: DistrictIdentity
     directory: Directory
     peers: PeerClients
-    spool_dir: Path
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
@@ -72,6 +76,8 @@ class District:
     wake_worker: Callable[[], None] = lambda: None
     # Process the request's due outbox items now, in the caller's thread.
     run_outbox_now: Callable[[str], None] = lambda request_id: None
+    # Deliveries we are streaming, cancelled (to resume later) when the server stops.
+    outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
 
     def reading(self) -> Connection:
         """A read-only connection: on SQLite it does not take the write lock."""
@@ -87,7 +93,14 @@ class District:
     def open_from(
         self, label: bytes, signed: common_pb2.SignedEnvelope, district: str, message_type: type[M]
     ) -> M:
-        """Verify a message as ``district``'s (by its current directory key), then parse it."""
+        """Verify a message as ``district``'s (by its current directory key), then parse it.
+
+        Raises ``PeerAuthError`` when the envelope names another signer (a
+        district named in a message must be the peer, DESIGN.md section 3) and
+        ``IntegrityError`` when it does not verify or parse.
+        """
+        if signed.signer_district != district:
+            raise PeerAuthError(f"district {district} sent a message signed as another district")
         entry = self.directory.lookup(district)
         return open_message(
             label,
@@ -110,10 +123,18 @@ class District:
 # --- small shared database helpers ------------------------------------------
 
 
-def load_request(conn: Connection, request_id: str, *, direction: str | None = None) -> Row[Any]:
+def load_request(
+    conn: Connection, request_id: str, *, direction: str | None = None, lock: bool = False
+) -> Row[Any]:
+    """The request; ``lock`` holds its row until the transaction ends (FOR UPDATE).
+
+    Raises ``NotFound``.
+    """
     query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
     if direction:
         query = query.where(REQUESTS.c.direction == direction)
+    if lock:
+        query = query.with_for_update()
     row = conn.execute(query).first()
     if row is None:
         raise NotFound(f"no request {request_id} here; list requests with 'rt requests'")
@@ -130,6 +151,18 @@ def load_peer_request(conn: Connection, request_id: str, direction: str, peer: s
     if row is None or row.other_district != peer:
         raise PeerAuthError(f"district {peer} named a request it is not party to")
     return row
+
+
+def peer_timestamp(ts: Timestamp, what: str) -> datetime:
+    """A timestamp from a peer's message as an aware datetime.
+
+    Raises ``InvalidInput`` for one outside what a datetime can hold (protobuf
+    would raise ``ValueError``/``OverflowError``: a crash, not a refusal).
+    """
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{what} is out of range") from None
 
 
 def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:

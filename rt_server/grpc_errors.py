@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import sqlalchemy.exc
 
 from rt_client import errors
 
@@ -24,6 +25,7 @@ _CODES: list[tuple[type[errors.RecordsTransferError], grpc.StatusCode]] = [
     (errors.IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Conflict, grpc.StatusCode.ABORTED),  # before its parent TransferError
     (errors.WrongStatus, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ImportConflict, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -34,6 +36,12 @@ _CODES: list[tuple[type[errors.RecordsTransferError], grpc.StatusCode]] = [
     (errors.TransferError, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
+# What a registrar sees when the district's own database failed under a call.
+DATABASE_UNAVAILABLE = (
+    "the district database could not complete this (busy, full or unreachable); "
+    "nothing was changed. Try again; if it keeps failing, tell your IT staff"
+)
+
 # What a peer sees: the code, and nothing it could learn from.
 _PEER_TEXT = {
     grpc.StatusCode.PERMISSION_DENIED: "not authorized",
@@ -42,6 +50,7 @@ _PEER_TEXT = {
     grpc.StatusCode.ALREADY_EXISTS: "already received",
     grpc.StatusCode.FAILED_PRECONDITION: "refused",
     grpc.StatusCode.UNAVAILABLE: "try again later",
+    grpc.StatusCode.ABORTED: "try again later",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "busy, try again later",
 }
 
@@ -104,6 +113,15 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             code = status_for(exc)
             log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
             text = _PEER_TEXT.get(code, "refused") if self._peer_facing else exc.diagnostics()
+        except sqlalchemy.exc.OperationalError as exc:
+            # The database could not make the change (a lock held past the
+            # timeout, a full disk, a lost connection): the transaction rolled
+            # back and nothing changed, so the same call may well succeed later.
+            # Only the driver's message is logged: the statement's parameters
+            # may hold student data.
+            log.warning("%s: the database could not complete it: %s", method, exc.orig)
+            code = grpc.StatusCode.UNAVAILABLE
+            text = _PEER_TEXT[code] if self._peer_facing else DATABASE_UNAVAILABLE
         except Exception:
             if context.code() is not None:  # already aborted (e.g. by the peer gate)
                 raise

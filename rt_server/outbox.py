@@ -10,8 +10,10 @@ the horizon it becomes FAILED with the reason, and the registrar can retry it.
 Items are claimed with a lease (``claimed_by`` / ``claimed_until``) inside a
 ``SELECT ... FOR UPDATE SKIP LOCKED`` transaction, so several replicas can share
 one PostgreSQL database and a replica that dies mid-send leaves its item to be
-taken again once the lease runs out. SQLite ignores the locking clause; its
-single writer (BEGIN IMMEDIATE) gives the same guarantee.
+taken again once the lease runs out. The lease is short and a live worker
+renews it while it works (a heartbeat), so a long delivery keeps its item and
+a dead replica's items are taken over within a lease. SQLite ignores the
+locking clause; its single writer (BEGIN IMMEDIATE) gives the same guarantee.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import sqlalchemy.exc
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -40,12 +44,21 @@ class RetryPolicy:
     base_seconds: float = 1.0
     max_seconds: float = 300.0
     horizon: timedelta = timedelta(days=7)
-    lease: timedelta = timedelta(minutes=10)
+    # How long a claimed item stays another replica's after its last heartbeat.
+    lease: timedelta = timedelta(seconds=60)
 
     def delay(self, attempts: int) -> timedelta:
         """Full jitter (AWS architecture blog): uniform in [0, min(max, base * 2^n)]."""
         ceiling = min(self.max_seconds, self.base_seconds * (2 ** min(attempts, 30)))
         return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
+
+
+class ClaimLost(Exception):  # noqa: N818 - not an error of the flow: a signal to let go
+    """Another worker holds this item now (our lease ran out): drop it, touch nothing.
+
+    Raised by handlers that notice it (e.g. a seal superseded by another
+    attempt); the work is the other worker's to finish.
+    """
 
 
 @dataclass(frozen=True)
@@ -92,19 +105,25 @@ class Outbox:
     def claim_next(self, request_id: str | None = None) -> OutboxItem | None:
         """Claim the next due item (of one request, when named) for this worker."""
         now = self._clock()
+        due = [
+            OUTBOX.c.status == "QUEUED",
+            OUTBOX.c.next_attempt_at <= now,
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
+        ]
+        if request_id is not None:
+            due.append(OUTBOX.c.request_id == request_id)
+        # Most wake-ups find nothing (every worker is woken for one new item):
+        # look without the write lock first, which on SQLite is the database's.
+        with self._engine.connect().execution_options(**READ_ONLY) as conn:
+            if conn.execute(select(OUTBOX.c.id).where(*due).limit(1)).first() is None:
+                return None
         query = (
             select(OUTBOX)
-            .where(
-                OUTBOX.c.status == "QUEUED",
-                OUTBOX.c.next_attempt_at <= now,
-                or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
-            )
+            .where(*due)
             .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
             .limit(1)
             .with_for_update(skip_locked=True)
         )
-        if request_id is not None:
-            query = query.where(OUTBOX.c.request_id == request_id)
         with self._engine.begin() as conn:
             row = conn.execute(query).first()
             if row is None:
@@ -148,9 +167,17 @@ class Outbox:
         failed = now - item.created_at >= self.policy.horizon
         next_attempt_at = now + self.policy.delay(attempts)
         with self._engine.begin() as conn:
-            conn.execute(
+            moved = conn.execute(
                 update(OUTBOX)
-                .where(and_(OUTBOX.c.id == item.id, OUTBOX.c.status == "QUEUED"))
+                .where(
+                    and_(
+                        OUTBOX.c.id == item.id,
+                        OUTBOX.c.status == "QUEUED",
+                        # Only while it is still ours: a replica whose lease ran
+                        # out must not reschedule the item another one now holds.
+                        OUTBOX.c.claimed_by == self._worker_id,
+                    )
+                )
                 .values(
                     attempts=attempts,
                     status="FAILED" if failed else "QUEUED",
@@ -159,14 +186,83 @@ class Outbox:
                     claimed_by=None,
                     claimed_until=None,
                 )
-            )
+            ).rowcount
+            if moved != 1:
+                log.info("outbox item %s is no longer ours; leaving it be", item.id)
+                return True
             # What the registrar sees of the retries ('rt show': attempts, next attempt).
             conn.execute(
                 update(REQUESTS)
                 .where(REQUESTS.c.request_id == item.request_id)
                 .values(attempts=attempts, next_attempt_at=None if failed else next_attempt_at)
             )
+        if failed:
+            log.warning(
+                "outbox item %s (%s to %s): giving up after %d attempts: %s",
+                item.id, item.kind, item.to_district, attempts, reason,
+            )  # fmt: skip
+        else:
+            log.info(
+                "outbox item %s (%s to %s): attempt %d failed (%s); next in %.1f s",
+                item.id, item.kind, item.to_district, attempts, reason,
+                (next_attempt_at - now).total_seconds(),
+            )  # fmt: skip
         return not failed
+
+    def renew(self, item_ids: list[int]) -> set[int]:
+        """Extend this worker's lease on ``item_ids``; returns the ids no longer ours."""
+        if not item_ids:
+            return set()
+        until = self._clock() + self.policy.lease
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(OUTBOX)
+                .where(
+                    OUTBOX.c.id.in_(item_ids),
+                    OUTBOX.c.status == "QUEUED",
+                    OUTBOX.c.claimed_by == self._worker_id,
+                )
+                .values(claimed_until=until)
+            )
+            held = conn.execute(
+                select(OUTBOX.c.id).where(
+                    OUTBOX.c.id.in_(item_ids), OUTBOX.c.claimed_by == self._worker_id
+                )
+            ).scalars()
+            return set(item_ids) - set(held)
+
+    def release(self, item: OutboxItem, reason: str) -> None:
+        """Let go of an item without counting an attempt: due now, for any worker."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(OUTBOX)
+                .where(
+                    OUTBOX.c.id == item.id,
+                    OUTBOX.c.status == "QUEUED",
+                    OUTBOX.c.claimed_by == self._worker_id,
+                )
+                .values(
+                    claimed_by=None,
+                    claimed_until=None,
+                    next_attempt_at=self._clock(),
+                    last_error=reason[:1000],
+                )
+            )
+
+    def release_mine(self, reason: str) -> int:
+        """Release every item this worker still holds (at shutdown). Returns how many."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.status == "QUEUED", OUTBOX.c.claimed_by == self._worker_id)
+                .values(
+                    claimed_by=None,
+                    claimed_until=None,
+                    next_attempt_at=self._clock(),
+                    last_error=reason[:1000],
+                )
+            )
+        return int(result.rowcount or 0)
 
     def complete_now(self, item: OutboxItem) -> None:
         with self._engine.begin() as conn:
@@ -224,21 +320,52 @@ class DeliveryWorker:
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._idle = idle_poll_seconds
+        # Items being worked on, in any thread (workers, or a registrar call
+        # draining its request): the heartbeat keeps their leases.
+        self._in_flight: dict[int, int] = {}
+        self._in_flight_lock = threading.Lock()
+        self._heartbeat = threading.Thread(
+            target=self._renew_leases, name="delivery-heartbeat", daemon=True
+        )
+        self._heartbeat_stop = threading.Event()
 
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
+        self._heartbeat.start()
 
     def wake(self) -> None:
         with self._wake:
             self._wake.notify_all()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, *, cut: Callable[[], object] | None = None) -> None:
+        """Claim nothing new; let the items under way finish for up to ``timeout`` seconds.
+
+        Then ``cut`` (if given) cancels the streams still under way: their
+        handlers fail with ``PeerUnavailable`` and their items are released,
+        due at once and with no attempt counted, for the next worker to resume.
+        Whatever is still ours after that is released too.
+        """
         self._stopping.set()
         self.wake()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if cut is not None and any(t.is_alive() for t in self._threads):
+            cut()
+            for thread in self._threads:
+                thread.join(5.0)
+        self._heartbeat_stop.set()
+        if self._heartbeat.is_alive():
+            self._heartbeat.join(5.0)
+        try:
+            released = self._outbox.release_mine("released by a shutdown")
+        except Exception:
+            log.exception("could not release this worker's outbox items at shutdown")
+        else:
+            if released:
+                log.info("shutdown: released %d outbox item(s) for the next worker", released)
 
     def run_once(self, request_id: str | None = None) -> bool:
         """Process one due item (of one request, when named); False when there was none."""
@@ -249,14 +376,31 @@ class DeliveryWorker:
         return True
 
     def process(self, item: OutboxItem) -> None:
+        with self._in_flight_lock:
+            self._in_flight[item.id] = self._in_flight.get(item.id, 0) + 1
+        try:
+            self._process(item)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight[item.id] -= 1
+                if not self._in_flight[item.id]:
+                    del self._in_flight[item.id]
+
+    def _process(self, item: OutboxItem) -> None:
         handler = self._handlers[item.kind]
         try:
             handler(item)
+        except ClaimLost:
+            log.info("outbox item %s (%s) was taken over by another worker", item.id, item.kind)
         except Duplicate:
             # The other side already has it: delivered, as far as we are concerned.
             self._outbox.complete_now(item)
         except PeerUnavailable as exc:
-            if not self._outbox.reschedule(item, exc.diagnostics()):
+            if self._stopping.is_set():
+                # Cut by our own shutdown (see ``stop``): not the other side's
+                # failure, so no attempt is counted; it resumes on restart.
+                self._outbox.release(item, "interrupted by a shutdown; resumes on restart")
+            elif not self._outbox.reschedule(item, exc.diagnostics()):
                 self._on_failure(
                     item, f"gave up after {item.attempts + 1} attempts: {exc.diagnostics()}"
                 )
@@ -264,11 +408,40 @@ class DeliveryWorker:
             log.warning("outbox item %s (%s) failed for good: %s", item.id, item.kind, exc)
             self._outbox.fail_now(item, exc.diagnostics())
             self._on_failure(item, exc.diagnostics())
+        except sqlalchemy.exc.OperationalError as exc:
+            # Our own database failed (a lock held past the timeout, a full disk,
+            # a lost connection): the transaction rolled back; try again later.
+            # Only the driver's message is logged (parameters may be student data).
+            log.warning(
+                "outbox item %s (%s): the database could not complete it: %s",
+                item.id, item.kind, exc.orig,
+            )  # fmt: skip
+            reason = "this district's database could not complete it (busy, full or unreachable)"
+            if not self._outbox.reschedule(item, reason):
+                self._on_failure(item, reason)
         except Exception:
-            # A bug or a database hiccup: keep the item, try again later.
+            # A bug: keep the item, try again later.
             log.exception("outbox item %s (%s) raised unexpectedly", item.id, item.kind)
             if not self._outbox.reschedule(item, "internal error"):
                 self._on_failure(item, "internal error")
+
+    def _renew_leases(self) -> None:
+        """Renew the leases of the items in flight, three times per lease."""
+        interval = max(self._outbox.policy.lease.total_seconds() / 3, 0.05)
+        # Runs until the worker threads are done (``stop``), not just told to stop:
+        # a delivery finishing within the shutdown grace keeps its lease.
+        while not self._heartbeat_stop.wait(interval):
+            with self._in_flight_lock:
+                ids = sorted(self._in_flight)
+            try:
+                lost = self._outbox.renew(ids)
+            except Exception:
+                log.exception("delivery worker could not renew its leases")
+                continue
+            with self._in_flight_lock:
+                lost &= set(self._in_flight)
+            if lost:
+                log.warning("outbox items %s are no longer ours", sorted(lost))
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -16,11 +16,13 @@ from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 from rt_server import receiver, requester, responder, threads
 from rt_server.auth import current_peer
 from rt_server.district import District
+from rt_server.streams import StreamWatchdog
 
 
 class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
-    def __init__(self, district: District) -> None:
+    def __init__(self, district: District, watchdog: StreamWatchdog) -> None:
         self._d = district
+        self._watchdog = watchdog
 
     def SubmitRequest(
         self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
@@ -35,7 +37,9 @@ class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
     def DeliverRecords(
         self, request_iterator: Iterator[peer_pb2.DeliveryFrame], context: grpc.ServicerContext
     ) -> common_pb2.SignedEnvelope:
-        return receiver.receive_delivery(self._d, request_iterator, current_peer().code)
+        peer = current_peer().code
+        frames = self._watchdog.watch(context, request_iterator, f"delivery from {peer}")
+        return receiver.receive_delivery(self._d, frames, peer)
 
     def GetDeliveryOffset(
         self, request: peer_pb2.DeliveryOffsetRequest, context: grpc.ServicerContext

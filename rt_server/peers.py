@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -45,29 +46,82 @@ KEEPALIVE_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 2),
 ]
 
+# After a lost connection gRPC reconnects on its own schedule (1 s doubling to
+# 120 s by default) and fails calls at once in between, whatever the delivery
+# worker's own backoff. Capped here so that a district that comes back is
+# reached within seconds of the worker's next attempt, not minutes.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 1_000),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
+]
 
-def channel_target(endpoints: list[str]) -> tuple[str, str, list[tuple[str, object]]]:
-    """(target, TLS server name, extra options) for a district's endpoints."""
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (IPv4 and IPv6). Raises ``PeerUnavailable``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise PeerUnavailable(f"cannot resolve {host}; it will be retried") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def channel_target(
+    endpoints: list[str], resolve: Resolver = resolve_host
+) -> tuple[str, str, list[tuple[str, object]]]:
+    """(target, TLS server name, extra options) for a district's endpoints.
+
+    Every channel is balanced by gRPC's ``round_robin`` policy over every
+    address of every endpoint (replica). One endpoint is dialled as it is (a
+    host name resolves to all its addresses); several become an ``ipv4:`` or
+    ``ipv6:`` address list, their host names resolved here, since a gRPC
+    target names one host only. Every replica
+    presents the district's one certificate, which carries every endpoint
+    host, so the first host is the TLS name for all of them.
+    Raises ``TransferError`` (no endpoint) or ``PeerUnavailable`` (a name
+    does not resolve).
+    """
     if not endpoints:
         raise TransferError("the other district has published no endpoint")
-    host = endpoints[0].rsplit(":", 1)[0].strip("[]")
-    if len(endpoints) == 1:
-        return endpoints[0], host, []
-    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-    hosts = [e.rsplit(":", 1)[0].strip("[]") for e in endpoints]
-    if all(_is_ipv4(h) for h in hosts):
-        target = "ipv4:" + ",".join(endpoints)
-    else:
-        # A DNS name that resolves to every replica; round_robin spreads over them.
-        target = f"dns:///{endpoints[0]}"
-    return target, host, [("grpc.service_config", config)]
+    parsed = [_host_port(e) for e in endpoints]
+    host = parsed[0][0]
+    balanced: list[tuple[str, object]] = [
+        ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+    ]
+    if len(set(parsed)) == 1:
+        # One endpoint: a name with several addresses is balanced over all of them.
+        return endpoints[0], host, balanced
+    # Every address of every endpoint, by family, and which endpoints each family reaches.
+    found: dict[int, list[str]] = {4: [], 6: []}
+    reached: dict[int, set[int]] = {4: set(), 6: set()}
+    for index, (name, port) in enumerate(parsed):
+        version = _ip_version(name)
+        for address in [name] if version is not None else resolve(name, port):
+            family = _ip_version(address) or 4
+            text = f"[{address}]:{port}" if family == 6 else f"{address}:{port}"
+            if text not in found[family]:
+                found[family].append(text)
+            reached[family].add(index)
+    # A channel holds one address family (gRPC's ipv4:/ipv6: schemes): IPv4 if
+    # it reaches as many endpoints as IPv6 does, else IPv6.
+    family = 4 if len(reached[4]) >= len(reached[6]) else 6
+    if not found[family]:
+        raise PeerUnavailable("the other district's endpoints resolve to no address")
+    return f"ipv{family}:" + ",".join(found[family]), host, balanced
 
 
-def _is_ipv4(host: str) -> bool:
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _ip_version(host: str) -> int | None:
     try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+        return ipaddress.ip_address(host).version
     except ValueError:
-        return False
+        return None
 
 
 class PeerClients:
@@ -88,7 +142,11 @@ class PeerClients:
                 if cached is not None:
                     cached[1].close()
                 target, host, extra = channel_target(list(endpoints))
-                options: list[tuple[str, object]] = [*KEEPALIVE_OPTIONS, *extra]
+                options: list[tuple[str, object]] = [
+                    *KEEPALIVE_OPTIONS,
+                    *RECONNECT_OPTIONS,
+                    *extra,
+                ]
                 if host != target.rsplit(":", 1)[0]:
                     options.append(("grpc.ssl_target_name_override", host))
                 channel = grpc.secure_channel(
@@ -114,7 +172,6 @@ def call_peer(call: Callable[[], T]) -> T:
         if code == grpc.StatusCode.ALREADY_EXISTS:
             raise Duplicate("the other district already has this") from exc
         if code in _RETRYABLE:
-            raise PeerUnavailable(
-                f"the other district could not be reached ({code.name}); it will be retried"
-            ) from exc
+            # No "will be retried" here: past the horizon this text is the FAILED reason.
+            raise PeerUnavailable(f"the other district could not be reached ({code.name})") from exc
         raise TransferError(f"the other district refused the call ({code.name})") from exc

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -23,9 +25,11 @@ from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
 from rt_client.errors import (
+    Conflict,
     Duplicate,
     IntegrityError,
     InvalidInput,
+    PeerAuthError,
     RecordsTransferError,
     WrongStatus,
 )
@@ -36,6 +40,9 @@ from rt_server.district import District, load_peer_request, set_request
 from rt_server.sender import parse_counts
 
 log = logging.getLogger("rt_server.receiver")
+
+# Transfer and request ids are lower-case UUIDs (the prior district chose them).
+_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.DeliveryOffset:
@@ -60,6 +67,9 @@ def receive_delivery(
     if first is None or first.WhichOneof("frame") != "start":
         raise InvalidInput("a delivery must start with its header")
     start = first.start
+    if start.header.signer_district != peer:
+        # A district named in a message must be the TLS peer (DESIGN.md section 3).
+        raise PeerAuthError(f"district {peer} sent a transfer header signed as another district")
     sender = d.entry_of(peer)
     header, digest = rtx.open_header(
         start.header,
@@ -71,6 +81,8 @@ def receive_delivery(
     )
     if len(start.wrapped_key) > 4096:
         raise InvalidInput("the wrapped key is too long")
+    if not (_is_uuid(header.transfer_id) and _is_uuid(header.request_id)):
+        raise InvalidInput("the transfer header's ids are not UUIDs")
     now = d.clock()
     with d.engine.begin() as conn:
         request = load_peer_request(conn, header.request_id, "OUTBOUND", peer)
@@ -89,6 +101,9 @@ def receive_delivery(
         if existing is None:
             if start.offset != 0:
                 raise WrongStatus("resume offset does not match what is held")
+            if _transfer_id_taken(conn, header.transfer_id):
+                # One of our own outbound transfers has this id: never mix or discard it.
+                raise InvalidInput("the transfer id is already in use here")
             conn.execute(
                 insert(TRANSFERS).values(
                     transfer_id=header.transfer_id,
@@ -109,25 +124,48 @@ def receive_delivery(
         elif existing.header != start.header.body or existing.wrapped_key != start.wrapped_key:
             raise IntegrityError()
         elif start.offset != existing.received_offset:
-            raise WrongStatus("resume offset does not match what is held")
+            # Most likely the previous stream's last frame landed after the sender
+            # asked for the offset: retryable, the sender asks again.
+            raise Conflict("resume offset does not match what is held")
     offset = start.offset
     trailer: bytes | None = None
-    for frame in frames:
-        kind = frame.WhichOneof("frame")
-        if kind == "ciphertext" and trailer is None:
-            data = frame.ciphertext
-            if not data or len(data) > d.limits.max_frame_bytes:
-                raise InvalidInput("a ciphertext frame is empty or too large")
-            if offset + len(data) > header.ciphertext_bytes:
-                raise InvalidInput("the delivery is longer than its header declares")
-            _store_frame(d, header.transfer_id, offset, data)
-            offset += len(data)
-        elif kind == "trailer" and trailer is None:
-            trailer = frame.trailer.signature
-        else:
-            raise InvalidInput("unexpected frame in a delivery")
-    if trailer is None or offset != header.ciphertext_bytes:
-        # The stream stopped early: what arrived is kept, the sender resumes.
+    frames_left = (header.ciphertext_bytes - offset) // d.limits.min_frame_bytes + 2
+    try:
+        for frame in frames:
+            kind = frame.WhichOneof("frame")
+            if kind == "ciphertext" and trailer is None:
+                data = frame.ciphertext
+                if not data or len(data) > d.limits.max_frame_bytes:
+                    raise InvalidInput("a ciphertext frame is empty or too large")
+                frames_left -= 1
+                if frames_left < 0:
+                    raise InvalidInput("the delivery comes in more frames than its size allows")
+                if offset + len(data) > header.ciphertext_bytes:
+                    raise InvalidInput("the delivery is longer than its header declares")
+                _store_frame(d, header.transfer_id, offset, data)
+                offset += len(data)
+            elif kind == "trailer" and trailer is None:
+                trailer = frame.trailer.signature
+            else:
+                raise InvalidInput("unexpected frame in a delivery")
+        if trailer is not None and offset != header.ciphertext_bytes:
+            raise InvalidInput("the delivery's trailer came before all of its bytes")
+    except InvalidInput:
+        # The sender broke the protocol (it did not merely stop): keep nothing it
+        # sent, so no bytes of a malformed transfer linger here and a corrected
+        # re-send starts clean. A stream that is cut keeps its frames instead.
+        _discard(d, header.transfer_id)
+        raise
+    except Exception:
+        # Cut (or cut off by gRPC, e.g. a frame over its size limit) before a
+        # byte arrived: nothing is worth keeping for a resume, so nothing stays.
+        _discard_if_empty(d, header.transfer_id)
+        raise
+    if trailer is None:
+        # The stream stopped early (a half-close looks the same as a cut that
+        # gRPC has not reported yet): what arrived is kept for the sender to
+        # resume from; an empty start is not worth keeping.
+        _discard_if_empty(d, header.transfer_id)
         raise InvalidInput("the delivery ended before its trailer")
     try:
         counts, sha512 = _verify(
@@ -167,6 +205,19 @@ def receive_delivery(
     return _receipt(d, row)
 
 
+def _transfer_id_taken(conn: Connection, transfer_id: str) -> bool:
+    return (
+        conn.execute(
+            select(TRANSFERS.c.transfer_id).where(TRANSFERS.c.transfer_id == transfer_id)
+        ).first()
+        is not None
+    )
+
+
+def _is_uuid(value: str) -> bool:
+    return _UUID_RE.fullmatch(value) is not None
+
+
 def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-def]
     return conn.execute(
         select(TRANSFERS).where(
@@ -176,8 +227,20 @@ def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-de
 
 
 def _store_frame(d: District, transfer_id: str, offset: int, data: bytes) -> None:
-    """One durable frame: the bytes and the new offset commit together."""
+    """One durable frame: the bytes and the new offset commit together.
+
+    The offset moves first, guarded: of two streams racing to store the same
+    bytes (an old one still finishing, a retry already resuming) exactly one
+    moves it, and the other gets ``Conflict`` (retry) before it writes a byte.
+    """
     with d.engine.begin() as conn:
+        moved = conn.execute(
+            update(TRANSFERS)
+            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.received_offset == offset)
+            .values(received_offset=offset + len(data))
+        ).rowcount
+        if moved != 1:
+            raise Conflict("another delivery of this transfer is under way")
         seq = conn.execute(
             select(func.count())
             .select_from(TRANSFER_CHUNKS)
@@ -188,13 +251,6 @@ def _store_frame(d: District, transfer_id: str, offset: int, data: bytes) -> Non
                 transfer_id=transfer_id, seq=seq, offset=offset, data=data
             )
         )
-        moved = conn.execute(
-            update(TRANSFERS)
-            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.received_offset == offset)
-            .values(received_offset=offset + len(data))
-        ).rowcount
-        if moved != 1:
-            raise WrongStatus("another delivery of this transfer is under way")
 
 
 def stored_ciphertext(d: District, transfer_id: str) -> Iterable[bytes]:
@@ -229,8 +285,8 @@ def _verify(
         header, digest, wrapped_key, d.identity.hpke_key, stored_ciphertext(d, header.transfer_id)
     )
     for batch in batches:
-        _table, rows = validate.validate_batch(batch)
-        counts[batch.table] = counts.get(batch.table, 0) + len(rows)
+        _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
+        counts[batch.table] = counts.get(batch.table, 0) + rows
     return counts, ciphertext_sha512
 
 
@@ -238,6 +294,19 @@ def _discard(d: District, transfer_id: str) -> None:
     with d.engine.begin() as conn:
         conn.execute(delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id))
         conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id))
+
+
+def _discard_if_empty(d: District, transfer_id: str) -> None:
+    """Drop a transfer still RECEIVING with no byte stored (whoever started it)."""
+    with d.engine.begin() as conn:
+        conn.execute(
+            delete(TRANSFERS).where(
+                TRANSFERS.c.transfer_id == transfer_id,
+                TRANSFERS.c.direction == "INBOUND",
+                TRANSFERS.c.state == "RECEIVING",
+                TRANSFERS.c.received_offset == 0,
+            )
+        )
 
 
 def _receipt(d: District, row) -> common_pb2.SignedEnvelope:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
@@ -22,7 +22,13 @@ from rt_server import outbox
 from rt_server.core import store
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_set, table_spec
-from rt_server.district import District, load_peer_request, load_request, new_id
+from rt_server.district import (
+    District,
+    load_peer_request,
+    load_request,
+    new_id,
+    peer_timestamp,
+)
 from rt_server.peers import call_peer
 
 
@@ -132,6 +138,12 @@ def receive_decision(
         raise InvalidInput("decision without a valid id")
     with d.reading() as conn:
         load_peer_request(conn, decision.request_id, "OUTBOUND", peer)
+    # Enum values outside the proto's (proto3 keeps unknown ones) would make
+    # Name() raise ValueError: a crash instead of a refusal.
+    if decision.reason not in common_pb2.RejectReason.values() or any(
+        t not in common_pb2.TableCode.values() for t in decision.tables
+    ):
+        raise InvalidInput("decision names an unknown reason or table")
     reason = common_pb2.RejectReason.Name(decision.reason) if decision.reason else "OTHER"
     store.record_decision(
         d.engine,
@@ -145,7 +157,7 @@ def receive_decision(
         decision_id=decision.decision_id,
         decision_envelope=signed.SerializeToString(),
         decided_by=decision.decided_by[:100] or None,
-        decided_at=decision.decided_at.ToDatetime(tzinfo=UTC),
+        decided_at=peer_timestamp(decision.decided_at, "the decision's decided-at"),
         now=d.clock(),
     )
     return d.ack(decision.decision_id)

@@ -11,7 +11,9 @@ the signed decision is queued for B, and on approval so is the delivery
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import timedelta
+
+from sqlalchemy import select
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
@@ -28,7 +30,14 @@ from rt_server import outbox
 from rt_server.core import matching, store
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_spec
-from rt_server.district import District, load_peer_request, load_request, new_id
+from rt_server.db.schema import REQUESTS
+from rt_server.district import (
+    District,
+    load_peer_request,
+    load_request,
+    new_id,
+    peer_timestamp,
+)
 from rt_server.peers import call_peer
 from rt_server.requester import table_enums
 
@@ -51,9 +60,22 @@ def receive_request(
     if prior_school not in {s.cds_code for s in d.entry_of(d.code).schools}:
         raise NotFound("the request names a school that is not ours")
     now = d.clock()
-    created = request.created_at.ToDatetime(tzinfo=UTC)
+    if not request.HasField("created_at") or not request.HasField("expires_at"):
+        raise InvalidInput("a request must say when it was created and when it expires")
+    created = peer_timestamp(request.created_at, "the request's created-at")
     if created > now + timedelta(seconds=d.limits.clock_skew_seconds):
         raise InvalidInput("the request was created in the future")
+    with d.reading() as conn:
+        held = conn.execute(
+            select(REQUESTS.c.direction, REQUESTS.c.other_district).where(
+                REQUESTS.c.request_id == request.request_id
+            )
+        ).first()
+    if held is not None and (held.direction != "INBOUND" or held.other_district != peer):
+        # Not a re-send of the peer's own request: the id is another district's
+        # (or one of our own requests'). "Already received" would tell the peer it
+        # was delivered; it never will be.
+        raise PeerAuthError(f"district {peer} sent a request under another request's id")
     store.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now)
     receipt = peer_pb2.RequestReceipt(
         request_id=request.request_id,
@@ -186,6 +208,8 @@ def receive_import_notice(
     notice = d.open_from(envelope.LABEL_IMPORT_NOTICE, signed, peer, peer_pb2.ImportNotice)
     if notice.requesting_district != peer or notice.prior_district != d.code:
         raise PeerAuthError(f"import notice from {peer} names other districts")
+    if not notice.notice_id or len(notice.notice_id) > 36:
+        raise InvalidInput("import notice without a valid id")
     now = d.clock()
     with d.engine.begin() as conn:
         row = load_peer_request(conn, notice.request_id, "INBOUND", peer)

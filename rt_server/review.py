@@ -10,9 +10,12 @@ import notice for the prior district: importing twice changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import queue
+import threading
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -21,11 +24,14 @@ from rt_client import transfer as rtx
 from rt_client.crypto import envelope
 from rt_client.crypto.transfer import header_digest
 from rt_client.errors import WrongStatus
+from rt_server import _testhooks
 from rt_server.core import classify, importer, store, tables, validate
 from rt_server.core.statuses import Action
 from rt_server.db.schema import TRANSFERS
 from rt_server.district import District, load_request, new_id
 from rt_server.receiver import stored_ciphertext
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,14 @@ def _received_transfer(d: District, request_id: str, allowed: tuple[str, ...]): 
 
 def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
     """Decrypt the stored transfer and yield its rows as column values."""
+    for first, rows in _checked_batches(d, transfer):
+        code = rows.spec.code
+        for offset, values in enumerate(rows.dicts()):
+            yield IncomingRow(code, first + offset, values)
+
+
+def _checked_batches(d: District, transfer: Any) -> Iterator[tuple[int, validate.CheckedRows]]:
+    """The stored transfer decrypted and validated batch by batch: (first row's index, rows)."""
     header = records_pb2.TransferHeader.FromString(transfer.header)
     digest = header_digest(transfer.header)
     counters: dict[str, int] = {}
@@ -66,10 +80,65 @@ def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
     ):
         code = tables.table_spec(batch.table).code
         first = counters.get(code, 0)
-        _code, rows = validate.validate_batch(batch, first_index=first)
+        rows = validate.checked_batch(batch, first_index=first)
         counters[code] = first + len(rows)
-        for offset, values in enumerate(rows):
-            yield IncomingRow(code, first + offset, values)
+        yield first, rows
+
+
+# A transfer this small (one student's records are some 20 KB) is decrypted and
+# validated before the import takes the write lock, which it then holds only to
+# write; a larger one is read ahead in a thread while it is written, a few
+# batches at a time, so memory stays flat however large it is.
+PREPARE_BEFORE_IMPORT_BYTES = 1024 * 1024
+READ_AHEAD_BATCHES = 4
+
+
+def _read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
+    """``items``, produced by a thread while the caller consumes them, at most ``depth`` ahead.
+
+    Decrypting and validating (Python) then overlaps with the database's
+    writing (SQLite releases the GIL while it works). An error on either side
+    stops both; the producer's iterator is closed in its own thread.
+    """
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="import-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = handoff.get()
+            if more:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def review_transfer(d: District, request_id: str) -> tuple[Any, dict[str, list[Any]]]:
@@ -91,11 +160,18 @@ def import_transfer(
     d: District, *, request_id: str, accept: importer.AcceptConflicts, actor: str
 ) -> importer.ImportResult:
     request, transfer = _received_transfer(d, request_id, ("DATA_RECEIVED", "IMPORTED"))
-    rows = [(r.table, r.index, r.values) for r in incoming_rows(d, transfer)]
+    header = records_pb2.TransferHeader.FromString(transfer.header)
+    batches: Generator[tuple[int, validate.CheckedRows], None, None]
+    if header.plaintext_bytes <= PREPARE_BEFORE_IMPORT_BYTES:
+        prepared = list(_checked_batches(d, transfer))
+        batches = (batch for batch in prepared)
+    else:
+        batches = _read_ahead(_checked_batches(d, transfer), READ_AHEAD_BATCHES)
     now = d.clock()
-    with d.engine.begin() as conn:
-        result = importer.import_transfer(
-            conn, transfer.transfer_id, request.local_student_id, rows, accept
+    with d.engine.begin() as conn, contextlib.closing(batches) as chunks:
+        # Any failure (a chunk that does not decrypt, a bad row) rolls the whole import back.
+        result = importer.import_batches(
+            conn, transfer.transfer_id, request.local_student_id, chunks, accept
         )
         current = load_request(conn, request_id, direction="OUTBOUND")
         if not result.already_imported and current.status == "DATA_RECEIVED":
@@ -117,5 +193,6 @@ def import_transfer(
                 payload=signed.SerializeToString(),
                 now=now,
             )
+        _testhooks.pause("import.before_commit")
     d.wake_worker()
     return result

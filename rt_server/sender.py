@@ -1,40 +1,45 @@
 """Delivery of an approved transfer, at the prior district (A).
 
-The outbox's ``delivery`` item seals the student's rows once into a spool file
+The outbox's ``delivery`` item seals the student's rows once into the spool
 (``rt_client.transfer.seal_transfer``: encrypted for B, signed by A), asks B
 how much it already holds, streams the rest in ~1 MiB frames and verifies B's
-signed receipt. Only then, in one transaction, the request becomes SENT and the
-FERPA record of disclosure (34 CFR 99.32) is written; the spool goes after
-the commit. A delivery cut anywhere resumes from B's offset, never re-encrypts.
+signed receipt. Only then, in one transaction, the request becomes SENT, the
+FERPA record of disclosure (34 CFR 99.32) is written and the spool is deleted.
+
+The spool is in the database (``transfer_chunks``), not on one server's disk,
+so that any replica can resume any delivery. Sealing writes it a chunk per
+transaction (memory stays constant) under a SEALING transfer row owned by one
+attempt; the row becomes SEALED only once every chunk is there. An attempt
+that dies mid-seal (its replica killed) is replaced by the next one: nothing
+of it was ever sent, so starting over exposes nothing. Once SEALED a transfer
+is never encrypted again: a delivery cut anywhere resumes from B's offset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import insert, select
+import grpc
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.crypto import envelope
-from rt_client.errors import IntegrityError
+from rt_client.errors import IntegrityError, PeerUnavailable
 from rt_client.transfer import SealedTransfer, seal_transfer
-from rt_server import outbox
+from rt_server import _testhooks, outbox
 from rt_server.core import export, store
 from rt_server.core.statuses import Action
 from rt_server.core.tables import parse_table_list
-from rt_server.db.schema import REQUESTS, TRANSFERS
-from rt_server.district import District, load_request, set_request
+from rt_server.db import READ_ONLY
+from rt_server.db.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS
+from rt_server.district import District, load_request, new_id, set_request
 from rt_server.peers import call_peer
 
 log = logging.getLogger("rt_server.sender")
-
-
-def spool_path(d: District, transfer_id: str) -> Path:
-    return d.spool_dir / f"{transfer_id}.rtx"
 
 
 def _sealed_row(d: District, transfer_id: str):  # type: ignore[no-untyped-def]
@@ -46,58 +51,147 @@ def _sealed_row(d: District, transfer_id: str):  # type: ignore[no-untyped-def]
         ).first()
 
 
-def seal(d: District, request_id: str, transfer_id: str) -> None:
-    """Encrypt the approved tables once into the spool, and remember the result."""
-    if _sealed_row(d, transfer_id) is not None and spool_path(d, transfer_id).exists():
-        return
+class SpoolWriter:
+    """A ``CiphertextSink`` that spools into ``transfer_chunks``, one chunk per transaction.
+
+    Every chunk but the last is exactly ``chunk_bytes`` long (one frame of the
+    delivery), so at most one chunk is held in memory. Each write also moves
+    the transfer's spooled offset, guarded by the sealing attempt: if another
+    attempt has taken the transfer over, this one stops (``ClaimLost``).
+    """
+
+    def __init__(self, engine: Engine, transfer_id: str, attempt: str, chunk_bytes: int) -> None:
+        self._engine = engine
+        self._transfer_id = transfer_id
+        self._attempt = attempt
+        self._chunk_bytes = chunk_bytes
+        self._pending = bytearray()
+        self._seq = 0
+        self.offset = 0  # bytes durably spooled
+
+    def write(self, data: bytes, /) -> int:
+        self._pending += data
+        while len(self._pending) >= self._chunk_bytes:
+            self._store(bytes(self._pending[: self._chunk_bytes]))
+            del self._pending[: self._chunk_bytes]
+        return len(data)
+
+    def close(self) -> None:
+        """Store what is left (the short last chunk)."""
+        if self._pending:
+            self._store(bytes(self._pending))
+            self._pending.clear()
+
+    def _store(self, data: bytes) -> None:
+        with self._engine.begin() as conn:
+            moved = conn.execute(
+                update(TRANSFERS)
+                .where(
+                    TRANSFERS.c.transfer_id == self._transfer_id,
+                    TRANSFERS.c.state == "SEALING",
+                    TRANSFERS.c.seal_attempt == self._attempt,
+                    TRANSFERS.c.received_offset == self.offset,
+                )
+                .values(received_offset=self.offset + len(data))
+            ).rowcount
+            if moved != 1:
+                raise outbox.ClaimLost(f"transfer {self._transfer_id} is sealed by another attempt")
+            conn.execute(
+                insert(TRANSFER_CHUNKS).values(
+                    transfer_id=self._transfer_id, seq=self._seq, offset=self.offset, data=data
+                )
+            )
+        self._seq += 1
+        self.offset += len(data)
+
+
+def seal(d: District, request_id: str, transfer_id: str) -> bool:
+    """Encrypt the approved tables once into the spool, and remember the result.
+
+    Does nothing for a transfer already SEALED. Returns True when this call
+    sealed it: then nothing of it can have been sent yet. Raises ``ClaimLost``
+    if another attempt took the transfer over meanwhile.
+    """
+    existing = _sealed_row(d, transfer_id)
+    if existing is not None and existing.state == "SEALED":
+        return False
     with d.reading() as conn:
         row = load_request(conn, request_id, direction="INBOUND")
     receiver = d.entry_of(row.requesting_district)
     tables = parse_table_list(row.tables_approved)
-    d.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    final = spool_path(d, transfer_id)
-    partial = final.with_suffix(".partial")
-
-    def batches() -> Iterator[records_pb2.RecordBatch]:
-        with d.reading() as conn:
-            yield from export.iter_batches(conn, row.local_student_id, tables)
-
-    with open(partial, "wb") as out:
-        sealed: SealedTransfer = seal_transfer(
-            batches=batches,
-            transfer_id=transfer_id,
-            request_id=request_id,
-            sender=d.code,
-            receiver=receiver,
-            signing_key=d.signing_key,
-            out=out,
-            created_at=d.clock(),
-        )
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, final)
-    now = d.clock()
-    header = common_pb2.SignedEnvelope()
-    header.CopyFrom(sealed.header)
+    attempt = new_id()
     with d.engine.begin() as conn:
-        conn.execute(TRANSFERS.delete().where(TRANSFERS.c.transfer_id == transfer_id))
+        # An attempt that died mid-seal left a SEALING row and some chunks:
+        # nothing of them was sent, so they are discarded and sealing starts over.
+        stale = conn.execute(
+            select(TRANSFERS.c.state)
+            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "OUTBOUND")
+            .with_for_update()
+        ).scalar()
+        if stale == "SEALED":
+            return False  # another replica finished it just now
+        if stale is not None:
+            conn.execute(
+                delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
+            )
+            conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id))
         conn.execute(
             insert(TRANSFERS).values(
                 transfer_id=transfer_id,
                 request_id=request_id,
                 direction="OUTBOUND",
+                header=b"",
+                header_signature=b"",
+                wrapped_key=b"",
+                ciphertext_bytes=0,
+                received_offset=0,
+                state="SEALING",
+                seal_attempt=attempt,
+                created_at=d.clock(),
+            )
+        )
+
+    def batches() -> Iterator[records_pb2.RecordBatch]:
+        with d.reading() as conn:
+            yield from export.iter_batches(conn, row.local_student_id, tables)
+
+    spool = SpoolWriter(d.engine, transfer_id, attempt, d.limits.frame_bytes)
+    sealed: SealedTransfer = seal_transfer(
+        batches=batches,
+        transfer_id=transfer_id,
+        request_id=request_id,
+        sender=d.code,
+        receiver=receiver,
+        signing_key=d.signing_key,
+        out=spool,
+        created_at=d.clock(),
+    )
+    spool.close()
+    now = d.clock()
+    with d.engine.begin() as conn:
+        done = conn.execute(
+            update(TRANSFERS)
+            .where(
+                TRANSFERS.c.transfer_id == transfer_id,
+                TRANSFERS.c.state == "SEALING",
+                TRANSFERS.c.seal_attempt == attempt,
+                TRANSFERS.c.received_offset == sealed.ciphertext_bytes,
+            )
+            .values(
                 header=sealed.header.body,
                 header_signature=sealed.header.signature,
                 wrapped_key=sealed.wrapped_key,
                 ciphertext_bytes=sealed.ciphertext_bytes,
-                received_offset=0,
                 trailer_signature=sealed.trailer_signature,
                 ciphertext_sha512=sealed.ciphertext_sha512,
                 state="SEALED",
+                seal_attempt=None,
                 table_counts=_counts_text(sealed.tables),
                 created_at=now,
             )
-        )
+        ).rowcount
+        if done != 1:
+            raise outbox.ClaimLost(f"transfer {transfer_id} is sealed by another attempt")
         set_request(
             conn,
             request_id,
@@ -105,6 +199,37 @@ def seal(d: District, request_id: str, transfer_id: str) -> None:
             delivery_bytes_total=sealed.ciphertext_bytes,
             delivery_bytes_done=0,
         )
+    return True
+
+
+def spooled_ciphertext(engine: Engine, transfer_id: str, offset: int = 0) -> Iterator[bytes]:
+    """The sealed ciphertext from ``offset`` on, one chunk per short read (constant memory).
+
+    Each chunk is its own query rather than one cursor held open for the
+    whole delivery: a slow receiver must not pin a database snapshot.
+    """
+    with engine.connect().execution_options(**READ_ONLY) as conn:
+        first = conn.execute(
+            select(TRANSFER_CHUNKS.c.seq, TRANSFER_CHUNKS.c.offset)
+            .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id, TRANSFER_CHUNKS.c.offset <= offset)
+            .order_by(TRANSFER_CHUNKS.c.offset.desc())
+            .limit(1)
+        ).first()
+    seq, skip = (first.seq, offset - first.offset) if first is not None else (0, offset)
+    while True:
+        with engine.connect().execution_options(**READ_ONLY) as conn:
+            data = conn.execute(
+                select(TRANSFER_CHUNKS.c.data).where(
+                    TRANSFER_CHUNKS.c.transfer_id == transfer_id, TRANSFER_CHUNKS.c.seq == seq
+                )
+            ).scalar()
+        if data is None:
+            return
+        if skip:
+            data, skip = data[skip:], max(0, skip - len(data))
+        if data:
+            yield bytes(data)
+        seq += 1
 
 
 def _counts_text(counts: dict[common_pb2.TableCode.ValueType, int]) -> str:
@@ -123,19 +248,30 @@ def parse_counts(text: str | None) -> dict[common_pb2.TableCode.ValueType, int]:
 def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     """Outbox handler: seal if needed, stream from B's offset, verify the receipt."""
     transfer_id = item.payload.decode()
-    seal(d, item.request_id, transfer_id)
+    fresh = seal(d, item.request_id, transfer_id)
     sealed = _sealed_row(d, transfer_id)
-    assert sealed is not None
+    assert sealed is not None and sealed.state == "SEALED"
+    if sealed.received_offset != sealed.ciphertext_bytes:
+        # Sealed but not all spooled: cannot happen short of a damaged database.
+        raise IntegrityError("the sealed transfer's spool is incomplete")
     stub = d.peers.stub(item.to_district)
-    position = call_peer(
-        lambda: stub.GetDeliveryOffset(
-            peer_pb2.DeliveryOffsetRequest(transfer_id=transfer_id),
-            timeout=d.limits.rpc_timeout_seconds,
+    if fresh:
+        offset = 0  # sealed just now: B cannot hold any of it, no need to ask
+    else:
+        position = call_peer(
+            lambda: stub.GetDeliveryOffset(
+                peer_pb2.DeliveryOffsetRequest(transfer_id=transfer_id),
+                timeout=d.limits.rpc_timeout_seconds,
+            )
         )
-    )
-    offset = sealed.ciphertext_bytes if position.complete else position.offset
-    if offset > sealed.ciphertext_bytes:
-        offset = 0  # B holds something we did not send; start over and let it refuse
+        offset = sealed.ciphertext_bytes if position.complete else position.offset
+        if offset > sealed.ciphertext_bytes:
+            offset = 0  # B holds something we did not send; start over and let it refuse
+    if offset:
+        log.info(
+            "resuming transfer %s to %s at byte %d of %d",
+            transfer_id, item.to_district, offset, sealed.ciphertext_bytes,
+        )  # fmt: skip
     header = common_pb2.SignedEnvelope(
         body=sealed.header, signer_district=d.code, signature=sealed.header_signature
     )
@@ -147,15 +283,14 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
             )
         )
         sent = offset
-        with open(spool_path(d, transfer_id), "rb") as spool:
-            spool.seek(offset)
-            while True:
-                data = spool.read(d.limits.frame_bytes)
-                if not data:
-                    break
-                yield peer_pb2.DeliveryFrame(ciphertext=data)
-                sent += len(data)
-                _progress(d, item.request_id, sent)
+        for data in spooled_ciphertext(d.engine, transfer_id, offset):
+            _testhooks.frame_delay()
+            yield peer_pb2.DeliveryFrame(ciphertext=data)
+            sent += len(data)
+            _progress(d, item.request_id, sent)
+        if sent != sealed.ciphertext_bytes:
+            # The spool went while we streamed: another replica delivered it.
+            raise outbox.ClaimLost(f"transfer {transfer_id} was delivered by another worker")
         yield peer_pb2.DeliveryFrame(
             trailer=peer_pb2.TransferTrailer(signature=sealed.trailer_signature)
         )
@@ -164,7 +299,15 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     timeout = (
         d.limits.delivery_timeout_floor_seconds + remaining / d.limits.delivery_min_bytes_per_second
     )
-    reply = call_peer(lambda: stub.DeliverRecords(frames(), timeout=timeout))
+    call = stub.DeliverRecords.future(frames(), timeout=timeout)
+    with d.outgoing.track(call):  # a shutdown cancels it; B keeps what it stored
+        try:
+            reply = call_peer(call.result)
+        except grpc.FutureCancelledError as exc:
+            raise PeerUnavailable(
+                "the delivery was cut by this server's shutdown; it resumes on restart"
+            ) from exc
+    _testhooks.pause("delivery.after_reply")
     receipt = d.open_from(
         envelope.LABEL_DELIVERY_RECEIPT, reply, item.to_district, peer_pb2.DeliveryReceipt
     )
@@ -181,7 +324,9 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
         raise IntegrityError("the delivery receipt does not match what was sent")
     now = d.clock()
     with d.engine.begin() as conn:
-        row = load_request(conn, item.request_id, direction="INBOUND")
+        # Locked: another replica may be finishing the same delivery (its lease
+        # ran out while it waited for B); only one of them records it.
+        row = load_request(conn, item.request_id, direction="INBOUND", lock=True)
         if row.status == "PENDING":
             rows = sum(counts.values())
             store.set_status(
@@ -203,8 +348,14 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
                 acting_staff=row.decided_by or "unknown",
                 now=now,
             )
+        # B holds it, receipt verified: the spool has done its job.
+        conn.execute(delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id))
+        conn.execute(
+            update(TRANSFERS)
+            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.completed_at.is_(None))
+            .values(completed_at=now)
+        )
         done.complete(conn, item)
-    spool_path(d, transfer_id).unlink(missing_ok=True)
     log.info(
         "transfer %s delivered to %s (%d bytes, sha512 %s...)",
         transfer_id,
@@ -224,3 +375,55 @@ def _progress(d: District, request_id: str, sent: int) -> None:
             .where(REQUESTS.c.request_id == request_id)
             .values(delivery_bytes_done=sent)
         )
+
+
+def adopt_file_spool(engine: Engine, spool_dir: Path, chunk_bytes: int) -> int:
+    """Move spool files of a version before the database spool into ``transfer_chunks``.
+
+    Before schema revision 0002 a sealed transfer waited for delivery in
+    ``<data_dir>/spool/<transfer_id>.rtx``. ``rt db upgrade`` calls this after
+    migrating, so those transfers are delivered from the database as sealed
+    then, never encrypted again. A file whose transfer is not waiting (or whose
+    size is not the sealed size) is left where it is. Returns how many were moved.
+    """
+    if not spool_dir.is_dir():
+        return 0
+    moved = 0
+    for path in sorted(spool_dir.glob("*.rtx")):
+        transfer_id = path.stem
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(TRANSFERS.c.ciphertext_bytes, TRANSFERS.c.received_offset)
+                .where(
+                    TRANSFERS.c.transfer_id == transfer_id,
+                    TRANSFERS.c.direction == "OUTBOUND",
+                    TRANSFERS.c.state == "SEALED",
+                    TRANSFERS.c.completed_at.is_(None),
+                )
+                .with_for_update()
+            ).first()
+            if row is None or path.stat().st_size != row.ciphertext_bytes:
+                log.warning("spool file %s has no sealed transfer waiting for it; left", path.name)
+                continue
+            conn.execute(
+                delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
+            )
+            with path.open("rb") as spool:
+                offset = 0
+                for seq, data in enumerate(iter(lambda: spool.read(chunk_bytes), b"")):
+                    conn.execute(
+                        insert(TRANSFER_CHUNKS).values(
+                            transfer_id=transfer_id, seq=seq, offset=offset, data=data
+                        )
+                    )
+                    offset += len(data)
+            conn.execute(
+                update(TRANSFERS)
+                .where(TRANSFERS.c.transfer_id == transfer_id)
+                .values(received_offset=offset)
+            )
+        path.unlink()
+        moved += 1
+    for partial in spool_dir.glob("*.partial"):
+        partial.unlink()  # a seal that never finished: its transfer is sealed again
+    return moved

@@ -9,12 +9,15 @@ reflection. The delivery worker drains the outbox in background threads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import threading
+import uuid
 from concurrent import futures
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -29,12 +32,14 @@ from rt_client.identity import load_identity
 from rt_client.tls import configure_grpc_tls
 from rt_server import requester, responder, sender, threads
 from rt_server.auth import PeerAuthInterceptor
-from rt_server.db.schema import create_schema, make_engine
+from rt_server.db import migrations
+from rt_server.db.schema import make_engine
 from rt_server.district import District, Limits
 from rt_server.grpc_errors import ErrorMappingInterceptor
 from rt_server.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
 from rt_server.peers import PeerClients
 from rt_server.registrar_service import RegistrarService
+from rt_server.streams import StreamWatchdog
 
 log = logging.getLogger("rt_server")
 
@@ -64,14 +69,19 @@ class DistrictServer:
         worker_threads: int = 4,
     ) -> None:
         self.config = config
-        self._retry = retry or RetryPolicy()
-        self._limits = limits or Limits()
+        # The lease is an operator's setting (several replicas), the rest a caller's.
+        self._retry = dataclasses.replace(
+            retry or retry_policy(config), lease=timedelta(seconds=config.delivery_lease_seconds)
+        )
+        self._limits = limits or Limits(rpc_timeout_seconds=config.rpc_timeout_seconds)
         self._worker_threads = worker_threads
         self.peer_port = 0
         self._peer_server: grpc.Server | None = None
         self._registrar_server: grpc.Server | None = None
         self._worker: DeliveryWorker | None = None
         self._registry_channel: grpc.Channel | None = None
+        self._watchdog = StreamWatchdog(config.stream_idle_timeout_seconds)
+        self._health: list[health.HealthServicer] = []
         self.district: District | None = None
 
     def start(self) -> None:
@@ -84,7 +94,11 @@ class DistrictServer:
             )
         identity = load_identity(config.data_dir)
         engine = make_engine(config.database_url)
-        create_schema(engine)
+        try:
+            migrations.prepare_for_serving(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         self._registry_channel = registry_channel(
             config.registry_address, identity.tls, config.registry_server_name
         )
@@ -100,11 +114,12 @@ class DistrictServer:
             identity=identity,
             directory=directory,
             peers=peers,
-            spool_dir=config.data_dir / "spool",
             retry=self._retry,
             limits=self._limits,
         )
-        outbox = Outbox(engine, d.clock, f"{socket.gethostname()}:{os.getpid()}", self._retry)
+        # Unique per server, not per process: in-process replicas (tests) share a pid.
+        worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        outbox = Outbox(engine, d.clock, worker_id, self._retry)
         d.outbox = outbox
 
         def signed(rpc: str):  # type: ignore[no-untyped-def]
@@ -148,9 +163,11 @@ class DistrictServer:
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
             options=SERVER_OPTIONS,
         )
-        peer_pb2_grpc.add_DistrictPeerServicer_to_server(_peer_service(d), server)
-        _add_health_and_reflection(
-            server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name
+        peer_pb2_grpc.add_DistrictPeerServicer_to_server(_peer_service(d, self._watchdog), server)
+        self._health.append(
+            _add_health_and_reflection(
+                server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name
+            )
         )
         try:
             port = server.add_secure_port(
@@ -179,8 +196,10 @@ class DistrictServer:
         registrar_pb2_grpc.add_RegistrarServicer_to_server(
             RegistrarService(d, directory.search_schools), server
         )
-        _add_health_and_reflection(
-            server, registrar_pb2.DESCRIPTOR.services_by_name["Registrar"].full_name
+        self._health.append(
+            _add_health_and_reflection(
+                server, registrar_pb2.DESCRIPTOR.services_by_name["Registrar"].full_name
+            )
         )
         # The socket is the registrar service's only access control: whoever
         # can open it acts for the district. Create it 0600 (umask), in a 0700 folder.
@@ -194,15 +213,28 @@ class DistrictServer:
         return server
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop taking calls, let in-flight ones finish (up to ``grace``), stop the worker."""
+        """Shut down gracefully: finish what can within ``grace`` seconds, checkpoint the rest.
+
+        Health turns NOT_SERVING and no new call is taken. Calls under way get
+        ``grace`` to finish; an incoming delivery cut after that keeps every
+        frame it stored, and its sender resumes from there. The delivery worker
+        claims nothing new; its sends under way get ``grace`` too, then their
+        streams are cancelled and their items released, due at once, for this
+        server after a restart (or another replica) to resume from what the
+        receiver holds.
+        """
+        for servicer in self._health:
+            servicer.enter_graceful_shutdown()
         events = []
         for server in (self._peer_server, self._registrar_server):
             if server is not None:
                 events.append(server.stop(grace))
         if self._worker is not None:
-            self._worker.stop()
+            assert self.district is not None
+            self._worker.stop(grace, cut=self.district.outgoing.cut_all)
         for event in events:
             event.wait(grace + 1)
+        self._watchdog.stop()
         if self.district is not None:
             self.district.peers.close()
             self.district.engine.dispose()
@@ -210,10 +242,20 @@ class DistrictServer:
             self._registry_channel.close()
 
 
-def _peer_service(d: District) -> peer_pb2_grpc.DistrictPeerServicer:
+def _peer_service(d: District, watchdog: StreamWatchdog) -> peer_pb2_grpc.DistrictPeerServicer:
     from rt_server.peer_service import DistrictPeerService
 
-    return DistrictPeerService(d)
+    return DistrictPeerService(d, watchdog)
+
+
+def retry_policy(config: DistrictConfig) -> RetryPolicy:
+    """The delivery worker's retry policy, as the district's config sets it."""
+    return RetryPolicy(
+        base_seconds=config.retry_base_seconds,
+        max_seconds=config.retry_max_seconds,
+        horizon=timedelta(seconds=config.retry_horizon_seconds),
+        lease=timedelta(seconds=config.delivery_lease_seconds),
+    )
 
 
 def _drain(worker: DeliveryWorker, request_id: str) -> None:
@@ -221,7 +263,7 @@ def _drain(worker: DeliveryWorker, request_id: str) -> None:
         pass
 
 
-def _add_health_and_reflection(server: grpc.Server, service_name: str) -> None:
+def _add_health_and_reflection(server: grpc.Server, service_name: str) -> health.HealthServicer:
     servicer = health.HealthServicer()
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
@@ -229,6 +271,7 @@ def _add_health_and_reflection(server: grpc.Server, service_name: str) -> None:
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    return servicer
 
 
 def serve_forever(config: DistrictConfig) -> None:
@@ -253,4 +296,5 @@ def serve_forever(config: DistrictConfig) -> None:
         flush=True,
     )
     done.wait()
-    server.stop(grace=10.0)
+    server.stop(grace=config.shutdown_grace_seconds)
+    log.info("district %s stopped", config.district_code)

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, tuple_
 
 from rt_client.errors import InvalidInput, NotFound
-from rt_server.core._db import Bind, aware, transaction
-from rt_server.core.classify import RowClass, classify_against, load_student_rows
-from rt_server.core.tables import ALL_TABLES, TABLES, TableRef, table_spec
-from rt_server.core.validate import validate_row
+from rt_server.core._db import Bind, aware, bulk_insert, transaction
+from rt_server.core.classify import RowClass, classify_against
+from rt_server.core.tables import ALL_TABLES, TableRef, TableSpec, table_spec
+from rt_server.core.validate import CheckedRows, check_rows, recheck
 from rt_server.db.schema import IMPORT_LEDGER, STUDENTS
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "AcceptConflicts",
     "ImportResult",
     "LedgerOutcome",
+    "import_batches",
     "import_transfer",
 ]
 
@@ -94,16 +95,50 @@ def import_transfer(
     """Import the decrypted rows of ``transfer_id`` for our student ``pid``.
 
     ``incoming`` yields ``(table, index, row dict)`` with ``index`` the row's
-    position within its table in the transfer (the review's index). Rows are
+    position within its table in the transfer (the review's index); the rows
+    of each table come in index order (tables may interleave). It is read
+    once, as it comes -- it may be the transfer being decrypted -- and rows
+    are validated again, classified, written and entered in the ledger a chunk
+    at a time, so memory stays flat however large the transfer is. Rows are
     validated again here (the importer is the last gate before our tables).
     Runs in one transaction (a savepoint if ``bind`` is a connection already in
     one): either every row and ledger entry is written, or nothing is.
 
-    Raises ``NotFound`` (no such student), ``InvalidInput`` (bad row, repeated
-    ``(table, index)``, or an accepted conflict that is not in the transfer).
-    A transfer already imported returns the first import's counts with
-    ``already_imported=True`` and writes nothing.
+    Raises ``NotFound`` (no such student), ``InvalidInput`` (bad row, a
+    ``(table, index)`` repeated or out of order, or an accepted conflict that
+    is not in the transfer). A transfer already imported returns the first
+    import's counts with ``already_imported=True`` and writes nothing.
     """
+    return _import(bind, transfer_id, pid, _checked_chunks(incoming), accept_conflicts, now)
+
+
+def import_batches(
+    bind: Bind,
+    transfer_id: str,
+    pid: str,
+    batches: Iterable[tuple[int, CheckedRows]],
+    accept_conflicts: AcceptConflicts = frozenset(),
+    *,
+    now: dt.datetime | None = None,
+) -> ImportResult:
+    """``import_transfer`` for rows that ``validate`` gave as ``CheckedRows``, batch by batch.
+
+    ``batches`` yields ``(index of the batch's first row, rows)``; this is how a
+    received transfer is imported (no row dicts on the way). Every batch is
+    checked again here (``validate.recheck``). Same transaction, results and
+    errors as ``import_transfer``.
+    """
+    return _import(bind, transfer_id, pid, _rechecked(batches), accept_conflicts, now)
+
+
+def _import(
+    bind: Bind,
+    transfer_id: str,
+    pid: str,
+    chunks: Iterable[tuple[TableSpec, Sequence[int], CheckedRows]],
+    accept_conflicts: AcceptConflicts,
+    now: dt.datetime | None,
+) -> ImportResult:
     at = aware(now)
     accept_all = accept_conflicts == "all"
     accepted: set[tuple[str, int]] = (
@@ -132,71 +167,217 @@ def import_transfer(
             imported, skipped = _ledger_counts(conn, transfer_id)
             return ImportResult(transfer_id, imported, skipped, already_imported=True)
 
-        by_table: dict[str, dict[int, dict[str, Any]]] = {code: {} for code in ALL_TABLES}
-        for table, index, row in incoming:
-            spec = table_spec(table)
-            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-                raise InvalidInput(f"{spec.code}: row index must be a whole number from 0")
-            rows = by_table[spec.code]
-            if index in rows:
-                raise InvalidInput(f"{spec.code} row {index}: given twice")
-            rows[index] = validate_row(spec, row, index=index)
-        for code, index in sorted(accepted):
-            if index not in by_table[code]:
-                raise InvalidInput(f"{code} row {index}: accepted conflict is not in this transfer")
+        tables: dict[str, _TableImport] = {}
+        found: set[tuple[str, int]] = set()  # accepted conflicts seen in the transfer
+        for spec, indexes, checked in chunks:
+            state = tables.get(spec.code)
+            if state is None:
+                state = tables[spec.code] = _TableImport.start(conn, spec, pid)
+            if accepted:
+                found.update((spec.code, i) for i in indexes if (spec.code, i) in accepted)
+            state.write(conn, transfer_id, pid, indexes, checked, accept_all, accepted, at)
+        for code, index in sorted(accepted - found):
+            raise InvalidInput(f"{code} row {index}: accepted conflict is not in this transfer")
 
-        ledger_rows: list[dict[str, Any]] = []
-        imported_counts: dict[str, int] = {}
-        skipped_counts: dict[str, int] = {}
-        for code in ALL_TABLES:
-            rows_in = by_table[code]
-            if not rows_in:
-                continue
-            spec = TABLES[code]
-            held = load_student_rows(conn, pid, spec)
-            next_sq = max((r["SQ"] for r in held), default=0) + 1
-            to_write: list[dict[str, Any]] = []
-            for result in classify_against(spec, held, sorted(rows_in.items())):
+        bulk_insert(
+            conn,
+            IMPORT_LEDGER,
+            _ledger(
+                transfer_id, _MARKER_TABLE, [_MARKER_INDEX], [LedgerOutcome.TRANSFER], [None], at
+            ),
+        )
+        imported_counts = {code: t.imported for code, t in tables.items() if t.imported}
+        skipped_counts = {code: t.skipped for code, t in tables.items() if t.skipped}
+        return ImportResult(
+            transfer_id, _ordered(imported_counts), _ordered(skipped_counts), already_imported=False
+        )
+
+
+# Rows are validated, classified, written and entered in the ledger this many
+# at a time (a chunk holds rows of one table).
+_CHUNK_ROWS: Final = 1000
+
+
+def _ledger(
+    transfer_id: str,
+    code: str,
+    indexes: Sequence[int],
+    outcomes: Sequence[str],
+    local_sqs: list[int | None],
+    at: dt.datetime,
+) -> dict[str, list[Any]]:
+    """Ledger rows, column by column, for ``bulk_insert``."""
+    count = len(indexes)
+    return {
+        "transfer_id": [transfer_id] * count,
+        "table_code": [code] * count,
+        "row_index": list(indexes),
+        "outcome": [str(o) for o in outcomes],
+        "local_sq": local_sqs,
+        "imported_at": [at] * count,
+    }
+
+
+def _checked_chunks(
+    incoming: Iterable[tuple[TableRef, int, Mapping[str, Any]]],
+) -> Iterator[tuple[TableSpec, Sequence[int], CheckedRows]]:
+    """Runs of rows of one table, at most ``_CHUNK_ROWS`` long, indexes and rows checked."""
+    for spec, indexes, rows in _chunks(incoming):
+        yield spec, indexes, check_rows(spec, rows, indexes)
+
+
+def _rechecked(
+    batches: Iterable[tuple[int, CheckedRows]],
+) -> Iterator[tuple[TableSpec, Sequence[int], CheckedRows]]:
+    last_index: dict[str, int] = {}
+    for first, rows in batches:
+        code = rows.spec.code
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+            raise InvalidInput(f"{code}: row index must be a whole number from 0")
+        if first <= last_index.get(code, -1):
+            raise InvalidInput(
+                f"{code} row {first}: given twice or out of order "
+                "(rows of a table come in index order)"
+            )
+        last_index[code] = first + len(rows) - 1
+        yield rows.spec, range(first, first + len(rows)), recheck(rows, first_index=first)
+
+
+def _chunks(
+    incoming: Iterable[tuple[TableRef, int, Mapping[str, Any]]],
+) -> Iterator[tuple[TableSpec, list[int], list[Mapping[str, Any]]]]:
+    """Runs of rows of one table, at most ``_CHUNK_ROWS`` long, indexes checked."""
+    last_index: dict[str, int] = {}
+    spec: TableSpec | None = None
+    ref: object = None
+    indexes: list[int] = []
+    rows: list[Mapping[str, Any]] = []
+    for table, index, row in incoming:
+        if table is not ref or spec is None:
+            next_spec = table_spec(table)
+            ref = table
+            if next_spec is not spec:
+                if spec is not None and rows:
+                    yield spec, indexes, rows
+                    indexes, rows = [], []
+                spec = next_spec
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise InvalidInput(f"{spec.code}: row index must be a whole number from 0")
+        if index <= last_index.get(spec.code, -1):
+            raise InvalidInput(
+                f"{spec.code} row {index}: given twice or out of order "
+                "(rows of a table come in index order)"
+            )
+        last_index[spec.code] = index
+        indexes.append(index)
+        rows.append(row)
+        if len(rows) >= _CHUNK_ROWS:
+            yield spec, indexes, rows
+            indexes, rows = [], []
+    if spec is not None and rows:
+        yield spec, indexes, rows
+
+
+@dataclass
+class _TableImport:
+    """One table's part of an import: where its new SQ numbers are, what it did."""
+
+    spec: TableSpec
+    holds_rows: bool  # we held rows of this table for the student before the import
+    first_sq: int  # those have SQ below this; the rows we write, from it on
+    next_sq: int
+    imported: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def start(cls, conn: Connection, spec: TableSpec, pid: str) -> _TableImport:
+        table = spec.table
+        held_max = conn.execute(select(func.max(table.c.SQ)).where(table.c.PID == pid)).scalar()
+        first = (held_max or 0) + 1
+        return cls(spec, held_max is not None, first, first)
+
+    def write(
+        self,
+        conn: Connection,
+        transfer_id: str,
+        pid: str,
+        indexes: Sequence[int],
+        checked: CheckedRows,
+        accept_all: bool,
+        accepted: set[tuple[str, int]],
+        at: dt.datetime,
+    ) -> None:
+        spec = self.spec
+        code = spec.code
+        count = len(indexes)
+        names = spec.column_names
+        written: int
+        if not self.holds_rows:
+            # We hold nothing of this table for the student: every row is NEW.
+            sqs: list[int | None] = list(range(self.next_sq, self.next_sq + count))
+            columns: dict[str, list[Any]] = dict(zip(names, checked.columns, strict=True))
+            columns["SQ"] = sqs
+            columns["SRC"] = [IMPORT_SOURCE] * count
+            outcomes = [LedgerOutcome.IMPORTED] * count
+            written = count
+        else:
+            incoming = checked.dicts()
+            held = _held_rows(conn, spec, pid, self.first_sq, {_key(spec, r) for r in incoming})
+            sqs, outcomes, rows = [], [], []
+            sq = self.next_sq
+            for result in classify_against(spec, held, zip(indexes, incoming, strict=True)):
                 wanted = result.row_class is RowClass.NEW or (
                     result.row_class is RowClass.CONFLICT
                     and (accept_all or (code, result.index) in accepted)
                 )
                 if wanted:
-                    to_write.append(
-                        {**result.incoming, "PID": pid, "SQ": next_sq, "SRC": IMPORT_SOURCE}
-                    )
-                    outcome, local_sq = LedgerOutcome.IMPORTED, next_sq
-                    next_sq += 1
+                    rows.append({**result.incoming, "SQ": sq, "SRC": IMPORT_SOURCE})
+                    sqs.append(sq)
+                    outcomes.append(LedgerOutcome.IMPORTED)
+                    sq += 1
                 elif result.row_class is RowClass.DUPLICATE:
-                    outcome, local_sq = LedgerOutcome.SKIPPED_DUPLICATE, None
+                    sqs.append(None)
+                    outcomes.append(LedgerOutcome.SKIPPED_DUPLICATE)
                 else:
-                    outcome, local_sq = LedgerOutcome.SKIPPED_CONFLICT, None
-                ledger_rows.append(
-                    {
-                        "transfer_id": transfer_id,
-                        "table_code": code,
-                        "row_index": result.index,
-                        "outcome": outcome,
-                        "local_sq": local_sq,
-                        "imported_at": at,
-                    }
-                )
-            if to_write:
-                # One executemany per table: a bulk insert on both databases.
-                conn.execute(insert(spec.table), to_write)
-                imported_counts[code] = len(to_write)
-            if len(rows_in) > len(to_write):
-                skipped_counts[code] = len(rows_in) - len(to_write)
+                    sqs.append(None)
+                    outcomes.append(LedgerOutcome.SKIPPED_CONFLICT)
+            columns = {name: [row[name] for row in rows] for name in names}
+            written = len(rows)
+        # One executemany per chunk and table: a bulk insert on both databases.
+        bulk_insert(conn, spec.table, {"PID": [pid] * written, **columns})
+        bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, code, indexes, outcomes, sqs, at))
+        self.next_sq += written
+        self.imported += written
+        self.skipped += count - written
 
-        ledger_rows.append(
-            {
-                "transfer_id": transfer_id,
-                "table_code": _MARKER_TABLE,
-                "row_index": _MARKER_INDEX,
-                "outcome": LedgerOutcome.TRANSFER,
-                "local_sq": None,
-                "imported_at": at,
-            }
-        )
-        conn.execute(insert(IMPORT_LEDGER), ledger_rows)
-        return ImportResult(transfer_id, imported_counts, skipped_counts, already_imported=False)
+
+def _key(spec: TableSpec, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[c] for c in spec.natural_key)
+
+
+def _held_rows(
+    conn: Connection, spec: TableSpec, pid: str, before_sq: int, keys: set[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """The rows we held before the import whose natural key is one of ``keys`` (SQ order).
+
+    One query by the (PID, natural key) index; keys with a NULL part are
+    matched with IS NULL, as the classification compares None equal to None.
+    """
+    table = spec.table
+    key_columns = [table.c[name] for name in spec.natural_key]
+    plain = [k for k in keys if None not in k]
+    conditions: list[ColumnElement[bool]] = []
+    if plain:
+        conditions.append(tuple_(*key_columns).in_(plain))
+    for key in keys:
+        if None in key:
+            parts = zip(key_columns, key, strict=True)
+            conditions.append(and_(*(c.is_(None) if v is None else c == v for c, v in parts)))
+    if not conditions:
+        return []
+    query = (
+        select(table)
+        .where(table.c.PID == pid, table.c.SQ < before_sq, or_(*conditions))
+        .order_by(table.c.SQ)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]

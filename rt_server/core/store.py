@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Connection, RowMapping, insert, or_, select, update
+from sqlalchemy import exc as sa_exc
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.errors import Duplicate, InvalidInput, NotFound, WrongStatus
@@ -340,13 +341,20 @@ def remember_message(
     Raises ``Duplicate`` if it was already: a replay or a re-send, to be
     acknowledged and otherwise ignored.
     """
-    with transaction(bind) as conn:
-        seen = conn.execute(
-            select(SEEN_MESSAGES.c.message_id).where(SEEN_MESSAGES.c.message_id == message_id)
-        ).first()
-        if seen is not None:
-            raise Duplicate(f"{kind} already received")
-        conn.execute(insert(SEEN_MESSAGES).values(message_id=message_id, kind=kind, at=aware(now)))
+    try:
+        with transaction(bind) as conn:
+            seen = conn.execute(
+                select(SEEN_MESSAGES.c.message_id).where(SEEN_MESSAGES.c.message_id == message_id)
+            ).first()
+            if seen is not None:
+                raise Duplicate(f"{kind} already received")
+            conn.execute(
+                insert(SEEN_MESSAGES).values(message_id=message_id, kind=kind, at=aware(now))
+            )
+    except sa_exc.IntegrityError as error:
+        # Two replicas took the same re-send at once: the other one recorded it
+        # first (PostgreSQL; SQLite has one writer). Same answer as a replay.
+        raise Duplicate(f"{kind} already received") from error
 
 
 # --- students ---------------------------------------------------------------------
@@ -739,6 +747,8 @@ def set_status(
         row = _load_request(conn, request_id, lock=True)
         _change_status(conn, row, act, actor=who, at=at, reason=why)
         if act is Action.RETRY:
+            # A fresh start, horizon and all: measured from the original queueing,
+            # a retry past the horizon would fail again at its first refusal.
             conn.execute(
                 update(OUTBOX)
                 .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == "FAILED")
@@ -746,10 +756,16 @@ def set_status(
                     status="QUEUED",
                     attempts=0,
                     next_attempt_at=at,
+                    created_at=at,
                     last_error=None,
                     claimed_by=None,
                     claimed_until=None,
                 )
+            )
+            conn.execute(
+                update(REQUESTS)
+                .where(REQUESTS.c.request_id == request_id)
+                .values(attempts=0, next_attempt_at=at)
             )
         return _request_from_row(_load_request(conn, request_id))
 

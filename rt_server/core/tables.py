@@ -225,7 +225,10 @@ def _build_registry() -> dict[str, TableSpec]:
     """
     batch = records_pb2.RecordBatch.DESCRIPTOR
     registry: dict[str, TableSpec] = {}
-    for code, table in RECORD_TABLES.items():
+    for name, table in RECORD_TABLES.items():
+        # A plain str: the table's name is SQLAlchemy's quoted_name, which
+        # database drivers adapt slowly (it reaches them as a ledger value).
+        code = str(name)
         batch_field = batch.fields_by_name[code.lower()]
         row_descriptor = batch_field.message_type
         assert row_descriptor is not None

@@ -3,13 +3,22 @@
 The column types of ``rt_server.db.schema`` are the bounds: string lengths,
 decimal precision and scale, 32-bit integers, real calendar dates. Errors name
 the table, row index and column, never the value, which may be student data.
+
+Rows are checked a batch at a time, column by column: every check of a
+column's values runs over the whole column at once (C loops over lists, each
+distinct date and decimal parsed once), which is what keeps per-row validation
+affordable on a million-row transfer. Only when a column fails does the row-by-
+row path run, to name the first bad row and column exactly; it is also the
+reference the batch path must agree with (``tests/unit/district/test_validate.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter, methodcaller
 from typing import Any, Final
 
 from protos.rt.v1 import records_pb2
@@ -22,12 +31,25 @@ from rt_server.core.tables import (
     TableSpec,
     Unconvertible,
     normalize_decimal,
+    parse_date,
+    parse_decimal,
     row_from_proto,
     row_problem,
     table_spec,
 )
 
-__all__ = ["INT32_MAX", "INT32_MIN", "MAX_ROWS_PER_BATCH", "validate_batch", "validate_row"]
+__all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
+    "MAX_ROWS_PER_BATCH",
+    "CheckedRows",
+    "check_batch",
+    "check_rows",
+    "checked_batch",
+    "recheck",
+    "validate_batch",
+    "validate_row",
+]
 
 # One batch is decrypted, parsed and held in memory at once; this bounds that.
 MAX_ROWS_PER_BATCH: Final = 5000
@@ -116,6 +138,89 @@ def validate_batch(
     of this table seen so far, so they match the review's indexes). Raises
     ``InvalidInput``; nothing is returned for a batch with any bad row.
     """
+    checked = _check_batch(batch, first_index)
+    return checked.spec.code, checked.dicts()
+
+
+def check_batch(batch: records_pb2.RecordBatch, *, first_index: int = 0) -> tuple[str, int]:
+    """``validate_batch`` without row dicts: (table code, rows). Same checks, same errors."""
+    checked = _check_batch(batch, first_index)
+    return checked.spec.code, len(checked)
+
+
+def checked_batch(batch: records_pb2.RecordBatch, *, first_index: int = 0) -> CheckedRows:
+    """``validate_batch``'s rows as columns (what an import writes). Same checks, same errors."""
+    return _check_batch(batch, first_index)
+
+
+def recheck(rows: CheckedRows, *, first_index: int) -> CheckedRows:
+    """Check rows again, column by column, as ``check_rows`` would (the importer's own gate).
+
+    Raises ``InvalidInput`` naming the first bad row, counting from ``first_index``.
+    """
+    spec = rows.spec
+    if len(rows.columns) != len(spec.columns) or len({len(c) for c in rows.columns}) != 1:
+        raise ValueError(f"{spec.code}: the columns do not fit the table")  # a bug, not bad input
+    columns = []
+    for column, values in zip(spec.columns, rows.columns, strict=True):
+        checked = _check_column(column, values, from_wire=False)
+        if checked is None:
+            return check_rows(spec, rows.dicts(), range(first_index, first_index + len(rows)))
+        columns.append(checked)
+    return CheckedRows(spec, tuple(columns))
+
+
+def check_rows(
+    table: TableRef | TableSpec, rows: Sequence[Mapping[str, Any]], indexes: Sequence[int]
+) -> CheckedRows:
+    """``validate_row`` for many row dicts of one table at once, as columns.
+
+    ``indexes[i]`` is the index of ``rows[i]`` in error messages. Raises
+    ``InvalidInput`` for the first bad row, exactly as ``validate_row`` would.
+    """
+    spec = table_spec(table)
+    names = _NAMES[spec.code]
+    if all(map(names.issuperset, rows)):
+        columns: list[list[Any]] = []
+        for column, get in zip(spec.columns, _DICT_GETTERS[spec.code], strict=True):
+            values = _check_column(column, list(map(get, rows)), from_wire=False)
+            if values is None:
+                break
+            columns.append(values)
+        else:
+            return CheckedRows(spec, tuple(columns))
+    # Some row is wrong: the row-by-row path names it (and is the reference).
+    return CheckedRows.from_dicts(
+        spec, [validate_row(spec, row, index=i) for row, i in zip(rows, indexes, strict=True)]
+    )
+
+
+@dataclass(frozen=True)
+class CheckedRows:
+    """Rows of one table that passed validation, held column by column (``spec.columns`` order)."""
+
+    spec: TableSpec
+    columns: tuple[list[Any], ...]
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as row dicts (every column of the table)."""
+        names = self.spec.column_names
+        return [dict(zip(names, values, strict=True)) for values in zip(*self.columns, strict=True)]
+
+    @classmethod
+    def from_dicts(cls, spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> CheckedRows:
+        return cls(spec, tuple([row[name] for row in rows] for name in spec.column_names))
+
+
+def _check_batch(batch: records_pb2.RecordBatch, first_index: int) -> CheckedRows:
+    spec, messages = _batch_rows(batch)
+    return _check_messages(spec, messages, first_index)
+
+
+def _batch_rows(batch: records_pb2.RecordBatch) -> tuple[TableSpec, Sequence[Any]]:
     spec = _BY_ENUM_VALUE.get(batch.table)
     if spec is None:
         raise InvalidInput("record batch names no known table")
@@ -134,11 +239,111 @@ def validate_batch(
             f"{spec.code}: record batch holds {len(messages)} rows; "
             f"at most {MAX_ROWS_PER_BATCH} are allowed"
         )
-    rows: list[dict[str, Any]] = []
+    return spec, messages
+
+
+def _check_messages(spec: TableSpec, messages: Sequence[Any], first_index: int) -> CheckedRows:
+    # One Python object per row, made once (the container would make one per access).
+    messages = list(messages)
+    columns: list[list[Any]] = []
+    for column, (get, has) in zip(spec.columns, _MESSAGE_READERS[spec.code], strict=True):
+        values = list(map(get, messages))
+        # An unset field and one set to its default ("", 0, false) read the
+        # same; presence is asked only where the value read is a default.
+        if not all(values):
+            values = [v if v or has(m) else None for v, m in zip(values, messages, strict=True)]
+        checked = _check_column(column, values, from_wire=True)
+        if checked is None:
+            break
+        columns.append(checked)
+    else:
+        return CheckedRows(spec, tuple(columns))
+    # Some row is wrong: the row-by-row path names it (and is the reference).
+    rows = []
     for offset, message in enumerate(messages):
         index = first_index + offset
         rows.append(validate_row(spec, row_from_proto(spec, message, index=index), index=index))
-    return spec.code, rows
+    return CheckedRows.from_dicts(spec, rows)
 
+
+def _is_not_none(value: Any) -> bool:
+    return value is not None
+
+
+def _check_column(column: ColumnSpec, values: list[Any], *, from_wire: bool) -> list[Any] | None:
+    """``values`` (``None``: NULL) checked and normalised as a whole; ``None`` if any one fails.
+
+    Must accept exactly what ``_check_value`` (after ``row_from_proto``, when
+    ``from_wire``) accepts, and normalise the same way; it may refuse more
+    (a ``str`` subclass, say): the row-by-row path then decides.
+    """
+    present = values if None not in values else list(filter(_is_not_none, values))
+    if not present:
+        return values
+    kinds = set(map(type, present))
+    kind = column.kind
+    try:
+        if kind is ColumnKind.STRING:
+            if kinds != {str}:
+                return None
+            assert column.max_length is not None
+            if max(map(len, present)) > column.max_length:
+                return None
+            joined = "".join(present)
+            if "\x00" in joined:
+                return None
+            if not joined.isascii():
+                joined.encode("utf-8")  # refuses lone surrogates
+            return values
+        if kind is ColumnKind.INT:
+            if kinds != {int} or min(present) < INT32_MIN or max(present) > INT32_MAX:
+                return None
+            return values
+        if kind is ColumnKind.BOOL:
+            return values if kinds == {bool} else None
+        # Dates and decimals repeat within a batch: each distinct one is checked once.
+        # On the wire both are text; in a row dict, exactly date / Decimal (a
+        # subclass such as datetime goes the row-by-row way).
+        if kinds != ({str} if from_wire else _PYTHON_TYPES[kind]):
+            return None
+        convert = _WIRE_CONVERTERS[kind] if from_wire else _PYTHON_CONVERTERS[kind]
+        distinct = {value: convert(column, value) for value in set(present)}
+        return list(map(distinct.get, values))
+    except (Unconvertible, UnicodeEncodeError, TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _date_from_wire(column: ColumnSpec, text: str) -> dt.date:
+    return _check_value(column, parse_date(text))  # type: ignore[no-any-return]
+
+
+def _decimal_from_wire(column: ColumnSpec, text: str) -> decimal.Decimal:
+    assert column.scale is not None
+    return _check_value(column, parse_decimal(text, column.scale))  # type: ignore[no-any-return]
+
+
+_WIRE_CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, Any], Any]]] = {
+    ColumnKind.DATE: _date_from_wire,
+    ColumnKind.DECIMAL: _decimal_from_wire,
+}
+_PYTHON_CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, Any], Any]]] = {
+    ColumnKind.DATE: _check_value,
+    ColumnKind.DECIMAL: _check_value,
+}
+_PYTHON_TYPES: Final[dict[ColumnKind, set[type]]] = {
+    ColumnKind.DATE: {dt.date},
+    ColumnKind.DECIMAL: {decimal.Decimal},
+}
 
 _BY_ENUM_VALUE: Final[dict[int, TableSpec]] = {s.enum: s for s in TABLES.values()}
+_NAMES: Final[dict[str, frozenset[str]]] = {
+    code: frozenset(spec.column_names) for code, spec in TABLES.items()
+}
+_DICT_GETTERS: Final[dict[str, tuple[Callable[[Mapping[str, Any]], Any], ...]]] = {
+    code: tuple(methodcaller("get", c.name) for c in spec.columns) for code, spec in TABLES.items()
+}
+_Reader = tuple[Callable[[Any], Any], Callable[[Any], bool]]  # (field value, field is set)
+_MESSAGE_READERS: Final[dict[str, tuple[_Reader, ...]]] = {
+    code: tuple((attrgetter(c.field), methodcaller("HasField", c.field)) for c in spec.columns)
+    for code, spec in TABLES.items()
+}

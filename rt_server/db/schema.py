@@ -14,6 +14,7 @@ rows from a peer, so a length here is a promise about what can be stored.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -352,21 +353,30 @@ TRANSFERS: Final = Table(
     Column("header_signature", LargeBinary, nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("ciphertext_bytes", BigInteger, nullable=False),  # as the header announces
+    # Ciphertext bytes durably in ``transfer_chunks``: received so far (INBOUND),
+    # or spooled so far by the sealing attempt (OUTBOUND).
     Column("received_offset", BigInteger, nullable=False, default=0),
     Column("trailer_signature", LargeBinary),
     Column("ciphertext_sha512", LargeBinary),
-    # OUTBOUND (we send): SEALED once encrypted into the spool; INBOUND (we
-    # receive): RECEIVING until the trailer verifies, then RECEIVED.
+    # OUTBOUND (we send): SEALING while the ciphertext is written to the spool
+    # (header, key and signatures still empty), SEALED once all of it is there
+    # and never encrypted again; INBOUND (we receive): RECEIVING until the
+    # trailer verifies, then RECEIVED.
     Column("state", String(16), nullable=False),
+    # OUTBOUND while SEALING: the sealing attempt that owns the spool. A replica
+    # that dies mid-seal leaves its attempt behind; the next one replaces it.
+    Column("seal_attempt", String(UUID_LEN)),
     Column("table_counts", String(200)),  # "TST=120,HIS=64"
     Column("created_at", UtcDateTime, nullable=False),
     Column("completed_at", UtcDateTime),
-    CheckConstraint("state IN ('SEALED', 'RECEIVING', 'RECEIVED')", name="state"),
+    CheckConstraint("state IN ('SEALING', 'SEALED', 'RECEIVING', 'RECEIVED')", name="state"),
 )
 
-# Ciphertext as received, in ~1 MiB pieces (one per DeliverRecords frame): a
-# receive can resume at ``received_offset`` and a review can stream it back
-# without holding a whole transfer in memory.
+# Ciphertext in ~1 MiB pieces, in the database so that every replica can reach
+# it: as received (INBOUND: one per DeliverRecords frame; a receive resumes at
+# ``received_offset``, a review streams it back), or as sealed for sending
+# (OUTBOUND: the spool, one piece per frame to send; any replica resumes a
+# delivery from it, and it is deleted once the receiver's receipt verifies).
 TRANSFER_CHUNKS: Final = Table(
     "transfer_chunks",
     METADATA,
@@ -518,11 +528,13 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # pool_pre_ping: replicas outlive database restarts and failovers.
-        return create_engine(url, echo=echo, pool_pre_ping=True)
+        # hide_parameters: a logged database error must not carry student data.
+        return create_engine(url, echo=echo, pool_pre_ping=True, hide_parameters=True)
 
     engine = create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
 
@@ -541,14 +553,75 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         finally:
             cursor.close()
 
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE. SQLite's
+    # busy handler waits by sleeping and retrying (1, 2, 5, 10 ... 100 ms), so
+    # threads contending for the write lock would sit idle for milliseconds
+    # after it is free -- the largest part of a small transfer's latency. On
+    # the lock they start the moment the writer before them ends. (Another
+    # process on the same file still waits in the busy handler.) Re-entrant,
+    # so a thread that opens a second writer meets SQLite's busy timeout, as
+    # before, rather than hanging. The listeners that BEGIN also COMMIT or
+    # ROLLBACK, so the lock is released only once the transaction is over.
+    writer = threading.RLock()
+    holders: set[int] = set()  # id() of the Connections whose transaction holds it
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read_only = connection.get_execution_options().get("rt_read_only", False)
-        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("rt_read_only", False):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+            return
+        # Past the busy timeout, go on without the lock and let SQLite's own
+        # busy handler decide, as it would have without the lock.
+        queued = writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if queued:
+                writer.release()
+            raise
+        if queued:
+            holders.add(id(connection))
 
+    def _end(connection: Any, statement: str) -> None:
+        if id(connection) not in holders:
+            return  # a reader: the driver ends it
+        try:
+            dbapi_connection = connection.connection.dbapi_connection
+        except Exception:  # noqa: BLE001 - invalidated: nothing left to end
+            dbapi_connection = None
+        try:
+            if _in_transaction(dbapi_connection):
+                dbapi_connection.execute(statement)
+        except Exception:  # noqa: BLE001, S110
+            # Still in the transaction: SQLAlchemy's own commit (or rollback)
+            # runs next, fails the same way and reports it in its own terms.
+            pass
+        finally:
+            if not _in_transaction(dbapi_connection):
+                holders.discard(id(connection))
+                writer.release()
+
+    event.listen(engine, "commit", lambda connection: _end(connection, "COMMIT"))
+    event.listen(engine, "rollback", lambda connection: _end(connection, "ROLLBACK"))
     return engine
 
 
+def _in_transaction(dbapi_connection: Any) -> bool:
+    try:
+        return bool(dbapi_connection is not None and dbapi_connection.in_transaction)
+    except Exception:  # noqa: BLE001 - a closed connection is in no transaction
+        return False
+
+
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet (until Alembic takes over)."""
-    METADATA.create_all(engine)
+    """Bring the database to the newest schema revision, through the migrations.
+
+    For the embedded database, the demo and tests; servers on an existing
+    database use ``rt db upgrade`` (see ``rt_server.db.migrations``). Raises
+    ``SchemaVersionError`` for a database newer than this code.
+    """
+    from rt_server.db import migrations  # the migration scripts import this module
+
+    migrations.upgrade(engine)

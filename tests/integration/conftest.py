@@ -4,6 +4,13 @@ Everything is generated per test in a temporary directory (CA, keys,
 certificates, databases); servers bind port 0 on 127.0.0.1. Scrypt runs at a
 tiny cost so enrollment takes milliseconds.
 
+Every test that uses a registry or a district runs twice: on SQLite (files in
+the test's directory, created the way ``rt serve`` creates them on first start)
+and on PostgreSQL (fresh databases per test on the server ``make test``
+starts, migrated the way an operator does, with ``rt db upgrade``; dropped
+afterwards). Without ``RT_TEST_POSTGRES_URL`` the PostgreSQL runs are skipped.
+
+- ``databases`` (``tests/conftest.py``): the backend under test, fresh databases on it.
 - ``registry``: a started registry (``RegistryHandle``), with ``add_district``.
 - ``enrolled_district``: ``enrolled_district("1964733")`` enrolls a district
   through the real ``Enroll`` RPC and returns its config and loaded identity.
@@ -51,6 +58,7 @@ from rt_client.errors import PeerAuthError
 from rt_client.identity import DistrictIdentity, load_identity
 from rt_client.tls import negotiated_tls_version
 from rt_server.auth import PeerAuthInterceptor, current_peer, require_claimed
+from tests._databases import Databases
 
 TEST_SCRYPT_N = 16  # the scrypt cost in tests: fast, still the real code path
 
@@ -88,6 +96,7 @@ class RegistryHandle:
     service: RegistryService
     running: RunningRegistry
     clock: MutableClock
+    database_url: str
 
     @property
     def signing_key(self) -> bytes:
@@ -124,9 +133,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryHandle]:
+def registry(tmp_path: Path, databases: Databases) -> Iterator[RegistryHandle]:
     home = tmp_path / "registry"
-    init_home(home, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", scrypt_n=TEST_SCRYPT_N)
+    settings = {"database_url": databases.url("registry")} if databases.postgres else {}
+    init_home(
+        home,
+        listen="127.0.0.1:0",
+        enroll_listen="127.0.0.1:0",
+        scrypt_n=TEST_SCRYPT_N,
+        **settings,
+    )
     clock = MutableClock()
     config, service, keys = open_registry(home, clock=clock)
     running = start_registry_server(config, service, keys.server_tls)
@@ -141,23 +157,33 @@ def registry(tmp_path: Path) -> Iterator[RegistryHandle]:
             service=service,
             running=running,
             clock=clock,
+            database_url=config.database_url,
         )
     finally:
         running.stop(grace=None)
 
 
 @pytest.fixture
-def enrolled_district(registry: RegistryHandle, tmp_path: Path) -> Callable[..., EnrolledDistrict]:
-    """Factory: ``enrolled_district(code, name=None, schools=None, endpoint=None)``."""
+def enrolled_district(
+    registry: RegistryHandle, tmp_path: Path, databases: Databases
+) -> Callable[..., EnrolledDistrict]:
+    """Factory: ``enrolled_district(code, name=None, schools=None, endpoint=None, endpoints=None)``.
+
+    ``endpoints`` lists several (one per replica; the config listens on the
+    first). The district's database is on the backend under test (see ``Databases``).
+    """
 
     def enroll(
         code: str,
         name: str | None = None,
         schools: Sequence[tuple[str, str]] | None = None,
         endpoint: str | None = None,
+        endpoints: Sequence[str] | None = None,
     ) -> EnrolledDistrict:
         auth_code = registry.add_district(code, name, schools)
         endpoint = endpoint or f"127.0.0.1:{free_port()}"
+        database_url = databases.district_url(f"district_{code}")
+        extra = {"database_url": database_url} if database_url else {}
         config = enroll_district(
             code=code,
             authorization_code=auth_code,
@@ -165,9 +191,10 @@ def enrolled_district(registry: RegistryHandle, tmp_path: Path) -> Callable[...,
             registry_enroll_address=registry.enroll_address,
             registry_ca_pem=registry.ca_pem,
             registry_signing_key=registry.signing_key_hex,
-            endpoints=[endpoint],
+            endpoints=list(endpoints or [endpoint]),
             data_dir=tmp_path / f"district-{code}",
             clock=registry.clock,
+            **extra,
         )
         return EnrolledDistrict(config=config, identity=load_identity(config.data_dir))
 

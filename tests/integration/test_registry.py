@@ -11,13 +11,13 @@ import base64
 import datetime as dt
 import json
 import re
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -248,29 +248,32 @@ def test_a_district_certificate_may_not_name_the_registry(registry) -> None:
 # -- authorization codes at rest --------------------------------------------------------
 
 
-def _all_cells(db: Path) -> list[object]:
-    conn = sqlite3.connect(db)
+def _all_cells(database_url: str) -> list[object]:
+    """Every cell of every table of the registry's database (SQLite or PostgreSQL)."""
+    engine = sa.create_engine(database_url)
     try:
         cells: list[object] = []
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            for row in conn.execute(f'SELECT * FROM "{table}"'):
-                cells.extend(row)
+        with engine.connect() as conn:
+            for table in sa.inspect(conn).get_table_names():
+                for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
+                    cells.extend(bytes(c) if isinstance(c, memoryview) else c for c in row)
         return cells
     finally:
-        conn.close()
+        engine.dispose()
 
 
 def test_stored_authorization_codes_are_not_recoverable(registry) -> None:
     codes = {code: registry.add_district(code) for code in (A, B, C)}
     rotated = registry.service.rotate_code(C)
-    db = registry.home / "registry.db"
-    raw = db.read_bytes() + (
-        db.with_name("registry.db-wal").read_bytes()
-        if db.with_name("registry.db-wal").exists()
-        else b""
-    )
-    cells = _all_cells(db)
+    raw = b""
+    if registry.database_url.startswith("sqlite"):  # the file's bytes, free pages and all
+        db = registry.home / "registry.db"
+        raw = db.read_bytes() + (
+            db.with_name("registry.db-wal").read_bytes()
+            if db.with_name("registry.db-wal").exists()
+            else b""
+        )
+    cells = _all_cells(registry.database_url)
     for secret in [*codes.values(), rotated]:
         assert secret.encode() not in raw
         assert not any(

@@ -303,6 +303,31 @@ def test_an_unreachable_registry_falls_back_to_a_valid_cached_entry(
         client.lookup(CODE)
 
 
+def test_an_unreachable_registry_is_asked_again_only_after_a_while(
+    base_entry, registry_key, pinned
+) -> None:
+    # Every peer call looks its peer up: during an outage each lookup must not
+    # wait for the registry (a black-holed registry costs a whole timeout).
+    fake, clock = FakeRegistry(sign(base_entry, registry_key)), Clock()
+    client = client_for(fake, pinned, clock)
+    client.lookup(CODE)
+    fake.unavailable = True
+    clock.advance(3 * 86400)
+    assert client.lookup(CODE) == base_entry
+    calls = fake.calls
+    for _ in range(5):
+        clock.advance(1)
+        assert client.lookup(CODE) == base_entry
+    assert fake.calls == calls
+    clock.advance(60)
+    assert client.lookup(CODE) == base_entry
+    assert fake.calls == calls + 1
+    fake.unavailable = False  # back: fetched again on the next retry
+    clock.advance(60)
+    client.lookup(CODE)
+    assert fake.calls == calls + 2
+
+
 def test_an_unreachable_registry_without_a_cached_entry_is_unavailable(pinned) -> None:
     fake = FakeRegistry()
     fake.unavailable = True

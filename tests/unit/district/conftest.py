@@ -39,7 +39,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     else:
         eng = make_engine(POSTGRES_URL)
         METADATA.drop_all(eng)
-    create_schema(eng)
+        with eng.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    create_schema(eng)  # the migrations, to the newest revision
     yield eng
     eng.dispose()
 

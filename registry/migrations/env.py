@@ -1,0 +1,6 @@
+"""Alembic environment of the registry database (run by ``registry.migrations.upgrade``)."""
+
+from registry.store import metadata
+from rt_client._migrations import run_env
+
+run_env(metadata)

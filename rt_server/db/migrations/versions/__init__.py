@@ -1,0 +1,1 @@
+"""Migration scripts of the district database, oldest first (``NNNN_what.py``)."""

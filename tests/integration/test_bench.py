@@ -1,0 +1,63 @@
+"""``make bench`` cannot rot: a tiny run of the benchmark, real servers and all.
+
+``python -m scripts.bench --quick`` starts a registry and two districts as
+``rt serve`` subprocesses, runs every scenario at a toy size (and the peer
+baseline, if ``sqlite3`` and ``gpg`` are there or can be installed) and writes
+its JSON. The figures of a toy run mean nothing; their presence and shape do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for name in ("RT_CONFIG", "RT_REGISTRY_HOME"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    document = json.loads(out.read_text())
+    by_name = {s["scenario"]: s for s in document["scenarios"]}
+    assert set(by_name) == {"one_student", "summer_rush", "consolidation", "transport_limit"}
+
+    b1 = by_name["one_student"]
+    assert b1["rows_per_transfer"] == 300
+    for key in ("request_latency_ms_p50", "delivery_latency_ms_p50", "delivery_latency_ms_p99",
+                "import_ms_p50"):  # fmt: skip
+        assert b1[key] > 0, key
+    b2 = by_name["summer_rush"]
+    assert b2["rows"] == 300 * b2["students"] and b2["wall_s"] > 0 and b2["rows_per_s"] > 0
+    b3 = by_name["consolidation"]
+    assert b3["rows"] == 3000 and b3["rows_per_s"] > 0
+    assert set(b3["peak_rss_mb"]) == {"1000", "3000"}
+    assert all(v["sender"] > 0 and v["receiver"] > 0 for v in b3["peak_rss_mb"].values())
+    assert b3["rss_growth"]["sender"] > 0 and b3["rss_growth"]["receiver"] > 0
+    assert by_name["transport_limit"]["mb_s"] > 0
+    if "peer baseline is skipped" not in output:
+        assert b2["ratio_vs_peer"] > 0 and b3["ratio_vs_peer"] > 0
+    assert {t["figure"] for t in document["targets"]} >= {
+        "request latency p50 (ms)",
+        "ratio_vs_peer",
+    }
+    assert "| B1 one_student |" in result.stdout  # the table

@@ -1,0 +1,362 @@
+"""Schema migrations of the district and registry databases, on SQLite and PostgreSQL.
+
+- The migration scripts build exactly the schema the models describe (Alembic's
+  own comparison finds no difference), from an empty database and from the
+  first revision with data in it; nothing of the data is lost on the way.
+- A database created before migrations existed is adopted.
+- Servers and tools refuse a database they do not fit, and say what to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from registry import cli as registry_cli
+from registry import migrations as registry_migrations
+from registry.home import init_home
+from registry.store import RegistryStore
+from registry.store import metadata as REGISTRY_METADATA
+from rt_client import cli as rt_cli
+from rt_client.config import write_config
+from rt_client.errors import SchemaVersionError
+from rt_server.core import samples, store
+from rt_server.db import METADATA, make_engine, migrations
+from rt_server.db.schema import (
+    OUTBOX,
+    RECORD_TABLES,
+    REQUESTS,
+    TRANSFER_CHUNKS,
+    TRANSFERS,
+)
+from rt_server.server import DistrictServer
+from tests._databases import Databases
+
+FIRST = "0001"
+NOW = dt.datetime(2025, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
+
+
+def differences(engine: sa.Engine, metadata: sa.MetaData) -> list[Any]:
+    """What Alembic's autogenerate would change to make the database match the models."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+
+def revision_of(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def everything(engine: sa.Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table, as the database holds it (reflected, any revision)."""
+    reflected = sa.MetaData()
+    reflected.reflect(engine)
+    with engine.connect() as conn:
+        return {
+            name: sorted(
+                (dict(r._mapping) for r in conn.execute(sa.select(table))),
+                key=lambda row: repr(sorted(row.items(), key=lambda kv: kv[0])),
+            )
+            for name, table in reflected.tables.items()
+            if name != "alembic_version"
+        }
+
+
+@pytest.fixture
+def district_engine(databases: Databases) -> Any:
+    engine = make_engine(databases.url("district"))
+    yield engine
+    engine.dispose()
+
+
+# --- the scripts build the models' schema ---------------------------------------------------------
+
+
+def test_an_empty_database_upgrades_to_the_newest_revision(
+    databases: Databases, district_engine: sa.Engine
+) -> None:
+    assert migrations.state(district_engine).empty
+    assert migrations.upgrade(district_engine) == (None, migrations.HISTORY.head)
+    assert revision_of(district_engine) == migrations.HISTORY.head
+    assert differences(district_engine, METADATA) == []
+    # Again: nothing to do, nothing changed.
+    head = migrations.HISTORY.head
+    assert migrations.upgrade(district_engine) == (head, head)
+    migrations.check_at_head(district_engine)
+
+    registry_engine = sa.create_engine(databases.url("registry"))
+    try:
+        assert registry_migrations.upgrade(registry_engine) == (
+            None,
+            registry_migrations.HISTORY.head,
+        )
+        assert differences(registry_engine, REGISTRY_METADATA) == []
+        registry_migrations.check_at_head(registry_engine)
+    finally:
+        registry_engine.dispose()
+
+
+def _fill_first_revision(engine: sa.Engine) -> None:
+    """Data of every kind a district holds, written to a database at the first revision."""
+    rng = random.Random(7)
+    student = samples.sample_student(rng, 1)
+    local_id = store.add_student(
+        engine, student, samples.sample_batches(rng), actor="registrar", now=NOW
+    )
+    common = {
+        "other_district": "3768338",
+        "requesting_district": "3768338",
+        "requesting_school": "37683383732997",
+        "prior_district": "1964733",
+        "prior_school": "19647331932334",
+        "tables_requested": "TST,HIS",
+        "request_envelope": b"\x0a\x01signed",
+        "created_at": NOW,
+        "updated_at": NOW,
+        "attempts": 0,
+        "delivery_bytes_total": 0,
+        "delivery_bytes_done": 0,
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(REQUESTS),
+            [
+                {**common, "request_id": "r-in", "direction": "INBOUND", "status": "PENDING",
+                 "local_student_id": local_id, "approved": True, "transfer_id": "t-out"},
+                {**common, "request_id": "r-out", "direction": "OUTBOUND",
+                 "status": "DATA_RECEIVED", "local_student_id": None, "approved": True,
+                 "transfer_id": "t-in"},
+            ],
+        )  # fmt: skip
+        transfer = {
+            "header": b"header",
+            "header_signature": b"sig",
+            "wrapped_key": b"key",
+            "ciphertext_bytes": 6,
+            "received_offset": 6,
+            "trailer_signature": b"trailer",
+            "ciphertext_sha512": b"\x00" * 64,
+            "table_counts": "TST=1",
+            "created_at": NOW,
+        }
+        conn.execute(
+            sa.insert(TRANSFERS),
+            [
+                {**transfer, "transfer_id": "t-out", "request_id": "r-in",
+                 "direction": "OUTBOUND", "state": "SEALED", "completed_at": None},
+                {**transfer, "transfer_id": "t-in", "request_id": "r-out",
+                 "direction": "INBOUND", "state": "RECEIVED", "completed_at": NOW},
+            ],
+        )  # fmt: skip
+        conn.execute(
+            sa.insert(TRANSFER_CHUNKS),
+            [
+                {"transfer_id": "t-in", "seq": 0, "offset": 0, "data": b"abc"},
+                {"transfer_id": "t-in", "seq": 1, "offset": 3, "data": b"def"},
+            ],
+        )
+        conn.execute(
+            sa.insert(OUTBOX).values(
+                kind="delivery", request_id="r-in", to_district="3768338", payload=b"t-out",
+                status="QUEUED", attempts=2, next_attempt_at=NOW, created_at=NOW,
+            )
+        )  # fmt: skip
+
+
+def test_from_the_first_revision_to_the_newest_with_data_in_it(
+    district_engine: sa.Engine,
+) -> None:
+    assert migrations.upgrade(district_engine, FIRST) == (None, FIRST)
+    _fill_first_revision(district_engine)
+    before = everything(district_engine)
+    assert before["transfer_chunks"] and before["HIS"] and before["outbox"]
+
+    assert migrations.upgrade(district_engine) == (FIRST, migrations.HISTORY.head)
+    assert differences(district_engine, METADATA) == []
+    after = everything(district_engine)
+    # Every row is still there, every value unchanged; new columns are empty.
+    assert set(after) == set(before)
+    for name, rows in before.items():
+        kept = [{k: row[k] for k in rows[0]} for row in after[name]] if rows else after[name]
+        assert kept == rows, name
+    assert {row["seal_attempt"] for row in after["transfers"]} == {None}
+
+    with district_engine.begin() as conn:
+        # What the new revision is for: an outbound transfer being sealed.
+        conn.execute(
+            sa.update(TRANSFERS)
+            .where(TRANSFERS.c.transfer_id == "t-out")
+            .values(state="SEALING", seal_attempt="a" * 36)
+        )
+    with pytest.raises(sa.exc.IntegrityError), district_engine.begin() as conn:
+        conn.execute(sa.update(TRANSFERS).values(state="SHREDDED"))  # the check still holds
+    with pytest.raises(sa.exc.IntegrityError), district_engine.begin() as conn:
+        # ... and so do the foreign keys (SQLite's were off while tables were rebuilt).
+        conn.execute(
+            sa.insert(TRANSFER_CHUNKS).values(transfer_id="nope", seq=0, offset=0, data=b"x")
+        )
+
+
+def test_a_database_from_before_migrations_is_adopted(district_engine: sa.Engine) -> None:
+    migrations.upgrade(district_engine, FIRST)
+    _fill_first_revision(district_engine)
+    with district_engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))  # as create_all left it
+    before = everything(district_engine)
+
+    state = migrations.state(district_engine)
+    assert state.current is None and state.pre_migrations and not state.empty
+    with pytest.raises(SchemaVersionError, match="from before schema migrations"):
+        migrations.check_at_head(district_engine)
+    assert migrations.upgrade(district_engine) == (None, migrations.HISTORY.head)
+    assert differences(district_engine, METADATA) == []
+    assert count(district_engine, RECORD_TABLES["HIS"]) == len(before["HIS"])
+    assert count(district_engine, TRANSFER_CHUNKS) == 2
+
+
+def count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+# --- refusing what does not fit -------------------------------------------------------------------
+
+
+def _set_revision(engine: sa.Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+
+
+def test_a_district_server_refuses_a_database_it_does_not_fit(
+    databases: Databases, enrolled_district, tmp_path: Path, capsys
+) -> None:
+    district = enrolled_district("1964733")
+    url = databases.url("refused")
+    config = dataclasses.replace(district.config, database_url=url)
+    config_file = tmp_path / "district.toml"
+    write_config(config, config_file)
+    engine = make_engine(url)
+    try:
+        if databases.postgres:
+            # A fresh PostgreSQL database is never migrated by a server.
+            with pytest.raises(SchemaVersionError, match="has no schema.*rt db upgrade"):
+                DistrictServer(config).start()
+            assert migrations.state(engine).empty
+        migrations.upgrade(engine, FIRST)
+        with pytest.raises(SchemaVersionError, match=f"at revision {FIRST} but .*rt db upgrade"):
+            DistrictServer(config).start()
+
+        assert rt_cli.main(["db", "status", "--config", str(config_file)]) == 0
+        assert "run 'rt db upgrade'" in capsys.readouterr().out
+        assert rt_cli.main(["db", "upgrade", "--config", str(config_file)]) == 0
+        assert f"upgraded from {FIRST} to revision" in capsys.readouterr().out
+        server = DistrictServer(config)
+        server.start()  # now it fits
+        server.stop(grace=0)
+
+        _set_revision(engine, "ffffffffffff")  # as a newer version would leave it
+        with pytest.raises(SchemaVersionError, match="newer version"):
+            DistrictServer(config).start()
+        assert rt_cli.main(["db", "upgrade", "--config", str(config_file)]) == 1
+        assert "newer version" in capsys.readouterr().err
+        assert revision_of(engine) == "ffffffffffff"  # the upgrade changed nothing
+    finally:
+        engine.dispose()
+
+
+def test_a_fresh_sqlite_database_is_created_on_first_start(enrolled_district, databases) -> None:
+    if databases.postgres:
+        pytest.skip("only the embedded SQLite default is created by the server itself")
+    district = enrolled_district("1964733")
+    server = DistrictServer(district.config)
+    server.start()
+    try:
+        assert server.district is not None
+        assert revision_of(server.district.engine) == migrations.HISTORY.head
+    finally:
+        server.stop(grace=0)
+
+
+def test_the_registry_refuses_a_database_it_does_not_fit(
+    databases: Databases, tmp_path: Path, capsys
+) -> None:
+    url = databases.url("registry")
+    home = tmp_path / "registry"
+    init_home(home, database_url=url)  # init creates the schema, on either database
+    engine = sa.create_engine(url)
+    try:
+        assert revision_of(engine) == registry_migrations.HISTORY.head
+        assert registry_cli.main(["--home", str(home), "district", "list", "--json"]) == 0
+        capsys.readouterr()
+
+        _set_revision(engine, "ffffffffffff")
+        assert registry_cli.main(["--home", str(home), "district", "list"]) == 1
+        assert "newer version" in capsys.readouterr().err
+        with pytest.raises(SchemaVersionError, match="newer version"):
+            RegistryStore.open(url)
+
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE alembic_version"))
+        assert registry_cli.main(["--home", str(home), "db", "status", "--json"]) == 0
+        assert '"at_head": false' in capsys.readouterr().out
+        assert registry_cli.main(["--home", str(home), "db", "upgrade"]) == 0
+        assert "upgraded" in capsys.readouterr().out
+        assert registry_cli.main(["--home", str(home), "db", "upgrade"]) == 0
+        assert "already at the newest revision" in capsys.readouterr().out
+        RegistryStore.open(url).close()
+    finally:
+        engine.dispose()
+
+
+def test_an_unmigrated_postgres_registry_database_is_refused(databases: Databases) -> None:
+    if not databases.postgres:
+        pytest.skip("an empty SQLite file is created, as for a district")
+    url = databases.url("registry")
+    with pytest.raises(SchemaVersionError, match="has no schema.*rt-registry"):
+        RegistryStore.open(url)
+
+
+def test_rt_db_upgrade_moves_an_old_spool_file_into_the_database(
+    databases: Databases, enrolled_district, tmp_path: Path, capsys
+) -> None:
+    """A transfer sealed by a version that spooled to files is delivered as it was sealed."""
+    district = enrolled_district("1964733")
+    url = databases.url("old")
+    config = dataclasses.replace(district.config, database_url=url)
+    config_file = tmp_path / "district.toml"
+    write_config(config, config_file)
+    engine = make_engine(url)
+    try:
+        migrations.upgrade(engine, FIRST)
+        _fill_first_revision(engine)  # t-out: SEALED, 6 bytes, not yet delivered
+        with engine.begin() as conn:
+            conn.execute(sa.update(TRANSFERS).values(received_offset=0))  # as 0001 wrote it
+        spool = config.data_dir / "spool"
+        spool.mkdir(mode=0o700)
+        (spool / "t-out.rtx").write_bytes(b"sealed")
+        (spool / "unknown.rtx").write_bytes(b"whose?")  # no transfer waits for it: left alone
+        (spool / "t-x.partial").write_bytes(b"half")  # an unfinished seal: gone
+
+        assert rt_cli.main(["db", "upgrade", "--config", str(config_file)]) == 0
+        assert "1 sealed transfer(s) moved" in capsys.readouterr().out
+        with engine.connect() as conn:
+            chunks = conn.execute(
+                sa.select(TRANSFER_CHUNKS.c.data).where(TRANSFER_CHUNKS.c.transfer_id == "t-out")
+            ).scalars()
+            assert b"".join(bytes(c) for c in chunks) == b"sealed"
+            offset = conn.execute(
+                sa.select(TRANSFERS.c.received_offset).where(TRANSFERS.c.transfer_id == "t-out")
+            ).scalar_one()
+        assert offset == 6
+        assert sorted(p.name for p in spool.iterdir()) == ["unknown.rtx"]
+    finally:
+        engine.dispose()

@@ -1,0 +1,1 @@
+"""The adversarial suite: every attack on a transfer fails, and changes nothing."""

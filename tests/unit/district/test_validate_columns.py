@@ -1,0 +1,161 @@
+"""The batch (column by column) validation agrees with the row-by-row reference, value for value.
+
+``validate_batch`` / ``check_batch`` / ``checked_batch`` check a batch a column
+at a time and fall back to the row-by-row path only to name a bad row; these
+tests hold them to that path (``row_from_proto`` + ``validate_row``) on random
+messages, good and bad: the same rows, or the same error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protos.rt.v1 import records_pb2
+from rt_client.errors import InvalidInput
+from rt_server.core import samples
+from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, row_from_proto
+from rt_server.core.validate import (
+    CheckedRows,
+    check_batch,
+    check_rows,
+    checked_batch,
+    recheck,
+    validate_batch,
+    validate_row,
+)
+
+
+def _reference(batch: records_pb2.RecordBatch, first_index: int = 0) -> list[dict[str, Any]] | str:
+    """What the row-by-row path gives: the rows, or the error text."""
+    spec = next(s for s in TABLES.values() if s.enum == batch.table)
+    try:
+        return [
+            validate_row(
+                spec, row_from_proto(spec, m, index=first_index + i), index=first_index + i
+            )
+            for i, m in enumerate(getattr(batch, spec.batch_field))
+        ]
+    except InvalidInput as exc:
+        return str(exc)
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except InvalidInput as exc:
+        return str(exc)
+
+
+_TEXT = st.text(alphabet=st.sampled_from("aZ09 -ñ'\x00\u00e9\u4e2d"), max_size=70)
+_DATES = st.one_of(
+    st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 1, 1)).map(dt.date.isoformat),
+    st.sampled_from(["", "2025-02-30", "20250102", "2025-1-02", "x"]),
+)
+_DECIMALS = st.one_of(
+    st.decimals(min_value=-99999, max_value=99999, places=2, allow_nan=False).map(str),
+    st.sampled_from(["", "-0", "-0.00", "2.5", "2.555", "1e3", "NaN", "10000.00", "9999.99"]),
+)
+
+
+def _value(column: ColumnSpec) -> st.SearchStrategy[Any]:
+    if column.kind is ColumnKind.STRING:
+        return _TEXT
+    if column.kind is ColumnKind.INT:
+        return st.integers(min_value=-(2**31), max_value=2**31 - 1)
+    if column.kind is ColumnKind.BOOL:
+        return st.booleans()
+    if column.kind is ColumnKind.DATE:
+        return _DATES
+    return _DECIMALS
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> records_pb2.RecordBatch:
+    spec = draw(st.sampled_from(list(TABLES.values())))
+    rows = []
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        fields = {}
+        for column in spec.columns:
+            if draw(st.booleans()):  # set (possibly to its default) or left unset
+                fields[column.field] = draw(_value(column))
+        rows.append(spec.row_class(**fields))
+    batch = records_pb2.RecordBatch(table=spec.enum)
+    getattr(batch, spec.batch_field).extend(rows)
+    return batch
+
+
+@settings(max_examples=400, deadline=None)
+@given(batch=_batches(), first=st.integers(min_value=0, max_value=10_000))
+def test_batch_checks_agree_with_the_row_by_row_reference(
+    batch: records_pb2.RecordBatch, first: int
+) -> None:
+    expected = _reference(batch, first)
+    got = _outcome(lambda: validate_batch(batch, first_index=first)[1])
+    assert got == expected
+    counted = _outcome(lambda: check_batch(batch, first_index=first)[1])
+    assert counted == (expected if isinstance(expected, str) else len(expected))
+    columns = _outcome(lambda: checked_batch(batch, first_index=first).dicts())
+    assert columns == expected
+
+
+def test_sample_records_take_the_column_path_and_keep_their_values() -> None:
+    for batch in samples.sample_batches(random.Random(3)):
+        expected = _reference(batch)
+        assert validate_batch(batch)[1] == expected
+        checked = checked_batch(batch)
+        assert recheck(checked, first_index=0).dicts() == expected
+
+
+def test_set_defaults_are_values_and_unset_fields_are_null() -> None:
+    batch = records_pb2.RecordBatch(table=TABLES["PFT"].enum)
+    batch.pft.add(sq=0, cp="", hf=False, gr=0, sc="0.00")
+    batch.pft.add()
+    rows = validate_batch(batch)[1]
+    assert rows[0] == {"SQ": 0, "TD": None, "CP": "", "SC": Decimal("0.00"), "HF": False,
+                       "GR": 0, "SRC": None}  # fmt: skip
+    assert set(rows[1].values()) == {None}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("CO", 5, "must be text"),
+        ("GR", True, "must be a whole number"),
+        ("GR", 2**31, "out of range"),
+        ("CR", 2.5, "must be a decimal number"),
+        ("CR", Decimal("sNaN"), "not a finite decimal number"),
+        ("DC", dt.datetime(2024, 1, 1), "must be a date"),
+        ("CO", "\ud800", "not valid Unicode text"),
+        ("PID", "S1", "no such column"),
+    ],
+)
+def test_check_rows_names_the_bad_row_as_validate_row_does(
+    column: str, value: object, problem: str
+) -> None:
+    good = {"CN": "1101", "CR": Decimal("5")}
+    rows = [good, good, {**good, column: value}]
+    with pytest.raises(InvalidInput, match=f"^HIS row 12, column {column}: .*{problem}"):
+        check_rows("HIS", rows, [10, 11, 12])
+
+
+def test_check_rows_normalises_like_validate_row() -> None:
+    rows = [{"CR": Decimal("2.5"), "CO": ""}, {"CR": Decimal("-0"), "DC": dt.date(2024, 6, 1)}]
+    checked = check_rows("HIS", rows, [0, 1])
+    assert checked.dicts() == [validate_row("HIS", r) for r in rows]
+    assert str(checked.dicts()[1]["CR"]) == "0.00"
+
+
+def test_recheck_refuses_rows_that_were_never_checked() -> None:
+    spec = TABLES["IMM"]
+    bad = CheckedRows(spec, ([1], ["x" * 11], [None], [None], [None]))  # VC is 10 long
+    with pytest.raises(InvalidInput, match="^IMM row 7, column VC: longer than 10"):
+        recheck(bad, first_index=7)
+    with pytest.raises(ValueError, match="do not fit"):
+        recheck(CheckedRows(spec, ([1], ["03"])), first_index=0)
