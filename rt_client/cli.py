@@ -486,7 +486,8 @@ def cmd_review(s: Session) -> int:
                         continue
                     name = common_pb2.TableCode.Name(tr.table)
                     incoming = json_format.MessageToDict(getattr(row.incoming, name.lower())[0])
-                    line = f"{name}:{row.index} {registrar_pb2.RowClass.Name(row.row_class)} {incoming}"
+                    row_class = registrar_pb2.RowClass.Name(row.row_class)
+                    line = f"{name}:{row.index} {row_class} {incoming}"
                     if row.differing_columns:
                         line += f" differs in {', '.join(row.differing_columns)}"
                     s.console.print(line, markup=False)
@@ -609,7 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="rt",
-        description="Records Transfer: request, approve, review and import student records between districts.",
+        description=(
+            "Records Transfer: request, approve, review and import student records "
+            "between districts."
+        ),
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

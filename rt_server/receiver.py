@@ -191,7 +191,9 @@ def receive_delivery(
         if load_peer_request(conn, header.request_id, "OUTBOUND", peer).status == "QUEUED":
             # A's receipt for the request was lost, but A sending the records
             # shows it has the request: accept it first.
-            store.set_status(conn, header.request_id, Action.ACCEPT, actor=f"district {peer}", now=now)
+            store.set_status(
+                conn, header.request_id, Action.ACCEPT, actor=f"district {peer}", now=now
+            )
         store.set_status(
             conn,
             header.request_id,

@@ -177,7 +177,8 @@ def retry_request(d: District, request_id: str, actor: str) -> None:
 
 def mark_failed(d: District, item: outbox.OutboxItem, reason: str) -> None:
     """The outbox gave up on an item: its request becomes FAILED, with the reason."""
-    text = f"could not deliver the {item.kind.replace('_', ' ')} to district {item.to_district}: {reason}"
+    what = item.kind.replace("_", " ")
+    text = f"could not deliver the {what} to district {item.to_district}: {reason}"
     try:
         store.set_status(
             d.engine,

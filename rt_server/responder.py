@@ -95,7 +95,7 @@ def approve_request(
     tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
 ) -> str:
-    """Approve: record the signed decision and queue it and the delivery. Returns the transfer id."""
+    """Approve: record the signed decision, queue it and the delivery. Returns the transfer id."""
     request = store.get_request(d.engine, request_id)
     if request.direction != "INBOUND":
         raise WrongStatus("only requests we received can be approved")

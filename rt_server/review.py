@@ -46,7 +46,8 @@ def _received_transfer(d: District, request_id: str, allowed: tuple[str, ...]): 
         request = load_request(conn, request_id, direction="OUTBOUND")
         if request.status not in allowed:
             raise WrongStatus(
-                f"request is {request.status}; only {' or '.join(allowed)} requests can be reviewed or imported"
+                f"request is {request.status}; only {' or '.join(allowed)} requests "
+                "can be reviewed or imported"
             )
         transfer = conn.execute(
             select(TRANSFERS).where(

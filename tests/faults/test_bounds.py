@@ -87,7 +87,9 @@ def test_a_stalled_stream_is_cut_and_overload_is_refused_meanwhile(cluster: Clus
         assert 1.5 <= cut_after < 10, cut_after
         b.wait_log(f"cut a delivery from {PRIOR}: nothing arrived for 2 s", timeout=5)
         # The slot is free again.
-        wait_for("the slot to be free again", lambda: offset_call() == grpc.StatusCode.OK, timeout=10)
+        wait_for(
+            "the slot to be free again", lambda: offset_call() == grpc.StatusCode.OK, timeout=10
+        )
         assert b.running
     finally:
         release.set()
