@@ -77,13 +77,19 @@ class Cluster:
         self.port = free_port()
         self._as_user: list[str] = []
         if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root (CI runs as root): use the
+            # package's 'postgres' user, creating it on a machine that lacks it.
             try:
                 user = pwd.getpwnam("postgres")
-            except KeyError as exc:
-                raise PostgresError(
-                    "running as root, and PostgreSQL refuses root: create a 'postgres' user "
-                    "(useradd --system postgres) or run as another user"
-                ) from exc
+            except KeyError:
+                subprocess.run(["useradd", "--system", "postgres"], check=False)
+                try:
+                    user = pwd.getpwnam("postgres")
+                except KeyError as exc:
+                    raise PostgresError(
+                        "running as root, and PostgreSQL refuses root: create a 'postgres' "
+                        "user (useradd --system postgres) or run as another user"
+                    ) from exc
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", "postgres", "--"]
         self.root.chmod(0o700)
