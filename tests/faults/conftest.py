@@ -34,17 +34,13 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
-from registry.home import CA_CERT_FILE, init_home, open_registry
-from registry.server import RunningRegistry, start_registry_server
-from registry.service import RegistryService
 from rt_client.config import DistrictConfig, write_config
-from rt_client.enroll import enroll_district
 from rt_server.core import samples, store
 from rt_server.core.tables import ALL_TABLES, TABLES
 from rt_server.db import READ_ONLY
 from rt_server.db.schema import create_schema, make_engine
 from tests._databases import Databases
-from tests.integration.conftest import TEST_SCRYPT_N, MutableClock, free_port
+from tests.integration.conftest import RegistryHandle, enroll, start_registry
 
 T = TypeVar("T")
 
@@ -272,42 +268,6 @@ class DistrictProcess:
         return out
 
 
-@dataclasses.dataclass
-class Registry:
-    """The registry, in this process: its addresses, its CA and key, its movable clock."""
-
-    address: str
-    enroll_address: str
-    ca_pem: bytes
-    signing_key_hex: str
-    service: RegistryService
-    running: RunningRegistry
-    clock: MutableClock
-
-    def add_district(self, code: str, school: str) -> str:
-        """Register a district with one school; returns its authorization code."""
-        return self.service.add_district(code, f"District {code}", [(school, f"School {school}")])
-
-    def stop(self) -> None:
-        self.running.stop(grace=None)
-
-
-def start_registry(home: Path) -> Registry:
-    init_home(home, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", scrypt_n=TEST_SCRYPT_N)
-    clock = MutableClock()
-    config, service, keys = open_registry(home, clock=clock)
-    running = start_registry_server(config, service, keys.server_tls)
-    return Registry(
-        address=f"127.0.0.1:{running.port}",
-        enroll_address=f"127.0.0.1:{running.enroll_port}",
-        ca_pem=(home / CA_CERT_FILE).read_bytes(),
-        signing_key_hex=keys.signing_public_hex,
-        service=service,
-        running=running,
-        clock=clock,
-    )
-
-
 class Cluster:
     """The registry (in-process) and the districts of one test, stopped at teardown.
 
@@ -315,7 +275,9 @@ class Cluster:
     there; otherwise each has the default SQLite file in its data directory.
     """
 
-    def __init__(self, registry: Registry, root: Path, databases: Databases | None = None) -> None:
+    def __init__(
+        self, registry: RegistryHandle, root: Path, databases: Databases | None = None
+    ) -> None:
         self.registry = registry
         self.root = root
         self.databases = databases
@@ -331,25 +293,22 @@ class Cluster:
         **config_fields: Any,
     ) -> DistrictProcess:
         """Register and enroll a district (not started). ``config_fields`` override FAST_CONFIG."""
-        auth = self.registry.add_district(code, school)
         if self.databases is not None and "database_url" not in config_fields:
             url = self.databases.district_url(f"district_{code}")
             if url is not None:
                 config_fields["database_url"] = url
-        data_dir = self.root / code
-        config = enroll_district(
-            code=code,
-            authorization_code=auth,
-            registry_address=self.registry.address,
-            registry_enroll_address=self.registry.enroll_address,
-            registry_ca_pem=self.registry.ca_pem,
-            registry_signing_key=self.registry.signing_key_hex,
-            endpoints=[endpoint or f"127.0.0.1:{free_port()}"],
+        enrolled = enroll(
+            self.registry,
+            self.root,
+            code,
+            f"District {code}",
+            [(school, f"School {school}")],
+            endpoints=[endpoint] if endpoint else None,
             peer_listen=peer_listen,
-            data_dir=data_dir,
-            clock=self.registry.clock,
             **{**FAST_CONFIG, **config_fields},
         )
+        config = enrolled.config
+        data_dir = config.data_dir
         district = DistrictProcess(config, data_dir / "district.toml", school)
         self.districts.append(district)
         return district

@@ -35,7 +35,6 @@ from tests.faults.conftest import (
     approve,
     counts,
     create_request,
-    free_port,
     import_records,
     large_records,
     retry_until,
@@ -45,6 +44,7 @@ from tests.faults.conftest import (
     small_records,
     wait_for,
 )
+from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 

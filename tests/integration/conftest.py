@@ -42,6 +42,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -102,6 +103,9 @@ class RegistryHandle:
     def signing_key(self) -> bytes:
         return bytes.fromhex(self.signing_key_hex)
 
+    def stop(self) -> None:
+        self.running.stop(grace=None)
+
     def add_district(
         self,
         code: str,
@@ -132,10 +136,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def registry(tmp_path: Path, databases: Databases) -> Iterator[RegistryHandle]:
-    home = tmp_path / "registry"
-    settings = {"database_url": databases.url("registry")} if databases.postgres else {}
+def start_registry(home: Path, **settings: Any) -> RegistryHandle:
+    """Create a registry in ``home`` and serve it on loopback (the caller stops it)."""
     init_home(
         home,
         listen="127.0.0.1:0",
@@ -146,21 +148,59 @@ def registry(tmp_path: Path, databases: Databases) -> Iterator[RegistryHandle]:
     clock = MutableClock()
     config, service, keys = open_registry(home, clock=clock)
     running = start_registry_server(config, service, keys.server_tls)
+    return RegistryHandle(
+        home=home,
+        address=f"127.0.0.1:{running.port}",
+        enroll_address=f"127.0.0.1:{running.enroll_port}",
+        ca_path=home / CA_CERT_FILE,
+        ca_pem=(home / CA_CERT_FILE).read_bytes(),
+        signing_key_hex=keys.signing_public_hex,
+        service=service,
+        running=running,
+        clock=clock,
+        database_url=config.database_url,
+    )
+
+
+def enroll(
+    registry: RegistryHandle,
+    folder: Path,
+    code: str,
+    name: str | None = None,
+    schools: Sequence[tuple[str, str]] | None = None,
+    *,
+    endpoints: Sequence[str] | None = None,
+    **config: Any,
+) -> EnrolledDistrict:
+    """Register ``code`` at the registry and enroll it into ``folder/district-<code>``.
+
+    ``endpoints`` defaults to one free loopback port (the config listens on the
+    first); ``config`` is passed on to ``enroll_district`` (``database_url``, ...).
+    """
+    auth_code = registry.add_district(code, name, schools)
+    cfg = enroll_district(
+        code=code,
+        authorization_code=auth_code,
+        registry_address=registry.address,
+        registry_enroll_address=registry.enroll_address,
+        registry_ca_pem=registry.ca_pem,
+        registry_signing_key=registry.signing_key_hex,
+        endpoints=list(endpoints or [f"127.0.0.1:{free_port()}"]),
+        data_dir=folder / f"district-{code}",
+        clock=registry.clock,
+        **config,
+    )
+    return EnrolledDistrict(config=cfg, identity=load_identity(cfg.data_dir))
+
+
+@pytest.fixture
+def registry(tmp_path: Path, databases: Databases) -> Iterator[RegistryHandle]:
+    settings = {"database_url": databases.url("registry")} if databases.postgres else {}
+    handle = start_registry(tmp_path / "registry", **settings)
     try:
-        yield RegistryHandle(
-            home=home,
-            address=f"127.0.0.1:{running.port}",
-            enroll_address=f"127.0.0.1:{running.enroll_port}",
-            ca_path=home / CA_CERT_FILE,
-            ca_pem=(home / CA_CERT_FILE).read_bytes(),
-            signing_key_hex=keys.signing_public_hex,
-            service=service,
-            running=running,
-            clock=clock,
-            database_url=config.database_url,
-        )
+        yield handle
     finally:
-        running.stop(grace=None)
+        handle.stop()
 
 
 @pytest.fixture
@@ -173,32 +213,26 @@ def enrolled_district(
     first). The district's database is on the backend under test (see ``Databases``).
     """
 
-    def enroll(
+    def enroll_here(
         code: str,
         name: str | None = None,
         schools: Sequence[tuple[str, str]] | None = None,
         endpoint: str | None = None,
         endpoints: Sequence[str] | None = None,
     ) -> EnrolledDistrict:
-        auth_code = registry.add_district(code, name, schools)
-        endpoint = endpoint or f"127.0.0.1:{free_port()}"
         database_url = databases.district_url(f"district_{code}")
         extra = {"database_url": database_url} if database_url else {}
-        config = enroll_district(
-            code=code,
-            authorization_code=auth_code,
-            registry_address=registry.address,
-            registry_enroll_address=registry.enroll_address,
-            registry_ca_pem=registry.ca_pem,
-            registry_signing_key=registry.signing_key_hex,
-            endpoints=list(endpoints or [endpoint]),
-            data_dir=tmp_path / f"district-{code}",
-            clock=registry.clock,
+        return enroll(
+            registry,
+            tmp_path,
+            code,
+            name,
+            schools,
+            endpoints=endpoints or ([endpoint] if endpoint else None),
             **extra,
         )
-        return EnrolledDistrict(config=config, identity=load_identity(config.data_dir))
 
-    return enroll
+    return enroll_here
 
 
 @pytest.fixture

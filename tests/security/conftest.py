@@ -32,23 +32,19 @@ import pytest
 from google.protobuf.message import Message
 
 from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc, records_pb2
-from registry.home import CA_CERT_FILE, init_home, open_registry
-from registry.server import start_registry_server
 from rt_client import transfer as rtx
 from rt_client.crypto import cobblestone, envelope, hpke
 from rt_client.crypto import transfer as trailer
 from rt_client.directory import DirectoryEntry, verify_entry
-from rt_client.enroll import enroll_district
 from rt_client.envelopes import sign_message
 from rt_client.framing import delimit
-from rt_client.identity import DistrictIdentity, load_identity
+from rt_client.identity import DistrictIdentity
 from rt_client.tls import TlsIdentity, secure_channel
 from tests.integration.conftest import (
-    TEST_SCRYPT_N,
     EnrolledDistrict,
-    MutableClock,
     RegistryHandle,
-    free_port,
+    enroll,
+    start_registry,
 )
 from tests.integration.test_flow import (
     FAST_RETRY,
@@ -72,50 +68,6 @@ Code = grpc.StatusCode
 
 
 # --- the world -----------------------------------------------------------------------------------
-
-
-def start_registry(home: Path) -> RegistryHandle:
-    init_home(home, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", scrypt_n=TEST_SCRYPT_N)
-    clock = MutableClock()
-    config, service, keys = open_registry(home, clock=clock)
-    running = start_registry_server(config, service, keys.server_tls)
-    return RegistryHandle(
-        home=home,
-        address=f"127.0.0.1:{running.port}",
-        enroll_address=f"127.0.0.1:{running.enroll_port}",
-        ca_path=home / CA_CERT_FILE,
-        ca_pem=(home / CA_CERT_FILE).read_bytes(),
-        signing_key_hex=keys.signing_public_hex,
-        service=service,
-        running=running,
-        clock=clock,
-        database_url=config.database_url,
-    )
-
-
-def enroll(
-    registry: RegistryHandle,
-    folder: Path,
-    code: str,
-    name: str,
-    schools: Sequence[tuple[str, str]],
-    **config: Any,
-) -> EnrolledDistrict:
-    auth_code = registry.add_district(code, name, schools)
-    settings = dict(
-        code=code,
-        authorization_code=auth_code,
-        registry_address=registry.address,
-        registry_enroll_address=registry.enroll_address,
-        registry_ca_pem=registry.ca_pem,
-        registry_signing_key=registry.signing_key_hex,
-        endpoints=[f"127.0.0.1:{free_port()}"],
-        data_dir=folder / f"district-{code}",
-        clock=registry.clock,
-    )
-    settings.update(config)
-    cfg = enroll_district(**settings)
-    return EnrolledDistrict(config=cfg, identity=load_identity(cfg.data_dir))
 
 
 @dataclass

@@ -208,13 +208,22 @@ def test_one_bit_flipped_in_the_trailer(world: World, pending_request: str, reco
 # --- chunks reordered, duplicated, dropped; trailing data ----------------------------------------
 
 
-def _forged_with_layout(world: World, request_id: str, records, extra_plaintext: int) -> Transfer:
-    """A forger's transfer whose header declares ``extra_plaintext`` more (or fewer) bytes
-    than it encrypts, so a ciphertext with chunks added or removed has exactly the
-    length the signed header promises: only Cobblestone can notice."""
+def forged_by_a(
+    world: World,
+    request_id: str,
+    records,
+    *,
+    transfer_id: str | None = None,
+    extra_plaintext: int = 0,
+    key_for: str = NEW,
+) -> Transfer:
+    """A transfer forged with A's own keys: a header naming B, signed by A, the key
+    wrapped for ``key_for``. ``extra_plaintext`` makes the header declare more (or
+    fewer) bytes than it encrypts, so a ciphertext with chunks added or removed has
+    exactly the length the signed header promises: only Cobblestone can notice."""
     plaintext = plaintext_of(records)
     header = transfer_header(
-        transfer_id=new_id(),
+        transfer_id=transfer_id or new_id(),
         request_id=request_id,
         sender=PRIOR,
         receiver=world.entry(NEW),
@@ -225,7 +234,7 @@ def _forged_with_layout(world: World, request_id: str, records, extra_plaintext:
         plaintext=plaintext,
         header=header,
         signer=world.a.enrolled.identity,
-        receiver=world.entry(NEW),
+        receiver=world.entry(key_for),
     )
 
 
@@ -250,7 +259,7 @@ def test_a_chunk_duplicated(world: World, pending_request: str, records) -> None
     (s0, e0), (s1, e1), *_ = chunk_bounds(t.ciphertext)
     doubled = t.ciphertext[:e0] + t.ciphertext[s0:e0] + t.ciphertext[e1:]
     # Length-changing, with a header that declares one chunk more.
-    f = _forged_with_layout(world, pending_request, records, cb.CHUNK_SIZE)
+    f = forged_by_a(world, pending_request, records, extra_plaintext=cb.CHUNK_SIZE)
     (g0, h0), *_ = chunk_bounds(f.ciphertext)
     inserted = f.ciphertext[:h0] + f.ciphertext[g0:h0] + f.ciphertext[h0:]
     assert len(inserted) == f.header_message.ciphertext_bytes
@@ -270,7 +279,7 @@ def test_a_chunk_dropped(world: World, pending_request: str, records) -> None:
     t = seal_valid(world, pending_request, new_id(), records)
     _, (s1, e1), *_ = chunk_bounds(t.ciphertext)
     shorter = t.ciphertext[:s1] + t.ciphertext[e1:]
-    f = _forged_with_layout(world, pending_request, records, -cb.CHUNK_SIZE)
+    f = forged_by_a(world, pending_request, records, extra_plaintext=-cb.CHUNK_SIZE)
     _, (g1, h1), *_ = chunk_bounds(f.ciphertext)
     dropped = f.ciphertext[:g1] + f.ciphertext[h1:]
     assert len(dropped) == f.header_message.ciphertext_bytes
@@ -291,7 +300,7 @@ def test_the_final_chunk_dropped(world: World, pending_request: str, records) ->
     cut = t.ciphertext[:last_start]
     # The forger declares exactly the bytes of the full chunks that remain.
     full_plaintext = (last_start - cb.HEADER_SIZE) // FULL * cb.CHUNK_SIZE
-    f = _forged_with_layout(world, pending_request, records, 0)
+    f = forged_by_a(world, pending_request, records, extra_plaintext=0)
     f_cut = f.ciphertext[: chunk_bounds(f.ciphertext)[-1][0]]
     for tampered in (
         Transfer(t.header, t.wrapped_key, cut, t.trailer, t.header_message),
@@ -309,7 +318,7 @@ def test_trailing_data_after_the_final_chunk(world: World, pending_request: str,
     t = seal_valid(world, pending_request, new_id(), records)
     longer = t.ciphertext + b"\x00" * 7
     # The forger's header declares the 7 bytes too.
-    f = _forged_with_layout(world, pending_request, records, 7)
+    f = forged_by_a(world, pending_request, records, extra_plaintext=7)
     padded = f.ciphertext + b"\x00" * 7
     assert len(padded) == f.header_message.ciphertext_bytes
     attempts = [
@@ -398,21 +407,7 @@ def test_a_transfer_encrypted_for_c_under_a_header_naming_b(
     world: World, pending_request: str, records
 ) -> None:
     """The header says B, the key is wrapped for C: B cannot unwrap it, and says so."""
-    plaintext = plaintext_of(records)
-    header = transfer_header(
-        transfer_id=new_id(),
-        request_id=pending_request,
-        sender=PRIOR,
-        receiver=world.entry(NEW),
-        tables={b.table: ROWS_PER_TABLE for b in records},
-        plaintext_bytes=len(plaintext),
-    )
-    t = forge_transfer(
-        plaintext=plaintext,
-        header=header,
-        signer=world.a.enrolled.identity,
-        receiver=world.entry(ATTACKER),
-    )
+    t = forged_by_a(world, pending_request, records, key_for=ATTACKER)
     with unchanged(world):
         refused(lambda: deliver(world, t.frames()), Code.INVALID_ARGUMENT)
     assert_request_untouched(world, pending_request)
@@ -574,21 +569,7 @@ def test_a_transfer_id_colliding_with_one_of_b_s_own_outbound_transfers(
     taken = get(world.b, reverse).transfer_id
     assert taken
 
-    plaintext = plaintext_of(records)
-    header = transfer_header(
-        transfer_id=taken,
-        request_id=pending_request,
-        sender=PRIOR,
-        receiver=world.entry(NEW),
-        tables={b.table: ROWS_PER_TABLE for b in records},
-        plaintext_bytes=len(plaintext),
-    )
-    t = forge_transfer(
-        plaintext=plaintext,
-        header=header,
-        signer=world.a.enrolled.identity,
-        receiver=world.entry(NEW),
-    )
+    t = forged_by_a(world, pending_request, records, transfer_id=taken)
     with unchanged(world):
         refused(lambda: deliver(world, t.frames()), Code.INVALID_ARGUMENT)
     assert_request_untouched(world, pending_request)
