@@ -37,6 +37,10 @@ __all__ = [
 _SQLITE_PREFIX: Final = "sqlite:///"
 
 
+# Held in memory per concurrent delivery: bounded so a config cannot ask for gigabytes.
+_MAX_BUFFERED_DELIVERY_BYTES: Final = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class DistrictConfig:
     """Everything a district server and the ``rt`` tools need to know about their district.
@@ -77,6 +81,11 @@ class DistrictConfig:
     # On SIGTERM: how long calls and deliveries under way may take to finish
     # before they are cut (a cut delivery resumes where it stopped).
     shutdown_grace_seconds: float = 10.0
+    # An incoming delivery of at most this many bytes (one of a sender's ~1 MiB
+    # frames) is held in memory until it verifies and stored in the transaction
+    # that receives it; a larger one is stored frame by frame, so a cut one
+    # resumes where it stopped. 0: every delivery frame by frame.
+    buffered_delivery_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         try:
@@ -115,6 +124,13 @@ class DistrictConfig:
             "shutdown_grace_seconds",
         ):
             _set(self, name, _positive_seconds(name, getattr(self, name)))
+        buffered = self.buffered_delivery_bytes
+        if not isinstance(buffered, int) or isinstance(buffered, bool):
+            raise ConfigError("buffered_delivery_bytes: must be a whole number of bytes")
+        if not 0 <= buffered <= _MAX_BUFFERED_DELIVERY_BYTES:
+            raise ConfigError(
+                f"buffered_delivery_bytes: must be from 0 to {_MAX_BUFFERED_DELIVERY_BYTES}"
+            )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
 

@@ -25,6 +25,7 @@ from rt_client.directory import Directory, DirectoryEntry
 from rt_client.envelopes import open_message, sign_message
 from rt_client.errors import InvalidInput, NotFound, PeerAuthError
 from rt_client.identity import DistrictIdentity
+from rt_server.core.store import OutboxClaim
 from rt_server.db import READ_ONLY
 from rt_server.db.schema import REQUESTS
 from rt_server.outbox import Outbox, RetryPolicy
@@ -54,6 +55,10 @@ class Limits:
     # per this many bytes (plus the short first and last frames of a resume).
     min_frame_bytes: int = 4096
     frame_bytes: int = 64 * 16400  # what we send: 64 Cobblestone chunks, about 1 MiB
+    # A delivery up to this size is held in memory until it verifies, then
+    # stored in the one transaction that receives it (a cut one starts over);
+    # a larger one is stored frame by frame, so a cut one resumes.
+    buffered_delivery_bytes: int = 1024 * 1024
     request_ttl_days: int = 30
     clock_skew_seconds: int = 300
     rpc_timeout_seconds: float = 15.0
@@ -74,7 +79,12 @@ class District:
     limits: Limits = field(default_factory=Limits)
     outbox: Outbox | None = None  # set by the server once the worker exists
     wake_worker: Callable[[], None] = lambda: None
-    # Process the request's due outbox items now, in the caller's thread.
+    # Outbox items a change queues are claimed for this server's worker in the
+    # change's own transaction (None: left for any worker to claim) ...
+    outbox_claim: Callable[[], OutboxClaim | None] = lambda: None
+    # ... and once it has committed, handed to the worker's threads ...
+    hand_over: Callable[[str], None] = lambda request_id: None
+    # ... or sent now, in the caller's thread, with the request's other due items.
     run_outbox_now: Callable[[str], None] = lambda request_id: None
     # Deliveries we are streaming, cancelled (to resume later) when the server stops.
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
@@ -166,6 +176,7 @@ def peer_timestamp(ts: Timestamp, what: str) -> datetime:
 
 
 def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:
+    # SET from the parameters: cheaper than .values(), which builds the statement anew.
     conn.execute(
-        update(REQUESTS).where(REQUESTS.c.request_id == request_id).values(updated_at=now, **values)
+        update(REQUESTS).where(REQUESTS.c.request_id == request_id), {"updated_at": now, **values}
     )

@@ -14,25 +14,33 @@ taken again once the lease runs out. The lease is short and a live worker
 renews it while it works (a heartbeat), so a long delivery keeps its item and
 a dead replica's items are taken over within a lease. SQLite ignores the
 locking clause; its single writer (BEGIN IMMEDIATE) gives the same guarantee.
+
+The queue's own bookkeeping (claims, lease renewals, retry schedules, an item
+marked done after a send) commits ``NOT_DURABLE``: lost in a power failure, an
+item is only sent again, and the other district recognises a resend.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
+from rt_server.core.store import OutboxClaim
 from rt_server.db import READ_ONLY
-from rt_server.db.schema import OUTBOX, REQUESTS
+from rt_server.db.schema import OUTBOX, REQUESTS, begin_not_durable
 
 log = logging.getLogger("rt_server.outbox")
 
@@ -72,25 +80,16 @@ class OutboxItem:
     created_at: datetime
 
 
-def enqueue(
-    conn: Connection, *, kind: str, request_id: str, to_district: str, payload: bytes, now: datetime
-) -> int:
-    """Queue one item; call inside the transaction that made it necessary."""
-    result = conn.execute(
-        OUTBOX.insert().values(
-            kind=kind,
-            request_id=request_id,
-            to_district=to_district,
-            payload=payload,
-            status="QUEUED",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
+def _item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        kind=row.kind,
+        request_id=row.request_id,
+        to_district=row.to_district,
+        payload=row.payload,
+        attempts=row.attempts,
+        created_at=row.created_at,
     )
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
 
 
 class Outbox:
@@ -124,24 +123,33 @@ class Outbox:
             .limit(1)
             .with_for_update(skip_locked=True)
         )
-        with self._engine.begin() as conn:
+        with begin_not_durable(self._engine) as conn:  # a lease: losing it loses nothing
             row = conn.execute(query).first()
             if row is None:
                 return None
             conn.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.id == row.id)
-                .values(claimed_by=self._worker_id, claimed_until=now + self.policy.lease)
+                update(OUTBOX).where(OUTBOX.c.id == row.id),
+                dict(claimed_by=self._worker_id, claimed_until=now + self.policy.lease),
             )
-        return OutboxItem(
-            id=row.id,
-            kind=row.kind,
-            request_id=row.request_id,
-            to_district=row.to_district,
-            payload=row.payload,
-            attempts=row.attempts,
-            created_at=row.created_at,
-        )
+        return _item(row)
+
+    def claim(self) -> OutboxClaim:
+        """A claim for items this worker queues for itself (``store.enqueue(claim=...)``)."""
+        return OutboxClaim(self._worker_id, self._clock() + self.policy.lease)
+
+    def claimed_items(self, request_id: str) -> list[OutboxItem]:
+        """The items of ``request_id`` this worker holds and has not sent yet (a read)."""
+        with self._engine.connect().execution_options(**READ_ONLY) as conn:
+            rows = conn.execute(
+                select(OUTBOX)
+                .where(
+                    OUTBOX.c.request_id == request_id,
+                    OUTBOX.c.status == "QUEUED",
+                    OUTBOX.c.claimed_by == self._worker_id,
+                )
+                .order_by(OUTBOX.c.id)
+            ).all()
+        return [_item(row) for row in rows]
 
     def next_due(self) -> datetime | None:
         with self._engine.connect().execution_options(**READ_ONLY) as conn:
@@ -155,9 +163,8 @@ class Outbox:
     def complete(self, conn: Connection, item: OutboxItem) -> None:
         """Mark done, inside the caller's transaction (with the state change it caused)."""
         conn.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id == item.id)
-            .values(status="DONE", claimed_by=None, claimed_until=None, last_error=None)
+            update(OUTBOX).where(OUTBOX.c.id == item.id),
+            dict(status="DONE", claimed_by=None, claimed_until=None, last_error=None),
         )
 
     def reschedule(self, item: OutboxItem, reason: str) -> bool:
@@ -166,7 +173,10 @@ class Outbox:
         attempts = item.attempts + 1
         failed = now - item.created_at >= self.policy.horizon
         next_attempt_at = now + self.policy.delay(attempts)
-        with self._engine.begin() as conn:
+        # A retry schedule lost in a power failure only means an earlier retry;
+        # giving up for good (FAILED, which the registrar sees) is kept durably.
+        begin = self._engine.begin if failed else functools.partial(begin_not_durable, self._engine)
+        with begin() as conn:
             moved = conn.execute(
                 update(OUTBOX)
                 .where(
@@ -214,7 +224,7 @@ class Outbox:
         if not item_ids:
             return set()
         until = self._clock() + self.policy.lease
-        with self._engine.begin() as conn:
+        with begin_not_durable(self._engine) as conn:
             conn.execute(
                 update(OUTBOX)
                 .where(
@@ -233,7 +243,7 @@ class Outbox:
 
     def release(self, item: OutboxItem, reason: str) -> None:
         """Let go of an item without counting an attempt: due now, for any worker."""
-        with self._engine.begin() as conn:
+        with begin_not_durable(self._engine) as conn:
             conn.execute(
                 update(OUTBOX)
                 .where(
@@ -251,7 +261,7 @@ class Outbox:
 
     def release_mine(self, reason: str) -> int:
         """Release every item this worker still holds (at shutdown). Returns how many."""
-        with self._engine.begin() as conn:
+        with begin_not_durable(self._engine) as conn:
             result = conn.execute(
                 update(OUTBOX)
                 .where(OUTBOX.c.status == "QUEUED", OUTBOX.c.claimed_by == self._worker_id)
@@ -265,7 +275,7 @@ class Outbox:
         return int(result.rowcount or 0)
 
     def complete_now(self, item: OutboxItem) -> None:
-        with self._engine.begin() as conn:
+        with begin_not_durable(self._engine) as conn:
             self.complete(conn, item)
 
     def fail_now(self, item: OutboxItem, reason: str) -> None:
@@ -318,6 +328,9 @@ class DeliveryWorker:
             for i in range(threads)
         ]
         self._wake = threading.Condition()
+        # Items queued already claimed by this worker (``hand_over``), for the
+        # next idle thread: no claiming transaction, no wait for a poll.
+        self._handed: deque[OutboxItem] = deque()
         self._stopping = threading.Event()
         self._idle = idle_poll_seconds
         # Items being worked on, in any thread (workers, or a registrar call
@@ -334,9 +347,33 @@ class DeliveryWorker:
             thread.start()
         self._heartbeat.start()
 
-    def wake(self) -> None:
+    def claim(self) -> OutboxClaim:
+        """For a change that queues items: they are queued held by this worker."""
+        return self._outbox.claim()
+
+    def hand_over(self, request_id: str) -> None:
+        """Send the items of ``request_id`` queued with ``claim()``, in the worker's threads.
+
+        Called once the change that queued them has committed. Their leases are
+        kept from now on (the heartbeat), so they may wait their turn.
+        """
+        items = self._outbox.claimed_items(request_id)
+        with self._in_flight_lock:
+            for item in items:
+                self._in_flight[item.id] = self._in_flight.get(item.id, 0) + 1
         with self._wake:
-            self._wake.notify_all()
+            self._handed.extend(items)
+            self._wake.notify(len(items))
+
+    def run_claimed(self, request_id: str) -> None:
+        """Send the items of ``request_id`` queued with ``claim()``, in this thread, now."""
+        for item in self._outbox.claimed_items(request_id):
+            self.process(item)
+
+    def wake(self) -> None:
+        """One more item is due: wake one idle thread (it wakes the next if it finds one)."""
+        with self._wake:
+            self._wake.notify()
 
     def stop(self, timeout: float = 10.0, *, cut: Callable[[], object] | None = None) -> None:
         """Claim nothing new; let the items under way finish for up to ``timeout`` seconds.
@@ -372,6 +409,9 @@ class DeliveryWorker:
         item = self._outbox.claim_next(request_id)
         if item is None:
             return False
+        # More may be due (an approval queues two items): the next idle thread
+        # looks, rather than every thread racing for each item.
+        self.wake()
         self.process(item)
         return True
 
@@ -445,6 +485,13 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            handed = self._take_handed()
+            if handed is not None:
+                try:
+                    self.process(handed)
+                finally:
+                    self._release_handed(handed)
+                continue
             try:
                 worked = self.run_once()
             except Exception:
@@ -455,4 +502,16 @@ class DeliveryWorker:
             with self._wake:
                 if self._stopping.is_set():
                     break
-                self._wake.wait(self._idle)
+                if not self._handed:
+                    self._wake.wait(self._idle)
+
+    def _take_handed(self) -> OutboxItem | None:
+        with self._wake:
+            return self._handed.popleft() if self._handed else None
+
+    def _release_handed(self, item: OutboxItem) -> None:
+        """Undo ``hand_over``'s count in ``_in_flight`` (``process`` kept its own)."""
+        with self._in_flight_lock:
+            self._in_flight[item.id] -= 1
+            if not self._in_flight[item.id]:
+                del self._in_flight[item.id]

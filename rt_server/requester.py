@@ -22,6 +22,7 @@ from rt_server import outbox
 from rt_server.core import store
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_set, table_spec
+from rt_server.db.schema import begin_not_durable
 from rt_server.district import (
     District,
     load_peer_request,
@@ -94,6 +95,7 @@ def create_request(
         local_student_id=student_local_id,
         actor=actor,
         now=now,
+        claim=d.outbox_claim(),  # sent by send_now, in this thread
     )
     return message.request_id
 
@@ -113,7 +115,7 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
     except Duplicate:
         # ALREADY_EXISTS: an earlier attempt got through, only the answer was lost.
         note = f"District {item.to_district} already had the request."
-    with d.engine.begin() as conn:
+    with begin_not_durable(d.engine) as conn:  # lost, it is sent again: A answers Duplicate
         row = load_request(conn, item.request_id, direction="OUTBOUND")
         if row.status == "QUEUED":
             store.set_status(

@@ -30,7 +30,7 @@ from rt_server import outbox
 from rt_server.core import matching, store
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_spec
-from rt_server.db.schema import REQUESTS
+from rt_server.db.schema import REQUESTS, begin_not_durable
 from rt_server.district import (
     District,
     load_peer_request,
@@ -132,8 +132,9 @@ def approve_request(
         decision_id=decision.decision_id,
         decision_envelope=signed.SerializeToString(),
         now=now,
+        claim=d.outbox_claim(),
     )
-    d.wake_worker()
+    d.hand_over(request_id)  # the decision and the delivery, at once
     return decision.transfer_id
 
 
@@ -185,8 +186,9 @@ def reject_request(d: District, *, request_id: str, reason: int, text: str, acto
         decision_id=decision.decision_id,
         decision_envelope=signed.SerializeToString(),
         now=now,
+        claim=d.outbox_claim(),
     )
-    d.wake_worker()
+    d.hand_over(request_id)
 
 
 def send_signed(d: District, item: outbox.OutboxItem, done: outbox.Outbox, rpc: str) -> None:
@@ -198,7 +200,7 @@ def send_signed(d: District, item: outbox.OutboxItem, done: outbox.Outbox, rpc: 
         d.open_from(envelope.LABEL_ACK, reply, item.to_district, peer_pb2.Ack)
     except Duplicate:
         pass  # an earlier attempt got through
-    with d.engine.begin() as conn:
+    with begin_not_durable(d.engine) as conn:  # lost, it is sent again: the peer dedupes
         done.complete(conn, item)
 
 

@@ -193,7 +193,8 @@ def import_transfer(
                 to_district=request.prior_district,
                 payload=signed.SerializeToString(),
                 now=now,
+                claim=d.outbox_claim(),
             )
         _testhooks.pause("import.before_commit")
-    d.wake_worker()
+    d.hand_over(request_id)
     return result

@@ -9,7 +9,8 @@ FERPA record of disclosure (34 CFR 99.32) is written and the spool is deleted.
 The spool is in the database (``transfer_chunks``), not on one server's disk,
 so that any replica can resume any delivery. Sealing writes it a chunk per
 transaction (memory stays constant) under a SEALING transfer row owned by one
-attempt; the row becomes SEALED only once every chunk is there. An attempt
+attempt; the row becomes SEALED, with the last chunk, only once every chunk is
+there (``SpoolWriter``: a one-chunk transfer is spooled in one transaction). An attempt
 that dies mid-seal (its replica killed) is replaced by the next one: nothing
 of it was ever sent, so starting over exposes nothing. Once SEALED a transfer
 is never encrypted again: a delivery cut anywhere resumes from B's offset.
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import grpc
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.crypto import envelope
@@ -35,7 +37,7 @@ from rt_server.core import export, store
 from rt_server.core.statuses import Action
 from rt_server.core.tables import parse_table_list
 from rt_server.db import READ_ONLY
-from rt_server.db.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS
+from rt_server.db.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS, begin_not_durable
 from rt_server.district import District, load_request, new_id, set_request
 from rt_server.peers import call_peer
 
@@ -52,55 +54,151 @@ def _sealed_row(d: District, transfer_id: str):  # type: ignore[no-untyped-def]
 
 
 class SpoolWriter:
-    """A ``CiphertextSink`` that spools into ``transfer_chunks``, one chunk per transaction.
+    """A ``CiphertextSink`` that spools into ``transfer_chunks`` under one sealing attempt.
 
     Every chunk but the last is exactly ``chunk_bytes`` long (one frame of the
-    delivery), so at most one chunk is held in memory. Each write also moves
-    the transfer's spooled offset, guarded by the sealing attempt: if another
-    attempt has taken the transfer over, this one stops (``ClaimLost``).
+    delivery), so at most one chunk is held in memory. The attempt's SEALING
+    transfer row is created with the first chunk, and ``finish`` stores the
+    last chunk in the transaction that makes the transfer SEALED: a transfer of
+    one chunk (most are) is spooled in a single transaction. Chunks before the
+    last commit ``NOT_DURABLE``: the SEALED commit is durable and makes them so
+    (a SEALING transfer lost to a power failure is simply sealed again). Each
+    chunk moves the spooled offset, guarded by the attempt: if another attempt
+    has taken the transfer over, this one stops (``ClaimLost``).
     """
 
-    def __init__(self, engine: Engine, transfer_id: str, attempt: str, chunk_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        transfer_id: str,
+        request_id: str,
+        chunk_bytes: int,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._engine = engine
         self._transfer_id = transfer_id
-        self._attempt = attempt
+        self._request_id = request_id
         self._chunk_bytes = chunk_bytes
+        self._clock = clock
+        self._attempt = new_id()
+        self._started = False
         self._pending = bytearray()
         self._seq = 0
-        self.offset = 0  # bytes durably spooled
+        self.offset = 0  # bytes spooled
 
     def write(self, data: bytes, /) -> int:
         self._pending += data
-        while len(self._pending) >= self._chunk_bytes:
-            self._store(bytes(self._pending[: self._chunk_bytes]))
+        # Strictly more than a chunk: the last one always waits for ``finish``.
+        while len(self._pending) > self._chunk_bytes:
+            self._store_chunk(bytes(self._pending[: self._chunk_bytes]))
             del self._pending[: self._chunk_bytes]
         return len(data)
 
-    def close(self) -> None:
-        """Store what is left (the short last chunk)."""
-        if self._pending:
-            self._store(bytes(self._pending))
-            self._pending.clear()
+    def finish(self, sealed: SealedTransfer) -> bool:
+        """The last chunk, and the transfer SEALED, in one transaction.
 
-    def _store(self, data: bytes) -> None:
+        Returns False, storing nothing, if another attempt had sealed it already.
+        """
+        now = self._clock()
         with self._engine.begin() as conn:
-            moved = conn.execute(
-                update(TRANSFERS)
-                .where(
+            if not self._started and not self._start(conn):
+                return False
+            self._insert(conn, bytes(self._pending))
+            done = conn.execute(
+                update(TRANSFERS).where(
                     TRANSFERS.c.transfer_id == self._transfer_id,
                     TRANSFERS.c.state == "SEALING",
                     TRANSFERS.c.seal_attempt == self._attempt,
-                    TRANSFERS.c.received_offset == self.offset,
-                )
-                .values(received_offset=self.offset + len(data))
+                    TRANSFERS.c.received_offset == sealed.ciphertext_bytes,
+                ),
+                dict(
+                    header=sealed.header.body,
+                    header_signature=sealed.header.signature,
+                    wrapped_key=sealed.wrapped_key,
+                    ciphertext_bytes=sealed.ciphertext_bytes,
+                    trailer_signature=sealed.trailer_signature,
+                    ciphertext_sha512=sealed.ciphertext_sha512,
+                    state="SEALED",
+                    seal_attempt=None,
+                    table_counts=_counts_text(sealed.tables),
+                    created_at=now,
+                ),
             ).rowcount
-            if moved != 1:
+            if done != 1:
                 raise outbox.ClaimLost(f"transfer {self._transfer_id} is sealed by another attempt")
-            conn.execute(
-                insert(TRANSFER_CHUNKS).values(
-                    transfer_id=self._transfer_id, seq=self._seq, offset=self.offset, data=data
-                )
+            set_request(
+                conn,
+                self._request_id,
+                now,
+                delivery_bytes_total=sealed.ciphertext_bytes,
+                delivery_bytes_done=0,
             )
+        self._pending.clear()
+        return True
+
+    def _store_chunk(self, data: bytes) -> None:
+        with begin_not_durable(self._engine) as conn:
+            if not self._started and not self._start(conn):
+                raise outbox.ClaimLost(f"transfer {self._transfer_id} was sealed meanwhile")
+            self._insert(conn, data)
+
+    def _start(self, conn: Connection) -> bool:
+        """Create this attempt's SEALING row; False if the transfer is SEALED already.
+
+        An attempt that died mid-seal left a SEALING row and some chunks: nothing
+        of them was sent, so they are discarded and this attempt starts over.
+        """
+        stale = conn.execute(
+            select(TRANSFERS.c.state)
+            .where(
+                TRANSFERS.c.transfer_id == self._transfer_id,
+                TRANSFERS.c.direction == "OUTBOUND",
+            )
+            .with_for_update()
+        ).scalar()
+        if stale == "SEALED":
+            return False  # another replica finished it just now
+        if stale is not None:
+            conn.execute(
+                delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == self._transfer_id)
+            )
+            conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == self._transfer_id))
+        conn.execute(
+            insert(TRANSFERS),
+            dict(
+                transfer_id=self._transfer_id,
+                request_id=self._request_id,
+                direction="OUTBOUND",
+                header=b"",
+                header_signature=b"",
+                wrapped_key=b"",
+                ciphertext_bytes=0,
+                received_offset=0,
+                state="SEALING",
+                seal_attempt=self._attempt,
+                created_at=self._clock(),
+            ),
+        )
+        self._started = True
+        return True
+
+    def _insert(self, conn: Connection, data: bytes) -> None:
+        moved = conn.execute(
+            update(TRANSFERS)
+            .where(
+                TRANSFERS.c.transfer_id == self._transfer_id,
+                TRANSFERS.c.state == "SEALING",
+                TRANSFERS.c.seal_attempt == self._attempt,
+                TRANSFERS.c.received_offset == self.offset,
+            )
+            .values(received_offset=self.offset + len(data))
+        ).rowcount
+        if moved != 1:
+            raise outbox.ClaimLost(f"transfer {self._transfer_id} is sealed by another attempt")
+        conn.execute(
+            insert(TRANSFER_CHUNKS),
+            dict(transfer_id=self._transfer_id, seq=self._seq, offset=self.offset, data=data),
+        )
         self._seq += 1
         self.offset += len(data)
 
@@ -119,43 +217,12 @@ def seal(d: District, request_id: str, transfer_id: str) -> bool:
         row = load_request(conn, request_id, direction="INBOUND")
     receiver = d.entry_of(row.requesting_district)
     tables = parse_table_list(row.tables_approved)
-    attempt = new_id()
-    with d.engine.begin() as conn:
-        # An attempt that died mid-seal left a SEALING row and some chunks:
-        # nothing of them was sent, so they are discarded and sealing starts over.
-        stale = conn.execute(
-            select(TRANSFERS.c.state)
-            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "OUTBOUND")
-            .with_for_update()
-        ).scalar()
-        if stale == "SEALED":
-            return False  # another replica finished it just now
-        if stale is not None:
-            conn.execute(
-                delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
-            )
-            conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id))
-        conn.execute(
-            insert(TRANSFERS).values(
-                transfer_id=transfer_id,
-                request_id=request_id,
-                direction="OUTBOUND",
-                header=b"",
-                header_signature=b"",
-                wrapped_key=b"",
-                ciphertext_bytes=0,
-                received_offset=0,
-                state="SEALING",
-                seal_attempt=attempt,
-                created_at=d.clock(),
-            )
-        )
 
     def batches() -> Iterator[records_pb2.RecordBatch]:
         with d.reading() as conn:
             yield from export.iter_batches(conn, row.local_student_id, tables)
 
-    spool = SpoolWriter(d.engine, transfer_id, attempt, d.limits.frame_bytes)
+    spool = SpoolWriter(d.engine, transfer_id, request_id, d.limits.frame_bytes, d.clock)
     sealed: SealedTransfer = seal_transfer(
         batches=batches,
         transfer_id=transfer_id,
@@ -166,40 +233,7 @@ def seal(d: District, request_id: str, transfer_id: str) -> bool:
         out=spool,
         created_at=d.clock(),
     )
-    spool.close()
-    now = d.clock()
-    with d.engine.begin() as conn:
-        done = conn.execute(
-            update(TRANSFERS)
-            .where(
-                TRANSFERS.c.transfer_id == transfer_id,
-                TRANSFERS.c.state == "SEALING",
-                TRANSFERS.c.seal_attempt == attempt,
-                TRANSFERS.c.received_offset == sealed.ciphertext_bytes,
-            )
-            .values(
-                header=sealed.header.body,
-                header_signature=sealed.header.signature,
-                wrapped_key=sealed.wrapped_key,
-                ciphertext_bytes=sealed.ciphertext_bytes,
-                trailer_signature=sealed.trailer_signature,
-                ciphertext_sha512=sealed.ciphertext_sha512,
-                state="SEALED",
-                seal_attempt=None,
-                table_counts=_counts_text(sealed.tables),
-                created_at=now,
-            )
-        ).rowcount
-        if done != 1:
-            raise outbox.ClaimLost(f"transfer {transfer_id} is sealed by another attempt")
-        set_request(
-            conn,
-            request_id,
-            now,
-            delivery_bytes_total=sealed.ciphertext_bytes,
-            delivery_bytes_done=0,
-        )
-    return True
+    return spool.finish(sealed)
 
 
 def spooled_ciphertext(engine: Engine, transfer_id: str, offset: int = 0) -> Iterator[bytes]:
@@ -287,7 +321,7 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
             _testhooks.frame_delay()
             yield peer_pb2.DeliveryFrame(ciphertext=data)
             sent += len(data)
-            _progress(d, item.request_id, sent)
+            _progress(d, item.request_id, sent, sealed.ciphertext_bytes)
         if sent != sealed.ciphertext_bytes:
             # The spool went while we streamed: another replica delivered it.
             raise outbox.ClaimLost(f"transfer {transfer_id} was delivered by another worker")
@@ -351,9 +385,10 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
         # B holds it, receipt verified: the spool has done its job.
         conn.execute(delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id))
         conn.execute(
-            update(TRANSFERS)
-            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.completed_at.is_(None))
-            .values(completed_at=now)
+            update(TRANSFERS).where(
+                TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.completed_at.is_(None)
+            ),
+            dict(completed_at=now),
         )
         done.complete(conn, item)
     log.info(
@@ -365,11 +400,14 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     )
 
 
-def _progress(d: District, request_id: str, sent: int) -> None:
-    """Delivery progress for 'rt show' / 'rt approve --wait' (best effort, every ~8 MiB)."""
-    if sent % (8 * d.limits.frame_bytes) >= d.limits.frame_bytes:
+def _progress(d: District, request_id: str, sent: int, total: int) -> None:
+    """Delivery progress for 'rt show' / 'rt approve --wait' (best effort, every ~8 MiB).
+
+    Not after the last frame: the receipt's transaction records that.
+    """
+    if sent >= total or sent % (8 * d.limits.frame_bytes) >= d.limits.frame_bytes:
         return
-    with d.engine.begin() as conn:
+    with begin_not_durable(d.engine) as conn:
         conn.execute(
             REQUESTS.update()
             .where(REQUESTS.c.request_id == request_id)
@@ -412,9 +450,8 @@ def adopt_file_spool(engine: Engine, spool_dir: Path, chunk_bytes: int) -> int:
                 offset = 0
                 for seq, data in enumerate(iter(lambda: spool.read(chunk_bytes), b"")):
                     conn.execute(
-                        insert(TRANSFER_CHUNKS).values(
-                            transfer_id=transfer_id, seq=seq, offset=offset, data=data
-                        )
+                        insert(TRANSFER_CHUNKS),
+                        dict(transfer_id=transfer_id, seq=seq, offset=offset, data=data),
                     )
                     offset += len(data)
             conn.execute(

@@ -33,6 +33,7 @@ from rt_client.tls import configure_grpc_tls
 from rt_server import requester, responder, sender, threads
 from rt_server.auth import PeerAuthInterceptor
 from rt_server.db import migrations
+from rt_server.db.checkpoint import WalCheckpointer
 from rt_server.db.schema import make_engine
 from rt_server.district import District, Limits
 from rt_server.grpc_errors import ErrorMappingInterceptor
@@ -73,12 +74,16 @@ class DistrictServer:
         self._retry = dataclasses.replace(
             retry or retry_policy(config), lease=timedelta(seconds=config.delivery_lease_seconds)
         )
-        self._limits = limits or Limits(rpc_timeout_seconds=config.rpc_timeout_seconds)
+        self._limits = limits or Limits(
+            rpc_timeout_seconds=config.rpc_timeout_seconds,
+            buffered_delivery_bytes=config.buffered_delivery_bytes,
+        )
         self._worker_threads = worker_threads
         self.peer_port = 0
         self._peer_server: grpc.Server | None = None
         self._registrar_server: grpc.Server | None = None
         self._worker: DeliveryWorker | None = None
+        self._checkpointer: WalCheckpointer | None = None
         self._registry_channel: grpc.Channel | None = None
         self._watchdog = StreamWatchdog(config.stream_idle_timeout_seconds)
         self._health: list[health.HealthServicer] = []
@@ -142,9 +147,13 @@ class DistrictServer:
             threads=self._worker_threads,
         )
         d.wake_worker = worker.wake
+        d.outbox_claim = worker.claim
+        d.hand_over = worker.hand_over
         d.run_outbox_now = lambda request_id: _drain(worker, request_id)
         self.district = d
         self._worker = worker
+        self._checkpointer = WalCheckpointer(engine)
+        self._checkpointer.start()
 
         self._peer_server = self._start_peer_server(d, directory)
         self._registrar_server = self._start_registrar_server(d, directory)
@@ -235,6 +244,8 @@ class DistrictServer:
         for event in events:
             event.wait(grace + 1)
         self._watchdog.stop()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if self.district is not None:
             self.district.peers.close()
             self.district.engine.dispose()
@@ -259,6 +270,7 @@ def retry_policy(config: DistrictConfig) -> RetryPolicy:
 
 
 def _drain(worker: DeliveryWorker, request_id: str) -> None:
+    worker.run_claimed(request_id)
     while worker.run_once(request_id):
         pass
 

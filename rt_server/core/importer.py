@@ -6,22 +6,41 @@ are written under our local student id with new sequence numbers (after the
 student's highest) and source tag ``RT``. Every incoming row's outcome goes to
 ``import_ledger``, plus one marker row per transfer, so a second import of the
 same transfer writes nothing and says so.
+
+The ledger holds runs, not rows: one entry covers consecutive incoming rows of
+one table with the same outcome (and, when imported, consecutive SQs). A table
+we held nothing of for the student is all NEW, so it takes one entry however
+many rows it has, and the record tables' inserts are the import's only
+per-row database work.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 
 from rt_client.errors import InvalidInput, NotFound
 from rt_server.core._db import Bind, aware, bulk_insert, transaction
 from rt_server.core.classify import RowClass, classify_against
-from rt_server.core.tables import ALL_TABLES, TableRef, TableSpec, table_spec
+from rt_server.core.tables import ALL_TABLES, TABLES, TableRef, TableSpec, table_spec
 from rt_server.core.validate import CheckedRows, check_rows, recheck
 from rt_server.db.schema import IMPORT_LEDGER, STUDENTS
 
@@ -40,7 +59,9 @@ IMPORT_SOURCE: Final = "RT"
 # Which CONFLICT rows to import: (table, index) pairs, or "all".
 AcceptConflicts = Set[tuple[TableRef, int]] | Literal["all"]
 
-# The ledger's marker row: present iff the transfer has been imported.
+# The ledger's marker row: present iff the transfer has been imported. It
+# covers no incoming row (row_count 0), so the row counts of a transfer's
+# entries add up to the rows it had.
 _MARKER_TABLE: Final = "*"
 _MARKER_INDEX: Final = -1
 
@@ -67,7 +88,7 @@ class ImportResult:
 def _ledger_counts(conn: Connection, transfer_id: str) -> tuple[dict[str, int], dict[str, int]]:
     ledger = IMPORT_LEDGER.c
     rows = conn.execute(
-        select(ledger.table_code, ledger.outcome, func.count())
+        select(ledger.table_code, ledger.outcome, func.sum(ledger.row_count))
         .where(ledger.transfer_id == transfer_id, ledger.table_code != _MARKER_TABLE)
         .group_by(ledger.table_code, ledger.outcome)
     ).all()
@@ -168,24 +189,24 @@ def _import(
             return ImportResult(transfer_id, imported, skipped, already_imported=True)
 
         tables: dict[str, _TableImport] = {}
+        held: dict[str, int | None] | None = None  # the student's highest SQ per table
         found: set[tuple[str, int]] = set()  # accepted conflicts seen in the transfer
         for spec, indexes, checked in chunks:
             state = tables.get(spec.code)
             if state is None:
-                state = tables[spec.code] = _TableImport.start(conn, spec, pid)
+                if held is None:
+                    held = _highest_sqs(conn, pid)
+                state = tables[spec.code] = _TableImport.start(spec, held[spec.code])
             if accepted:
                 found.update((spec.code, i) for i in indexes if (spec.code, i) in accepted)
             state.write(conn, transfer_id, pid, indexes, checked, accept_all, accepted, at)
         for code, index in sorted(accepted - found):
             raise InvalidInput(f"{code} row {index}: accepted conflict is not in this transfer")
 
-        bulk_insert(
-            conn,
-            IMPORT_LEDGER,
-            _ledger(
-                transfer_id, _MARKER_TABLE, [_MARKER_INDEX], [LedgerOutcome.TRANSFER], [None], at
-            ),
-        )
+        # Each table's last run (it might have gone on), and the marker.
+        runs = [(code, run) for code, t in tables.items() for run in t.runs]
+        runs.append((_MARKER_TABLE, _Run(_MARKER_INDEX, 0, LedgerOutcome.TRANSFER, None)))
+        bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, runs, at))
         imported_counts = {code: t.imported for code, t in tables.items() if t.imported}
         skipped_counts = {code: t.skipped for code, t in tables.items() if t.skipped}
         return ImportResult(
@@ -198,22 +219,36 @@ def _import(
 _CHUNK_ROWS: Final = 1000
 
 
+@dataclass(slots=True)
+class _Run:
+    """Consecutive incoming rows of one table with one outcome: one ledger entry."""
+
+    first: int  # the index of its first row
+    count: int
+    outcome: LedgerOutcome
+    first_sq: int | None  # IMPORTED: the SQ of its first row; the others follow
+
+    def extend(self, index: int, count: int, outcome: LedgerOutcome, sq: int | None) -> bool:
+        """Take ``count`` rows from ``index`` on if they continue this run; say if they did."""
+        next_sq = None if self.first_sq is None else self.first_sq + self.count
+        if outcome is not self.outcome or index != self.first + self.count or sq != next_sq:
+            return False
+        self.count += count
+        return True
+
+
 def _ledger(
-    transfer_id: str,
-    code: str,
-    indexes: Sequence[int],
-    outcomes: Sequence[str],
-    local_sqs: list[int | None],
-    at: dt.datetime,
+    transfer_id: str, runs: Sequence[tuple[str, _Run]], at: dt.datetime
 ) -> dict[str, list[Any]]:
-    """Ledger rows, column by column, for ``bulk_insert``."""
-    count = len(indexes)
+    """Ledger entries of ``(table code, run)``, column by column, for ``bulk_insert``."""
+    count = len(runs)
     return {
         "transfer_id": [transfer_id] * count,
-        "table_code": [code] * count,
-        "row_index": list(indexes),
-        "outcome": [str(o) for o in outcomes],
-        "local_sq": local_sqs,
+        "table_code": [code for code, _ in runs],
+        "row_index": [run.first for _, run in runs],
+        "row_count": [run.count for _, run in runs],
+        "outcome": [str(run.outcome) for _, run in runs],
+        "local_sq": [run.first_sq for _, run in runs],
         "imported_at": [at] * count,
     }
 
@@ -288,11 +323,12 @@ class _TableImport:
     next_sq: int
     imported: int = 0
     skipped: int = 0
+    # Ledger entries not yet written: the last one may go on in the next chunk.
+    runs: list[_Run] = field(default_factory=list)
 
     @classmethod
-    def start(cls, conn: Connection, spec: TableSpec, pid: str) -> _TableImport:
-        table = spec.table
-        held_max = conn.execute(select(func.max(table.c.SQ)).where(table.c.PID == pid)).scalar()
+    def start(cls, spec: TableSpec, held_max: int | None) -> _TableImport:
+        """``held_max``: the student's highest SQ in the table before the import (None: no rows)."""
         first = (held_max or 0) + 1
         return cls(spec, held_max is not None, first, first)
 
@@ -310,20 +346,25 @@ class _TableImport:
         spec = self.spec
         code = spec.code
         count = len(indexes)
+        if not count:
+            return
         names = spec.column_names
         written: int
         if not self.holds_rows:
             # We hold nothing of this table for the student: every row is NEW.
-            sqs: list[int | None] = list(range(self.next_sq, self.next_sq + count))
-            columns: dict[str, list[Any]] = dict(zip(names, checked.columns, strict=True))
-            columns["SQ"] = sqs
+            columns: dict[str, Sequence[Any]] = dict(zip(names, checked.columns, strict=True))
+            columns["SQ"] = range(self.next_sq, self.next_sq + count)
             columns["SRC"] = [IMPORT_SOURCE] * count
-            outcomes = [LedgerOutcome.IMPORTED] * count
+            if indexes[-1] - indexes[0] == count - 1:  # no gaps (indexes increase): one run
+                self._add_run(indexes[0], count, LedgerOutcome.IMPORTED, self.next_sq)
+            else:
+                for offset, index in enumerate(indexes):
+                    self._add_run(index, 1, LedgerOutcome.IMPORTED, self.next_sq + offset)
             written = count
         else:
             incoming = checked.dicts()
             held = _held_rows(conn, spec, pid, self.first_sq, {_key(spec, r) for r in incoming})
-            sqs, outcomes, rows = [], [], []
+            rows = []
             sq = self.next_sq
             for result in classify_against(spec, held, zip(indexes, incoming, strict=True)):
                 wanted = result.row_class is RowClass.NEW or (
@@ -332,23 +373,44 @@ class _TableImport:
                 )
                 if wanted:
                     rows.append({**result.incoming, "SQ": sq, "SRC": IMPORT_SOURCE})
-                    sqs.append(sq)
-                    outcomes.append(LedgerOutcome.IMPORTED)
+                    self._add_run(result.index, 1, LedgerOutcome.IMPORTED, sq)
                     sq += 1
                 elif result.row_class is RowClass.DUPLICATE:
-                    sqs.append(None)
-                    outcomes.append(LedgerOutcome.SKIPPED_DUPLICATE)
+                    self._add_run(result.index, 1, LedgerOutcome.SKIPPED_DUPLICATE, None)
                 else:
-                    sqs.append(None)
-                    outcomes.append(LedgerOutcome.SKIPPED_CONFLICT)
+                    self._add_run(result.index, 1, LedgerOutcome.SKIPPED_CONFLICT, None)
             columns = {name: [row[name] for row in rows] for name in names}
             written = len(rows)
         # One executemany per chunk and table: a bulk insert on both databases.
         bulk_insert(conn, spec.table, {"PID": [pid] * written, **columns})
-        bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, code, indexes, outcomes, sqs, at))
+        if len(self.runs) > 1:  # runs that cannot go on any more
+            done = [(code, run) for run in self.runs[:-1]]
+            bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, done, at))
+            del self.runs[:-1]
         self.next_sq += written
         self.imported += written
         self.skipped += count - written
+
+    def _add_run(self, index: int, count: int, outcome: LedgerOutcome, sq: int | None) -> None:
+        if not self.runs or not self.runs[-1].extend(index, count, outcome, sq):
+            self.runs.append(_Run(index, count, outcome, sq))
+
+
+def _highest_sqs(conn: Connection, pid: str) -> dict[str, int | None]:
+    """The student's highest SQ in each record table (None: no rows), in one query."""
+    return {code: sq for code, sq in conn.execute(_highest_sqs_query(), {"pid": pid})}
+
+
+@functools.cache
+def _highest_sqs_query() -> CompoundSelect[*tuple[Any, ...]]:
+    return union_all(
+        *(
+            select(literal(code), func.max(spec.table.c.SQ)).where(
+                spec.table.c.PID == bindparam("pid")
+            )
+            for code, spec in TABLES.items()
+        )
+    )
 
 
 def _key(spec: TableSpec, row: Mapping[str, Any]) -> tuple[Any, ...]:

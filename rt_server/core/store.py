@@ -2,11 +2,14 @@
 
 Every function here takes a ``Bind`` (an engine: it commits its own
 transaction; a connection: it runs in a savepoint of the caller's, so several
-calls can share one commit), validates its input before writing anything,
-writes an ``audit_log`` row for what it changed, and for a status change a
-system message in the request's thread. Whatever must reach the other district
-is queued in ``outbox`` in the same transaction as the change that caused it,
-so nothing is lost on a crash (DESIGN.md sections 4 and 6).
+calls can share one commit -- or, for the small writes a flow makes inside its
+own transaction, ``write_audit``, ``enqueue``, ``set_status`` and
+``write_disclosure``, right in it: ``_db.within``), validates its input before
+writing anything, writes an ``audit_log`` row for what it changed, and for a
+status change a system message in the request's thread. Whatever must reach
+the other district is queued in ``outbox`` in the same transaction as the
+change that caused it, so nothing is lost on a crash (DESIGN.md sections 4
+and 6).
 
 Values come back as frozen dataclasses (``rt_server.core.model``). Audit
 details never carry student data: no names, SSIDs, birth dates, record values
@@ -20,6 +23,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,7 +33,7 @@ from sqlalchemy import exc as sa_exc
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.errors import Duplicate, InvalidInput, NotFound, WrongStatus
 from rt_client.ids import district_of_school, parse_district_code, parse_school_code
-from rt_server.core._db import Bind, aware, reading, transaction
+from rt_server.core._db import Bind, aware, reading, transaction, within
 from rt_server.core.matching import name_key, student_from_row
 from rt_server.core.model import (
     DisclosureRecord,
@@ -67,6 +71,7 @@ __all__ = [
     "MAX_MESSAGE_LEN",
     "SYSTEM_AUTHOR",
     "TRANSFER_LEGAL_BASIS",
+    "OutboxClaim",
     "add_student",
     "add_thread_message",
     "enqueue",
@@ -271,17 +276,30 @@ def write_audit(
     now: dt.datetime | None = None,
 ) -> None:
     """Append to the audit log. ``detail`` must hold no student data."""
-    with transaction(bind) as conn:
+    with within(bind) as conn:
         conn.execute(
-            insert(AUDIT_LOG).values(
-                at=aware(now),
-                actor=actor[:STAFF_LEN],
-                action=action,
-                request_id=request_id,
-                student_local_id=student_local_id,
-                detail=detail[:500],
-            )
+            insert(AUDIT_LOG),
+            {
+                "at": aware(now),
+                "actor": actor[:STAFF_LEN],
+                "action": action,
+                "request_id": request_id,
+                "student_local_id": student_local_id,
+                "detail": detail[:500],
+            },
         )
+
+
+@dataclass(frozen=True)
+class OutboxClaim:
+    """An outbox item queued already claimed: by which worker, until when.
+
+    The worker of the server making the change sends the item itself, at once,
+    without claiming it in a transaction of its own (``DeliveryWorker.claim``).
+    """
+
+    worker_id: str
+    until: dt.datetime
 
 
 def enqueue(
@@ -292,25 +310,30 @@ def enqueue(
     to_district: str,
     payload: bytes,
     now: dt.datetime | None = None,
+    claim: OutboxClaim | None = None,
 ) -> int:
     """Queue ``payload`` for the delivery worker to send to ``to_district``; returns the outbox id.
 
     ``kind`` is one of 'request', 'decision', 'delivery', 'receipt',
-    'import_notice', 'message'. The item is due at once.
+    'import_notice', 'message'. The item is due at once (held by ``claim``'s
+    worker, if given).
     """
     at = aware(now)
-    with transaction(bind) as conn:
+    with within(bind) as conn:
         result = conn.execute(
-            insert(OUTBOX).values(
-                kind=kind,
-                request_id=request_id,
-                to_district=to_district,
-                payload=payload,
-                status="QUEUED",
-                attempts=0,
-                next_attempt_at=at,
-                created_at=at,
-            )
+            insert(OUTBOX),
+            {
+                "kind": kind,
+                "request_id": request_id,
+                "to_district": to_district,
+                "payload": payload,
+                "status": "QUEUED",
+                "attempts": 0,
+                "next_attempt_at": at,
+                "created_at": at,
+                "claimed_by": claim.worker_id if claim else None,
+                "claimed_until": claim.until if claim else None,
+            },
         )
         key = result.inserted_primary_key
         assert key is not None
@@ -320,16 +343,17 @@ def enqueue(
 def _system_message(conn: Connection, request_id: str, body: str, at: dt.datetime) -> None:
     """A local thread entry recording what happened; never sent to the other district."""
     conn.execute(
-        insert(THREAD_MESSAGES).values(
-            message_id=str(uuid.uuid4()),
-            request_id=request_id,
-            from_district=None,
-            author=SYSTEM_AUTHOR,
-            body=body,
-            sent_at=at,
-            system=True,
-            delivered=False,
-        )
+        insert(THREAD_MESSAGES),
+        {
+            "message_id": str(uuid.uuid4()),
+            "request_id": request_id,
+            "from_district": None,
+            "author": SYSTEM_AUTHOR,
+            "body": body,
+            "sent_at": at,
+            "system": True,
+            "delivered": False,
+        },
     )
 
 
@@ -349,7 +373,7 @@ def remember_message(
             if seen is not None:
                 raise Duplicate(f"{kind} already received")
             conn.execute(
-                insert(SEEN_MESSAGES).values(message_id=message_id, kind=kind, at=aware(now))
+                insert(SEEN_MESSAGES), dict(message_id=message_id, kind=kind, at=aware(now))
             )
     except sa_exc.IntegrityError as error:
         # Two replicas took the same re-send at once: the other one recorded it
@@ -433,7 +457,7 @@ def add_student(
             ).first()
             if holder is not None:
                 raise Duplicate(f"a student with this SSID is already enrolled ({holder[0]})")
-        conn.execute(insert(STUDENTS).values(local_id=local_id, **values))
+        conn.execute(insert(STUDENTS), dict(local_id=local_id, **values))
         for code, rows in rows_by_table.items():
             for sq, row in enumerate(rows, start=1):
                 row["PID"], row["SQ"] = local_id, sq
@@ -560,7 +584,7 @@ def _insert_request(conn: Connection, values: Mapping[str, Any]) -> None:
     ).first()
     if exists is not None:
         raise Duplicate("request already received")
-    conn.execute(insert(REQUESTS).values(**values))
+    conn.execute(insert(REQUESTS), dict(values))
 
 
 def record_outbound_request(
@@ -571,6 +595,7 @@ def record_outbound_request(
     local_student_id: str,
     actor: str,
     now: dt.datetime | None = None,
+    claim: OutboxClaim | None = None,
 ) -> RequestRecord:
     """Store the request we signed (``envelope``) as QUEUED and queue it for sending.
 
@@ -609,6 +634,7 @@ def record_outbound_request(
             to_district=values["prior_district"],
             payload=envelope,
             now=at,
+            claim=claim,
         )
         write_audit(
             conn,
@@ -693,9 +719,10 @@ def _change_status(
     current = row["status"]
     new = transition(current, action, row["direction"])
     result = conn.execute(
-        update(REQUESTS)
-        .where(REQUESTS.c.request_id == row["request_id"], REQUESTS.c.status == current)
-        .values(status=new.value, status_reason=reason, updated_at=at, **(extra or {}))
+        update(REQUESTS).where(
+            REQUESTS.c.request_id == row["request_id"], REQUESTS.c.status == current
+        ),
+        {"status": new.value, "status_reason": reason, "updated_at": at, **(extra or {})},
     )
     if result.rowcount != 1:
         # Someone else changed it between our read and this write.
@@ -743,7 +770,7 @@ def set_status(
     if act in (Action.APPROVE, Action.REJECT):
         raise InvalidInput("decisions are recorded with record_decision")
     why = _text(reason, "status reason", 500)
-    with transaction(bind) as conn:
+    with within(bind) as conn:
         row = _load_request(conn, request_id, lock=True)
         _change_status(conn, row, act, actor=who, at=at, reason=why)
         if act is Action.RETRY:
@@ -786,6 +813,7 @@ def record_decision(
     decided_by: str | None = None,
     decided_at: dt.datetime | None = None,
     now: dt.datetime | None = None,
+    claim: OutboxClaim | None = None,
 ) -> RequestRecord:
     """Record an approval or rejection of ``request_id``, on either side.
 
@@ -916,6 +944,7 @@ def record_decision(
                 to_district=row["other_district"],
                 payload=decision_envelope,
                 now=at,
+                claim=claim,
             )
             if approved:
                 enqueue(
@@ -925,6 +954,7 @@ def record_decision(
                     to_district=row["other_district"],
                     payload=extra["transfer_id"].encode("ascii"),
                     now=at,
+                    claim=claim,
                 )
         return _request_from_row(_load_request(conn, request_id))
 
@@ -995,10 +1025,11 @@ def write_disclosure(
     if not codes:
         raise InvalidInput("a disclosure names at least one record table")
     basis = _text(legal_basis, "legal basis", 200, required=True)
-    with transaction(bind) as conn:
+    with within(bind) as conn:
         get_student(conn, student_local_id)
         result = conn.execute(
-            insert(DISCLOSURES).values(
+            insert(DISCLOSURES),
+            dict(
                 student_local_id=student_local_id,
                 receiving_district=district,
                 receiving_school=school,
@@ -1007,7 +1038,7 @@ def write_disclosure(
                 request_id=request_id,
                 legal_basis=basis,
                 acting_staff=staff,
-            )
+            ),
         )
         key = result.inserted_primary_key
         assert key is not None
@@ -1096,7 +1127,8 @@ def add_thread_message(
         if exists is not None:
             raise Duplicate("message already received")
         conn.execute(
-            insert(THREAD_MESSAGES).values(
+            insert(THREAD_MESSAGES),
+            dict(
                 message_id=mid,
                 request_id=request_id,
                 from_district=district,
@@ -1105,7 +1137,7 @@ def add_thread_message(
                 sent_at=aware(sent_at) if sent_at is not None else at,
                 system=False,
                 delivered=delivered,
-            )
+            ),
         )
         if envelope is not None:
             enqueue(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Connection,
     Date,
     DateTime,
     Dialect,
@@ -55,6 +58,7 @@ __all__ = [
     "LAC",
     "METADATA",
     "OUTBOX",
+    "NOT_DURABLE",
     "PFT",
     "READ_ONLY",
     "RECORD_TABLES",
@@ -66,6 +70,7 @@ __all__ = [
     "TRANSFER_CHUNKS",
     "TST",
     "UtcDateTime",
+    "begin_not_durable",
     "create_schema",
     "make_engine",
 ]
@@ -420,16 +425,23 @@ OUTBOX: Final = Table(
 
 # --- import, thread, logs --------------------------------------------------
 
-# One row per incoming row of an imported transfer (and one marker row per
-# transfer, table_code '*' / row_index -1), so importing twice changes nothing.
+# The outcome of every incoming row of an imported transfer, so importing twice
+# changes nothing. One row per run: the incoming rows row_index ..
+# row_index + row_count - 1 of one table, consecutive, with one outcome; an
+# IMPORTED run was written under SQ local_sq, local_sq + 1, ... (a transfer of
+# rows we do not hold yet is one run per table, not one entry per row). Plus
+# one marker row per transfer: table_code '*', row_index -1, row_count 0.
+# Revision 0003 added row_count with DEFAULT 1: the rows before it are runs of
+# one (the importer always gives it).
 IMPORT_LEDGER: Final = Table(
     "import_ledger",
     METADATA,
     Column("transfer_id", String(UUID_LEN), nullable=False),
     Column("table_code", String(3), nullable=False),
-    Column("row_index", Integer, nullable=False, autoincrement=False),
+    Column("row_index", Integer, nullable=False, autoincrement=False),  # the run's first
+    Column("row_count", Integer, nullable=False),
     Column("outcome", String(20), nullable=False),
-    Column("local_sq", Integer),  # the SQ the row was written under, if it was
+    Column("local_sq", Integer),  # the SQ of the run's first row, if it was written
     Column("imported_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("transfer_id", "table_code", "row_index"),
 )
@@ -505,10 +517,25 @@ SEEN_MESSAGES: Final = Table(
 # --- engine -----------------------------------------------------------------
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+SQLITE_AUTOCHECKPOINT_PAGES: Final = 25_000
 # Execution option for connections that only read: on SQLite their transactions
 # are deferred (a snapshot that blocks no writer) instead of BEGIN IMMEDIATE.
 # ``engine.connect().execution_options(**READ_ONLY)``.
 READ_ONLY: Final[dict[str, Any]] = {"rt_read_only": True}
+# Execution option for bookkeeping transactions whose loss in a power failure
+# harms nothing -- leases, delivery progress, an outbox item marked done whose
+# resend the peer recognises: they commit without waiting for the disk (SQLite:
+# synchronous=NORMAL for that transaction, and the WAL is written in order, so
+# the next durable commit's fsync covers them too; PostgreSQL: synchronous_commit
+# off). Anything acknowledged to a peer or a registrar stays durable.
+NOT_DURABLE: Final[dict[str, Any]] = {"rt_not_durable": True}
+
+
+@contextmanager
+def begin_not_durable(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` for a ``NOT_DURABLE`` bookkeeping transaction."""
+    with engine.connect().execution_options(**NOT_DURABLE) as conn, conn.begin():
+        yield conn
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -529,7 +556,14 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         # pool_pre_ping: replicas outlive database restarts and failovers.
         # hide_parameters: a logged database error must not carry student data.
-        return create_engine(url, echo=echo, pool_pre_ping=True, hide_parameters=True)
+        server = create_engine(url, echo=echo, pool_pre_ping=True, hide_parameters=True)
+
+        @event.listens_for(server, "begin")
+        def _on_server_begin(connection: Any) -> None:
+            if connection.get_execution_options().get("rt_not_durable", False):
+                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+        return server
 
     engine = create_engine(
         url,
@@ -548,8 +582,12 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             # FULL, not WAL's usual NORMAL: a commit we have acknowledged to a
-            # peer (a signed receipt) must survive a power loss too.
+            # peer (a signed receipt) must survive a power loss too. (Only
+            # NOT_DURABLE transactions relax it, for themselves: _set_synchronous.)
             cursor.execute("PRAGMA synchronous=FULL")
+            # A backstop: a district server checkpoints in the background
+            # (WalCheckpointer), so a commit seldom has to (about 100 MB of WAL).
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
         finally:
             cursor.close()
 
@@ -574,6 +612,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # busy handler decide, as it would have without the lock.
         queued = writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
+            _set_synchronous(connection)
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             if queued:
@@ -606,13 +645,24 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
+def _set_synchronous(connection: Any) -> None:
+    """Before BEGIN: FULL, or NORMAL for a ``NOT_DURABLE`` transaction (SQLite).
+
+    Set per transaction on the pooled connection (only when it changes), so a
+    relaxed transaction never leaves the next one on that connection relaxed.
+    """
+    wanted = "NORMAL" if connection.get_execution_options().get("rt_not_durable") else "FULL"
+    info = connection.connection.info
+    if info.get("rt_synchronous", "FULL") != wanted:
+        connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+        info["rt_synchronous"] = wanted
+
+
 def _in_transaction(dbapi_connection: Any) -> bool:
     try:
         return bool(dbapi_connection is not None and dbapi_connection.in_transaction)
     except Exception:  # noqa: BLE001 - a closed connection is in no transaction
         return False
-
-
 
 
 def create_schema(engine: Engine) -> None:

@@ -101,7 +101,10 @@ def pair(cluster: Cluster) -> Iterator[tuple[InProcess, InProcess]]:
     started = []
     try:
         for district in (a, b):
-            server = DistrictServer(district.config, limits=Limits(frame_bytes=FRAME_BYTES))
+            # Deliveries of more than one frame are stored frame by frame (not held
+            # in memory until they verify): the frame-by-frame path is under test.
+            limits = Limits(frame_bytes=FRAME_BYTES, buffered_delivery_bytes=FRAME_BYTES)
+            server = DistrictServer(district.config, limits=limits)
             server.start()
             assert server.district is not None
             started.append(InProcess(district, server, DatabaseFaults(server.district.engine)))

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc, records_pb2
 from rt_client.directory import utc_now, verify_entry
 from rt_client.errors import PeerUnavailable
-from rt_client.identity import load_identity
-from rt_client.transfer import seal_transfer
+from rt_client.identity import DistrictIdentity, load_identity
+from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server.core.tables import TABLES, row_to_proto
 from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
 from rt_server.peers import call_peer
@@ -34,6 +34,7 @@ from tests.faults.conftest import (
     PRIOR,
     PRIOR_SCHOOL,
     Cluster,
+    DistrictProcess,
     Status,
     add_new_student,
     create_request,
@@ -60,15 +61,10 @@ class Feed:
             yield frame
 
 
-def test_racing_streams_of_one_transfer_store_each_byte_once_and_the_loser_retries(
-    cluster: Cluster,
-) -> None:
-    a = cluster.district(PRIOR, PRIOR_SCHOOL)  # not running: the test sends as A
-    b = cluster.district(NEW, NEW_SCHOOL).start()
-    add_new_student(b, "B1", "1234567890")
-    request_id = create_request(b, "B1", PRIOR_SCHOOL)  # stays QUEUED: A is not up
-
-    # A transfer sealed with A's keys for B, as A's sender would.
+def sealed_by_a(
+    cluster: Cluster, a: DistrictProcess, request_id: str
+) -> tuple[DistrictIdentity, str, SealedTransfer, bytes]:
+    """A's identity, and a transfer of 3,000 HIS rows for ``request_id`` sealed by A for B."""
     identity = load_identity(a.config.data_dir)
     b_entry = verify_entry(
         cluster.registry.service.lookup(NEW),
@@ -97,7 +93,18 @@ def test_racing_streams_of_one_transfer_store_each_byte_once_and_the_loser_retri
         out=out,
         created_at=utc_now(),
     )
-    ciphertext = out.getvalue()
+    return identity, transfer_id, sealed, out.getvalue()
+
+
+def test_racing_streams_of_one_transfer_store_each_byte_once_and_the_loser_retries(
+    cluster: Cluster,
+) -> None:
+    a = cluster.district(PRIOR, PRIOR_SCHOOL)  # not running: the test sends as A
+    # Every delivery stored frame by frame (none held in memory until it verifies).
+    b = cluster.district(NEW, NEW_SCHOOL, buffered_delivery_bytes=0).start()
+    add_new_student(b, "B1", "1234567890")
+    request_id = create_request(b, "B1", PRIOR_SCHOOL)  # stays QUEUED: A is not up
+    identity, transfer_id, sealed, ciphertext = sealed_by_a(cluster, a, request_id)
     pieces = [ciphertext[i : i + FRAME] for i in range(0, len(ciphertext), FRAME)]
     assert len(pieces) >= 4
 
@@ -173,4 +180,78 @@ def test_racing_streams_of_one_transfer_store_each_byte_once_and_the_loser_retri
     )
     assert [(o, n) for o, n in stored] == [
         (i * FRAME, len(piece)) for i, piece in enumerate(pieces)
+    ]
+
+
+def test_racing_streams_of_a_small_transfer_store_it_once(cluster: Cluster) -> None:
+    """Deliveries held in memory until they verify: each racer stores all or nothing."""
+    a = cluster.district(PRIOR, PRIOR_SCHOOL)  # not running: the test sends as A
+    b = cluster.district(NEW, NEW_SCHOOL).start()  # 1 MiB buffered: this transfer is smaller
+    add_new_student(b, "B1", "1234567890")
+    request_id = create_request(b, "B1", PRIOR_SCHOOL)
+    identity, transfer_id, sealed, ciphertext = sealed_by_a(cluster, a, request_id)
+    assert len(ciphertext) < b.config.buffered_delivery_bytes
+    frames = [
+        peer_pb2.DeliveryFrame(
+            start=peer_pb2.DeliveryStart(header=sealed.header, wrapped_key=sealed.wrapped_key)
+        ),
+        *(
+            peer_pb2.DeliveryFrame(ciphertext=ciphertext[i : i + FRAME])
+            for i in range(0, len(ciphertext), FRAME)
+        ),
+        peer_pb2.DeliveryFrame(
+            trailer=peer_pb2.TransferTrailer(signature=sealed.trailer_signature)
+        ),
+    ]
+
+    def stored() -> list[tuple[int, int]]:
+        return [
+            (int(o), int(n))
+            for o, n in b.rows(
+                select(TRANSFER_CHUNKS.c.offset, func.length(TRANSFER_CHUNKS.c.data))
+                .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
+                .order_by(TRANSFER_CHUNKS.c.seq)
+            )
+        ]
+
+    channel = grpc.secure_channel(
+        b.config.advertised_endpoints[0], identity.tls.channel_credentials()
+    )
+    stub = peer_pb2_grpc.DistrictPeerStub(channel)
+    slow, cut = Feed(), Feed()
+    try:
+        # One stream stops after half its frames, another is cut there: nothing
+        # of either is stored, and B reports nothing held.
+        lingering = stub.DeliverRecords.future(iter(slow), timeout=60)
+        dropped = stub.DeliverRecords.future(iter(cut), timeout=60)
+        half = len(frames) // 2
+        for frame in frames[:half]:
+            slow.send(frame)
+            cut.send(frame)
+        cut.send(None)
+        assert dropped.exception(timeout=30) is not None
+        position = stub.GetDeliveryOffset(
+            peer_pb2.DeliveryOffsetRequest(transfer_id=transfer_id), timeout=10
+        )
+        assert (position.offset, position.complete) == (0, False)
+        assert stored() == []
+
+        # A third stream delivers it all; the lingering one then finishes too
+        # and is answered with the same receipt, storing nothing twice.
+        first = stub.DeliverRecords(iter(frames), timeout=30)
+        for frame in frames[half:]:
+            slow.send(frame)
+        slow.send(None)
+        second = lingering.result(timeout=30)
+        assert first == second and first.signer_district == NEW
+    finally:
+        slow.send(None)
+        cut.send(None)
+        channel.close()
+    b.wait_status(request_id, Status.Value("DATA_RECEIVED"))
+    assert b.rows(select(TRANSFERS.c.state).where(TRANSFERS.c.transfer_id == transfer_id)) == [
+        ("RECEIVED",)
+    ]
+    assert stored() == [
+        (i, len(ciphertext[i : i + FRAME])) for i in range(0, len(ciphertext), FRAME)
     ]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -28,9 +29,11 @@ from registry.store import metadata as REGISTRY_METADATA
 from rt_client import cli as rt_cli
 from rt_client.config import write_config
 from rt_client.errors import SchemaVersionError
-from rt_server.core import samples, store
+from rt_server.core import importer, samples, store
+from rt_server.core.validate import validate_row
 from rt_server.db import METADATA, make_engine, migrations
 from rt_server.db.schema import (
+    IMPORT_LEDGER,
     OUTBOX,
     RECORD_TABLES,
     REQUESTS,
@@ -226,6 +229,104 @@ def test_a_database_from_before_migrations_is_adopted(district_engine: sa.Engine
 def count(engine: sa.Engine, table: sa.Table) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _downgrade(engine: sa.Engine, target: str) -> None:
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrations.HISTORY.config(conn), target)
+
+
+def _ledger_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    """(transfer, table, first row, rows, outcome, local SQ), at 0003 and later."""
+    ledger = IMPORT_LEDGER.c
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(
+                    ledger.transfer_id, ledger.table_code, ledger.row_index, ledger.row_count,
+                    ledger.outcome, ledger.local_sq,
+                ).order_by(ledger.transfer_id, ledger.table_code, ledger.row_index)
+            )
+        ]  # fmt: skip
+
+
+def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Engine) -> None:
+    """Entries from before 0003 are runs of one; a downgrade gives every row its entry again."""
+    migrations.upgrade(district_engine, "0002")
+    pid = store.add_student(
+        district_engine, samples.sample_student(random.Random(3), 1), actor="registrar", now=NOW
+    )
+    his = [
+        validate_row("HIS", {"YR": "2023-2024", "TE": "F", "CN": cn, "MK": "A"})
+        for cn in ("1101", "1102", "3101", "3102", "3103")
+    ]
+    with district_engine.begin() as conn:
+        conn.execute(
+            sa.insert(RECORD_TABLES["HIS"]),
+            [{**row, "PID": pid, "SQ": sq, "SRC": "SIS"} for sq, row in enumerate(his[:2], 1)],
+        )
+        # As 0002's code left an imported transfer: an entry per row, and the marker.
+        old = "0" * 36
+        conn.execute(
+            sa.text(
+                "INSERT INTO import_ledger (transfer_id, table_code, row_index, outcome, "
+                "local_sq, imported_at) VALUES (:t, :c, :i, :o, :sq, :at)"
+            ),
+            [
+                {"t": old, "c": c, "i": i, "o": o, "sq": sq, "at": NOW.replace(tzinfo=None)}
+                for c, i, o, sq in [
+                    ("*", -1, "TRANSFER", None),
+                    ("HIS", 0, "IMPORTED", 1),
+                    ("HIS", 1, "IMPORTED", 2),
+                    ("HIS", 2, "SKIPPED_DUPLICATE", None),
+                ]
+            ],
+        )
+
+    migrations.upgrade(district_engine)
+    assert _ledger_rows(district_engine) == [
+        (old, "*", -1, 0, "TRANSFER", None),
+        (old, "HIS", 0, 1, "IMPORTED", 1),
+        (old, "HIS", 1, 1, "IMPORTED", 2),
+        (old, "HIS", 2, 1, "SKIPPED_DUPLICATE", None),
+    ]
+    again = importer.import_transfer(district_engine, old, pid, [])
+    assert again.already_imported
+    assert (dict(again.imported), dict(again.skipped)) == ({"HIS": 2}, {"HIS": 1})
+
+    # A transfer imported at 0003: two duplicates, then three new rows, two runs.
+    new = "f" * 36
+    first = importer.import_transfer(
+        district_engine, new, pid, [("HIS", i, row) for i, row in enumerate(his)], now=NOW
+    )
+    assert _ledger_rows(district_engine)[4:] == [
+        (new, "*", -1, 0, "TRANSFER", None),
+        (new, "HIS", 0, 2, "SKIPPED_DUPLICATE", None),
+        (new, "HIS", 2, 3, "IMPORTED", 3),
+    ]
+
+    _downgrade(district_engine, "0002")
+    assert revision_of(district_engine) == "0002"
+    entries = sorted(
+        (r["transfer_id"], r["table_code"], r["row_index"], r["outcome"], r["local_sq"])
+        for r in everything(district_engine)["import_ledger"]
+    )
+    assert entries[4:] == [
+        (new, "*", -1, "TRANSFER", None),
+        (new, "HIS", 0, "SKIPPED_DUPLICATE", None),
+        (new, "HIS", 1, "SKIPPED_DUPLICATE", None),
+        (new, "HIS", 2, "IMPORTED", 3),
+        (new, "HIS", 3, "IMPORTED", 4),
+        (new, "HIS", 4, "IMPORTED", 5),
+    ]
+
+    migrations.upgrade(district_engine)
+    assert differences(district_engine, METADATA) == []
+    for transfer, result in ((old, again), (new, first)):
+        repeated = importer.import_transfer(district_engine, transfer, pid, [])
+        assert repeated.already_imported
+        assert (repeated.imported, repeated.skipped) == (result.imported, result.skipped)
 
 
 # --- refusing what does not fit -------------------------------------------------------------------

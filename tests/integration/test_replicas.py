@@ -343,9 +343,9 @@ def test_concurrent_transfers_over_two_replicas_each(
     assert dict(imported) == rows_sent
     for code, rows in rows_sent.items():
         assert count_rows(b.engine, RECORD_TABLES[code]) == rows
-    assert count_rows(b.engine, IMPORT_LEDGER, IMPORT_LEDGER.c.table_code != "*") == sum(
-        rows_sent.values()
-    )
+    with b.engine.connect() as conn:  # the ledger's runs cover every incoming row
+        ledgered = conn.execute(select(func.sum(IMPORT_LEDGER.c.row_count))).scalar_one()
+    assert ledgered == sum(rows_sent.values())
     # Both replicas of A delivered, and both replicas of B received.
     assert worked[("delivered", 0)] and worked[("delivered", 1)], worked
     assert worked[("received", 0)] and worked[("received", 1)], worked
@@ -676,11 +676,15 @@ def test_a_seal_cut_short_is_redone_and_a_sealed_transfer_never_encrypted_again(
         return real_seal_transfer(**kwargs)
 
     stored: list[tuple[str, int]] = []
-    real_store = sender.SpoolWriter._store
+    real_insert = sender.SpoolWriter._insert
+    real_store_chunk = sender.SpoolWriter._store_chunk
 
-    def crashing_store(self: sender.SpoolWriter, data: bytes) -> None:
-        real_store(self, data)
+    def recording_insert(self: sender.SpoolWriter, conn: Any, data: bytes) -> None:
+        real_insert(self, conn, data)
         stored.append((self._attempt, self._seq - 1))
+
+    def crashing_store_chunk(self: sender.SpoolWriter, data: bytes) -> None:
+        real_store_chunk(self, data)  # committed: the SEALING row and chunk 0 stay behind
         if len(seals) == 1 and self._seq == 1:
             raise SimulatedCrash  # the first attempt dies after its first chunk
 
@@ -694,7 +698,8 @@ def test_a_seal_cut_short_is_redone_and_a_sealed_transfer_never_encrypted_again(
         return real_receive(d, frames, peer)
 
     monkeypatch.setattr(sender, "seal_transfer", counting_seal_transfer)
-    monkeypatch.setattr(sender.SpoolWriter, "_store", crashing_store)
+    monkeypatch.setattr(sender.SpoolWriter, "_insert", recording_insert)
+    monkeypatch.setattr(sender.SpoolWriter, "_store_chunk", crashing_store_chunk)
     monkeypatch.setattr(receiver, "receive_delivery", unavailable_once)
 
     request_id = (
@@ -750,28 +755,19 @@ def test_a_superseded_seal_stops_and_leaves_the_spool_to_its_successor(
                 delivery_bytes_total=0, delivery_bytes_done=0,
             )
         )  # fmt: skip
-        for attempt in ("first", "second"):
-            # What seal() does to start an attempt: replace whatever SEALING row there is.
-            conn.execute(TRANSFERS.delete())
-            conn.execute(
-                TRANSFERS.insert().values(
-                    transfer_id="t", request_id="r", direction="OUTBOUND", header=b"",
-                    header_signature=b"", wrapped_key=b"", ciphertext_bytes=0,
-                    received_offset=0, state="SEALING", seal_attempt=attempt,
-                    created_at=dt_now(),
-                )
-            )  # fmt: skip
-    older = sender.SpoolWriter(engine, "t", "first", chunk_bytes=4)
-    newer = sender.SpoolWriter(engine, "t", "second", chunk_bytes=4)
-    newer.write(b"abcdefgh")
+    older = sender.SpoolWriter(engine, "t", "r", chunk_bytes=4, clock=dt_now)
+    newer = sender.SpoolWriter(engine, "t", "r", chunk_bytes=4, clock=dt_now)
+    older.write(b"abcdefgh")  # its first chunk starts its SEALING row
+    newer.write(b"ABCDEFGHIJ")  # its first chunk replaces that row and the chunk
     with pytest.raises(outbox.ClaimLost):
         older.write(b"zzzz")
-    newer.close()
     with engine.connect() as conn:
+        (attempt,) = conn.execute(select(TRANSFERS.c.seal_attempt)).scalars()
+        assert attempt == newer._attempt
         data = conn.execute(
             select(TRANSFER_CHUNKS.c.data).order_by(TRANSFER_CHUNKS.c.seq)
         ).scalars()
-        assert b"".join(bytes(d) for d in data) == b"abcdefgh"
+        assert b"".join(bytes(d) for d in data) == b"ABCDEFGH"
 
 
 def dt_now() -> Any:

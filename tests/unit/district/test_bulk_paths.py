@@ -95,7 +95,7 @@ def test_bulk_insert_stores_what_insert_stores(engine: Engine, student_id: str) 
     at = dt.datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
     with engine.begin() as conn:
         bulk_insert(conn, IMPORT_LEDGER, {
-            "transfer_id": [TRANSFER], "table_code": ["PFT"], "row_index": [0],
+            "transfer_id": [TRANSFER], "table_code": ["PFT"], "row_index": [0], "row_count": [1],
             "outcome": ["IMPORTED"], "local_sq": [None], "imported_at": [at],
         })  # fmt: skip
         assert conn.execute(select(IMPORT_LEDGER.c.imported_at)).scalar_one() == at
@@ -136,7 +136,8 @@ def _everything(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
         out["ledger"] = sorted(
             tuple(r) for r in conn.execute(
                 select(IMPORT_LEDGER.c.table_code, IMPORT_LEDGER.c.row_index,
-                       IMPORT_LEDGER.c.outcome, IMPORT_LEDGER.c.local_sq)
+                       IMPORT_LEDGER.c.row_count, IMPORT_LEDGER.c.outcome,
+                       IMPORT_LEDGER.c.local_sq)
             )
         )  # fmt: skip
     return out
@@ -173,7 +174,17 @@ def test_import_batches_writes_what_import_transfer_writes(
     second = import_batches(engine, TRANSFER, student_id, _as_checked(batches), {("HIS", 3)})
     assert second == first
     assert dict(first.skipped) == {"HIS": 39} and first.imported["HIS"] == 2500 - 39
+    # The same ledger, however the rows were cut: runs go on from one chunk to the next.
     assert _everything(engine) == by_rows
+    assert [entry[:4] for entry in by_rows["ledger"]] == [
+        ("*", -1, 0, "TRANSFER"),
+        ("HIS", 0, 3, "SKIPPED_DUPLICATE"),
+        ("HIS", 3, 1, "IMPORTED"),  # the accepted conflict
+        ("HIS", 4, 36, "SKIPPED_DUPLICATE"),
+        ("HIS", 40, 2460, "IMPORTED"),
+        ("IMM", 0, 20, "IMPORTED"),
+        ("PFT", 0, 7, "IMPORTED"),
+    ]
 
 
 def test_import_batches_refuses_batches_out_of_order(

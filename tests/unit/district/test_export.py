@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, insert
 
-from protos.rt.v1 import common_pb2
+from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
 from rt_server.core import samples, store
 from rt_server.core.export import count_rows, iter_batches
 from rt_server.core.importer import import_transfer
-from rt_server.core.tables import ALL_TABLES, TABLES, row_from_proto
+from rt_server.core.tables import (
+    ALL_TABLES,
+    TABLES,
+    ColumnKind,
+    ColumnSpec,
+    row_from_proto,
+    row_to_proto,
+)
 from rt_server.core.validate import validate_batch
 from rt_server.db.schema import create_schema, make_engine
 
@@ -65,6 +75,85 @@ def test_keyset_paging_survives_gaps_and_exact_multiples(engine: Engine, student
     with engine.begin() as conn:
         conn.execute(delete(spec.table))
     assert list(iter_batches(engine, student_id, ["IMM"])) == []  # no rows, no batch
+
+
+def _edge_values(column: ColumnSpec) -> list[Any]:
+    """Values that are easy to get wrong on the wire, NULL first."""
+    if column.kind is ColumnKind.STRING:
+        n = column.max_length or 1
+        return [None, "", "a", "0", "ñ" * min(n, 50), "€" * n, "x" * n]  # "€" * 60: 180 bytes
+    if column.kind is ColumnKind.INT:
+        return [None, 0, 1, -1, 127, 128, 16384, -300, 2**31 - 1, -(2**31)]
+    if column.kind is ColumnKind.BOOL:
+        return [None, True, False]
+    if column.kind is ColumnKind.DATE:
+        return [None, dt.date(1, 1, 1), dt.date(2024, 2, 29), dt.date(9999, 12, 31)]
+    assert column.precision is not None
+    largest = Decimal("9" * (column.precision - 2) + ".99")
+    return [None, Decimal("0.00"), Decimal("-0.00"), Decimal("-1.5"), Decimal("0.01"), -largest]
+
+
+def test_batches_hold_exactly_the_stored_values(engine: Engine, student_id: str) -> None:
+    """Every table, every kind of value, any page size: what ``row_to_proto`` makes of the rows.
+
+    NULL leaves a field unset while "" and 0 are set; decimals keep their scale
+    and "-0.00" is "0.00"; lengths and numbers of every varint size; a column
+    NULL throughout a batch; SQ dense, sparse and at the int32 limit.
+    """
+    sqs = [*range(1, 140), *range(1000, 60000, 4099), 2**31 - 2, 2**31 - 1]
+    expected: dict[str, list[Any]] = {}
+    with engine.begin() as conn:
+        for code in ALL_TABLES:
+            spec = TABLES[code]
+            rows = []
+            for i, sq in enumerate(sqs):
+                row: dict[str, Any] = {"SQ": sq}
+                for j, column in enumerate(spec.columns[1:]):
+                    values = _edge_values(column)
+                    row[column.name] = None if 20 <= i < 30 else values[(i + j) % len(values)]
+                rows.append(row)
+            conn.execute(insert(spec.table), [{"PID": student_id, **row} for row in rows])
+            expected[code] = [row_to_proto(spec, row) for row in rows]
+    for size in (1, 7, 128, 1000):
+        sent = dict.fromkeys(ALL_TABLES, 0)
+        for batch in iter_batches(engine, student_id, ALL_TABLES, batch_rows=size):
+            code = common_pb2.TableCode.Name(batch.table)
+            want = records_pb2.RecordBatch(table=batch.table)
+            field = TABLES[code].batch_field
+            getattr(want, field).extend(expected[code][sent[code] : sent[code] + size])
+            assert batch == want
+            assert batch.SerializeToString() == want.SerializeToString()
+            sent[code] += len(getattr(batch, field))
+        assert sent == dict.fromkeys(ALL_TABLES, len(sqs))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        ("DN", 2**31, ValueError),  # out of int32 range
+        ("DN", "twelve", TypeError),  # text in an INTEGER column
+        ("DN", 2.5, TypeError),
+        ("SQ", 2**40, ValueError),
+        ("SQ", 4.5, TypeError),  # amid whole numbers: a page of SQs checked as a whole
+        ("VC", b"\xff", UnicodeDecodeError),  # a BLOB that is not UTF-8
+    ],
+)
+def test_values_that_do_not_fit_the_wire_are_refused(
+    engine: Engine, student_id: str, column: str, value: Any, error: type[Exception]
+) -> None:
+    """SQLite holds any value in any column; the export refuses what the proto cannot carry."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's column types refuse these values on the way in")
+    rows = [{"SQ": sq, "VC": "03", "DN": 1} for sq in (3, 6)] + [{"SQ": 5, "VC": "03", "DN": 1}]
+    rows[-1][column] = value
+    with engine.begin() as conn:
+        for row in rows:
+            conn.exec_driver_sql(
+                'INSERT INTO "IMM" ("PID", "SQ", "VC", "DN") VALUES (?, ?, ?, ?)',
+                (student_id, row["SQ"], row["VC"], row["DN"]),
+            )
+    with pytest.raises(error):
+        list(iter_batches(engine, student_id, ["IMM"]))
 
 
 def test_bad_arguments(engine: Engine, student_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from collections.abc import Callable
 from decimal import Decimal
@@ -45,6 +46,15 @@ def _rows(engine: Engine, code: str, pid: str) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def _ledger(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        ledger = IMPORT_LEDGER.c
+        query = select(
+            ledger.table_code, ledger.row_index, ledger.row_count, ledger.outcome, ledger.local_sq
+        ).order_by(ledger.table_code, ledger.row_index)
+        return [tuple(r) for r in conn.execute(query)]
+
+
 def _hold(engine: Engine, pid: str, code: str, rows: list[dict[str, Any]]) -> None:
     with engine.begin() as conn:
         conn.execute(
@@ -84,23 +94,64 @@ def test_new_rows_are_written_with_new_sq_and_source(
     assert [(r["SQ"], r["SRC"], r["PID"]) for r in _rows(engine, "IMM", student_id)] == [
         (1, "RT", student_id)
     ]
-    with engine.connect() as conn:
-        ledger = conn.execute(
-            select(
-                IMPORT_LEDGER.c.table_code,
-                IMPORT_LEDGER.c.row_index,
-                IMPORT_LEDGER.c.outcome,
-                IMPORT_LEDGER.c.local_sq,
-            ).order_by(IMPORT_LEDGER.c.table_code, IMPORT_LEDGER.c.row_index)
-        ).all()
-    assert [tuple(r) for r in ledger] == [
-        ("*", -1, "TRANSFER", None),
-        ("HIS", 0, "SKIPPED_DUPLICATE", None),
-        ("HIS", 1, "SKIPPED_CONFLICT", None),
-        ("HIS", 2, "IMPORTED", 3),
-        ("HIS", 3, "IMPORTED", 4),
-        ("IMM", 0, "IMPORTED", 1),
+    assert _ledger(engine) == [
+        ("*", -1, 0, "TRANSFER", None),
+        ("HIS", 0, 1, "SKIPPED_DUPLICATE", None),
+        ("HIS", 1, 1, "SKIPPED_CONFLICT", None),
+        ("HIS", 2, 2, "IMPORTED", 3),  # rows 2 and 3, written as SQ 3 and 4
+        ("IMM", 0, 1, "IMPORTED", 1),
     ]
+
+
+def test_the_ledger_holds_runs_of_one_outcome(
+    engine: Engine, student_id: str, snapshot: Callable[[], Any]
+) -> None:
+    """Consecutive rows with one outcome share an entry, across chunks, but not across gaps."""
+    _hold(engine, student_id, "HIS", [_his("1101"), _his("1102"), _his("2301", "B"), _his("2302")])
+    his = [
+        (0, _his("1101")),  # duplicate
+        (1, _his("1102")),  # duplicate
+        (2, _his("3101")),  # new
+        (3, _his("3102")),  # new
+        (4, _his("2301", "B+")),  # conflict, accepted: imported like the new ones around it
+        (5, _his("3103")),  # new
+        (6, _his("2302", "C")),  # conflict, not accepted
+        (7, _his("3104")),  # new
+        (9, _his("3105")),  # new, after a gap: index 8 is not in the transfer
+        (10, _his("3106")),  # new
+    ]
+    imm_rows = 2500  # all new, in three chunks
+    imm = [
+        validate_row("IMM", {"VC": "150", "DN": i + 1, "DT": dt.date(2010, 1, 1) + dt.timedelta(i)})
+        for i in range(imm_rows)
+    ]
+    incoming: Incoming = [("HIS", i, row) for i, row in his] + [
+        ("IMM", i, row) for i, row in enumerate(imm)
+    ]
+    accept = {(common_pb2.HIS, 4)}
+
+    first = import_transfer(engine, TRANSFER, student_id, incoming, accept)
+
+    assert (dict(first.imported), dict(first.skipped)) == ({"HIS": 7, "IMM": imm_rows}, {"HIS": 3})
+    assert _ledger(engine) == [
+        ("*", -1, 0, "TRANSFER", None),
+        ("HIS", 0, 2, "SKIPPED_DUPLICATE", None),
+        ("HIS", 2, 4, "IMPORTED", 5),  # rows 2..5 as SQ 5..8 (we held 1..4)
+        ("HIS", 6, 1, "SKIPPED_CONFLICT", None),
+        ("HIS", 7, 1, "IMPORTED", 9),
+        ("HIS", 9, 2, "IMPORTED", 10),
+        ("IMM", 0, imm_rows, "IMPORTED", 1),
+    ]
+    # What the runs say was written under which SQ is what was written.
+    written = [(r["SQ"], r["CN"]) for r in _rows(engine, "HIS", student_id) if r["SRC"] == "RT"]
+    assert written == list(enumerate(["3101", "3102", "2301", "3103", "3104", "3105", "3106"], 5))
+    assert [r["DN"] for r in _rows(engine, "IMM", student_id)] == list(range(1, imm_rows + 1))
+
+    before = snapshot()
+    again = import_transfer(engine, TRANSFER, student_id, incoming, "all")
+    assert again.already_imported is True
+    assert (again.imported, again.skipped) == (first.imported, first.skipped)
+    assert snapshot() == before
 
 
 def test_accepted_conflicts_are_written_as_additional_rows(
