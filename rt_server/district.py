@@ -7,6 +7,7 @@ all of that is in the database, so any replica can pick up any work.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from protos.rt.v1 import common_pb2, peer_pb2
@@ -140,12 +141,10 @@ def load_request(
 
     Raises ``NotFound``.
     """
-    query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
+    params = {"request_id": request_id}
     if direction:
-        query = query.where(REQUESTS.c.direction == direction)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+        params["direction"] = direction
+    row = conn.execute(_request_query(bool(direction), lock), params).first()
     if row is None:
         raise NotFound(f"no request {request_id} here; list requests with 'rt requests'")
     return row
@@ -153,14 +152,20 @@ def load_request(
 
 def load_peer_request(conn: Connection, request_id: str, direction: str, peer: str) -> Row[Any]:
     """A request the peer is party to. Another district's request is 'not found' to it."""
-    row = conn.execute(
-        select(REQUESTS).where(
-            REQUESTS.c.request_id == request_id, REQUESTS.c.direction == direction
-        )
-    ).first()
+    params = {"request_id": request_id, "direction": direction}
+    row = conn.execute(_request_query(True, False), params).first()
     if row is None or row.other_district != peer:
         raise PeerAuthError(f"district {peer} named a request it is not party to")
     return row
+
+
+@functools.cache
+def _request_query(by_direction: bool, lock: bool) -> Select[Any]:
+    """Built once: a statement built anew costs SQLAlchemy its cache key on every call."""
+    query = select(REQUESTS).where(REQUESTS.c.request_id == bindparam("request_id"))
+    if by_direction:
+        query = query.where(REQUESTS.c.direction == bindparam("direction"))
+    return query.with_for_update() if lock else query
 
 
 def peer_timestamp(ts: Timestamp, what: str) -> datetime:

@@ -31,10 +31,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy.exc
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import BindParameter, Select, and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
@@ -92,6 +92,45 @@ def _item(row: Any) -> OutboxItem:
     )
 
 
+# Built once (a statement built anew costs SQLAlchemy its cache key on every call).
+_CLAIMED_ITEMS: Final = (
+    select(OUTBOX)
+    .where(
+        OUTBOX.c.request_id == bindparam("request_id"),
+        OUTBOX.c.status == "QUEUED",
+        OUTBOX.c.claimed_by == bindparam("worker"),
+    )
+    .order_by(OUTBOX.c.id)
+)
+_COMPLETE: Final = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("item_id"))
+    .values(status="DONE", claimed_by=None, claimed_until=None, last_error=None)
+)
+
+
+@functools.cache
+def _due_queries(of_request: bool) -> tuple[Select[Any], Select[Any]]:
+    """(is any item due?, the next due item, locked) -- of one request, or of all."""
+    now: BindParameter[datetime] = bindparam("now", type_=OUTBOX.c.next_attempt_at.type)
+    due = [
+        OUTBOX.c.status == "QUEUED",
+        OUTBOX.c.next_attempt_at <= now,
+        or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
+    ]
+    if of_request:
+        due.append(OUTBOX.c.request_id == bindparam("request_id"))
+    look = select(OUTBOX.c.id).where(*due).limit(1)
+    claim = (
+        select(OUTBOX)
+        .where(*due)
+        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return look, claim
+
+
 class Outbox:
     """Claims, completes and reschedules outbox items."""
 
@@ -104,27 +143,17 @@ class Outbox:
     def claim_next(self, request_id: str | None = None) -> OutboxItem | None:
         """Claim the next due item (of one request, when named) for this worker."""
         now = self._clock()
-        due = [
-            OUTBOX.c.status == "QUEUED",
-            OUTBOX.c.next_attempt_at <= now,
-            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
-        ]
+        look, claim = _due_queries(request_id is not None)
+        params: dict[str, Any] = {"now": now}
         if request_id is not None:
-            due.append(OUTBOX.c.request_id == request_id)
-        # Most wake-ups find nothing (every worker is woken for one new item):
+            params["request_id"] = request_id
+        # Most wake-ups find nothing (a worker woken as another took the item):
         # look without the write lock first, which on SQLite is the database's.
         with self._engine.connect().execution_options(**READ_ONLY) as conn:
-            if conn.execute(select(OUTBOX.c.id).where(*due).limit(1)).first() is None:
+            if conn.execute(look, params).first() is None:
                 return None
-        query = (
-            select(OUTBOX)
-            .where(*due)
-            .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
         with begin_not_durable(self._engine) as conn:  # a lease: losing it loses nothing
-            row = conn.execute(query).first()
+            row = conn.execute(claim, params).first()
             if row is None:
                 return None
             conn.execute(
@@ -139,16 +168,9 @@ class Outbox:
 
     def claimed_items(self, request_id: str) -> list[OutboxItem]:
         """The items of ``request_id`` this worker holds and has not sent yet (a read)."""
+        params = {"request_id": request_id, "worker": self._worker_id}
         with self._engine.connect().execution_options(**READ_ONLY) as conn:
-            rows = conn.execute(
-                select(OUTBOX)
-                .where(
-                    OUTBOX.c.request_id == request_id,
-                    OUTBOX.c.status == "QUEUED",
-                    OUTBOX.c.claimed_by == self._worker_id,
-                )
-                .order_by(OUTBOX.c.id)
-            ).all()
+            rows = conn.execute(_CLAIMED_ITEMS, params).all()
         return [_item(row) for row in rows]
 
     def next_due(self) -> datetime | None:
@@ -162,10 +184,7 @@ class Outbox:
 
     def complete(self, conn: Connection, item: OutboxItem) -> None:
         """Mark done, inside the caller's transaction (with the state change it caused)."""
-        conn.execute(
-            update(OUTBOX).where(OUTBOX.c.id == item.id),
-            dict(status="DONE", claimed_by=None, claimed_until=None, last_error=None),
-        )
+        conn.execute(_COMPLETE, {"item_id": item.id})
 
     def reschedule(self, item: OutboxItem, reason: str) -> bool:
         """Retry later; returns False (and marks FAILED) once past the horizon."""

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
@@ -277,12 +277,7 @@ def _start_receiving(
 
 
 def _transfer_id_taken(conn: Connection, transfer_id: str) -> bool:
-    return (
-        conn.execute(
-            select(TRANSFERS.c.transfer_id).where(TRANSFERS.c.transfer_id == transfer_id)
-        ).first()
-        is not None
-    )
+    return conn.execute(_ANY_TRANSFER, {"transfer_id": transfer_id}).first() is not None
 
 
 def _is_uuid(value: str) -> bool:
@@ -290,11 +285,16 @@ def _is_uuid(value: str) -> bool:
 
 
 def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-def]
-    return conn.execute(
-        select(TRANSFERS).where(
-            TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND"
-        )
-    ).first()
+    return conn.execute(_INBOUND_TRANSFER, {"transfer_id": transfer_id}).first()
+
+
+# Built once (a statement built anew costs SQLAlchemy its cache key on every call).
+_ANY_TRANSFER: Final = select(TRANSFERS.c.transfer_id).where(
+    TRANSFERS.c.transfer_id == bindparam("transfer_id")
+)
+_INBOUND_TRANSFER: Final = select(TRANSFERS).where(
+    TRANSFERS.c.transfer_id == bindparam("transfer_id"), TRANSFERS.c.direction == "INBOUND"
+)
 
 
 def _store_frame(d: District, transfer_id: str, offset: int, data: bytes) -> None:

@@ -23,9 +23,10 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Final
 
 import grpc
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
@@ -46,11 +47,26 @@ log = logging.getLogger("rt_server.sender")
 
 def _sealed_row(d: District, transfer_id: str):  # type: ignore[no-untyped-def]
     with d.reading() as conn:
-        return conn.execute(
-            select(TRANSFERS).where(
-                TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "OUTBOUND"
-            )
-        ).first()
+        return conn.execute(_OUTBOUND_TRANSFER, {"transfer_id": transfer_id}).first()
+
+
+# Built once (a statement built anew costs SQLAlchemy its cache key on every call).
+_CHUNK_AT: Final = (
+    select(TRANSFER_CHUNKS.c.seq, TRANSFER_CHUNKS.c.offset)
+    .where(
+        TRANSFER_CHUNKS.c.transfer_id == bindparam("transfer_id"),
+        TRANSFER_CHUNKS.c.offset <= bindparam("offset"),
+    )
+    .order_by(TRANSFER_CHUNKS.c.offset.desc())
+    .limit(1)
+)
+_CHUNK_DATA: Final = select(TRANSFER_CHUNKS.c.data).where(
+    TRANSFER_CHUNKS.c.transfer_id == bindparam("transfer_id"),
+    TRANSFER_CHUNKS.c.seq == bindparam("seq"),
+)
+_OUTBOUND_TRANSFER: Final = select(TRANSFERS).where(
+    TRANSFERS.c.transfer_id == bindparam("transfer_id"), TRANSFERS.c.direction == "OUTBOUND"
+)
 
 
 class SpoolWriter:
@@ -243,20 +259,11 @@ def spooled_ciphertext(engine: Engine, transfer_id: str, offset: int = 0) -> Ite
     whole delivery: a slow receiver must not pin a database snapshot.
     """
     with engine.connect().execution_options(**READ_ONLY) as conn:
-        first = conn.execute(
-            select(TRANSFER_CHUNKS.c.seq, TRANSFER_CHUNKS.c.offset)
-            .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id, TRANSFER_CHUNKS.c.offset <= offset)
-            .order_by(TRANSFER_CHUNKS.c.offset.desc())
-            .limit(1)
-        ).first()
+        first = conn.execute(_CHUNK_AT, {"transfer_id": transfer_id, "offset": offset}).first()
     seq, skip = (first.seq, offset - first.offset) if first is not None else (0, offset)
     while True:
         with engine.connect().execution_options(**READ_ONLY) as conn:
-            data = conn.execute(
-                select(TRANSFER_CHUNKS.c.data).where(
-                    TRANSFER_CHUNKS.c.transfer_id == transfer_id, TRANSFER_CHUNKS.c.seq == seq
-                )
-            ).scalar()
+            data = conn.execute(_CHUNK_DATA, {"transfer_id": transfer_id, "seq": seq}).scalar()
         if data is None:
             return
         if skip:

@@ -19,6 +19,7 @@ or text a registrar typed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import secrets
 import uuid
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Connection, RowMapping, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, Select, bindparam, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
@@ -253,16 +254,27 @@ def _message_from_row(row: RowMapping) -> ThreadMessageRecord:
 
 
 def _load_request(conn: Connection, request_id: str, *, lock: bool = False) -> RowMapping:
-    query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
+    row = conn.execute(_request_query(lock), {"request_id": request_id}).mappings().first()
     if row is None:
         raise NotFound("no request with this id")
     return row
 
 
+@functools.cache
+def _request_query(lock: bool) -> Select[Any]:
+    """A request by id, optionally locked. Built once: SQLAlchemy caches the compiled
+    form by the statement's cache key, which a statement built anew must compute
+    again on every call; this one remembers it."""
+    query = select(REQUESTS).where(REQUESTS.c.request_id == bindparam("request_id"))
+    return query.with_for_update() if lock else query
+
+
 # --- audit, outbox, thread: the side effects every change shares --------------------
+
+# Built once, values given at execution (see ``_request_query``).
+_INSERT_AUDIT: Final = insert(AUDIT_LOG)
+_INSERT_OUTBOX: Final = insert(OUTBOX)
+_INSERT_THREAD_MESSAGE: Final = insert(THREAD_MESSAGES)
 
 
 def write_audit(
@@ -278,7 +290,7 @@ def write_audit(
     """Append to the audit log. ``detail`` must hold no student data."""
     with within(bind) as conn:
         conn.execute(
-            insert(AUDIT_LOG),
+            _INSERT_AUDIT,
             {
                 "at": aware(now),
                 "actor": actor[:STAFF_LEN],
@@ -321,7 +333,7 @@ def enqueue(
     at = aware(now)
     with within(bind) as conn:
         result = conn.execute(
-            insert(OUTBOX),
+            _INSERT_OUTBOX,
             {
                 "kind": kind,
                 "request_id": request_id,
@@ -343,7 +355,7 @@ def enqueue(
 def _system_message(conn: Connection, request_id: str, body: str, at: dt.datetime) -> None:
     """A local thread entry recording what happened; never sent to the other district."""
     conn.execute(
-        insert(THREAD_MESSAGES),
+        _INSERT_THREAD_MESSAGE,
         {
             "message_id": str(uuid.uuid4()),
             "request_id": request_id,
