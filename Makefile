@@ -29,7 +29,7 @@ $(TLSSCAN_STAMP): pyproject.toml
 demo: install
 	$(PY) scripts/demo.py
 
-# Records Transfer side by side with CSV + GPG on real servers (about 15 minutes;
+# Records Transfer side by side with CSV + GPG on real servers (about 6 minutes;
 # README "Performance"). Writes bench-results.json; `--quick` is the test's toy run.
 bench: install
 	$(PY) -m scripts.bench
