@@ -376,7 +376,12 @@ class DeliveryWorker:
         Called once the change that queued them has committed. Their leases are
         kept from now on (the heartbeat), so they may wait their turn.
         """
-        items = self._outbox.claimed_items(request_id)
+        try:
+            items = self._outbox.claimed_items(request_id)
+        except Exception:
+            # The change itself is committed: its items are sent once their lease runs out.
+            log.exception("could not hand the outbox items of a request to the worker")
+            return
         with self._in_flight_lock:
             for item in items:
                 self._in_flight[item.id] = self._in_flight.get(item.id, 0) + 1
