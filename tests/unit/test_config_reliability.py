@@ -35,6 +35,7 @@ def test_defaults_retry_for_a_week_and_bound_every_call(tmp_path: Path) -> None:
     assert policy.lease == timedelta(seconds=60)
     assert (c.rpc_timeout_seconds, c.stream_idle_timeout_seconds) == (15.0, 60.0)
     assert c.shutdown_grace_seconds == 10.0
+    assert c.buffered_delivery_bytes == 1024 * 1024  # one of a sender's frames
 
 
 def test_reliability_settings_round_trip_through_toml(tmp_path: Path) -> None:
@@ -63,6 +64,10 @@ def test_reliability_settings_round_trip_through_toml(tmp_path: Path) -> None:
         ({"shutdown_grace_seconds": True}, "shutdown_grace_seconds: must be a positive"),
         ({"rpc_timeout_seconds": float("inf")}, "rpc_timeout_seconds: must be a positive"),
         ({"retry_base_seconds": 10, "retry_max_seconds": 5}, "must not be less than"),
+        ({"buffered_delivery_bytes": -1}, "buffered_delivery_bytes: must be from 0"),
+        ({"buffered_delivery_bytes": 10**9}, "buffered_delivery_bytes: must be from 0"),
+        ({"buffered_delivery_bytes": "1"}, "buffered_delivery_bytes: must be a whole number"),
+        ({"buffered_delivery_bytes": True}, "buffered_delivery_bytes: must be a whole number"),
     ],
 )
 def test_bad_values_are_refused_by_name(
