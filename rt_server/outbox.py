@@ -382,9 +382,8 @@ class DeliveryWorker:
             # The change itself is committed: its items are sent once their lease runs out.
             log.exception("could not hand the outbox items of a request to the worker")
             return
-        with self._in_flight_lock:
-            for item in items:
-                self._in_flight[item.id] = self._in_flight.get(item.id, 0) + 1
+        for item in items:
+            self._hold(item)
         with self._wake:
             self._handed.extend(items)
             self._wake.notify(len(items))
@@ -440,15 +439,22 @@ class DeliveryWorker:
         return True
 
     def process(self, item: OutboxItem) -> None:
-        with self._in_flight_lock:
-            self._in_flight[item.id] = self._in_flight.get(item.id, 0) + 1
+        self._hold(item)
         try:
             self._process(item)
         finally:
-            with self._in_flight_lock:
-                self._in_flight[item.id] -= 1
-                if not self._in_flight[item.id]:
-                    del self._in_flight[item.id]
+            self._let_go(item)
+
+    def _hold(self, item: OutboxItem) -> None:
+        """Count ``item`` in flight: the heartbeat keeps its lease until ``_let_go``."""
+        with self._in_flight_lock:
+            self._in_flight[item.id] = self._in_flight.get(item.id, 0) + 1
+
+    def _let_go(self, item: OutboxItem) -> None:
+        with self._in_flight_lock:
+            self._in_flight[item.id] -= 1
+            if not self._in_flight[item.id]:
+                del self._in_flight[item.id]
 
     def _process(self, item: OutboxItem) -> None:
         handler = self._handlers[item.kind]
@@ -514,7 +520,7 @@ class DeliveryWorker:
                 try:
                     self.process(handed)
                 finally:
-                    self._release_handed(handed)
+                    self._let_go(handed)  # hand_over's hold (process had its own)
                 continue
             try:
                 worked = self.run_once()
@@ -532,10 +538,3 @@ class DeliveryWorker:
     def _take_handed(self) -> OutboxItem | None:
         with self._wake:
             return self._handed.popleft() if self._handed else None
-
-    def _release_handed(self, item: OutboxItem) -> None:
-        """Undo ``hand_over``'s count in ``_in_flight`` (``process`` kept its own)."""
-        with self._in_flight_lock:
-            self._in_flight[item.id] -= 1
-            if not self._in_flight[item.id]:
-                del self._in_flight[item.id]
