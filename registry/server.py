@@ -7,26 +7,49 @@
 They are two gRPC servers rather than two ports of one, because gRPC Python
 routes by method name only: one server would answer ``Enroll`` on the mTLS
 port and the other methods on the enrollment port.
+
+Both admit every call at its start through a ``CallGate`` (``rt_client.callgate``):
+on the mutual-TLS port only active districts, each with its own share of the
+call slots; on the enrollment port, where nobody has an identity yet, each
+source address its own share. Every wait for a caller's message is bounded, and
+each worker pool is at least the call limit, so an overloaded registry refuses
+a call at once and never leaves it hanging.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+import sqlalchemy as sa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.rt.v1 import registry_pb2, registry_pb2_grpc
-from registry.service import EnrollOnlyServicer, RegistryService, RegistryServicer
+from registry.service import (
+    CallerNotAuthenticated,
+    EnrollOnlyServicer,
+    RegistryService,
+    RegistryServicer,
+)
+from rt_client.callgate import NOT_AUTHORIZED, Admission, CallGate, caller_address, refuse
 from rt_client.config import RegistryConfig
-from rt_client.errors import ConfigError
-from rt_client.tls import SERVER_KEEPALIVE_OPTIONS, TlsIdentity, server_only_credentials
+from rt_client.errors import ConfigError, PeerAuthError
+from rt_client.tls import (
+    SERVER_KEEPALIVE_OPTIONS,
+    TlsIdentity,
+    district_of_certificate,
+    peer_certificate,
+    server_only_credentials,
+)
 
 __all__ = ["RunningRegistry", "start_registry_server"]
 
 _SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+_GATED_PREFIX = f"/{_SERVICE_NAME}/"
+log = logging.getLogger("registry.server")
 
 
 @dataclass
@@ -37,6 +60,7 @@ class RunningRegistry:
     enroll_port: int  # server-only TLS, Enroll only
     _servers: list[grpc.Server] = field(repr=False)
     _health: list[health.HealthServicer] = field(repr=False)
+    _gates: list[CallGate] = field(repr=False, default_factory=list)
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Report NOT_SERVING to health checkers, then stop both listeners."""
@@ -45,6 +69,8 @@ class RunningRegistry:
         events = [server.stop(grace) for server in self._servers]
         for event in events:
             event.wait()
+        for gate in self._gates:
+            gate.stop()
 
     def wait_for_termination(self, timeout: float | None = None) -> None:
         for server in self._servers:
@@ -63,10 +89,22 @@ def start_registry_server(
 
     Raises ``ConfigError`` when an address cannot be bound.
     """
-    mtls = _new_server(config.max_concurrent_rpcs)
+    mtls_gate = CallGate(
+        _DistrictCaller(service).admit,
+        per_caller=_share(config.max_concurrent_rpcs),
+        message_wait_seconds=config.message_wait_seconds,
+        idle_seconds=config.message_wait_seconds,
+    )
+    mtls = _new_server(config.max_concurrent_rpcs, mtls_gate)
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(service), mtls)
     mtls_health = _add_health_and_reflection(mtls)
-    enroll = _new_server(config.enroll_max_concurrent_rpcs)
+    enroll_gate = CallGate(
+        _admit_source,
+        per_caller=_share(config.enroll_max_concurrent_rpcs),
+        message_wait_seconds=config.message_wait_seconds,
+        idle_seconds=config.message_wait_seconds,
+    )
+    enroll = _new_server(config.enroll_max_concurrent_rpcs, enroll_gate)
     registry_pb2_grpc.add_RegistryServicer_to_server(EnrollOnlyServicer(service), enroll)
     enroll_health = _add_health_and_reflection(enroll)
 
@@ -83,19 +121,61 @@ def start_registry_server(
         enroll_port=enroll_port,
         _servers=[mtls, enroll],
         _health=[mtls_health, enroll_health],
+        _gates=[mtls_gate, enroll_gate],
     )
 
 
-def _new_server(max_concurrent_rpcs: int) -> grpc.Server:
+def _share(max_concurrent_rpcs: int) -> int:
+    """The calls one caller may hold: a quarter of the server's, so three others still get in."""
+    return max(1, max_concurrent_rpcs // 4)
+
+
+def _new_server(max_concurrent_rpcs: int, gate: CallGate) -> grpc.Server:
     # Beyond ``maximum_concurrent_rpcs`` gRPC answers RESOURCE_EXHAUSTED at once
-    # (DESIGN.md section 8) instead of queueing without bound.
+    # (DESIGN.md section 8) instead of queueing without bound; a thread for
+    # every call it accepts, so none waits for one.
     return grpc.server(
         futures.ThreadPoolExecutor(
-            max_workers=min(max_concurrent_rpcs, 32), thread_name_prefix="registry"
+            max_workers=max_concurrent_rpcs + 4, thread_name_prefix="registry"
         ),
+        interceptors=[gate],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=list(SERVER_KEEPALIVE_OPTIONS),
     )
+
+
+class _DistrictCaller:
+    """Admission on the mutual-TLS port: ``Registry`` calls from active districts only."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    def admit(self, context: grpc.ServicerContext, method: str) -> Admission:
+        cert = peer_certificate(context.auth_context())
+        if not method.startswith(_GATED_PREFIX):
+            # Health and reflection: open, within the certificate's district's share.
+            try:
+                if cert is not None:
+                    return Admission(caller=district_of_certificate(cert))
+            except PeerAuthError:
+                pass
+            return Admission(caller=caller_address(context))
+        try:
+            return Admission(caller=self._service.authenticate(cert))
+        except CallerNotAuthenticated as exc:
+            log.warning("%s from %s: not authenticated: %s", method, context.peer(), exc)
+            refuse(context, grpc.StatusCode.UNAUTHENTICATED, NOT_AUTHORIZED)
+        except PeerAuthError as exc:
+            log.warning("%s from %s: refused: %s", method, context.peer(), exc)
+            refuse(context, grpc.StatusCode.PERMISSION_DENIED, NOT_AUTHORIZED)
+        except sa.exc.OperationalError:
+            log.exception("%s: database unavailable", method)
+            refuse(context, grpc.StatusCode.UNAVAILABLE, "registry busy, try again later")
+
+
+def _admit_source(context: grpc.ServicerContext, method: str) -> Admission:
+    """Admission on the enrollment port: nobody has an identity yet; each source its share."""
+    return Admission(caller=caller_address(context))
 
 
 def _add_health_and_reflection(server: grpc.Server) -> health.HealthServicer:

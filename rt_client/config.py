@@ -62,6 +62,9 @@ class DistrictConfig:
     database_url: str = ""
     directory_ttl_seconds: int = 300
     max_concurrent_rpcs: int = 64
+    # Calls one district may hold at once on our peer server, so that one
+    # district's load (or attack) cannot refuse another's (at most max_concurrent_rpcs).
+    max_rpcs_per_peer: int = 16
     registry_server_name: str = REGISTRY_SERVER_NAME
     # Delivery worker (outbox): what could not be delivered is retried after a
     # delay drawn from [d/2, d], d = retry_base_seconds * 2^attempts capped at
@@ -78,6 +81,8 @@ class DistrictConfig:
     # An incoming delivery that sends nothing for this long is cut (what it
     # sent so far is kept, the sender resumes).
     stream_idle_timeout_seconds: float = 60.0
+    # A call whose single message has not arrived this long after its headers is cut.
+    message_wait_seconds: float = 10.0
     # On SIGTERM: how long calls and deliveries under way may take to finish
     # before they are cut (a cut delivery resumes where it stopped).
     shutdown_grace_seconds: float = 10.0
@@ -112,6 +117,7 @@ class DistrictConfig:
             _set(self, "database_url", f"{_SQLITE_PREFIX}{self.data_dir / 'district.db'}")
         _check_positive("directory_ttl_seconds", self.directory_ttl_seconds)
         _check_positive("max_concurrent_rpcs", self.max_concurrent_rpcs)
+        _check_positive("max_rpcs_per_peer", self.max_rpcs_per_peer)
         if not isinstance(self.registry_server_name, str) or not self.registry_server_name:
             raise ConfigError("registry_server_name: must be a host name")
         for name in (
@@ -121,6 +127,7 @@ class DistrictConfig:
             "delivery_lease_seconds",
             "rpc_timeout_seconds",
             "stream_idle_timeout_seconds",
+            "message_wait_seconds",
             "shutdown_grace_seconds",
         ):
             _set(self, name, _positive_seconds(name, getattr(self, name)))
@@ -163,6 +170,8 @@ class RegistryConfig:
     scrypt_n: int = 2**15
     max_concurrent_rpcs: int = 64
     enroll_max_concurrent_rpcs: int = 8
+    # A call whose single message has not arrived this long after its headers is cut.
+    message_wait_seconds: float = 10.0
     server_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
 
     def __post_init__(self) -> None:
@@ -180,6 +189,8 @@ class RegistryConfig:
             "enroll_max_concurrent_rpcs",
         ):
             _check_positive(name, getattr(self, name))
+        wait = _positive_seconds("message_wait_seconds", self.message_wait_seconds)
+        _set(self, "message_wait_seconds", wait)
         n = self.scrypt_n
         if not isinstance(n, int) or n < 2 or n & (n - 1):
             raise ConfigError("scrypt_n: must be a power of two, at least 2")

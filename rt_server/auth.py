@@ -21,8 +21,13 @@ to the ``rt_server.auth`` log (never key material). On success the servicer
 finds the peer with ``current_peer()``; ``require_claimed`` checks a district
 named inside a message against it (rule 4 of section 3).
 
-Only methods under ``/rt.v1.DistrictPeer/`` are gated: health checking and
-reflection stay open to ordinary tools.
+The gate runs when a call's headers arrive, before any message is read, and
+gives each district its own share of the server's call slots
+(``rt_client.callgate``): a district that is refused holds no slot, and one
+that floods or stalls holds only its share, for a bounded time. Only methods
+under ``/rt.v1.DistrictPeer/`` need an authorized district: health checking
+and reflection stay open to ordinary tools (to any holder of a registry-issued
+certificate), within the caller's share.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import Final, NoReturn, Protocol, runtime_checkable
 
 import grpc
 
+from rt_client.callgate import NOT_AUTHORIZED, Admission, CallGate, caller_address, refuse
 from rt_client.directory import Directory, DirectoryEntry
 from rt_client.errors import (
     DirectoryError,
@@ -68,7 +74,6 @@ __all__ = [
 log = logging.getLogger("rt_server.auth")
 
 GATED_PREFIX: Final = "/rt.v1.DistrictPeer/"
-NOT_AUTHORIZED: Final = "peer not authorized"
 # After a key mismatch the directory is asked again (the peer may have just
 # rotated its key), but at most this often per district, so a peer presenting
 # a stale certificate cannot turn us into a load generator against the registry.
@@ -150,35 +155,47 @@ def authorize_peer(
     return AuthenticatedPeer(code=code, entry=entry)
 
 
-_R = TypeVar("_R")
+class PeerAuthInterceptor(CallGate):
+    """The peer server's gate: authorizes every ``DistrictPeer`` call at its start.
 
-
-class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every ``DistrictPeer`` method handler so it authorizes the peer first."""
+    ``per_peer`` calls at once per district; a single request must arrive
+    within ``message_wait_seconds``, each frame of a stream within ``idle_seconds``.
+    """
 
     def __init__(
         self,
         directory: Directory,
         *,
         gated_prefix: str = GATED_PREFIX,
+        per_peer: int = 16,
+        message_wait_seconds: float = 10.0,
+        idle_seconds: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(
+            self._admit,
+            per_caller=per_peer,
+            message_wait_seconds=message_wait_seconds,
+            idle_seconds=idle_seconds,
+        )
         self._directory = directory
         self._prefix = gated_prefix
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._last_refresh: dict[str, float] = {}
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(self._prefix):
-            return handler
-        return self._wrap(handler, method)
+    def _admit(self, context: grpc.ServicerContext, method: str) -> Admission:
+        if method.startswith(self._prefix):
+            peer = self._authorize(context, method)
+            return Admission(caller=peer.code, run_in=_context_with(peer))
+        # Health and reflection: no authorization, but a share all the same,
+        # the certificate's district's when it names one.
+        cert = peer_certificate(context.auth_context())
+        try:
+            caller = district_of_certificate(cert) if cert is not None else None
+        except PeerAuthError:
+            caller = None
+        return Admission(caller=caller or caller_address(context))
 
     # -- authorization -----------------------------------------------------
 
@@ -198,13 +215,12 @@ class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
         except (PeerUnavailable, RegistryError) as exc:
             log.warning("%s from %s: directory unavailable: %s", method, context.peer(), exc)
-            context.abort(grpc.StatusCode.UNAVAILABLE, "directory unavailable, try again later")
+            refuse(context, grpc.StatusCode.UNAVAILABLE, "directory unavailable, try again later")
         except RecordsTransferError as exc:
             self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
         except Exception:
             log.exception("%s from %s: authorization failed unexpectedly", method, context.peer())
-            context.abort(grpc.StatusCode.INTERNAL, NOT_AUTHORIZED)
-        raise AssertionError("unreachable: context.abort raises")
+            refuse(context, grpc.StatusCode.INTERNAL, NOT_AUTHORIZED)
 
     def _may_refresh(self, auth_context: Mapping[str, Sequence[bytes]]) -> bool:
         if not isinstance(self._directory, _Forgetful):
@@ -227,54 +243,7 @@ class PeerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         context: grpc.ServicerContext, method: str, status: grpc.StatusCode, exc: Exception
     ) -> NoReturn:
         log.warning("%s from %s refused (%s): %s", method, context.peer(), status.name, exc)
-        context.abort(status, NOT_AUTHORIZED)
-        raise AssertionError("unreachable: context.abort raises")
-
-    # -- handler wrapping ----------------------------------------------------
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._single(handler.unary_unary, method), **codecs
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._single(handler.stream_unary, method), **codecs
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method), **codecs
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, method), **codecs
-            )
-        raise AssertionError(f"{method}: handler has no behavior")
-
-    def _single(
-        self, behavior: Callable[[Any, grpc.ServicerContext], _R], method: str
-    ) -> Callable[[Any, grpc.ServicerContext], _R]:
-        def authorized(request: Any, context: grpc.ServicerContext) -> _R:
-            run_in = _context_with(self._authorize(context, method))
-            return run_in.run(behavior, request, context)
-
-        return authorized
-
-    def _streaming(
-        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[_R]], method: str
-    ) -> Callable[[Any, grpc.ServicerContext], Iterator[_R]]:
-        def authorized(request: Any, context: grpc.ServicerContext) -> Iterator[_R]:
-            # Authorize before returning the iterator: gRPC sends nothing, not
-            # even headers, for a refused call.
-            run_in = _context_with(self._authorize(context, method))
-            responses = run_in.run(behavior, request, context)
-            return _iterate_within(run_in, responses)
-
-        return authorized
+        refuse(context, status, NOT_AUTHORIZED)
 
 
 def _context_with(peer: AuthenticatedPeer) -> contextvars.Context:
@@ -282,13 +251,3 @@ def _context_with(peer: AuthenticatedPeer) -> contextvars.Context:
     run_in = contextvars.copy_context()
     run_in.run(_CURRENT_PEER.set, peer)
     return run_in
-
-
-def _iterate_within(run_in: contextvars.Context, responses: Iterator[_R]) -> Iterator[_R]:
-    """Drive a response iterator (often a generator) so each step runs in ``run_in``."""
-    while True:
-        try:
-            item = run_in.run(next, responses)
-        except StopIteration:
-            return
-        yield item

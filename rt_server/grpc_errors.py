@@ -16,6 +16,7 @@ import grpc
 import sqlalchemy.exc
 
 from rt_client import errors
+from rt_client.callgate import BUSY, NOT_AUTHORIZED
 
 log = logging.getLogger("rt_server.errors")
 
@@ -44,14 +45,15 @@ DATABASE_UNAVAILABLE = (
 
 # What a peer sees: the code, and nothing it could learn from.
 _PEER_TEXT = {
-    grpc.StatusCode.PERMISSION_DENIED: "not authorized",
+    grpc.StatusCode.UNAUTHENTICATED: NOT_AUTHORIZED,
+    grpc.StatusCode.PERMISSION_DENIED: NOT_AUTHORIZED,
     grpc.StatusCode.INVALID_ARGUMENT: "refused",
     grpc.StatusCode.NOT_FOUND: "refused",
     grpc.StatusCode.ALREADY_EXISTS: "already received",
     grpc.StatusCode.FAILED_PRECONDITION: "refused",
     grpc.StatusCode.UNAVAILABLE: "try again later",
     grpc.StatusCode.ABORTED: "try again later",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "busy, try again later",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: BUSY,
 }
 
 

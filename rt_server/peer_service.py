@@ -1,7 +1,8 @@
 """The ``DistrictPeer`` servicer: translation only.
 
 Authorization happened before any of these methods runs (``rt_server.auth``,
-one interceptor for every method); errors become status codes in one place
+one interceptor for every method, which also bounds every wait for the peer's
+messages); errors become status codes in one place
 (``rt_server.grpc_errors``). Each method names the TLS peer and hands the
 message to the flow module that owns it.
 """
@@ -16,13 +17,11 @@ from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 from rt_server import receiver, requester, responder, threads
 from rt_server.auth import current_peer
 from rt_server.district import District
-from rt_server.streams import StreamWatchdog
 
 
 class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
-    def __init__(self, district: District, watchdog: StreamWatchdog) -> None:
+    def __init__(self, district: District) -> None:
         self._d = district
-        self._watchdog = watchdog
 
     def SubmitRequest(
         self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
@@ -37,9 +36,7 @@ class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
     def DeliverRecords(
         self, request_iterator: Iterator[peer_pb2.DeliveryFrame], context: grpc.ServicerContext
     ) -> common_pb2.SignedEnvelope:
-        peer = current_peer().code
-        frames = self._watchdog.watch(context, request_iterator, f"delivery from {peer}")
-        return receiver.receive_delivery(self._d, frames, peer)
+        return receiver.receive_delivery(self._d, request_iterator, current_peer().code)
 
     def GetDeliveryOffset(
         self, request: peer_pb2.DeliveryOffsetRequest, context: grpc.ServicerContext

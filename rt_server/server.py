@@ -40,7 +40,6 @@ from rt_server.grpc_errors import ErrorMappingInterceptor
 from rt_server.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
 from rt_server.peers import PeerClients
 from rt_server.registrar_service import RegistrarService
-from rt_server.streams import StreamWatchdog
 
 log = logging.getLogger("rt_server")
 
@@ -52,6 +51,10 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.max_connection_idle_ms", 10 * 60_000),
+    # No connection lives forever: after 30 minutes it is asked to go away (the
+    # client reconnects at once), and calls still under way get 10 more minutes.
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 10 * 60_000),
 ]
 
 # gRPC refuses a Unix socket path longer than this (sun_path is 108 bytes with its NUL).
@@ -85,9 +88,14 @@ class DistrictServer:
         self._worker: DeliveryWorker | None = None
         self._checkpointer: WalCheckpointer | None = None
         self._registry_channel: grpc.Channel | None = None
-        self._watchdog = StreamWatchdog(config.stream_idle_timeout_seconds)
+        self._gate: PeerAuthInterceptor | None = None
         self._health: list[health.HealthServicer] = []
         self.district: District | None = None
+
+    @property
+    def peer_gate(self) -> PeerAuthInterceptor | None:
+        """The peer server's gate (who holds how many calls), once started."""
+        return self._gate
 
     def start(self) -> None:
         config = self.config
@@ -161,18 +169,23 @@ class DistrictServer:
         log.info("district %s serving peers on port %d", config.district_code, self.peer_port)
 
     def _start_peer_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
+        config = self.config
+        self._gate = PeerAuthInterceptor(
+            directory,
+            per_peer=min(config.max_rpcs_per_peer, config.max_concurrent_rpcs),
+            message_wait_seconds=config.message_wait_seconds,
+            idle_seconds=config.stream_idle_timeout_seconds,
+        )
         server = grpc.server(
+            # A thread for every call gRPC accepts: a call waiting for a thread would hang.
             futures.ThreadPoolExecutor(
-                max_workers=self.config.max_concurrent_rpcs + 4, thread_name_prefix="peer"
+                max_workers=config.max_concurrent_rpcs + 4, thread_name_prefix="peer"
             ),
-            interceptors=[
-                ErrorMappingInterceptor(peer_facing=True),
-                PeerAuthInterceptor(directory),
-            ],
-            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            interceptors=[ErrorMappingInterceptor(peer_facing=True), self._gate],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=SERVER_OPTIONS,
         )
-        peer_pb2_grpc.add_DistrictPeerServicer_to_server(_peer_service(d, self._watchdog), server)
+        peer_pb2_grpc.add_DistrictPeerServicer_to_server(_peer_service(d), server)
         self._health.append(
             _add_health_and_reflection(
                 server, peer_pb2.DESCRIPTOR.services_by_name["DistrictPeer"].full_name
@@ -243,7 +256,8 @@ class DistrictServer:
             self._worker.stop(grace, cut=self.district.outgoing.cut_all)
         for event in events:
             event.wait(grace + 1)
-        self._watchdog.stop()
+        if self._gate is not None:
+            self._gate.stop()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self.district is not None:
@@ -253,10 +267,10 @@ class DistrictServer:
             self._registry_channel.close()
 
 
-def _peer_service(d: District, watchdog: StreamWatchdog) -> peer_pb2_grpc.DistrictPeerServicer:
+def _peer_service(d: District) -> peer_pb2_grpc.DistrictPeerServicer:
     from rt_server.peer_service import DistrictPeerService
 
-    return DistrictPeerService(d, watchdog)
+    return DistrictPeerService(d)
 
 
 def retry_policy(config: DistrictConfig) -> RetryPolicy:

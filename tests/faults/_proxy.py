@@ -7,7 +7,8 @@ arms it: the next connection is cut after ``n1`` bytes from client to server
 (mid-record, mid-frame, wherever that falls), the one after that after ``n2``
 bytes, and so on; once the plan is used up connections pass untouched. A cut
 closes both sides at once, the client's with a TCP reset, as a dropped link or
-a killed middlebox would look.
+a killed middlebox would look. ``source_host`` (e.g. ``127.0.0.2``) makes
+the forwarded connections come from another loopback address.
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ _BUFFER = 64 * 1024
 
 
 class CuttingProxy:
-    def __init__(self, target_port: int, listen_port: int = 0) -> None:
+    def __init__(
+        self, target_port: int, listen_port: int = 0, *, source_host: str | None = None
+    ) -> None:
         self._target = ("127.0.0.1", target_port)
+        # Where the forwarded connections come from (another loopback address
+        # makes them another source, as the server sees it).
+        self._source = (source_host, 0) if source_host else None
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", listen_port))
@@ -63,7 +69,9 @@ class CuttingProxy:
             except OSError:
                 return  # closed
             try:
-                upstream = socket.create_connection(self._target, timeout=5)
+                upstream = socket.create_connection(
+                    self._target, timeout=5, source_address=self._source
+                )
                 upstream.settimeout(None)
             except OSError:
                 _close(client, reset=True)  # the server is down: refuse, as it would

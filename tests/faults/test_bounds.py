@@ -85,7 +85,7 @@ def test_a_stalled_stream_is_cut_and_overload_is_refused_meanwhile(cluster: Clus
         cut_after = time.monotonic() - opened
         assert error is not None and error.code() == grpc.StatusCode.CANCELLED
         assert 1.5 <= cut_after < 10, cut_after
-        b.wait_log(f"cut a delivery from {PRIOR}: nothing arrived for 2 s", timeout=5)
+        b.wait_log(f"cut a DeliverRecords call from {PRIOR}: nothing arrived for 2 s", timeout=5)
         # The slot is free again.
         wait_for(
             "the slot to be free again", lambda: offset_call() == grpc.StatusCode.OK, timeout=10

@@ -288,7 +288,7 @@ class RecordingPeer(peer_pb2_grpc.DistrictPeerServicer):
         try:
             peer = require_claimed(request.signer_district)
         except PeerAuthError:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "peer not authorized")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "not authorized")
         self._record("SubmitRequest", peer.code, negotiated_tls_version(context.auth_context()))
         return common_pb2.SignedEnvelope(signer_district=peer.code)
 

@@ -550,7 +550,7 @@ def test_a_revoked_district_is_refused_on_every_rpc(short_ttl_world: World) -> N
     with unchanged(world):
         for target in (world.a, world.b):
             for call in every_rpc(world, target, c.tls, c):
-                assert refused(call, Code.PERMISSION_DENIED).details() == "peer not authorized"
+                assert refused(call, Code.PERMISSION_DENIED).details() == "not authorized"
 
 
 def test_an_old_certificate_after_update_entry_rotated_the_key(short_ttl_world: World) -> None:
@@ -567,10 +567,10 @@ def test_an_old_certificate_after_update_entry_rotated_the_key(short_ttl_world: 
     with unchanged(world):
         for target in (world.a, world.b):
             for call in every_rpc(world, target, old.tls, old):
-                assert refused(call, Code.PERMISSION_DENIED).details() == "peer not authorized"
+                assert refused(call, Code.PERMISSION_DENIED).details() == "not authorized"
     update_district_entry(world.c.config, rotate_tls_key=True, clock=world.registry.clock)
     time.sleep(TTL + 0.2)
     with unchanged(world):
         for target in (world.a, world.b):
             for call in every_rpc(world, target, new.tls, new):
-                assert refused(call, Code.PERMISSION_DENIED).details() == "peer not authorized"
+                assert refused(call, Code.PERMISSION_DENIED).details() == "not authorized"

@@ -256,7 +256,7 @@ def test_entries_a_lying_registry_serves_are_refused(lied_to) -> None:
         liar.tamper = lambda code, e, lie=lie: lie(e) if code == ATTACKER else e
         after_ttl()
         with unchanged(world):
-            assert refused(call_b, Code.PERMISSION_DENIED).details() == "peer not authorized", name
+            assert refused(call_b, Code.PERMISSION_DENIED).details() == "not authorized", name
     # An older entry after a newer one: refused as a rollback (version 1 after 3).
     liar.tamper = lambda code, e: first if code == ATTACKER else e
     after_ttl()
