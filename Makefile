@@ -10,7 +10,7 @@ TLSSCAN_STAMP := $(TLSSCAN)/.installed-stamp
 # make fuzz: how long, in seconds, all fuzz targets run together.
 FUZZ_SECONDS ?= 300
 
-.PHONY: install tlsscan demo test lint protos bench fuzz clean
+.PHONY: install tlsscan demo test test-standalone lint protos bench fuzz clean
 
 install: $(STAMP)
 
@@ -40,6 +40,13 @@ bench: install
 test: install tlsscan
 	$(PY) scripts/gen_protos.py --check
 	RT_REQUIRE_TLSSCAN=1 $(PY) scripts/test_postgres.py -- $(PY) -m pytest
+
+# The repository stands alone: a fresh clone of HEAD, with nothing beside it,
+# runs the tests that read published vectors (tests/vectors/). CI runs this.
+test-standalone: install
+	rm -rf build/standalone && mkdir -p build/standalone
+	git clone --quiet . build/standalone/clone
+	cd build/standalone/clone && PYTHONPATH=$$PWD $(abspath $(PY)) -m pytest -q tests/unit/crypto
 
 # Fuzz the envelope, header and batch parsers (atheris, or hypothesis where
 # atheris does not install) for FUZZ_SECONDS; make test runs them briefly.

@@ -1,14 +1,14 @@
-"""Published test vectors for the crypto core, read from ``shared/vectors/`` as published.
+"""Published test vectors for the crypto core, read from ``tests/vectors/`` as published.
 
-The directory is ``<repo>/../shared/vectors`` unless ``RT_VECTORS_DIR`` says
-otherwise. A missing vector file is a collection error, never a skip: the
-vectors are the evidence that the implementation matches the spec.
+The files are in the repository (with their licence and source in
+``tests/vectors/README.md``), so a clone alone runs these tests. A missing
+vector file is a collection error, never a skip: the vectors are the evidence
+that the implementation matches the spec.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,13 @@ COBBLESTONE_FILE = "c2sp_chunked_encryption_aes_256_gcm_test.json"
 ED25519_FILE = "ed25519_test.json"
 
 
-def vectors_dir() -> Path:
-    override = os.environ.get("RT_VECTORS_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[3].parent / "shared" / "vectors"
+VECTORS_DIR = Path(__file__).resolve().parents[2] / "vectors"
 
 
 def load_vectors(name: str) -> dict[str, Any]:
-    path = vectors_dir() / name
+    path = VECTORS_DIR / name
     if not path.is_file():
-        raise FileNotFoundError(f"test vectors not found: {path} (set RT_VECTORS_DIR)")
+        raise FileNotFoundError(f"test vectors not found: {path}")
     with path.open(encoding="utf-8") as f:
         data: dict[str, Any] = json.load(f)
     return data
