@@ -199,3 +199,16 @@ def test_200_stalled_enrollments_from_one_source_leave_the_operator_enrollment(
     finally:
         attacker.close()
         relay.close()
+
+
+def test_a_message_that_does_not_parse_is_invalid_argument_after_authorization(
+    stall_world: World,
+) -> None:
+    world = stall_world
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length prefix far beyond the message
+    with Unchanged(world):
+        authorized = _peer_channel(world, world.a, world.c.identity.tls)
+        with pytest.raises(grpc.RpcError) as info:
+            authorized.unary_unary(SUBMIT_REQUEST)(garbage, timeout=RPC_TIMEOUT)
+    assert info.value.code() == Code.INVALID_ARGUMENT
+    assert info.value.details() == "refused"
