@@ -4,7 +4,12 @@ District codes are California's 7-digit county-district codes; school codes are
 the 14-digit CDS codes whose first 7 digits are the district's (DESIGN.md
 section 3). A district's TLS identity is the SPIFFE-style URI
 ``spiffe://records-transfer/district/<code>`` carried as the certificate's only
-URI SAN.
+URI SAN. Request, transfer and message ids (decisions, thread messages, import
+notices) are lower-case canonical UUIDs, as ``str(uuid.uuid4())`` writes them.
+
+An id from outside is parsed here before it is used in any way (a query, a
+log line, an error): errors say what was wrong, never the value, which may be
+megabytes long or made to forge a log line.
 """
 
 from __future__ import annotations
@@ -17,13 +22,19 @@ from rt_client.errors import InvalidInput
 __all__ = [
     "SPIFFE_DISTRICT_PREFIX",
     "DistrictCode",
+    "MessageId",
     "RequestId",
     "SchoolCode",
     "TransferId",
     "district_from_spiffe",
     "district_of_school",
+    "is_uuid",
     "parse_district_code",
+    "parse_message_id",
+    "parse_request_id",
     "parse_school_code",
+    "parse_transfer_id",
+    "parse_uuid",
     "spiffe_id",
 ]
 
@@ -31,6 +42,7 @@ DistrictCode = NewType("DistrictCode", str)
 SchoolCode = NewType("SchoolCode", str)
 RequestId = NewType("RequestId", str)
 TransferId = NewType("TransferId", str)
+MessageId = NewType("MessageId", str)  # a decision's, thread message's or import notice's
 
 SPIFFE_DISTRICT_PREFIX: Final = "spiffe://records-transfer/district/"
 
@@ -38,13 +50,14 @@ SPIFFE_DISTRICT_PREFIX: Final = "spiffe://records-transfer/district/"
 # (e.g. Arabic-Indic), which would give one district several spellings.
 _DISTRICT_RE: Final = re.compile(r"[0-9]{7}")
 _SCHOOL_RE: Final = re.compile(r"[0-9]{14}")
+_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def parse_district_code(value: str) -> DistrictCode:
     """``value`` as a district code. Raises ``InvalidInput`` unless it is exactly 7 digits."""
     if not isinstance(value, str) or _DISTRICT_RE.fullmatch(value) is None:
         raise InvalidInput(
-            f"{_shown(value)} is not a district code: expected the 7-digit county-district "
+            "not a district code: expected the 7-digit county-district "
             "code (the first 7 digits of a CDS code), e.g. 1964733"
         )
     return DistrictCode(value)
@@ -53,11 +66,42 @@ def parse_district_code(value: str) -> DistrictCode:
 def parse_school_code(value: str) -> SchoolCode:
     """``value`` as a CDS school code. Raises ``InvalidInput`` unless it is exactly 14 digits."""
     if not isinstance(value, str) or _SCHOOL_RE.fullmatch(value) is None:
-        raise InvalidInput(
-            f"{_shown(value)} is not a school code: expected the 14-digit CDS code, "
-            "e.g. 19647331932334"
-        )
+        raise InvalidInput("not a school code: expected the 14-digit CDS code, e.g. 19647331932334")
     return SchoolCode(value)
+
+
+def is_uuid(value: object) -> bool:
+    """Whether ``value`` is a lower-case canonical UUID (36 characters)."""
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
+
+
+def parse_uuid(value: object, what: str) -> str:
+    """``value`` as a lower-case canonical UUID.
+
+    Raises ``InvalidInput`` naming ``what`` (e.g. "request id"), not the value.
+    """
+    if not is_uuid(value):
+        raise InvalidInput(f"{what} must be a lower-case UUID")
+    assert isinstance(value, str)
+    return value
+
+
+def parse_request_id(value: object) -> RequestId:
+    """``value`` as a request id. Raises ``InvalidInput`` unless it is a lower-case UUID."""
+    return RequestId(parse_uuid(value, "request id"))
+
+
+def parse_transfer_id(value: object) -> TransferId:
+    """``value`` as a transfer id. Raises ``InvalidInput`` unless it is a lower-case UUID."""
+    return TransferId(parse_uuid(value, "transfer id"))
+
+
+def parse_message_id(value: object, what: str = "message id") -> MessageId:
+    """``value`` as the id of a decision, thread message or import notice.
+
+    Raises ``InvalidInput`` naming ``what`` unless it is a lower-case UUID.
+    """
+    return MessageId(parse_uuid(value, what))
 
 
 def district_of_school(school: SchoolCode) -> DistrictCode:
@@ -83,9 +127,3 @@ def district_from_spiffe(uri: str) -> DistrictCode:
     if _DISTRICT_RE.fullmatch(code) is None:
         raise InvalidInput("not a Records Transfer district identity")
     return DistrictCode(code)
-
-
-def _shown(value: object) -> str:
-    """A short, printable rendering of a rejected value for an error message."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
@@ -24,7 +23,7 @@ from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import Directory, DirectoryEntry
 from rt_client.envelopes import open_message, sign_message
-from rt_client.errors import InvalidInput, NotFound, PeerAuthError
+from rt_client.errors import NotFound, PeerAuthError
 from rt_client.identity import DistrictIdentity
 from rt_server.core.store import OutboxClaim
 from rt_server.db import READ_ONLY
@@ -60,8 +59,9 @@ class Limits:
     # stored in the one transaction that receives it (a cut one starts over);
     # a larger one is stored frame by frame, so a cut one resumes.
     buffered_delivery_bytes: int = 1024 * 1024
+    # Our requests expire this long after they are created (a peer's may live
+    # up to ``validate.MAX_REQUEST_LIFETIME``; its times are bounded there too).
     request_ttl_days: int = 30
-    clock_skew_seconds: int = 300
     rpc_timeout_seconds: float = 15.0
     # A delivery's deadline grows with its size, from this floor at this pace.
     delivery_timeout_floor_seconds: float = 60.0
@@ -166,18 +166,6 @@ def _request_query(by_direction: bool, lock: bool) -> Select[Any]:
     if by_direction:
         query = query.where(REQUESTS.c.direction == bindparam("direction"))
     return query.with_for_update() if lock else query
-
-
-def peer_timestamp(ts: Timestamp, what: str) -> datetime:
-    """A timestamp from a peer's message as an aware datetime.
-
-    Raises ``InvalidInput`` for one outside what a datetime can hold (protobuf
-    would raise ``ValueError``/``OverflowError``: a crash, not a refusal).
-    """
-    try:
-        return ts.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidInput(f"{what} is out of range") from None
 
 
 def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:

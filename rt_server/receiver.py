@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final
@@ -37,6 +36,7 @@ from rt_client.errors import (
     RecordsTransferError,
     WrongStatus,
 )
+from rt_client.ids import is_uuid, parse_transfer_id
 from rt_server.core import store, validate
 from rt_server.core.statuses import Action
 from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
@@ -45,11 +45,14 @@ from rt_server.sender import parse_counts
 
 log = logging.getLogger("rt_server.receiver")
 
-# Transfer and request ids are lower-case UUIDs (the prior district chose them).
-_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
 
 def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.DeliveryOffset:
+    """How much of the peer's transfer ``transfer_id`` we hold durably (0: none).
+
+    Raises ``InvalidInput`` for an id that is not a transfer id (before it is
+    used anywhere), ``PeerAuthError`` for another district's transfer.
+    """
+    transfer_id = parse_transfer_id(transfer_id)
     with d.reading() as conn:
         row = conn.execute(
             select(TRANSFERS).where(
@@ -85,7 +88,7 @@ def receive_delivery(
     )
     if len(start.wrapped_key) > 4096:
         raise InvalidInput("the wrapped key is too long")
-    if not (_is_uuid(header.transfer_id) and _is_uuid(header.request_id)):
+    if not (is_uuid(header.transfer_id) and is_uuid(header.request_id)):
         raise InvalidInput("the transfer header's ids are not UUIDs")
     # A small delivery from the start waits in memory and is stored in the one
     # transaction that receives it; a larger one (or a resume) is stored frame
@@ -224,6 +227,14 @@ def _admit(  # type: ignore[no-untyped-def]
     one still RECEIVING must be resumed from exactly where it stopped.
     """
     request = load_peer_request(conn, header.request_id, "OUTBOUND", peer)
+    # Checked before anything of the transfer is stored. A re-send or a resume
+    # carries the header as first sent, however long ago: it cannot predate the request.
+    validate.peer_time(
+        "the transfer header's created-at",
+        header.created_at,
+        d.clock(),
+        not_before=request.created_at,
+    )
     existing = _transfer(conn, header.transfer_id)
     if existing is not None and existing.request_id != header.request_id:
         raise IntegrityError()
@@ -278,10 +289,6 @@ def _start_receiving(
 
 def _transfer_id_taken(conn: Connection, transfer_id: str) -> bool:
     return conn.execute(_ANY_TRANSFER, {"transfer_id": transfer_id}).first() is not None
-
-
-def _is_uuid(value: str) -> bool:
-    return _UUID_RE.fullmatch(value) is not None
 
 
 def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-def]

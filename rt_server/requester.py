@@ -17,9 +17,15 @@ from datetime import timedelta
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import Duplicate, InvalidInput, NotFound, PeerAuthError, WrongStatus
-from rt_client.ids import district_of_school, parse_school_code
+from rt_client.ids import (
+    district_of_school,
+    parse_message_id,
+    parse_request_id,
+    parse_school_code,
+    parse_transfer_id,
+)
 from rt_server import outbox
-from rt_server.core import store
+from rt_server.core import store, validate
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_set, table_spec
 from rt_server.db.schema import begin_not_durable
@@ -28,7 +34,6 @@ from rt_server.district import (
     load_peer_request,
     load_request,
     new_id,
-    peer_timestamp,
 )
 from rt_server.peers import call_peer
 
@@ -111,6 +116,8 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
         )
         if receipt.request_id != item.request_id or receipt.prior_district != item.to_district:
             raise PeerAuthError("the prior district's receipt names another request")
+        # Made when A answered: now, give or take the clocks' skew.
+        validate.peer_time("the request receipt's received-at", receipt.received_at, d.clock())
         note = f"District {item.to_district} received the request."
     except Duplicate:
         # ALREADY_EXISTS: an earlier attempt got through, only the answer was lost.
@@ -136,10 +143,18 @@ def receive_decision(
     decision = d.open_from(envelope.LABEL_DECISION, signed, peer, peer_pb2.Decision)
     if decision.prior_district != peer or decision.requesting_district != d.code:
         raise PeerAuthError(f"decision from {peer} names other districts")
-    if not decision.decision_id or len(decision.decision_id) > 36:
-        raise InvalidInput("decision without a valid id")
+    # Ids and the time are checked before any is used (a query, a log line) or stored.
+    decision_id = parse_message_id(decision.decision_id, "decision id")
+    request_id = parse_request_id(decision.request_id)
+    transfer_id = parse_transfer_id(decision.transfer_id) if decision.transfer_id else None
+    now = d.clock()
     with d.reading() as conn:
-        load_peer_request(conn, decision.request_id, "OUTBOUND", peer)
+        request = load_peer_request(conn, request_id, "OUTBOUND", peer)
+    # A decision may come long after it was made (a send retried weeks later),
+    # never before the request it decides.
+    decided_at = validate.peer_time(
+        "the decision's decided-at", decision.decided_at, now, not_before=request.created_at
+    )
     # Enum values outside the proto's (proto3 keeps unknown ones) would make
     # Name() raise ValueError: a crash instead of a refusal.
     if decision.reason not in common_pb2.RejectReason.values() or any(
@@ -149,20 +164,20 @@ def receive_decision(
     reason = common_pb2.RejectReason.Name(decision.reason) if decision.reason else "OTHER"
     store.record_decision(
         d.engine,
-        decision.request_id,
+        request_id,
         approved=decision.approved,
         actor=f"district {peer}",
         tables=[common_pb2.TableCode.Name(t) for t in decision.tables],
         reason=None if decision.approved else reason,
         text=decision.reason_text or None,
-        transfer_id=decision.transfer_id or None,
-        decision_id=decision.decision_id,
+        transfer_id=transfer_id,
+        decision_id=decision_id,
         decision_envelope=signed.SerializeToString(),
         decided_by=decision.decided_by[:100] or None,
-        decided_at=peer_timestamp(decision.decided_at, "the decision's decided-at"),
-        now=d.clock(),
+        decided_at=decided_at,
+        now=now,
     )
-    return d.ack(decision.decision_id)
+    return d.ack(decision_id)
 
 
 def send_now(d: District, request_id: str) -> None:

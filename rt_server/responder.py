@@ -11,7 +11,6 @@ the signed decision is queued for B, and on approval so is the delivery
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -25,9 +24,15 @@ from rt_client.errors import (
     PeerUnavailable,
     WrongStatus,
 )
-from rt_client.ids import district_of_school, parse_school_code
+from rt_client.ids import (
+    district_of_school,
+    parse_message_id,
+    parse_request_id,
+    parse_school_code,
+    parse_transfer_id,
+)
 from rt_server import outbox
-from rt_server.core import matching, store
+from rt_server.core import matching, store, validate
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_spec
 from rt_server.db.schema import REQUESTS, begin_not_durable
@@ -36,7 +41,6 @@ from rt_server.district import (
     load_peer_request,
     load_request,
     new_id,
-    peer_timestamp,
 )
 from rt_server.peers import call_peer
 from rt_server.requester import table_enums
@@ -47,12 +51,13 @@ def receive_request(
 ) -> common_pb2.SignedEnvelope:
     """Verify and store B's request as PENDING. Returns our signed receipt."""
     request = d.open_from(envelope.LABEL_REQUEST, signed, peer, peer_pb2.RecordsRequest)
+    # Ids, codes and times are checked before any of them is used (a query, a
+    # log line) and before anything is stored; the peer is the TLS peer, checked.
     if request.requesting_district != peer:
-        raise PeerAuthError(
-            f"request from {peer} claims to come from {request.requesting_district}"
-        )
+        raise PeerAuthError(f"request from {peer} names another district as the requester")
     if request.prior_district != d.code:
         raise InvalidInput("the request is addressed to another district")
+    request_id = parse_request_id(request.request_id)
     requesting_school = parse_school_code(request.requesting_school)
     if district_of_school(requesting_school) != peer:
         raise PeerAuthError("the requesting school is not the requesting district's")
@@ -62,13 +67,13 @@ def receive_request(
     now = d.clock()
     if not request.HasField("created_at") or not request.HasField("expires_at"):
         raise InvalidInput("a request must say when it was created and when it expires")
-    created = peer_timestamp(request.created_at, "the request's created-at")
-    if created > now + timedelta(seconds=d.limits.clock_skew_seconds):
-        raise InvalidInput("the request was created in the future")
+    created = validate.peer_time("the request's created-at", request.created_at, now)
+    expires = validate.datetime_of("the request's expires-at", request.expires_at)
+    validate.check_request_expiry(created, expires, now)
     with d.reading() as conn:
         held = conn.execute(
             select(REQUESTS.c.direction, REQUESTS.c.other_district).where(
-                REQUESTS.c.request_id == request.request_id
+                REQUESTS.c.request_id == request_id
             )
         ).first()
     if held is not None and (held.direction != "INBOUND" or held.other_district != peer):
@@ -197,7 +202,9 @@ def send_signed(d: District, item: outbox.OutboxItem, done: outbox.Outbox, rpc: 
     stub = d.peers.stub(item.to_district)
     try:
         reply = call_peer(lambda: getattr(stub, rpc)(signed, timeout=d.limits.rpc_timeout_seconds))
-        d.open_from(envelope.LABEL_ACK, reply, item.to_district, peer_pb2.Ack)
+        ack = d.open_from(envelope.LABEL_ACK, reply, item.to_district, peer_pb2.Ack)
+        # Made when the peer answered: now, give or take the clocks' skew.
+        validate.peer_time("the acknowledgement's time", ack.at, d.clock())
     except Duplicate:
         pass  # an earlier attempt got through
     with begin_not_durable(d.engine) as conn:  # lost, it is sent again: the peer dedupes
@@ -210,13 +217,18 @@ def receive_import_notice(
     notice = d.open_from(envelope.LABEL_IMPORT_NOTICE, signed, peer, peer_pb2.ImportNotice)
     if notice.requesting_district != peer or notice.prior_district != d.code:
         raise PeerAuthError(f"import notice from {peer} names other districts")
-    if not notice.notice_id or len(notice.notice_id) > 36:
-        raise InvalidInput("import notice without a valid id")
+    notice_id = parse_message_id(notice.notice_id, "import notice id")
+    request_id = parse_request_id(notice.request_id)
+    transfer_id = parse_transfer_id(notice.transfer_id)
     now = d.clock()
     with d.engine.begin() as conn:
-        row = load_peer_request(conn, notice.request_id, "INBOUND", peer)
-        store.remember_message(conn, notice.notice_id, "import_notice", now=now)
-        if row.transfer_id != notice.transfer_id:
+        row = load_peer_request(conn, request_id, "INBOUND", peer)
+        # Checked before the notice id is remembered: a refusal changes nothing.
+        validate.peer_time(
+            "the import notice's imported-at", notice.imported_at, now, not_before=row.created_at
+        )
+        store.remember_message(conn, notice_id, "import_notice", now=now)
+        if row.transfer_id != transfer_id:
             raise InvalidInput("the import notice names another transfer")
         if row.status == "PENDING" and row.approved:
             # B imported before our worker recorded B's delivery receipt (it is
@@ -230,4 +242,4 @@ def receive_import_notice(
             reason=f"District {peer} imported the records.",
             now=now,
         )
-    return d.ack(notice.notice_id)
+    return d.ack(notice_id)

@@ -34,7 +34,7 @@ from rt_client.crypto import envelope
 from rt_client.errors import IntegrityError, PeerUnavailable
 from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server import _testhooks, outbox
-from rt_server.core import export, store
+from rt_server.core import export, store, validate
 from rt_server.core.statuses import Action
 from rt_server.core.tables import parse_table_list
 from rt_server.db import READ_ONLY
@@ -364,6 +364,11 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     ):
         raise IntegrityError("the delivery receipt does not match what was sent")
     now = d.clock()
+    # A receipt sent again (ours was lost) keeps the time B first received the
+    # transfer, which may be long ago; never before we sealed it.
+    validate.peer_time(
+        "the delivery receipt's received-at", receipt.received_at, now, not_before=sealed.created_at
+    )
     with d.engine.begin() as conn:
         # Locked: another replica may be finishing the same delivery (its lease
         # ran out while it waited for B); only one of them records it.

@@ -10,8 +10,9 @@ from __future__ import annotations
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import PeerAuthError
+from rt_client.ids import parse_message_id, parse_request_id
 from rt_server import outbox
-from rt_server.core import store
+from rt_server.core import store, validate
 from rt_server.district import District, load_peer_request, new_id
 
 
@@ -51,22 +52,28 @@ def receive_message(
     message = d.open_from(envelope.LABEL_MESSAGE, signed, peer, peer_pb2.ThreadMessage)
     if message.from_district != peer or message.to_district != d.code:
         raise PeerAuthError(f"message from {peer} names other districts")
+    # Ids and the time are checked before any is used (a query, a log line) or stored.
+    message_id = parse_message_id(message.message_id)
+    request_id = parse_request_id(message.request_id)
+    now = d.clock()
     with d.reading() as conn:
         try:
-            load_peer_request(conn, message.request_id, "INBOUND", peer)
+            request = load_peer_request(conn, request_id, "INBOUND", peer)
         except PeerAuthError:
-            load_peer_request(conn, message.request_id, "OUTBOUND", peer)
+            request = load_peer_request(conn, request_id, "OUTBOUND", peer)
+    # Kept in the thread at the time it arrived; its own time must still be sane.
+    validate.peer_time("the message's sent-at", message.sent_at, now, not_before=request.created_at)
     store.add_thread_message(
         d.engine,
-        message.request_id,
+        request_id,
         author=message.author or "unknown",
         body=message.body,
         from_district=peer,
-        message_id=message.message_id,
+        message_id=message_id,
         delivered=True,
-        now=d.clock(),
+        now=now,
     )
-    return d.ack(message.message_id)
+    return d.ack(message_id)
 
 
 def mark_delivered(d: District, item: outbox.OutboxItem) -> None:

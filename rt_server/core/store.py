@@ -33,7 +33,12 @@ from sqlalchemy import exc as sa_exc
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.errors import Duplicate, InvalidInput, NotFound, WrongStatus
-from rt_client.ids import district_of_school, parse_district_code, parse_school_code
+from rt_client.ids import (
+    district_of_school,
+    parse_district_code,
+    parse_school_code,
+    parse_uuid,
+)
 from rt_server.core._db import Bind, aware, reading, transaction, within
 from rt_server.core.matching import name_key, student_from_row
 from rt_server.core.model import (
@@ -102,7 +107,6 @@ SYSTEM_AUTHOR: Final = "system"
 MAX_MESSAGE_LEN: Final = 4000
 MAX_LIST_LIMIT: Final = 1000
 
-_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SSID_RE: Final = re.compile(r"[0-9]{10}")
 _LOCAL_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
 _GENDERS: Final = frozenset({"M", "F", "X"})
@@ -110,12 +114,6 @@ _NONCE_LEN: Final = 16
 
 
 # --- small validators ---------------------------------------------------------
-
-
-def _uuid(value: object, what: str) -> str:
-    if not isinstance(value, str) or _UUID_RE.fullmatch(value) is None:
-        raise InvalidInput(f"{what} must be a lower-case UUID")
-    return value
 
 
 def _text(value: object, what: str, max_len: int, *, required: bool = False) -> str | None:
@@ -531,7 +529,7 @@ def list_students(bind: Bind, query: str = "", limit: int = 50) -> list[StudentR
 
 def _request_values(request: peer_pb2.RecordsRequest, at: dt.datetime) -> dict[str, Any]:
     """The ``requests`` columns a signed ``RecordsRequest`` carries, validated."""
-    request_id = _uuid(request.request_id, "request id")
+    request_id = parse_uuid(request.request_id, "request id")
     requesting = parse_district_code(request.requesting_district)
     prior = parse_district_code(request.prior_district)
     if requesting == prior:
@@ -871,7 +869,7 @@ def record_decision(
             transition(row["status"], Action.APPROVE if approved else Action.REJECT, side)
             if decision_envelope is None:
                 raise InvalidInput("a decision must be signed before it is recorded")
-        extra["decision_id"] = _uuid(decision_id, "decision id")
+        extra["decision_id"] = parse_uuid(decision_id, "decision id")
         if side is Direction.OUTBOUND:
             remember_message(conn, extra["decision_id"], "decision", now=at)
         extra["decision_envelope"] = decision_envelope
@@ -885,7 +883,7 @@ def record_decision(
                 )
             if transfer_id is None:
                 raise InvalidInput("an approval needs the transfer id")
-            extra["transfer_id"] = _uuid(transfer_id, "transfer id")
+            extra["transfer_id"] = parse_uuid(transfer_id, "transfer id")
             extra["tables_approved"] = format_table_list(chosen)
             if side is Direction.INBOUND:
                 if not local_student_id:
@@ -1130,7 +1128,7 @@ def add_thread_message(
     who = _actor(author)
     text = _text(body, "message", MAX_MESSAGE_LEN, required=True)
     district = parse_district_code(from_district)
-    mid = _uuid(message_id or str(uuid.uuid4()), "message id")
+    mid = parse_uuid(message_id or str(uuid.uuid4()), "message id")
     with transaction(bind) as conn:
         row = _load_request(conn, request_id)
         exists = conn.execute(

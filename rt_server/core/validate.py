@@ -1,4 +1,5 @@
-"""Bounds on record rows that come from outside: a peer's transfer or a SIS load.
+"""Bounds on what comes from outside: record rows (a peer's transfer or a SIS
+load) and the times in a peer's signed messages.
 
 The column types of ``rt_server.db.schema`` are the bounds: string lengths,
 decimal precision and scale, 32-bit integers, real calendar dates. Errors name
@@ -10,6 +11,12 @@ distinct date and decimal parsed once), which is what keeps per-row validation
 affordable on a million-row transfer. Only when a column fails does the row-by-
 row path run, to name the first bad row and column exactly; it is also the
 reference the batch path must agree with (``tests/unit/district/test_validate.py``).
+
+A time a peer signs (a request's created/expires, a decision's, a receipt's,
+a message's, an import notice's, a transfer header's) is checked against our
+clock by ``check_peer_time`` before anything of the message is stored: a
+legitimate district's bug or ill will must not plant a request created in
+1971 or a decision dated 9999.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, methodcaller
 from typing import Any, Final
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.rt.v1 import records_pb2
 from rt_client.errors import InvalidInput
@@ -41,11 +50,18 @@ from rt_server.core.tables import (
 __all__ = [
     "INT32_MAX",
     "INT32_MIN",
+    "MAX_PEER_MESSAGE_AGE",
+    "MAX_REQUEST_LIFETIME",
     "MAX_ROWS_PER_BATCH",
+    "PEER_CLOCK_SKEW",
     "CheckedRows",
     "check_batch",
+    "check_peer_time",
+    "check_request_expiry",
     "check_rows",
     "checked_batch",
+    "datetime_of",
+    "peer_time",
     "recheck",
     "validate_batch",
     "validate_row",
@@ -55,6 +71,88 @@ __all__ = [
 MAX_ROWS_PER_BATCH: Final = 5000
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
+
+# How far ahead of our clock a peer's may run: districts keep their clocks by
+# NTP; minutes, not hours, of drift is what a misconfigured server shows.
+PEER_CLOCK_SKEW: Final = dt.timedelta(minutes=5)
+# How old a peer's message may be when it first reaches us: a sender's outbox
+# retries an undelivered message for ``retry_horizon_seconds`` (7 days by
+# default, ``rt_client.config``) before giving up, so a request queued at B may
+# reach A days later; 30 days leaves room for a longer horizon.
+MAX_PEER_MESSAGE_AGE: Final = dt.timedelta(days=30)
+# How long after it was created a request may expire: ours expire after
+# ``Limits.request_ttl_days`` (30); a year leaves room for another district's policy.
+MAX_REQUEST_LIFETIME: Final = dt.timedelta(days=365)
+
+
+# --- times a peer sends -------------------------------------------------------------
+
+
+def check_peer_time(
+    what: str, value: dt.datetime, now: dt.datetime, *, not_before: dt.datetime | None = None
+) -> None:
+    """Refuse a time in a peer's message that no honest peer would have signed.
+
+    ``value`` may be at most ``PEER_CLOCK_SKEW`` after ``now``. It may be at
+    most ``MAX_PEER_MESSAGE_AGE`` before ``now`` -- unless ``not_before`` is
+    given: the time of what the message answers (the request a decision,
+    message, notice or transfer is for; the transfer a receipt is for). Then it
+    may be no earlier than ``not_before`` less ``PEER_CLOCK_SKEW``: an answer
+    can arrive any time later (a registrar may retry a failed send weeks
+    after), but it cannot predate what it answers. Both limits are inclusive.
+
+    Raises ``InvalidInput`` naming ``what`` (e.g. "the decision's decided-at").
+    """
+    if value > now + PEER_CLOCK_SKEW:
+        raise InvalidInput(f"{what} is in the future (more than the allowed clock skew)")
+    if not_before is None:
+        if value < now - MAX_PEER_MESSAGE_AGE:
+            days = MAX_PEER_MESSAGE_AGE.days
+            raise InvalidInput(f"{what} is more than {days} days in the past")
+    elif value < not_before - PEER_CLOCK_SKEW:
+        raise InvalidInput(f"{what} is before the time of what it answers")
+
+
+def peer_time(
+    what: str, ts: Timestamp, now: dt.datetime, *, not_before: dt.datetime | None = None
+) -> dt.datetime:
+    """A timestamp from a peer's message, as an aware datetime, checked by ``check_peer_time``.
+
+    Raises ``InvalidInput`` naming ``what`` when it is unset (the epoch), out
+    of a datetime's range, or outside ``check_peer_time``'s bounds.
+    """
+    if ts.seconds == 0 and ts.nanos == 0:
+        raise InvalidInput(f"{what} is missing")
+    value = datetime_of(what, ts)
+    check_peer_time(what, value, now, not_before=not_before)
+    return value
+
+
+def datetime_of(what: str, ts: Timestamp) -> dt.datetime:
+    """``ts`` as an aware datetime, unchecked (``peer_time`` checks).
+
+    Raises ``InvalidInput`` naming ``what`` for a time outside what a datetime
+    can hold (protobuf would raise ``ValueError``: a crash, not a refusal).
+    """
+    try:
+        return ts.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{what} is out of range") from None
+
+
+def check_request_expiry(created: dt.datetime, expires: dt.datetime, now: dt.datetime) -> None:
+    """Refuse a peer's request that has expired, expires before it was created, or
+    expires more than ``MAX_REQUEST_LIFETIME`` after it was created (inclusive).
+
+    ``created`` has passed ``check_peer_time``. Raises ``InvalidInput``.
+    """
+    if expires <= created:
+        raise InvalidInput("the request expires before it was created")
+    if expires <= now:
+        raise InvalidInput("the request has expired")
+    if expires > created + MAX_REQUEST_LIFETIME:
+        days = MAX_REQUEST_LIFETIME.days
+        raise InvalidInput(f"the request expires more than {days} days after it was created")
 
 
 def _check_value(column: ColumnSpec, value: Any) -> Any:

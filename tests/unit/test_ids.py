@@ -1,6 +1,8 @@
-"""Identifiers: district and school codes, and the SPIFFE URI that names a district."""
+"""Identifiers: district and school codes, request/transfer/message ids, and the SPIFFE URI."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
@@ -8,8 +10,12 @@ from rt_client.errors import InvalidInput
 from rt_client.ids import (
     district_from_spiffe,
     district_of_school,
+    is_uuid,
     parse_district_code,
+    parse_message_id,
+    parse_request_id,
     parse_school_code,
+    parse_transfer_id,
     spiffe_id,
 )
 
@@ -71,3 +77,50 @@ def test_spiffe_id_refuses_a_malformed_code() -> None:
 def test_district_from_spiffe_refuses_anything_else(uri: str) -> None:
     with pytest.raises(InvalidInput):
         district_from_spiffe(uri)
+
+
+def test_request_transfer_and_message_ids_are_lower_case_uuids() -> None:
+    value = str(uuid.uuid4())
+    assert is_uuid(value)
+    assert parse_request_id(value) == value
+    assert parse_transfer_id(value) == value
+    assert parse_message_id(value, "decision id") == value
+
+
+SOME_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "x",
+        SOME_UUID.upper(),
+        "{" + SOME_UUID + "}",
+        SOME_UUID.replace("-", ""),
+        SOME_UUID + "\n",
+        SOME_UUID + "0",
+        "'; DROP TABLE requests;--",
+        "t" * (3 * 1024 * 1024),
+        None,
+        12,
+    ],
+    ids=lambda v: repr(v)[:20],
+)
+def test_anything_else_is_refused_without_echoing_it(bad: object) -> None:
+    assert not is_uuid(bad)
+    for parse, what in [
+        (parse_request_id, "request id"),
+        (parse_transfer_id, "transfer id"),
+        (lambda v: parse_message_id(v, "import notice id"), "import notice id"),
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            parse(bad)
+        assert str(info.value) == f"{what} must be a lower-case UUID"
+
+
+def test_code_errors_do_not_echo_the_value() -> None:
+    for parse, bad in [(parse_district_code, "9" * 5000), (parse_school_code, "NOTACODE")]:
+        with pytest.raises(InvalidInput) as info:
+            parse(bad)
+        assert bad[:8] not in str(info.value)
