@@ -49,7 +49,7 @@ from registry.authcode import (
     new_authorization_code,
     verify_authorization_code,
 )
-from registry.ca import MAX_ENDPOINT_HOSTS, RegistryCA, check_host_name
+from registry.ca import RegistryCA, check_host_name
 from registry.store import (
     STATUS_ACTIVE,
     STATUS_PENDING,
@@ -87,6 +87,7 @@ from rt_client.ids import (
 from rt_client.tls import district_of_certificate, peer_certificate, spki_sha256, split_host_port
 
 __all__ = [
+    "MAX_ENDPOINTS",
     "STATUS_ACTIVE",
     "STATUS_PENDING",
     "STATUS_REVOKED",
@@ -112,6 +113,7 @@ _DEFAULT_SEARCH_LIMIT: Final = 20
 _REFUSAL_WINDOW: Final = 32
 _MAX_REFUSAL_PAD_SECONDS: Final = 2.0
 _MAX_SEARCH_LIMIT: Final = 100
+MAX_ENDPOINTS: Final = 16
 
 _T = TypeVar("_T")
 
@@ -177,9 +179,9 @@ class DistrictSummary:
 
 
 def check_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
-    """Validate ``host:port`` endpoints (hosts a certificate may carry). Raises ``InvalidInput``."""
-    if len(endpoints) > MAX_ENDPOINT_HOSTS:
-        raise InvalidInput(f"at most {MAX_ENDPOINT_HOSTS} endpoints")
+    """Validate ``host:port`` endpoints a district publishes. Raises ``InvalidInput``."""
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise InvalidInput(f"at most {MAX_ENDPOINTS} endpoints")
     for endpoint in endpoints:
         if len(endpoint) > 270:
             raise InvalidInput("endpoint is too long")
@@ -433,9 +435,7 @@ class RegistryService:
             raise InvalidInput(
                 "keys.endpoints: give at least one host:port other districts can reach"
             )
-        cert = self._ca.issue_district_certificate(
-            checked.csr, district, _hosts(endpoints), self._cert_validity, now
-        )
+        cert = self._ca.issue_district_certificate(checked.csr, district, self._cert_validity, now)
         if not tx.consume_authorization_code(district, stored_hash):
             raise EnrollmentRefused(REFUSED)  # a concurrent enrollment won the race
         current = tx.current_entry(district)
@@ -528,9 +528,8 @@ class RegistryService:
         """Change the caller's own endpoints and/or keys; always returns a fresh certificate.
 
         A new CSR rotates the TLS key; without one the certificate is reissued
-        for the key presented (e.g. for new endpoint names). Raises
-        ``PeerAuthError`` when ``code`` is not the caller, ``InvalidInput`` for
-        malformed keys.
+        for the key presented. Raises ``PeerAuthError`` when ``code`` is not
+        the caller, ``InvalidInput`` for malformed keys.
         """
         if code != caller:
             raise PeerAuthError(f"district {caller} asked to update the entry of {code!r}")
@@ -545,14 +544,14 @@ class RegistryService:
             endpoints = checked.endpoints or entry.endpoints
             if checked.csr is not None:
                 cert = self._ca.issue_district_certificate(
-                    checked.csr, caller, _hosts(endpoints), self._cert_validity, now
+                    checked.csr, caller, self._cert_validity, now
                 )
             else:
                 public_key = caller_cert.public_key()
                 if not isinstance(public_key, ec.EllipticCurvePublicKey):
                     raise InvalidInput("the current TLS key is not an EC key: send a new CSR")
                 cert = self._ca.issue_district_certificate_for_key(
-                    public_key, caller, _hosts(endpoints), self._cert_validity, now
+                    public_key, caller, self._cert_validity, now
                 )
             suite, hpke_public = checked.hpke or (entry.hpke_suite, entry.hpke_public_key)
             new_entry = replace(
@@ -643,10 +642,6 @@ def _parse_stored(row: EntryRow) -> DirectoryEntry:
     msg = common_pb2.DirectoryEntry()
     msg.ParseFromString(row.body)
     return DirectoryEntry.from_proto(msg)
-
-
-def _hosts(endpoints: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(split_host_port(e)[0] for e in endpoints))
 
 
 def _check_name(what: str, name: str) -> str:
