@@ -253,7 +253,7 @@ def spki_sha256(cert: bytes | x509.Certificate) -> bytes:
     """SHA-256 of the certificate's DER SubjectPublicKeyInfo: what a directory entry pins.
 
     The key, not the certificate, is pinned, so the registry can reissue a
-    certificate (new validity, new endpoint names) without a key rotation.
+    certificate (e.g. a new validity) without a key rotation.
     """
     spki = (
         load_certificate(cert)
