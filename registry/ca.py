@@ -1,9 +1,14 @@
 """The registry's certificate authority: it certifies district TLS keys and the registry's own.
 
-A district certificate names exactly one district: its only URI SAN is
-``spiffe://records-transfer/district/<code>`` (DESIGN.md section 3), plus DNS
-or IP SANs for the hosts of the district's endpoints so other districts can
-verify the server they dial. The registry's own server certificate carries
+A district certificate names exactly one district and nothing else, two
+subjectAltNames the CA builds itself from the district code: the URI
+``spiffe://records-transfer/district/<code>`` (DESIGN.md section 3; what the
+peer gate and the registry read) and the DNS name
+``rt_client.tls.district_server_name(code)``, which every client dialling the
+district checks. No endpoint host and nothing a CSR asks for ever goes in: an
+endpoint host is whatever the district typed, may be shared with other
+districts, and so would let one district's certificate pass for another's
+address. The registry's own server certificate carries
 ``rt_client.tls.REGISTRY_SERVER_NAME``, a name no district certificate may
 ever carry, so a district cannot pose as the registry.
 
@@ -27,13 +32,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rt_client.errors import InvalidInput
 from rt_client.ids import DistrictCode, parse_district_code, spiffe_id
-from rt_client.tls import REGISTRY_SERVER_NAME, uri_sans
+from rt_client.tls import REGISTRY_SERVER_NAME, district_server_name, uri_sans
 
-__all__ = ["MAX_ENDPOINT_HOSTS", "RegistryCA", "check_host_name"]
+__all__ = ["RegistryCA", "check_host_name"]
 
 _ALLOWED_CURVES: Final = (ec.SECP256R1, ec.SECP384R1)
 _LABEL_RE: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-MAX_ENDPOINT_HOSTS: Final = 16
 # Backdating absorbs small clock differences between the registry and peers.
 _BACKDATE: Final = timedelta(minutes=5)
 
@@ -118,16 +122,16 @@ class RegistryCA:
         self,
         csr: x509.CertificateSigningRequest | bytes,
         code: str,
-        endpoint_hosts: Iterable[str],
         validity: timedelta,
         now: datetime | None = None,
     ) -> x509.Certificate:
-        """Certify the key in ``csr`` as district ``code``, reachable at ``endpoint_hosts``.
+        """Certify the key in ``csr`` as district ``code``.
 
         The CSR's signature must verify (proof of possession) and its key must
         be EC P-256 or P-384; a CSR that asks for any URI other than the
-        district's own identity is refused. The certificate's names come from
-        ``code`` and ``endpoint_hosts``, not from the CSR. Raises ``InvalidInput``.
+        district's own identity is refused. Only the CSR's key is used: its
+        subject, requested names and extensions are ignored, and the
+        certificate's names come from ``code`` alone. Raises ``InvalidInput``.
         """
         request = _load_csr(csr)
         if not request.is_signature_valid:
@@ -147,35 +151,29 @@ class RegistryCA:
         public_key = request.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise InvalidInput("the TLS key must be an EC P-256 key")
-        return self.issue_district_certificate_for_key(
-            public_key, district, endpoint_hosts, validity, now
-        )
+        return self.issue_district_certificate_for_key(public_key, district, validity, now)
 
     def issue_district_certificate_for_key(
         self,
         public_key: ec.EllipticCurvePublicKey,
         code: DistrictCode,
-        endpoint_hosts: Iterable[str],
         validity: timedelta,
         now: datetime | None = None,
     ) -> x509.Certificate:
-        """Certify an already-pinned key (e.g. for new endpoints). Raises ``InvalidInput``."""
+        """Certify an already-pinned key (e.g. a certificate renewed). Raises ``InvalidInput``."""
         if not isinstance(public_key.curve, _ALLOWED_CURVES):
             raise InvalidInput("the TLS key must be an EC P-256 key")
-        hosts = list(dict.fromkeys(endpoint_hosts))
-        if not hosts:
-            raise InvalidInput("a district certificate needs at least one endpoint host")
-        if len(hosts) > MAX_ENDPOINT_HOSTS:
-            raise InvalidInput(f"at most {MAX_ENDPOINT_HOSTS} endpoint hosts")
-        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id(code))]
-        names.extend(_host_name(host, district=True) for host in hosts)
+        names: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(spiffe_id(code)),
+            x509.DNSName(district_server_name(code)),
+        ]
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Records Transfer"),
                 x509.NameAttribute(NameOID.COMMON_NAME, code),
             ]
         )
-        return self._issue(
+        cert = self._issue(
             public_key,
             subject,
             names,
@@ -183,6 +181,12 @@ class RegistryCA:
             validity,
             now,
         )
+        # What every client relies on, checked on what we actually signed: these
+        # two names and no other, so no other district's name can ride along.
+        issued = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if list(issued) != names:
+            raise AssertionError("issued a district certificate with other names than its own")
+        return cert
 
     def issue_server_certificate(
         self,
@@ -261,10 +265,12 @@ class RegistryCA:
 
 
 def check_host_name(host: str) -> str:
-    """``host`` if it may appear in a district certificate: an IP literal or a DNS name.
+    """``host`` if a district may publish it as an endpoint host: an IP literal or a DNS name.
 
     Refuses wildcards, the registry's reserved server name, and anything that is
-    not a plain lower-case LDH host name. Raises ``InvalidInput``.
+    not a plain lower-case LDH host name. (Endpoint hosts are not put in
+    district certificates; the same rules keep the directory unambiguous.)
+    Raises ``InvalidInput``.
     """
     _host_name(host, district=True)
     return host

@@ -11,6 +11,13 @@
   ``EnrollmentRefused("enrollment refused")``; the reason goes to the log. A
   code is single use: a successful enrollment consumes it, and a later
   re-enrollment (new keys, higher version) needs ``rotate_code``.
+- **Endpoints** are each held by one active district at a time: ``district
+  add``, ``Enroll`` and ``UpdateEntry`` refuse a ``host:port`` another active
+  district already publishes (``InvalidInput``), so the directory never sends
+  one district's traffic to another's listener. The whole ``host:port`` is
+  compared, not the host: districts share hosts (a hosting provider, loopback
+  in tests), which is safe because clients check each district's own TLS name
+  (``rt_client.tls.district_server_name``), never the endpoint's host.
 - **Callers** of every other method are districts identified by the one URI
   SAN of their certificate *and* a key equal to the one their current, active
   entry pins: a revoked district or a rotated-away certificate is refused.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import logging
 import threading
 import time
@@ -49,7 +57,7 @@ from registry.authcode import (
     new_authorization_code,
     verify_authorization_code,
 )
-from registry.ca import MAX_ENDPOINT_HOSTS, RegistryCA, check_host_name
+from registry.ca import RegistryCA, check_host_name
 from registry.store import (
     STATUS_ACTIVE,
     STATUS_PENDING,
@@ -87,6 +95,7 @@ from rt_client.ids import (
 from rt_client.tls import district_of_certificate, peer_certificate, spki_sha256, split_host_port
 
 __all__ = [
+    "MAX_ENDPOINTS",
     "STATUS_ACTIVE",
     "STATUS_PENDING",
     "STATUS_REVOKED",
@@ -112,6 +121,7 @@ _DEFAULT_SEARCH_LIMIT: Final = 20
 _REFUSAL_WINDOW: Final = 32
 _MAX_REFUSAL_PAD_SECONDS: Final = 2.0
 _MAX_SEARCH_LIMIT: Final = 100
+MAX_ENDPOINTS: Final = 16
 
 _T = TypeVar("_T")
 
@@ -177,9 +187,9 @@ class DistrictSummary:
 
 
 def check_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
-    """Validate ``host:port`` endpoints (hosts a certificate may carry). Raises ``InvalidInput``."""
-    if len(endpoints) > MAX_ENDPOINT_HOSTS:
-        raise InvalidInput(f"at most {MAX_ENDPOINT_HOSTS} endpoints")
+    """Validate ``host:port`` endpoints a district publishes. Raises ``InvalidInput``."""
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise InvalidInput(f"at most {MAX_ENDPOINTS} endpoints")
     for endpoint in endpoints:
         if len(endpoint) > 270:
             raise InvalidInput("endpoint is too long")
@@ -269,7 +279,8 @@ class RegistryService:
     ) -> str:
         """Register a district and return its authorization code (shown once, stored hashed).
 
-        Raises ``InvalidInput`` for bad values or a district or school already registered.
+        Raises ``InvalidInput`` for bad values, a district or school already
+        registered, or an endpoint another active district holds.
         """
         district = parse_district_code(code)
         name = _check_name("district name", name)
@@ -285,6 +296,7 @@ class RegistryService:
         auth_code = new_authorization_code()
         hashed = hash_authorization_code(auth_code, self._config.scrypt_n)
         with self._store.transaction() as tx:
+            _refuse_endpoints_held(tx, district, checked)
             tx.add_district(district, name, checked, hashed, school_rows, self._clock())
         log.info("district %s added (%d schools)", district, len(school_rows))
         return auth_code
@@ -357,8 +369,10 @@ class RegistryService:
         """Bind ``keys`` to district ``code``; see the module docstring for the rules.
 
         Raises ``InvalidInput`` for malformed keys (before the code is checked:
-        that reveals nothing about the district) and ``EnrollmentRefused`` for
-        every authorization failure alike.
+        that reveals nothing about the district) or, once the code is accepted,
+        for an endpoint another active district holds (nothing is changed and
+        the code stays unused); ``EnrollmentRefused`` for every authorization
+        failure alike.
         """
         district = parse_district_code(code)
         started = time.monotonic()
@@ -433,9 +447,8 @@ class RegistryService:
             raise InvalidInput(
                 "keys.endpoints: give at least one host:port other districts can reach"
             )
-        cert = self._ca.issue_district_certificate(
-            checked.csr, district, _hosts(endpoints), self._cert_validity, now
-        )
+        _refuse_endpoints_held(tx, district, endpoints)
+        cert = self._ca.issue_district_certificate(checked.csr, district, self._cert_validity, now)
         if not tx.consume_authorization_code(district, stored_hash):
             raise EnrollmentRefused(REFUSED)  # a concurrent enrollment won the race
         current = tx.current_entry(district)
@@ -528,9 +541,9 @@ class RegistryService:
         """Change the caller's own endpoints and/or keys; always returns a fresh certificate.
 
         A new CSR rotates the TLS key; without one the certificate is reissued
-        for the key presented (e.g. for new endpoint names). Raises
-        ``PeerAuthError`` when ``code`` is not the caller, ``InvalidInput`` for
-        malformed keys.
+        for the key presented. Raises ``PeerAuthError`` when ``code`` is not
+        the caller, ``InvalidInput`` for malformed keys or a new endpoint
+        another active district holds (nothing is changed).
         """
         if code != caller:
             raise PeerAuthError(f"district {caller} asked to update the entry of {code!r}")
@@ -543,16 +556,20 @@ class RegistryService:
                 raise PeerAuthError(f"district {caller} is not active")
             entry = _parse_stored(current)
             endpoints = checked.endpoints or entry.endpoints
+            if checked.endpoints is not None:
+                # Only endpoints asked for now: a key rotation must not be blocked
+                # by a clash from before the registry checked endpoints.
+                _refuse_endpoints_held(tx, caller, checked.endpoints)
             if checked.csr is not None:
                 cert = self._ca.issue_district_certificate(
-                    checked.csr, caller, _hosts(endpoints), self._cert_validity, now
+                    checked.csr, caller, self._cert_validity, now
                 )
             else:
                 public_key = caller_cert.public_key()
                 if not isinstance(public_key, ec.EllipticCurvePublicKey):
                     raise InvalidInput("the current TLS key is not an EC key: send a new CSR")
                 cert = self._ca.issue_district_certificate_for_key(
-                    public_key, caller, _hosts(endpoints), self._cert_validity, now
+                    public_key, caller, self._cert_validity, now
                 )
             suite, hpke_public = checked.hpke or (entry.hpke_suite, entry.hpke_public_key)
             new_entry = replace(
@@ -645,8 +662,51 @@ def _parse_stored(row: EntryRow) -> DirectoryEntry:
     return DirectoryEntry.from_proto(msg)
 
 
-def _hosts(endpoints: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(split_host_port(e)[0] for e in endpoints))
+def _refuse_endpoints_held(
+    tx: StoreTransaction, district: DistrictCode, endpoints: Sequence[str]
+) -> None:
+    """Raises ``InvalidInput`` if another active district publishes one of ``endpoints``.
+
+    Pending districts (named by the operator, not enrolled) hold nothing yet,
+    and a revoked district's endpoints are free for whoever moves in.
+    """
+    wanted = {_listener(endpoint): endpoint for endpoint in endpoints}
+    for row in tx.list_districts():
+        if row.code == district or row.status != STATUS_ACTIVE:
+            continue
+        for held in row.endpoints:
+            endpoint = wanted.get(_listener(held))
+            if endpoint is not None:
+                log.warning(
+                    "district %s asked for endpoint %s, which district %s holds",
+                    district,
+                    endpoint,
+                    row.code,
+                )
+                raise InvalidInput(
+                    f"endpoint {endpoint} is already registered to another district; "
+                    "give this district's own host:port"
+                )
+
+
+_Host = str | ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _listener(endpoint: str) -> tuple[_Host, int]:
+    """``endpoint`` reduced to what decides which listener it reaches.
+
+    The host, an IP address by value (an IPv4-mapped IPv6 address as IPv4) or a
+    name lower-cased without its trailing dot, and the port. Raises
+    ``InvalidInput`` unless ``endpoint`` is host:port.
+    """
+    host, port = split_host_port(endpoint)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.rstrip(".").lower(), port
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped, port  # ::ffff:10.0.0.1 is 10.0.0.1
+    return address, port
 
 
 def _check_name(what: str, name: str) -> str:

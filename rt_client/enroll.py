@@ -64,6 +64,7 @@ from rt_client.ids import DistrictCode
 from rt_client.tls import (
     REGISTRY_SERVER_NAME,
     district_of_certificate,
+    district_server_name,
     server_only_channel,
     spki_sha256,
 )
@@ -189,7 +190,7 @@ def update_district_entry(
     keys = DistrictKeys(
         code=current.code,
         tls_key=tls_key,
-        csr=make_csr(tls_key, current.code, new_endpoints),
+        csr=make_csr(tls_key, current.code),
         hpke_key=HpkePrivateKey.generate(old.hpke_key.suite) if rotate_hpke_key else old.hpke_key,
         signing_key=Ed25519PrivateKey.generate() if rotate_signing_key else old.signing_key,
         endpoints=new_endpoints,
@@ -217,6 +218,14 @@ def update_district_entry(
         config.data_dir, keys, bytes(response.certificate_pem), current.tls.ca_pem, response.entry
     )
     return identity
+
+
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(x509.DNSName))
 
 
 def _load_ca(ca_pem: bytes) -> x509.Certificate:
@@ -289,6 +298,9 @@ def _check_answer(
             raise RegistryError(f"{bad}: the certificate names another district")
     except PeerAuthError as exc:
         raise RegistryError(f"{bad}: {exc}") from exc
+    # Other districts check this name when they dial us: without it none could reach us.
+    if district_server_name(keys.code) not in _dns_names(cert):
+        raise RegistryError(f"{bad}: the certificate does not carry this district's server name")
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise RegistryError(
             f"{bad}: the certificate is not valid now (check this computer's clock)"

@@ -14,7 +14,6 @@ Loading refuses a key file that other users could read.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
 import secrets
@@ -34,7 +33,12 @@ from protos.rt.v1 import common_pb2, registry_pb2
 from rt_client.crypto.hpke import DEFAULT_SUITE, HpkePrivateKey, HpkeSuite, suite_from_name
 from rt_client.errors import ConfigError, InvalidInput, PeerAuthError
 from rt_client.ids import DistrictCode, parse_district_code, spiffe_id
-from rt_client.tls import TlsIdentity, district_of_certificate, split_host_port
+from rt_client.tls import (
+    TlsIdentity,
+    district_of_certificate,
+    district_server_name,
+    split_host_port,
+)
 
 __all__ = [
     "CA_FILE",
@@ -123,7 +127,7 @@ class DistrictIdentity:
         return DistrictKeys(
             code=self.code,
             tls_key=tls_key,
-            csr=make_csr(tls_key, self.code, endpoints),
+            csr=make_csr(tls_key, self.code),
             hpke_key=self.hpke_key,
             signing_key=self.signing_key,
             endpoints=endpoints,
@@ -144,19 +148,17 @@ def endpoint_hosts(endpoints: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def make_csr(
-    tls_key: ec.EllipticCurvePrivateKey, code: DistrictCode, endpoints: tuple[str, ...]
+    tls_key: ec.EllipticCurvePrivateKey, code: DistrictCode
 ) -> x509.CertificateSigningRequest:
-    """A CSR for ``tls_key``: CN = code, URI SAN = its SPIFFE id, DNS/IP SANs = endpoint hosts.
+    """A CSR for ``tls_key``: CN = code, SANs = its SPIFFE id and its district server name.
 
-    The registry decides the final certificate's names; the CSR states what the
-    district asks for and proves possession of the key.
+    It proves possession of the key; the registry builds the certificate's
+    names from the district code itself and ignores the ones asked for here.
     """
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id(code))]
-    for host in endpoint_hosts(endpoints):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(spiffe_id(code)),
+        x509.DNSName(district_server_name(code)),
+    ]
     return (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, code)]))
@@ -181,7 +183,7 @@ def generate_keys(
     return DistrictKeys(
         code=district,
         tls_key=tls_key,
-        csr=make_csr(tls_key, district, endpoint_tuple),
+        csr=make_csr(tls_key, district),
         hpke_key=HpkePrivateKey.generate(hpke_suite),
         signing_key=Ed25519PrivateKey.generate(),
         endpoints=endpoint_tuple,

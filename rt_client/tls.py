@@ -19,8 +19,10 @@ gRPC Python exposes few TLS knobs. What this module controls, and how:
   requires one (``require_client_auth=True``).
 
 It also holds the helpers every party uses to name a TLS peer: the SHA-256 of a
-certificate's SubjectPublicKeyInfo (what directory entries pin), and the
-district named by a certificate's only URI SAN.
+certificate's SubjectPublicKeyInfo (what directory entries pin), the district
+named by a certificate's only URI SAN, and the DNS name a district's server
+certificate carries (``district_server_name``), which every client dialling a
+district checks whatever address it connects to.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rt_client.errors import InvalidInput, PeerAuthError
-from rt_client.ids import DistrictCode, district_from_spiffe
+from rt_client.ids import DistrictCode, district_from_spiffe, parse_district_code
 
 if TYPE_CHECKING:
     # Imported inside each function instead: ``configure_grpc_tls`` must be
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOWED_TLS_VERSIONS",
     "CHANNEL_KEEPALIVE_OPTIONS",
+    "DISTRICT_SERVER_NAME_SUFFIX",
     "REGISTRY_SERVER_NAME",
     "SERVER_KEEPALIVE_OPTIONS",
     "TLS_CIPHER_SUITES",
@@ -55,6 +58,7 @@ __all__ = [
     "configure_grpc_tls",
     "grpc_tls_in_force",
     "district_of_certificate",
+    "district_server_name",
     "format_host_port",
     "load_certificate",
     "negotiated_tls_version",
@@ -95,6 +99,14 @@ ALLOWED_TLS_VERSIONS: Final = frozenset({"TLSv1.2", "TLSv1.3"})
 # such as 127.0.0.1 still cannot pose as the registry and harvest authorization
 # codes at enrollment. ``.internal`` is reserved for private use (ICANN, 2024).
 REGISTRY_SERVER_NAME: Final = "registry.records-transfer.internal"
+
+# Every district certificate carries the DNS name ``<code>.`` + this suffix, and
+# every client dialling a district's peer server checks that name (as the TLS
+# target name), never the endpoint's host: endpoint hosts are shared (hosting
+# providers, loopback in tests) and a district names its own, so only a name
+# the registry CA gives one district alone tells a client it reached that
+# district. See ``district_server_name``.
+DISTRICT_SERVER_NAME_SUFFIX: Final = "district.records-transfer.internal"
 
 # Clients ping an idle call every 30 s (a dead peer is noticed in ~40 s); the
 # server allows pings that often (gRPC's default would answer them with
@@ -241,7 +253,7 @@ def spki_sha256(cert: bytes | x509.Certificate) -> bytes:
     """SHA-256 of the certificate's DER SubjectPublicKeyInfo: what a directory entry pins.
 
     The key, not the certificate, is pinned, so the registry can reissue a
-    certificate (new validity, new endpoint names) without a key rotation.
+    certificate (e.g. a new validity) without a key rotation.
     """
     spki = (
         load_certificate(cert)
@@ -249,6 +261,18 @@ def spki_sha256(cert: bytes | x509.Certificate) -> bytes:
         .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return hashlib.sha256(spki).digest()
+
+
+def district_server_name(code: str) -> str:
+    """``<code>.district.records-transfer.internal``: the TLS name only district ``code`` holds.
+
+    The registry CA puts it in the district's certificate; a client dialling
+    the district's peer server passes it as the TLS target name
+    (``grpc.ssl_target_name_override``), so a server holding any other
+    district's certificate fails the handshake. Raises ``InvalidInput`` for a
+    malformed code.
+    """
+    return f"{parse_district_code(code)}.{DISTRICT_SERVER_NAME_SUFFIX}"
 
 
 def uri_sans(cert: x509.Certificate) -> list[str]:

@@ -22,7 +22,7 @@ import grpc
 from protos.rt.v1 import peer_pb2_grpc
 from rt_client.directory import Directory
 from rt_client.errors import Duplicate, PeerUnavailable, TransferError
-from rt_client.tls import TlsIdentity
+from rt_client.tls import TlsIdentity, district_server_name
 
 T = TypeVar("T")
 
@@ -70,29 +70,26 @@ def resolve_host(host: str, port: int) -> list[str]:
 
 def channel_target(
     endpoints: list[str], resolve: Resolver = resolve_host
-) -> tuple[str, str, list[tuple[str, object]]]:
-    """(target, TLS server name, extra options) for a district's endpoints.
+) -> tuple[str, list[tuple[str, object]]]:
+    """(target, extra options) for a district's endpoints.
 
     Every channel is balanced by gRPC's ``round_robin`` policy over every
     address of every endpoint (replica). One endpoint is dialled as it is (a
     host name resolves to all its addresses); several become an ``ipv4:`` or
     ``ipv6:`` address list, their host names resolved here, since a gRPC
-    target names one host only. Every replica
-    presents the district's one certificate, which carries every endpoint
-    host, so the first host is the TLS name for all of them.
-    Raises ``TransferError`` (no endpoint) or ``PeerUnavailable`` (a name
-    does not resolve).
+    target names one host only. The TLS name checked is not derived from
+    the endpoints (see ``PeerClients``). Raises ``TransferError`` (no
+    endpoint) or ``PeerUnavailable`` (a name does not resolve).
     """
     if not endpoints:
         raise TransferError("the other district has published no endpoint")
     parsed = [_host_port(e) for e in endpoints]
-    host = parsed[0][0]
     balanced: list[tuple[str, object]] = [
         ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
     ]
     if len(set(parsed)) == 1:
         # One endpoint: a name with several addresses is balanced over all of them.
-        return endpoints[0], host, balanced
+        return endpoints[0], balanced
     # Every address of every endpoint, by family, and which endpoints each family reaches.
     found: dict[int, list[str]] = {4: [], 6: []}
     reached: dict[int, set[int]] = {4: set(), 6: set()}
@@ -109,7 +106,7 @@ def channel_target(
     family = 4 if len(reached[4]) >= len(reached[6]) else 6
     if not found[family]:
         raise PeerUnavailable("the other district's endpoints resolve to no address")
-    return f"ipv{family}:" + ",".join(found[family]), host, balanced
+    return f"ipv{family}:" + ",".join(found[family]), balanced
 
 
 def _host_port(endpoint: str) -> tuple[str, int]:
@@ -125,7 +122,15 @@ def _ip_version(host: str) -> int | None:
 
 
 class PeerClients:
-    """A cache of channels to other districts, keyed by district and endpoints."""
+    """A cache of channels to other districts, keyed by district and endpoints.
+
+    Every channel checks the server's certificate against the district's own
+    TLS name (``district_server_name``), whatever address it dials: the
+    registry CA gives that name to that district alone, while an endpoint's
+    host may be shared by several districts, so a server holding another
+    district's certificate on the address in this district's entry fails the
+    handshake before any message is sent.
+    """
 
     def __init__(self, tls: TlsIdentity, directory: Directory) -> None:
         self._tls = tls
@@ -141,14 +146,13 @@ class PeerClients:
             if cached is None or cached[0] != endpoints:
                 if cached is not None:
                     cached[1].close()
-                target, host, extra = channel_target(list(endpoints))
+                target, extra = channel_target(list(endpoints))
                 options: list[tuple[str, object]] = [
                     *KEEPALIVE_OPTIONS,
                     *RECONNECT_OPTIONS,
                     *extra,
+                    ("grpc.ssl_target_name_override", district_server_name(entry.district_code)),
                 ]
-                if host != target.rsplit(":", 1)[0]:
-                    options.append(("grpc.ssl_target_name_override", host))
                 channel = grpc.secure_channel(
                     target, self._tls.channel_credentials(), options=options
                 )

@@ -357,7 +357,7 @@ def step_registry(demo: Demo) -> Registry:
 def step_enroll(demo: Demo, registry: Registry, code: str, actor: str) -> DistrictRun:
     """A district's IT staff enrolls it: keys generated locally, config written."""
     data_dir = demo.work / f"district-{code}"
-    endpoint = f"127.0.0.1:{free_port()}"  # the peer port goes into the entry and certificate
+    endpoint = f"127.0.0.1:{free_port()}"  # the peer port goes into the directory entry
     demo.run(
         [
             demo.tool("rt"), "enroll", "--code", code,

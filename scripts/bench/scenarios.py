@@ -461,7 +461,11 @@ def transport_limit(cluster: Cluster, settings: Settings) -> dict[str, Any]:
     try:
         wait_for("the transport server", lambda: True if "ready" in server.tail() else None, 30)
         rates = transport.measure(
-            cluster.new.data_dir, port, settings.transport_megabytes, settings.transport_repeats
+            cluster.new.data_dir,
+            port,
+            cluster.prior.code,
+            settings.transport_megabytes,
+            settings.transport_repeats,
         )
     finally:
         server.stop()

@@ -63,15 +63,27 @@ def serve(data_dir: Path, port: int) -> None:
     server.stop(1)
 
 
-def measure(data_dir: Path, port: int, megabytes: int, repeats: int) -> list[float]:
-    """MB/s (10^6 bytes) of ``megabytes`` MiB streamed in 1 MiB frames, ``repeats`` times."""
+def measure(
+    data_dir: Path, port: int, server_district: str, megabytes: int, repeats: int
+) -> list[float]:
+    """MB/s (10^6 bytes) of ``megabytes`` MiB streamed in 1 MiB frames, ``repeats`` times.
+
+    The client is the district in ``data_dir``; the server on ``port`` serves
+    district ``server_district``'s certificate.
+    """
     import grpc
 
+    from rt_client.tls import district_server_name
     from rt_server.peers import KEEPALIVE_OPTIONS
 
     identity = _identity(data_dir)
+    # The server's district name, checked as a peer checks it.
+    options = [
+        *KEEPALIVE_OPTIONS,
+        ("grpc.ssl_target_name_override", district_server_name(server_district)),
+    ]
     channel = grpc.secure_channel(
-        f"127.0.0.1:{port}", identity.tls.channel_credentials(), options=KEEPALIVE_OPTIONS
+        f"127.0.0.1:{port}", identity.tls.channel_credentials(), options=options
     )
     call = channel.stream_unary(METHOD)
     frame = bytes(FRAME)

@@ -18,6 +18,7 @@ import pytest
 
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc
 from rt_client.identity import load_identity
+from rt_client.tls import district_server_name
 from rt_server.peers import KEEPALIVE_OPTIONS
 from rt_server.server import SERVER_OPTIONS
 from tests.faults.conftest import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, Cluster, wait_for
@@ -49,7 +50,11 @@ def test_a_stalled_stream_is_cut_and_overload_is_refused_meanwhile(cluster: Clus
         NEW, NEW_SCHOOL, max_concurrent_rpcs=1, stream_idle_timeout_seconds=1.5
     ).start()
     credentials = load_identity(a.config.data_dir).tls.channel_credentials()
-    channel = grpc.secure_channel(b.config.advertised_endpoints[0], credentials)
+    channel = grpc.secure_channel(
+        b.config.advertised_endpoints[0],
+        credentials,
+        [("grpc.ssl_target_name_override", district_server_name(NEW))],
+    )
     stub = peer_pb2_grpc.DistrictPeerStub(channel)
     release = threading.Event()
     try:

@@ -24,6 +24,7 @@ from protos.rt.v1 import peer_pb2, peer_pb2_grpc, records_pb2
 from rt_client.directory import utc_now, verify_entry
 from rt_client.errors import PeerUnavailable
 from rt_client.identity import DistrictIdentity, load_identity
+from rt_client.tls import district_server_name
 from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server.core.tables import TABLES, row_to_proto
 from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
@@ -131,7 +132,9 @@ def test_racing_streams_of_one_transfer_store_each_byte_once_and_the_loser_retri
         )
 
     channel = grpc.secure_channel(
-        b.config.advertised_endpoints[0], identity.tls.channel_credentials()
+        b.config.advertised_endpoints[0],
+        identity.tls.channel_credentials(),
+        [("grpc.ssl_target_name_override", district_server_name(b.code))],
     )
     stub = peer_pb2_grpc.DistrictPeerStub(channel)
     slow = Feed()
@@ -215,7 +218,9 @@ def test_racing_streams_of_a_small_transfer_store_it_once(cluster: Cluster) -> N
         ]
 
     channel = grpc.secure_channel(
-        b.config.advertised_endpoints[0], identity.tls.channel_credentials()
+        b.config.advertised_endpoints[0],
+        identity.tls.channel_credentials(),
+        [("grpc.ssl_target_name_override", district_server_name(b.code))],
     )
     stub = peer_pb2_grpc.DistrictPeerStub(channel)
     slow, cut = Feed(), Feed()

@@ -82,7 +82,9 @@ def test_enrollment_works(registry, tmp_path: Path) -> None:
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
         f"spiffe://records-transfer/district/{A}"
     ]
-    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    # Its server name is the district's own, not its endpoint's host (127.0.0.1).
+    assert san.get_values_for_type(x509.DNSName) == [f"{A}.district.records-transfer.internal"]
+    assert san.get_values_for_type(x509.IPAddress) == []
     entry = verify_entry(identity.entry, registry.signing_key, registry.clock(), expected_code=A)
     assert entry.tls_spki_sha256 == identity.tls.spki_sha256()
     assert entry.hpke_public_key == identity.hpke_key.public_key().public_bytes()

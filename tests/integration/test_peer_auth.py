@@ -31,7 +31,7 @@ from rt_client.enroll import update_district_entry
 from rt_client.errors import PeerAuthError
 from rt_client.identity import load_identity
 from rt_client.ids import DistrictCode, spiffe_id
-from rt_client.tls import TlsIdentity, secure_channel
+from rt_client.tls import TlsIdentity, district_server_name, secure_channel
 from rt_server.auth import (
     NOT_AUTHORIZED,
     PeerAuthInterceptor,
@@ -41,6 +41,7 @@ from rt_server.auth import (
 )
 
 A, B, C = "1964733", "1111111", "2222222"
+A_NAME = district_server_name(A)  # the gated server presents A's certificate
 TTL = 300
 
 
@@ -56,7 +57,7 @@ class World:
     channels: list[grpc.Channel] = field(default_factory=list)
 
     def stub(self, tls: TlsIdentity) -> peer_pb2_grpc.DistrictPeerStub:
-        channel = secure_channel(self.server.address, tls.channel_credentials())
+        channel = secure_channel(self.server.address, tls.channel_credentials(), A_NAME)
         self.channels.append(channel)
         return peer_pb2_grpc.DistrictPeerStub(channel)
 
@@ -140,7 +141,7 @@ def test_a_streaming_call_is_authorized_and_sees_its_peer(world: World) -> None:
 
 def test_a_client_without_certificate_is_refused(world: World) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=world.registry.ca_pem)
-    channel = secure_channel(world.server.address, creds)
+    channel = secure_channel(world.server.address, creds, A_NAME)
     world.channels.append(channel)
     err = refused(
         lambda: peer_pb2_grpc.DistrictPeerStub(channel).SubmitRequest(
@@ -156,7 +157,7 @@ def test_a_certificate_from_another_ca_is_refused(world: World) -> None:
     other_ca = RegistryCA.create("Some Other CA")
     key = ec.generate_private_key(ec.SECP256R1())
     cert = other_ca.issue_district_certificate_for_key(
-        key.public_key(), DistrictCode(B), ["127.0.0.1"], dt.timedelta(days=1)
+        key.public_key(), DistrictCode(B), dt.timedelta(days=1)
     )
     # Same district identity, same shape, wrong issuer.
     impostor = TlsIdentity(
@@ -274,7 +275,9 @@ def test_refusals_are_logged_with_the_reason(
 def test_health_checks_are_not_gated(world: World) -> None:
     world.registry.service.revoke(C)
     world.clock.advance(TTL + 1)
-    channel = secure_channel(world.server.address, world.c.identity.tls.channel_credentials())
+    channel = secure_channel(
+        world.server.address, world.c.identity.tls.channel_credentials(), A_NAME
+    )
     world.channels.append(channel)
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -326,14 +329,16 @@ def test_every_handler_kind_is_gated_and_sees_its_peer(world: World) -> None:
     port = server.add_secure_port("127.0.0.1:0", world.a.identity.tls.server_credentials())
     server.start()
     try:
-        good = secure_channel(f"127.0.0.1:{port}", world.b.identity.tls.channel_credentials())
+        good = secure_channel(
+            f"127.0.0.1:{port}", world.b.identity.tls.channel_credentials(), A_NAME
+        )
         assert list(good.unary_stream("/test.Echo/Fanout")(b"", timeout=5)) == [B.encode()] * 3
         assert (
             list(good.stream_stream("/test.Echo/Echo")(iter([b"1", b"2"]), timeout=5))
             == [B.encode()] * 2
         )
         bad_tls = _certificate_signed_by_registry_ca(world.registry, [spiffe_id(DistrictCode(B))])
-        bad = secure_channel(f"127.0.0.1:{port}", bad_tls.channel_credentials())
+        bad = secure_channel(f"127.0.0.1:{port}", bad_tls.channel_credentials(), A_NAME)
         err = refused(lambda: list(bad.unary_stream("/test.Echo/Fanout")(b"", timeout=5)))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         err = refused(lambda: list(bad.stream_stream("/test.Echo/Echo")(iter([b"1"]), timeout=5)))

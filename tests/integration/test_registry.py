@@ -218,8 +218,12 @@ def test_update_entry_changes_endpoints_with_a_new_certificate_for_the_same_key(
     entry = verify_entry(identity.entry, registry.signing_key, registry.clock())
     assert entry.endpoints == ("localhost:7999",)
     assert identity.tls.spki_sha256() == a.identity.tls.spki_sha256()
+    # The certificate names the district, never its endpoint hosts.
     san = identity.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    assert san.value.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert list(san.value) == [
+        x509.UniformResourceIdentifier(f"spiffe://records-transfer/district/{A}"),
+        x509.DNSName(f"{A}.district.records-transfer.internal"),
+    ]
 
 
 def test_update_entry_for_another_district_is_refused_and_changes_nothing(
@@ -487,18 +491,16 @@ def test_the_ca_refuses_a_csr_asking_for_another_identity() -> None:
             .sign(key, hashes.SHA256())
         )
         with pytest.raises(InvalidInput, match="URI other than"):
-            ca.issue_district_certificate(csr, A, ["127.0.0.1"], dt.timedelta(days=1))
-    # What it does issue: exactly one URI SAN, plus the endpoint names.
+            ca.issue_district_certificate(csr, A, dt.timedelta(days=1))
+    # What it does issue: exactly one URI SAN, plus the district's own server name.
     csr = generate_keys(A, ["rt.lausd.example:7400", "10.1.2.3:7400"]).csr
-    cert = ca.issue_district_certificate(
-        csr, A, ["rt.lausd.example", "10.1.2.3"], dt.timedelta(days=1)
-    )
+    cert = ca.issue_district_certificate(csr, A, dt.timedelta(days=1))
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
         f"spiffe://records-transfer/district/{A}"
     ]
-    assert san.get_values_for_type(x509.DNSName) == ["rt.lausd.example"]
-    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.1.2.3"]
+    assert san.get_values_for_type(x509.DNSName) == [f"{A}.district.records-transfer.internal"]
+    assert san.get_values_for_type(x509.IPAddress) == []
     cert.verify_directly_issued_by(ca.certificate)
 
 

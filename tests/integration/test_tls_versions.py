@@ -48,7 +48,7 @@ import rt_client
 from registry.ca import RegistryCA
 from registry.home import CA_CERT_FILE, CA_KEY_FILE, init_home
 from rt_client.ids import DistrictCode
-from rt_client.tls import TLS_CIPHER_SUITES
+from rt_client.tls import REGISTRY_SERVER_NAME, TLS_CIPHER_SUITES, district_server_name
 
 REPO_ROOT = Path(rt_client.__file__).resolve().parent.parent
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -84,6 +84,7 @@ class ClientFiles:
 class Listener:
     port: int
     client: ClientFiles
+    server_name: str  # the name its certificate must carry, as our own clients check it
     requires_client_cert: bool = True
 
 
@@ -118,13 +119,13 @@ def tls_client(
     return ctx
 
 
-def connect(port: int, ctx: ssl.SSLContext) -> tuple[str, str, str | None]:
+def connect(port: int, ctx: ssl.SSLContext, server_name: str) -> tuple[str, str, str | None]:
     """Handshake, then prove the server accepted us: it must answer the HTTP/2 preface.
 
     Returns (TLS version, cipher, ALPN protocol). Raises when refused.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
             tls.sendall(H2_PREFACE + EMPTY_SETTINGS)
             header = tls.recv(9)
             if len(header) != 9 or header[3] != SETTINGS_FRAME_TYPE:
@@ -132,9 +133,9 @@ def connect(port: int, ctx: ssl.SSLContext) -> tuple[str, str, str | None]:
             return str(tls.version()), tls.cipher()[0], tls.selected_alpn_protocol()
 
 
-def assert_refused(port: int, ctx: ssl.SSLContext) -> None:
+def assert_refused(listener: Listener, ctx: ssl.SSLContext) -> None:
     with pytest.raises((ssl.SSLError, ConnectionError)) as info:
-        connect(port, ctx)
+        connect(listener.port, ctx, listener.server_name)
     # The server refused: our own OpenSSL did offer what we asked for.
     assert "NO_CIPHERS_AVAILABLE" not in str(info.value)
     assert "NO_PROTOCOLS_AVAILABLE" not in str(info.value)
@@ -162,7 +163,7 @@ def peer_listener(
     a_files = write_client_files(
         tmp_path / "a", a.identity.tls.key_pem, a.identity.tls.cert_pem, tls.ca_pem
     )
-    return PeerSetup(Listener(server.port, files), server, a_files)
+    return PeerSetup(Listener(server.port, files, district_server_name(a.code)), server, a_files)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def registry_process(tmp_path: Path) -> Iterator[RegistryProcess]:
     ca = RegistryCA.from_pem((home / CA_KEY_FILE).read_bytes(), (home / CA_CERT_FILE).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = ca.issue_district_certificate_for_key(
-        key.public_key(), DistrictCode("1964733"), ["127.0.0.1"], dt.timedelta(days=1)
+        key.public_key(), DistrictCode("1964733"), dt.timedelta(days=1)
     )
     files = write_client_files(
         tmp_path / "client",
@@ -209,8 +210,10 @@ def registry_process(tmp_path: Path) -> Iterator[RegistryProcess]:
             f"registry did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
         )
         yield RegistryProcess(
-            directory=Listener(int(match.group(1)), files),
-            enrollment=Listener(int(match.group(2)), files, requires_client_cert=False),
+            directory=Listener(int(match.group(1)), files, REGISTRY_SERVER_NAME),
+            enrollment=Listener(
+                int(match.group(2)), files, REGISTRY_SERVER_NAME, requires_client_cert=False
+            ),
         )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -231,7 +234,9 @@ def all_listeners(peer_listener: PeerSetup, registry_process: RegistryProcess) -
 def test_tls_1_3_is_accepted(peer_listener, registry_process) -> None:
     for listener in all_listeners(peer_listener, registry_process):
         version, cipher, alpn = connect(
-            listener.port, tls_client(listener.client, ssl.TLSVersion.TLSv1_3)
+            listener.port,
+            tls_client(listener.client, ssl.TLSVersion.TLSv1_3),
+            listener.server_name,
         )
         assert (version, alpn) == ("TLSv1.3", "h2")
         assert cipher.startswith("TLS_")
@@ -243,7 +248,9 @@ def test_tls_1_2_with_ecdhe_and_aes_gcm_is_accepted(
 ) -> None:
     for listener in all_listeners(peer_listener, registry_process):
         version, negotiated, alpn = connect(
-            listener.port, tls_client(listener.client, ssl.TLSVersion.TLSv1_2, cipher)
+            listener.port,
+            tls_client(listener.client, ssl.TLSVersion.TLSv1_2, cipher),
+            listener.server_name,
         )
         assert (version, negotiated, alpn) == ("TLSv1.2", cipher, "h2")
 
@@ -255,7 +262,7 @@ def test_tls_1_1_and_1_0_are_refused(
     peer_listener, registry_process, version: ssl.TLSVersion
 ) -> None:
     for listener in all_listeners(peer_listener, registry_process):
-        assert_refused(listener.port, tls_client(listener.client, version, "DEFAULT:@SECLEVEL=0"))
+        assert_refused(listener, tls_client(listener.client, version, "DEFAULT:@SECLEVEL=0"))
     assert peer_listener.server.servicer.calls == []
 
 
@@ -263,7 +270,11 @@ def test_our_client_really_offers_tls_1_1(peer_listener) -> None:
     """Without SECLEVEL=0 our own OpenSSL refuses to offer TLS 1.1: the test above needs it."""
     listener = peer_listener.listener
     with pytest.raises(ssl.SSLError, match="NO_CIPHERS_AVAILABLE|NO_PROTOCOLS_AVAILABLE"):
-        connect(listener.port, tls_client(listener.client, ssl.TLSVersion.TLSv1_1))
+        connect(
+            listener.port,
+            tls_client(listener.client, ssl.TLSVersion.TLSv1_1),
+            listener.server_name,
+        )
 
 
 # -- cipher suites (the entry point's restriction) ------------------------------------------
@@ -274,20 +285,20 @@ def test_tls_1_2_chacha20_is_accepted_by_the_entry_point(registry_process) -> No
     # Not in gRPC's default list: accepted only because our list is in force.
     for listener in (registry_process.directory, registry_process.enrollment):
         ctx = tls_client(listener.client, ssl.TLSVersion.TLSv1_2, AEAD_TLS12[2])
-        assert connect(listener.port, ctx)[:2] == ("TLSv1.2", AEAD_TLS12[2])
+        assert connect(listener.port, ctx, listener.server_name)[:2] == ("TLSv1.2", AEAD_TLS12[2])
 
 
 @pytest.mark.subprocess
 def test_tls_1_2_with_only_cbc_suites_is_refused(registry_process) -> None:
     for listener in (registry_process.directory, registry_process.enrollment):
-        assert_refused(listener.port, tls_client(listener.client, ssl.TLSVersion.TLSv1_2, CBC_ONLY))
+        assert_refused(listener, tls_client(listener.client, ssl.TLSVersion.TLSv1_2, CBC_ONLY))
 
 
 @pytest.mark.subprocess
 def test_tls_1_2_without_ecdhe_is_refused(registry_process) -> None:
     for listener in (registry_process.directory, registry_process.enrollment):
         assert_refused(
-            listener.port, tls_client(listener.client, ssl.TLSVersion.TLSv1_2, NON_ECDHE_ONLY)
+            listener, tls_client(listener.client, ssl.TLSVersion.TLSv1_2, NON_ECDHE_ONLY)
         )
 
 
@@ -334,7 +345,9 @@ def test_control_a_listener_without_our_cipher_list_accepts_cbc(peer_listener: P
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
         version, cipher, _ = connect(
-            port, tls_client(listener.client, ssl.TLSVersion.TLSv1_2, CBC_ONLY)
+            port,
+            tls_client(listener.client, ssl.TLSVersion.TLSv1_2, CBC_ONLY),
+            listener.server_name,  # A's certificate: A's own name
         )
         assert (version, cipher) == ("TLSv1.2", "ECDHE-ECDSA-AES128-SHA")
     finally:
@@ -372,7 +385,10 @@ def test_clients_without_certificate_get_no_http2_session(peer_listener, registr
         ):
             ctx = tls_client(listener.client, version, ciphers, with_cert=False)
             if listener.requires_client_cert:
-                assert_refused(listener.port, ctx)
+                assert_refused(listener, ctx)
             else:  # the enrollment listener is server-authenticated only, by design
-                assert connect(listener.port, ctx)[0] in ("TLSv1.2", "TLSv1.3")
+                assert connect(listener.port, ctx, listener.server_name)[0] in (
+                    "TLSv1.2",
+                    "TLSv1.3",
+                )
     assert peer_listener.server.servicer.calls == []

@@ -39,7 +39,7 @@ from rt_client.directory import DirectoryEntry, verify_entry
 from rt_client.envelopes import sign_message
 from rt_client.framing import delimit
 from rt_client.identity import DistrictIdentity
-from rt_client.tls import TlsIdentity, secure_channel
+from rt_client.tls import TlsIdentity, district_server_name, secure_channel
 from tests.integration.conftest import (
     EnrolledDistrict,
     RegistryHandle,
@@ -86,10 +86,12 @@ class World:
         return self.pair.b
 
     def peer(self, target: Side, tls: TlsIdentity) -> peer_pb2_grpc.DistrictPeerStub:
-        """``target``'s DistrictPeer, dialled with the TLS identity ``tls``."""
+        """``target``'s DistrictPeer, dialled with the TLS identity ``tls`` (as a peer dials it)."""
         assert target.server is not None
         channel = secure_channel(
-            f"127.0.0.1:{target.server.peer_port}", tls.channel_credentials(), "127.0.0.1"
+            f"127.0.0.1:{target.server.peer_port}",
+            tls.channel_credentials(),
+            district_server_name(target.code),
         )
         self.channels.append(channel)
         return peer_pb2_grpc.DistrictPeerStub(channel)

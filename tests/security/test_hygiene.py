@@ -407,7 +407,7 @@ def test_the_registry_refuses_calls_beyond_its_limit_with_resource_exhausted(
     ca = RegistryCA.from_pem((home / CA_KEY_FILE).read_bytes(), (home / CA_CERT_FILE).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = ca.issue_district_certificate_for_key(
-        key.public_key(), DistrictCode("1964733"), ["127.0.0.1"], dt.timedelta(days=1)
+        key.public_key(), DistrictCode("1964733"), dt.timedelta(days=1)
     )
     creds = channel_credentials(
         key.private_bytes(

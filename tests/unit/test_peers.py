@@ -28,31 +28,22 @@ def fake_dns(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
 
 
 def test_one_endpoint_is_dialled_as_published() -> None:
-    assert channel_target(["10.0.0.1:7400"], no_dns) == ("10.0.0.1:7400", "10.0.0.1", [ROUND_ROBIN])
+    assert channel_target(["10.0.0.1:7400"], no_dns) == ("10.0.0.1:7400", [ROUND_ROBIN])
     # A name is left to gRPC's resolver, which balances over all its addresses.
-    assert channel_target(["rt.example.org:7400"], no_dns) == (
-        "rt.example.org:7400",
-        "rt.example.org",
-        [ROUND_ROBIN],
-    )
-    assert channel_target(["[2001:db8::1]:7400"], no_dns) == (
-        "[2001:db8::1]:7400",
-        "2001:db8::1",
-        [ROUND_ROBIN],
-    )
+    assert channel_target(["rt.example.org:7400"], no_dns) == ("rt.example.org:7400", [ROUND_ROBIN])
+    assert channel_target(["[2001:db8::1]:7400"], no_dns) == ("[2001:db8::1]:7400", [ROUND_ROBIN])
 
 
 def test_ipv4_replicas_become_one_round_robin_address_list() -> None:
-    target, name, options = channel_target(["10.0.0.1:7400", "10.0.0.2:7401"], no_dns)
+    target, options = channel_target(["10.0.0.1:7400", "10.0.0.2:7401"], no_dns)
     assert target == "ipv4:10.0.0.1:7400,10.0.0.2:7401"
-    assert name == "10.0.0.1"  # every replica presents the same certificate
     assert options == [ROUND_ROBIN]
 
 
 def test_ipv6_replicas_keep_their_brackets() -> None:
-    target, name, options = channel_target(["[2001:db8::1]:7400", "[2001:db8::2]:7400"], no_dns)
+    target, options = channel_target(["[2001:db8::1]:7400", "[2001:db8::2]:7400"], no_dns)
     assert target == "ipv6:[2001:db8::1]:7400,[2001:db8::2]:7400"
-    assert name == "2001:db8::1" and options == [ROUND_ROBIN]
+    assert options == [ROUND_ROBIN]
 
 
 def test_replicas_with_their_own_names_are_all_reached() -> None:
@@ -60,9 +51,8 @@ def test_replicas_with_their_own_names_are_all_reached() -> None:
     resolve = fake_dns(
         {"a.example.org": ["192.0.2.1"], "b.example.org": ["192.0.2.2", "192.0.2.3"]}
     )
-    target, name, options = channel_target(["a.example.org:7400", "b.example.org:7400"], resolve)
+    target, options = channel_target(["a.example.org:7400", "b.example.org:7400"], resolve)
     assert target == "ipv4:192.0.2.1:7400,192.0.2.2:7400,192.0.2.3:7400"
-    assert name == "a.example.org"  # the TLS name: the certificate carries every endpoint host
     assert options == [ROUND_ROBIN]
 
 
