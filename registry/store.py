@@ -22,6 +22,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
+from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.errors import ConfigError, InvalidInput, NotFound
 from rt_client.ids import DistrictCode, SchoolCode
 
@@ -158,6 +159,8 @@ class RegistryStore:
         from registry import migrations
 
         try:
+            # It holds the districts' code hashes: 0600 from creation, as a district's.
+            restrict_sqlite_files(url)
             # pool_pre_ping: replicas outlive database restarts and failovers.
             options = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
             # hide_parameters: a logged database error must not carry secrets or hashes.
