@@ -241,7 +241,9 @@ def test_a_district_certificate_may_not_name_the_registry(registry) -> None:
     auth = registry.add_district(A)
     keys = generate_keys(A, [f"{REGISTRY_SERVER_NAME}:7444"])
     with pytest.raises(InvalidInput, match="reserved for the registry"):
-        registry.service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
+        registry.service.enroll(
+            A, auth, KeySubmission.from_proto(keys.to_proto()), source="192.0.2.1"
+        )
     assert registry.service.districts_overview()[0].status == "pending"
 
 
@@ -436,7 +438,7 @@ def grpc_servicer(tmp_path_factory):
         [("19647331932334", "Lincoln High"), ("19647330000002", "Garfield High")],
     )
     keys = generate_keys(A, ["127.0.0.1:7001"])
-    service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
+    service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()), source="192.0.2.1")
     # pytest-grpc serves without TLS: stand in for the certificate check.
     return RegistryServicer(service, caller_auth=lambda context: DistrictCode(A))
 

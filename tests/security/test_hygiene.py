@@ -129,6 +129,7 @@ def test_no_key_code_ssid_or_name_in_any_log_line(tmp_path: Path, captured: Capt
                 "4444444",
                 "WRONG-" + extra_code[6:],
                 KeySubmission.from_proto(generate_keys("4444444", ["127.0.0.1:7401"]).to_proto()),
+                source="192.0.2.1",
             )
         enroll(registry, tmp_path, "5555555", "Fifth", [])
         rotated = registry.service.rotate_code("5555555")
@@ -246,8 +247,8 @@ def test_the_registry_database_holds_no_authorization_code(world: World) -> None
     keys = KeySubmission.from_proto(generate_keys("6666666", ["127.0.0.1:7401"]).to_proto())
     for guess in guesses:
         with pytest.raises(EnrollmentRefused):
-            registry.service.enroll("6666666", guess, keys)
-    registry.service.enroll("6666666", rotated, keys)  # used: consumed
+            registry.service.enroll("6666666", guess, keys, source="192.0.2.1")
+    registry.service.enroll("6666666", rotated, keys, source="192.0.2.1")  # used: consumed
     db = Path(registry.database_url.removeprefix("sqlite:///"))
     raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     conn = sqlite3.connect(db)
