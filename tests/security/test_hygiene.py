@@ -3,7 +3,7 @@
 - No private key, authorization code, SSID or student name appears in any log
   line (any logger, any level, tracebacks included) written during enrollment
   and the full flow, refusals of bad input that carry student data included.
-- Key files are mode 0600, data directories 0700.
+- Key files and database files are mode 0600, data directories 0700.
 - The registry's database holds no authorization code -- issued, rotated, used
   or guessed -- in any recoverable form (see also
   ``tests/integration/test_registry.py::test_stored_authorization_codes_are_not_recoverable``).
@@ -233,6 +233,9 @@ def test_key_files_are_0600_and_data_directories_0700(world: World) -> None:
                 assert mode(path) == 0o600, path
     for side in (world.a, world.b):
         assert mode(side.enrolled.config.registrar_socket) == 0o600
+        # The database (student records) and its -wal/-shm, too.
+        database = sorted(side.enrolled.config.data_dir.glob("district.db*"))
+        assert database and {mode(path) for path in database} == {0o600}, database
     home = world.registry.home
     assert mode(home) == 0o700
     for name in ("ca-key.pem", "signing-key.pem", "server-key.pem", "registry.db"):
