@@ -147,9 +147,9 @@ def cmd_district_list(args: argparse.Namespace) -> int:
         if r.failed_attempts:
             # Since the code was issued. A lockout is of the caller's address, not of the
             # district: the district's own staff can still enroll from theirs.
-            status += f"\n{r.failed_attempts} failed attempt(s)"
+            status += f"\n{r.failed_attempts} failed"
         if r.last_lockout_at is not None:
-            status += f"\na caller locked out {r.last_lockout_at:%Y-%m-%d %H:%M}Z"
+            status += f"\nlast lockout\n{r.last_lockout_at:%Y-%m-%d %H:%M}Z"
         table.add_row(
             r.code,
             escape(r.name),
