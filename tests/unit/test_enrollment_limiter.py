@@ -6,10 +6,14 @@ unchanged) are in ``tests/security/test_registry_attacks.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from registry._limiter import EVERY_DISTRICT, EnrollmentLimiter, source_of
 from registry.service import client_address
+from rt_client.config import RegistryConfig, load_registry_config, write_config
+from rt_client.errors import ConfigError
 
 A, B = "1964733", "1111111"
 X, Y = "198.51.100.7", "203.0.113.9"
@@ -145,3 +149,39 @@ def test_sources_are_ipv4_addresses_and_ipv6_slash_64s(address: str, key: str) -
 )
 def test_the_client_address_of_a_grpc_peer(peer: str, address: str) -> None:
     assert client_address(peer) == address
+
+
+# --- the settings ---------------------------------------------------------------------------------
+
+
+def test_lockout_settings_default_sanely_and_an_old_registry_toml_still_loads(
+    tmp_path: Path,
+) -> None:
+    config = RegistryConfig(data_dir=tmp_path)
+    assert (config.lockout_threshold, config.lockout_source_threshold) == (5, 20)
+    assert (config.lockout_seconds, config.lockout_max_seconds) == (900, 86400)
+    assert config.lockout_max_sources == 10000
+    path = tmp_path / "registry.toml"
+    write_config(RegistryConfig(data_dir=tmp_path, lockout_source_threshold=50), path)
+    assert load_registry_config(path).lockout_source_threshold == 50
+    # Written before these settings existed: the defaults apply.
+    path.write_text(
+        "\n".join(line for line in path.read_text().splitlines() if "lockout_" not in line)
+    )
+    assert load_registry_config(path).lockout_max_seconds == 86400
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lockout_source_threshold": 0}, "lockout_source_threshold: must be a positive"),
+        ({"lockout_max_sources": -1}, "lockout_max_sources: must be a positive"),
+        ({"lockout_threshold": 30}, "lockout_source_threshold: must be at least"),
+        ({"lockout_max_seconds": 60}, "lockout_max_seconds: must be at least lockout_seconds"),
+    ],
+)
+def test_bad_lockout_settings_are_refused_by_name(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RegistryConfig(data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
