@@ -124,7 +124,7 @@ def cmd_district_list(args: argparse.Namespace) -> int:
                         "entry_expires_at": _iso(r.expires_at),
                         "authorization_code_outstanding": r.code_outstanding,
                         "failed_attempts": r.failed_attempts,
-                        "locked_until": _iso(r.locked_until),
+                        "last_lockout_at": _iso(r.last_lockout_at),
                     }
                     for r in rows
                 ],
@@ -142,10 +142,14 @@ def cmd_district_list(args: argparse.Namespace) -> int:
     table.add_column("Schools", justify="right", no_wrap=True)
     for r in rows:
         status = r.status
-        if r.locked_until is not None:
-            status += f"\nlocked until {r.locked_until:%H:%M}Z"
-        elif r.code_outstanding:
+        if r.code_outstanding:
             status += "\ncode issued"
+        if r.failed_attempts:
+            # Since the code was issued. A lockout is of the caller's address, not of the
+            # district: the district's own staff can still enroll from theirs.
+            status += f"\n{r.failed_attempts} failed"
+        if r.last_lockout_at is not None:
+            status += f"\nlast lockout\n{r.last_lockout_at:%Y-%m-%d %H:%M}Z"
         table.add_row(
             r.code,
             escape(r.name),

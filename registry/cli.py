@@ -159,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = district_commands.add_parser(
         "rotate-code",
         parents=[home_parent],
-        help="issue a new authorization code (re-enrollment, or after a lockout)",
+        help="issue a new authorization code (re-enrollment, or a code that may have leaked)",
         description=(
-            "Issue a new one-time authorization code; the old one stops working and any lockout "
-            "is cleared. Enrolling with it replaces the district's keys."
+            "Issue a new one-time authorization code; the old one stops working and the "
+            "district's failed-attempt count restarts. Enrolling with it replaces the district's "
+            "keys. (Failed attempts lock out only the address they came from, for a while; "
+            "they never lock the district, so a lockout needs no new code.)"
         ),
     )
     rotate.add_argument("code", metavar="CODE", help="7-digit county-district code")

@@ -94,14 +94,12 @@ def init_home(home: Path, **settings: Any) -> RegistryConfig:
         _write_server_cert(home, ca, server_key, config)
     except OSError as exc:
         raise ConfigError(f"cannot create the registry in {home}: {exc.strerror or exc}") from exc
+    # A SQLite file is created 0600 (it holds the authorization-code hashes).
     store = RegistryStore.open(config.database_url, check_schema=False)
     try:
         migrations.upgrade(store.engine)
     finally:
         store.close()
-    sqlite_file = _sqlite_path(config.database_url)
-    if sqlite_file is not None and sqlite_file.exists():
-        sqlite_file.chmod(0o600)  # it holds the authorization-code hashes
     write_config(config, home / CONFIG_FILE)
     return config
 
@@ -187,13 +185,6 @@ def _write_server_cert(
     pem = cert.public_bytes(serialization.Encoding.PEM)
     write_file_atomically(home / SERVER_CERT_FILE, pem, 0o644)
     return pem
-
-
-def _sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
-        return Path(url[len(prefix) :])
-    return None
 
 
 def _private_pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:

@@ -5,12 +5,27 @@
 - **Enroll** binds freshly generated district keys to a district code. The
   authorization code is compared in constant time against its scrypt hash; an
   unknown district is hashed against a dummy so timing does not reveal which
-  districts exist. After ``lockout_threshold`` failures the district is locked
-  for ``lockout_seconds`` (attempts while locked count and extend the lock); the
-  right code is refused while locked. Every refusal is the same
-  ``EnrollmentRefused("enrollment refused")``; the reason goes to the log. A
-  code is single use: a successful enrollment consumes it, and a later
-  re-enrollment (new keys, higher version) needs ``rotate_code``.
+  districts exist. A code is single use: a successful enrollment consumes it,
+  and a later re-enrollment (new keys, higher version) needs ``rotate_code``.
+- **Failed enrollments lock out their source, never the district**
+  (``registry._limiter``): after ``lockout_threshold`` failures from one
+  address (an IPv6 /64) at one district, that address is refused at that
+  district for ``lockout_seconds``; after ``lockout_source_threshold`` failures
+  at any districts, at every district. The lock doubles with each further
+  lockout of the address, up to ``lockout_max_seconds``; attempts refused by it
+  are not counted and do not extend it. District codes are public, so a lock
+  on the district would let anyone keep it from enrolling; a lock on the source
+  cannot be moved onto the district's own operator by anyone else, and their
+  right code works whatever others tried. Nothing is lost by having no
+  district-wide lock: an authorization code carries 256 bits of entropy
+  (``registry.authcode``), so guessing it from any number of addresses is
+  hopeless; the lockout only stops one source from hammering the scrypt.
+  Failed attempts, and when a source was last locked out, are kept per
+  district for the operator (``rt-registry district list``).
+- Every refusal, a locked source's included, is the same
+  ``EnrollmentRefused("enrollment refused")`` after the same work (one scrypt)
+  and padded to the same time (``_refuse_evenly``); the reason and the
+  caller's address go to the log.
 - **Endpoints** are each held by one active district at a time: ``district
   add``, ``Enroll`` and ``UpdateEntry`` refuse a ``host:port`` another active
   district already publishes (``InvalidInput``), so the directory never sends
@@ -51,6 +66,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from registry._limiter import EVERY_DISTRICT, EnrollmentLimiter, Lockout, MonotonicClock
 from registry.authcode import (
     MAX_CODE_LENGTH,
     hash_authorization_code,
@@ -67,6 +83,7 @@ from registry.store import (
     SchoolRow,
     StoreTransaction,
 )
+from rt_client.callgate import client_address
 from rt_client.config import RegistryConfig
 from rt_client.crypto.envelope import LABEL_DIRECTORY_ENTRY, load_ed25519_public, sign_body
 from rt_client.crypto.hpke import HpkePublicKey, HpkeSuite, key_id, suite_from_names
@@ -182,8 +199,8 @@ class DistrictSummary:
     version: int | None
     expires_at: datetime | None
     code_outstanding: bool
-    failed_attempts: int
-    locked_until: datetime | None
+    failed_attempts: int  # since its authorization code was issued
+    last_lockout_at: datetime | None  # when a source was last locked out of it
 
 
 def check_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
@@ -245,7 +262,9 @@ class RegistryService:
         signing_key: Ed25519PrivateKey,
         config: RegistryConfig,
         clock: Clock = utc_now,
+        monotonic: MonotonicClock = time.monotonic,
     ) -> None:
+        """``clock`` dates what is stored and signed; ``monotonic`` times enrollment lockouts."""
         self._store = store
         self._ca = ca
         self._signing_key = signing_key
@@ -259,6 +278,14 @@ class RegistryService:
         # How long recent refusals took (see ``_refuse_evenly``).
         self._refusal_seconds: deque[float] = deque(maxlen=_REFUSAL_WINDOW)
         self._refusal_lock = threading.Lock()
+        self._limiter = EnrollmentLimiter(
+            district_threshold=config.lockout_threshold,
+            source_threshold=config.lockout_source_threshold,
+            lock_seconds=config.lockout_seconds,
+            max_lock_seconds=config.lockout_max_seconds,
+            max_sources=config.lockout_max_sources,
+            clock=monotonic,
+        )
 
     @property
     def ca(self) -> RegistryCA:
@@ -302,7 +329,7 @@ class RegistryService:
         return auth_code
 
     def rotate_code(self, code: str) -> str:
-        """Issue a new authorization code (the old one stops working; any lockout is cleared).
+        """Issue a new authorization code (the old one stops working; the failure count restarts).
 
         Enrolling with it replaces the district's keys, and reactivates a
         revoked district. Raises ``NotFound``.
@@ -358,20 +385,24 @@ class RegistryService:
                         expires_at=current.expires_at if current else None,
                         code_outstanding=row.auth_code_hash is not None,
                         failed_attempts=row.failed_attempts,
-                        locked_until=row.locked_until,
+                        last_lockout_at=row.last_lockout_at,
                     )
                 )
             return result
 
     # -- enrollment ------------------------------------------------------
 
-    def enroll(self, code: str, authorization_code: str, keys: KeySubmission) -> EnrollResult:
+    def enroll(
+        self, code: str, authorization_code: str, keys: KeySubmission, *, source: str
+    ) -> EnrollResult:
         """Bind ``keys`` to district ``code``; see the module docstring for the rules.
 
-        Raises ``InvalidInput`` for malformed keys (before the code is checked:
-        that reveals nothing about the district) or, once the code is accepted,
-        for an endpoint another active district holds (nothing is changed and
-        the code stays unused); ``EnrollmentRefused`` for every authorization
+        ``source`` is the caller's network address (``"192.0.2.7"``, ``"2001:db8::7"``):
+        failures are counted, and locked out, per source. Raises ``InvalidInput``
+        for malformed keys (before the code is checked: that reveals nothing
+        about the district) or, once the code is accepted, for an endpoint
+        another active district holds (nothing is changed and the code stays
+        unused); ``EnrollmentRefused`` for every authorization
         failure alike.
         """
         district = parse_district_code(code)
@@ -379,6 +410,20 @@ class RegistryService:
         checked = check_keys(keys, partial=False)
         assert checked.csr is not None and checked.hpke is not None  # partial=False
         assert checked.signing_public_key is not None
+        lockout = self._limiter.lockout_of(source, district)
+        if lockout is not None:
+            # The same work as any attempt (one scrypt), and not a row touched.
+            verify_authorization_code(authorization_code[:MAX_CODE_LENGTH], self._dummy_hash)
+            left = lockout.seconds_left(self._limiter.now())
+            log.warning(
+                "enrollment of district %s from %s refused: the source is locked out of %s "
+                "for another %.0f s (not counted)",
+                district,
+                source,
+                "every district" if lockout.district == EVERY_DISTRICT else "this district",
+                left,
+            )
+            self._refuse_evenly(started)
         now = self._clock()
         refused_because: str | None = None
         result: EnrollResult | None = None
@@ -391,26 +436,28 @@ class RegistryService:
             )
             if row is None:
                 refused_because = "unknown district"
-            elif row.locked_until is not None and row.locked_until > now:
-                refused_because = f"locked out until {row.locked_until.isoformat()}"
             elif stored is None:
                 refused_because = "no authorization code outstanding (consumed or revoked)"
             elif not matches or len(authorization_code) > MAX_CODE_LENGTH:
                 refused_because = "wrong authorization code"
-            if row is not None and refused_because is not None:
-                count = tx.record_failed_attempt(
-                    district,
-                    now,
-                    self._config.lockout_threshold,
-                    now + timedelta(seconds=self._config.lockout_seconds),
-                )
-                refused_because += f" (failure {count})"
-            if refused_because is None and row is not None and stored is not None:
+            if refused_because is not None:
+                started_lockout = self._limiter.record_failure(source, district)
+                if started_lockout is not None:
+                    refused_because += "; " + _describe(started_lockout)
+                if row is not None:
+                    count = tx.record_failed_attempt(
+                        district, locked_out_at=now if started_lockout is not None else None
+                    )
+                    refused_because += f" (failure {count} at this district)"
+            elif row is not None and stored is not None:
                 result = self._enroll_accepted(tx, row.name, district, stored, checked, now)
         if result is None:
-            log.warning("enrollment of district %s refused: %s", district, refused_because)
+            log.warning(
+                "enrollment of district %s from %s refused: %s", district, source, refused_because
+            )
             self._refuse_evenly(started)
-        log.info("district %s enrolled", district)
+        self._limiter.record_success(source, district)
+        log.info("district %s enrolled (from %s)", district, source)
         return result
 
     def _refuse_evenly(self, started: float) -> NoReturn:
@@ -716,7 +763,16 @@ def _check_name(what: str, name: str) -> str:
     return text
 
 
+def _describe(lockout: Lockout) -> str:
+    scope = "every district" if lockout.district == EVERY_DISTRICT else "this district"
+    return (
+        f"source {lockout.source} now locked out of {scope} for {lockout.seconds:.0f} s "
+        f"(its lockout {lockout.lockouts})"
+    )
+
+
 # -- gRPC ----------------------------------------------------------------------
+
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
@@ -771,6 +827,7 @@ class EnrollOnlyServicer(registry_pb2_grpc.RegistryServicer):
             request.district_code,
             request.authorization_code,
             KeySubmission.from_proto(request.keys),
+            source=client_address(context.peer()),
         )
         return _enroll_response(result)
 

@@ -4,7 +4,9 @@ SQLAlchemy 2 Core on any database URL (SQLite by default, PostgreSQL in
 production). Entries are append-only: every change of a district's signed
 entry is a new row with a higher version, so the history of what the registry
 vouched for is kept. Authorization codes are stored only as scrypt hashes
-(``registry.authcode``); a consumed or revoked code is NULL.
+(``registry.authcode``); a consumed or revoked code is NULL. Failed
+enrollments are counted per district for the operator; the lockout they lead
+to is on their source, in the serving process (``registry._limiter``).
 
 All access goes through ``RegistryStore.transaction()``: one transaction per
 operation, so a failed operation changes nothing.
@@ -22,6 +24,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
+from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.errors import ConfigError, InvalidInput, NotFound
 from rt_client.ids import DistrictCode, SchoolCode
 
@@ -80,8 +83,10 @@ districts = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("endpoints", sa.Text, nullable=False),  # JSON list of host:port
     sa.Column("auth_code_hash", sa.String(200), nullable=True),
+    # Failed enrollments since the code was issued, and when a source was last
+    # locked out because of them (the lock itself is on the source: registry._limiter).
     sa.Column("failed_attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("locked_until", _UtcDateTime, nullable=True),
+    sa.Column("last_lockout_at", _UtcDateTime, nullable=True),
     sa.Column("created_at", _UtcDateTime, nullable=False),
 )
 
@@ -115,7 +120,7 @@ class DistrictRow:
     endpoints: tuple[str, ...]
     auth_code_hash: str | None
     failed_attempts: int
-    locked_until: datetime | None
+    last_lockout_at: datetime | None
     created_at: datetime
 
 
@@ -158,6 +163,8 @@ class RegistryStore:
         from registry import migrations
 
         try:
+            # It holds the districts' code hashes: 0600 from creation, as a district's.
+            restrict_sqlite_files(url)
             # pool_pre_ping: replicas outlive database restarts and failovers.
             options = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
             # hide_parameters: a logged database error must not carry secrets or hashes.
@@ -221,7 +228,7 @@ class StoreTransaction:
                 endpoints=json.dumps(list(endpoints)),
                 auth_code_hash=auth_code_hash,
                 failed_attempts=0,
-                locked_until=None,
+                last_lockout_at=None,
                 created_at=now,
             )
         )
@@ -249,26 +256,19 @@ class StoreTransaction:
         rows = self._conn.execute(sa.select(districts).order_by(districts.c.code))
         return [_district_row(r._mapping) for r in rows]
 
-    def record_failed_attempt(
-        self, code: str, now: datetime, threshold: int, lock_until: datetime
-    ) -> int:
-        """Count one failed enrollment; lock the district once ``threshold`` is reached.
+    def record_failed_attempt(self, code: str, *, locked_out_at: datetime | None) -> int:
+        """Count one failed enrollment at the district, for the operator's view.
 
-        Attempts while locked count too and push the lock further out.
-        Returns the new failure count.
+        ``locked_out_at``: the failure locked its source out (of this district or
+        of all); the district itself is never locked. Returns the new count.
         """
-        self._conn.execute(
-            districts.update()
-            .where(districts.c.code == code)
-            .values(failed_attempts=districts.c.failed_attempts + 1)
-        )
+        values: dict[str, Any] = {"failed_attempts": districts.c.failed_attempts + 1}
+        if locked_out_at is not None:
+            values["last_lockout_at"] = locked_out_at
+        self._conn.execute(districts.update().where(districts.c.code == code).values(**values))
         count = self._conn.execute(
             sa.select(districts.c.failed_attempts).where(districts.c.code == code)
         ).scalar_one()
-        if count >= threshold:
-            self._conn.execute(
-                districts.update().where(districts.c.code == code).values(locked_until=lock_until)
-            )
         return int(count)
 
     def consume_authorization_code(self, code: str, expected_hash: str) -> bool:
@@ -276,16 +276,16 @@ class StoreTransaction:
         result = self._conn.execute(
             districts.update()
             .where(districts.c.code == code, districts.c.auth_code_hash == expected_hash)
-            .values(auth_code_hash=None, failed_attempts=0, locked_until=None)
+            .values(auth_code_hash=None, failed_attempts=0, last_lockout_at=None)
         )
         return result.rowcount == 1
 
     def set_authorization_code(self, code: str, auth_code_hash: str | None) -> None:
-        """Replace the code hash (``None`` = no enrollment possible); clears any lockout."""
+        """Replace the code hash (``None`` = no enrollment possible); the failure count restarts."""
         self._conn.execute(
             districts.update()
             .where(districts.c.code == code)
-            .values(auth_code_hash=auth_code_hash, failed_attempts=0, locked_until=None)
+            .values(auth_code_hash=auth_code_hash, failed_attempts=0, last_lockout_at=None)
         )
 
     def set_district_state(
@@ -374,7 +374,7 @@ def _district_row(m: Any) -> DistrictRow:
         endpoints=tuple(json.loads(m["endpoints"])),
         auth_code_hash=m["auth_code_hash"],
         failed_attempts=int(m["failed_attempts"]),
-        locked_until=m["locked_until"],
+        last_lockout_at=m["last_lockout_at"],
         created_at=m["created_at"],
     )
 

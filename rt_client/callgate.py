@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeVar
@@ -51,6 +52,7 @@ __all__ = [
     "StreamCut",
     "StreamWatchdog",
     "caller_address",
+    "client_address",
     "refuse",
 ]
 
@@ -88,22 +90,32 @@ def refuse(context: grpc.ServicerContext, status: grpc.StatusCode, text: str) ->
     raise AssertionError("unreachable: context.abort raises")
 
 
-def caller_address(context: grpc.ServicerContext) -> str:
-    """The caller's network address without its port: the share key of a caller with no identity.
+def client_address(peer: str) -> str:
+    """The address in a gRPC peer string (``context.peer()``), without the port.
 
-    An IPv6 caller is keyed by its /64, the block one host usually holds.
+    ``"ipv4:192.0.2.7:5555"`` -> ``"192.0.2.7"``, ``"ipv6:[2001:db8::7]:5555"``
+    (brackets possibly percent-encoded) -> ``"2001:db8::7"``; anything else
+    (``"unix:/path"``) as given.
     """
-    peer: str = context.peer() or ""
     kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rsplit(":", 1)[0]
-    if kind == "ipv6":
-        host = rest.rsplit(":", 1)[0].strip("[]")
-        try:
-            return str(ipaddress.IPv6Network(f"{host}/64", strict=False))
-        except ValueError:
-            return host
-    return kind or "unknown"
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host, _, _port = urllib.parse.unquote(rest).rpartition(":")
+    return host.removeprefix("[").removesuffix("]") if kind == "ipv6" else host
+
+
+def caller_address(context: grpc.ServicerContext) -> str:
+    """The share key of a caller with no identity: its address, an IPv6 one by its /64."""
+    address = client_address(context.peer() or "")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return address
 
 
 class _Shares:

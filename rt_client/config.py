@@ -162,8 +162,16 @@ class RegistryConfig:
     database_url: str = ""
     entry_validity_days: int = 7
     certificate_validity_days: int = 365
+    # Failed enrollments lock out their source (an IPv4 address or IPv6 /64),
+    # never the district (registry._limiter): after lockout_threshold failures at
+    # one district, of that district; after lockout_source_threshold at any, of
+    # all. For lockout_seconds, doubling with each further lockout of the same
+    # source up to lockout_max_seconds; at most lockout_max_sources remembered.
     lockout_threshold: int = 5
     lockout_seconds: int = 900
+    lockout_source_threshold: int = 20
+    lockout_max_seconds: int = 86400
+    lockout_max_sources: int = 10000
     # 2**15 with r=8 is 32 MiB per hash. Authorization codes carry 256 bits of
     # entropy, so the hash guards a stolen database, not a guessable password;
     # a higher cost would mostly hand an attacker a memory-exhaustion lever.
@@ -185,12 +193,19 @@ class RegistryConfig:
             "certificate_validity_days",
             "lockout_threshold",
             "lockout_seconds",
+            "lockout_source_threshold",
+            "lockout_max_seconds",
+            "lockout_max_sources",
             "max_concurrent_rpcs",
             "enroll_max_concurrent_rpcs",
         ):
             _check_positive(name, getattr(self, name))
         wait = _positive_seconds("message_wait_seconds", self.message_wait_seconds)
         _set(self, "message_wait_seconds", wait)
+        if self.lockout_source_threshold < self.lockout_threshold:
+            raise ConfigError("lockout_source_threshold: must be at least lockout_threshold")
+        if self.lockout_max_seconds < self.lockout_seconds:
+            raise ConfigError("lockout_max_seconds: must be at least lockout_seconds")
         n = self.scrypt_n
         if not isinstance(n, int) or n < 2 or n & (n - 1):
             raise ConfigError("scrypt_n: must be a power of two, at least 2")

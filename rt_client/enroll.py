@@ -247,8 +247,10 @@ def _call(call: Any, address: str, *, enrolling: bool) -> registry_pb2.EnrollRes
         if status == grpc.StatusCode.UNAUTHENTICATED and enrolling:
             raise EnrollmentRefused(
                 "the registry refused the enrollment: the authorization code is wrong or was "
-                "already used, or the district is locked out after repeated failures. Ask the "
-                "registry operator for a new code (`rt-registry district rotate-code`)."
+                "already used, or this machine's address made too many failed attempts and is "
+                "locked out for a while (15 minutes by default, longer after repeated lockouts). "
+                "Check the code and try again later; if it is still refused, ask the registry "
+                "operator for a new code (`rt-registry district rotate-code`)."
             ) from exc
         if status in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             raise RegistryError(

@@ -46,6 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
+from rt_client._sqlite_files import restrict_sqlite_files
+
 __all__ = [
     "AUDIT_LOG",
     "CST",
@@ -551,6 +553,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     waiting. SQLite has one writer anyway; this makes it wait in line.
     Connections marked ``READ_ONLY`` begin deferred instead: a consistent
     snapshot (WAL) that does not hold up writers however long it stays open.
+    The database file and its ``-wal``/``-shm`` are 0600 from creation
+    (``restrict_sqlite_files``): they hold student records.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -565,6 +569,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         return server
 
+    restrict_sqlite_files(parsed)
     engine = create_engine(
         url,
         echo=echo,

@@ -7,6 +7,7 @@ leave the registry's entry for the district as it was.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import stat
 from datetime import timedelta
@@ -151,20 +152,36 @@ def test_an_existing_empty_data_dir_stays_empty_on_refusal(registry, tmp_path: P
     assert list(data_dir.iterdir()) == []
 
 
-def test_repeated_wrong_codes_lock_the_district_out(registry, tmp_path: Path) -> None:
+def test_repeated_wrong_codes_lock_out_the_real_client_address_not_the_district(
+    registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the real Enroll port: the servicer counts failures under the client's address.
+
+    The test's client is 127.0.0.1, so it is locked out; the district is not: the
+    right code from any other address enrolls it.
+    """
     auth = registry.add_district(A)
-    for _ in range(5):  # the default lockout_threshold
+    with caplog.at_level(logging.INFO, logger="registry.service"):
+        for _ in range(5):  # the default lockout_threshold
+            with pytest.raises(EnrollmentRefused):
+                enroll(registry, tmp_path / "x", "wrong")
+        # Now even the right code is refused from this address, with the very same answer.
         with pytest.raises(EnrollmentRefused):
-            enroll(registry, tmp_path / "x", "wrong")
-    # Now even the right code is refused, with the very same answer.
-    with pytest.raises(EnrollmentRefused):
-        enroll(registry, tmp_path / "x", auth)
+            enroll(registry, tmp_path / "x", auth)
     assert not (tmp_path / "x").exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"enrollment of district {A} from 127.0.0.1 refused: wrong authorization code" in (
+        "\n".join(messages)
+    )
+    assert any("source 127.0.0.1 now locked out of this district" in m for m in messages)
+    assert "from 127.0.0.1 refused: the source is locked out" in messages[-1]
     row = registry.service.districts_overview()[0]
-    assert row.locked_until is not None and row.failed_attempts == 6  # attempts while locked count
+    # The attempt while locked was not counted.
+    assert row.last_lockout_at is not None and row.failed_attempts == 5
     assert registry_state(registry) == ("pending", None, True)
-    # The operator unlocks by issuing a new code.
-    enroll(registry, tmp_path / "x", registry.service.rotate_code(A))
+    # The district's own staff, elsewhere, enroll with the right code.
+    keys = KeySubmission.from_proto(generate_keys(A, ["127.0.0.1:7401"]).to_proto())
+    assert registry.service.enroll(A, auth, keys, source="192.0.2.10").certificate_pem
     assert registry_state(registry) == ("active", 1, False)
 
 
@@ -198,10 +215,16 @@ def test_refusals_look_the_same_whatever_the_reason(registry, tmp_path: Path) ->
 
 
 def test_the_lockout_ends_after_lockout_seconds(tmp_path: Path) -> None:
-    """At the service level, with a clock: the lock expires; attempts while locked extend it."""
+    """At the service level, with clocks: the lock ends; attempts while locked do not extend it."""
     from datetime import UTC, datetime
 
     now = [datetime(2026, 3, 1, tzinfo=UTC)]
+    ticks = [0.0]
+
+    def advance(seconds: float) -> None:
+        now[0] += timedelta(seconds=seconds)
+        ticks[0] += seconds
+
     config = RegistryConfig(data_dir=tmp_path, scrypt_n=16, lockout_threshold=3, lockout_seconds=60)
     service = RegistryService(
         RegistryStore.open(config.database_url),
@@ -209,20 +232,22 @@ def test_the_lockout_ends_after_lockout_seconds(tmp_path: Path) -> None:
         Ed25519PrivateKey.generate(),
         config,
         clock=lambda: now[0],
+        monotonic=lambda: ticks[0],
     )
     auth = service.add_district(A, "LAUSD", [])
     keys = KeySubmission.from_proto(generate_keys(A, ["127.0.0.1:7401"]).to_proto())
+    source = "192.0.2.10"
     for _ in range(3):
         with pytest.raises(EnrollmentRefused):
-            service.enroll(A, "wrong", keys)
-    now[0] += timedelta(seconds=50)
+            service.enroll(A, "wrong", keys, source=source)
+    advance(50)
     with pytest.raises(EnrollmentRefused):
-        service.enroll(A, "wrong", keys)  # while locked: counted, and the lock moves on
-    now[0] += timedelta(seconds=30)  # 80 s after the first lock, 30 s after the last attempt
+        service.enroll(A, "wrong", keys, source=source)  # while locked: not counted, no extension
     with pytest.raises(EnrollmentRefused):
-        service.enroll(A, auth, keys)
-    now[0] += timedelta(seconds=61)
-    assert service.enroll(A, auth, keys).certificate_pem
+        service.enroll(A, auth, keys, source=source)  # the right code, still locked
+    assert service.districts_overview()[0].failed_attempts == 3
+    advance(10)  # lockout_seconds after the lock began
+    assert service.enroll(A, auth, keys, source=source).certificate_pem
 
 
 def test_an_answer_signed_by_another_key_is_refused_and_nothing_is_written(

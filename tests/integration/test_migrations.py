@@ -329,6 +329,38 @@ def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Eng
         assert (repeated.imported, repeated.skipped) == (result.imported, result.skipped)
 
 
+def test_registry_0002_lifts_district_locks_and_keeps_failure_counts(databases: Databases) -> None:
+    """0001 locked a district (``locked_until``); 0002 locks sources (``last_lockout_at``)."""
+    engine = sa.create_engine(databases.url("registry"))
+    try:
+        assert registry_migrations.upgrade(engine, FIRST) == (None, FIRST)
+        row = {
+            "code": "1964733", "name": "LAUSD", "status": "pending", "endpoints": "[]",
+            "auth_code_hash": "scrypt$16$8$1$c2FsdA==$aGFzaA==", "failed_attempts": 7,
+            "locked_until": NOW, "created_at": NOW,
+        }  # fmt: skip
+        columns = ", ".join(row)
+        values = ", ".join(f":{name}" for name in row)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"INSERT INTO districts ({columns}) VALUES ({values})"), row)
+        assert registry_migrations.upgrade(engine) == (FIRST, registry_migrations.HISTORY.head)
+        assert differences(engine, REGISTRY_METADATA) == []
+        (after,) = everything(engine)["districts"]
+        assert after["failed_attempts"] == 7 and after["last_lockout_at"] is None
+        assert "locked_until" not in after
+        assert {k: after[k] for k in ("code", "name", "auth_code_hash")} == {
+            k: row[k] for k in ("code", "name", "auth_code_hash")
+        }
+
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(registry_migrations.HISTORY.config(conn), FIRST)
+        (back,) = everything(engine)["districts"]
+        assert back["failed_attempts"] == 7 and back["locked_until"] is None
+        assert "last_lockout_at" not in back
+    finally:
+        engine.dispose()
+
+
 # --- refusing what does not fit -------------------------------------------------------------------
 
 
@@ -405,6 +437,10 @@ def test_the_registry_refuses_a_database_it_does_not_fit(
         with pytest.raises(SchemaVersionError, match="newer version"):
             RegistryStore.open(url)
 
+        # As the registry from before migrations left it: the first revision's tables, unstamped.
+        _set_revision(engine, registry_migrations.HISTORY.head)
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(registry_migrations.HISTORY.config(conn), FIRST)
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TABLE alembic_version"))
         assert registry_cli.main(["--home", str(home), "db", "status", "--json"]) == 0

@@ -25,12 +25,13 @@ from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from registry import cli as registry_cli
 from registry.authcode import hash_authorization_code, verify_authorization_code
 from registry.ca import RegistryCA
+from registry.home import init_home, open_registry
 from registry.service import KeySubmission, RegistryService, RegistryServicer
 from registry.store import RegistryStore
 from rt_client.config import RegistryConfig
 from rt_client.directory import DistrictStatus, verify_entry
 from rt_client.enroll import update_district_entry
-from rt_client.errors import InvalidInput
+from rt_client.errors import EnrollmentRefused, InvalidInput
 from rt_client.identity import generate_keys
 from rt_client.ids import DistrictCode
 from rt_client.tls import REGISTRY_SERVER_NAME, secure_channel, server_only_channel
@@ -245,7 +246,9 @@ def test_a_district_certificate_may_not_name_the_registry(registry) -> None:
     auth = registry.add_district(A)
     keys = generate_keys(A, [f"{REGISTRY_SERVER_NAME}:7444"])
     with pytest.raises(InvalidInput, match="reserved for the registry"):
-        registry.service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
+        registry.service.enroll(
+            A, auth, KeySubmission.from_proto(keys.to_proto()), source="192.0.2.1"
+        )
     assert registry.service.districts_overview()[0].status == "pending"
 
 
@@ -360,6 +363,25 @@ def test_the_cli_manages_districts(tmp_path: Path, capsys, monkeypatch) -> None:
     assert status == 0 and "revoked" in out
 
 
+def test_district_list_shows_failed_attempts_and_the_last_lockout(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    home = tmp_path / "reg"
+    init_home(home, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", scrypt_n=16)
+    monkeypatch.setenv("RT_REGISTRY_HOME", str(home))
+    _, service, _ = open_registry(home)
+    service.add_district(A, "Los Angeles Unified", [])
+    keys = KeySubmission.from_proto(generate_keys(A, ["127.0.0.1:7401"]).to_proto())
+    for source in ["198.51.100.7"] * 5 + ["198.51.100.8"]:  # the 5th locks its source out
+        with pytest.raises(EnrollmentRefused):
+            service.enroll(A, "wrong", keys, source=source)
+    status, out, _ = run_cli("district", "list", "--json", capsys=capsys)
+    [row] = json.loads(out)
+    assert status == 0 and row["failed_attempts"] == 6 and row["last_lockout_at"]
+    status, out, _ = run_cli("district", "list", capsys=capsys)
+    assert status == 0 and "6 failed" in out and "last lockout" in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -440,7 +462,7 @@ def grpc_servicer(tmp_path_factory):
         [("19647331932334", "Lincoln High"), ("19647330000002", "Garfield High")],
     )
     keys = generate_keys(A, ["127.0.0.1:7001"])
-    service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()))
+    service.enroll(A, auth, KeySubmission.from_proto(keys.to_proto()), source="192.0.2.1")
     # pytest-grpc serves without TLS: stand in for the certificate check.
     return RegistryServicer(service, caller_auth=lambda context: DistrictCode(A))
 

@@ -3,7 +3,7 @@
 - No private key, authorization code, SSID or student name appears in any log
   line (any logger, any level, tracebacks included) written during enrollment
   and the full flow, refusals of bad input that carry student data included.
-- Key files are mode 0600, data directories 0700.
+- Key files and database files are mode 0600, data directories 0700.
 - The registry's database holds no authorization code -- issued, rotated, used
   or guessed -- in any recoverable form (see also
   ``tests/integration/test_registry.py::test_stored_authorization_codes_are_not_recoverable``).
@@ -129,6 +129,7 @@ def test_no_key_code_ssid_or_name_in_any_log_line(tmp_path: Path, captured: Capt
                 "4444444",
                 "WRONG-" + extra_code[6:],
                 KeySubmission.from_proto(generate_keys("4444444", ["127.0.0.1:7401"]).to_proto()),
+                source="192.0.2.1",
             )
         enroll(registry, tmp_path, "5555555", "Fifth", [])
         rotated = registry.service.rotate_code("5555555")
@@ -232,6 +233,9 @@ def test_key_files_are_0600_and_data_directories_0700(world: World) -> None:
                 assert mode(path) == 0o600, path
     for side in (world.a, world.b):
         assert mode(side.enrolled.config.registrar_socket) == 0o600
+        # The database (student records) and its -wal/-shm, too.
+        database = sorted(side.enrolled.config.data_dir.glob("district.db*"))
+        assert database and {mode(path) for path in database} == {0o600}, database
     home = world.registry.home
     assert mode(home) == 0o700
     for name in ("ca-key.pem", "signing-key.pem", "server-key.pem", "registry.db"):
@@ -246,8 +250,8 @@ def test_the_registry_database_holds_no_authorization_code(world: World) -> None
     keys = KeySubmission.from_proto(generate_keys("6666666", ["127.0.0.1:7401"]).to_proto())
     for guess in guesses:
         with pytest.raises(EnrollmentRefused):
-            registry.service.enroll("6666666", guess, keys)
-    registry.service.enroll("6666666", rotated, keys)  # used: consumed
+            registry.service.enroll("6666666", guess, keys, source="192.0.2.1")
+    registry.service.enroll("6666666", rotated, keys, source="192.0.2.1")  # used: consumed
     db = Path(registry.database_url.removeprefix("sqlite:///"))
     raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     conn = sqlite3.connect(db)
