@@ -1,7 +1,7 @@
 """Alembic plumbing shared by the district database and the registry database.
 
 Both servers keep their migration scripts inside their package
-(``rt_server/db/migrations/``, ``registry/migrations/``) and run them from
+(``rt_server/store/migrations/``, ``registry/migrations/``) and run them from
 code, never from an ``alembic.ini`` in the working directory, so an installed
 package migrates its database the same way a checkout does. This module holds
 what the two have in common: which revision a database is at, upgrading it,

@@ -152,7 +152,7 @@ def cmd_serve(s: Session) -> int:
 def cmd_db(s: Session) -> int:
     """``rt db upgrade`` / ``rt db status``: the district database's schema revision."""
     from rt_client.config import load_config
-    from rt_server.db import make_engine, migrations
+    from rt_server.store import make_engine, migrations
 
     config_path = s.args.config or os.environ.get("RT_CONFIG")
     if not config_path:
@@ -161,8 +161,8 @@ def cmd_db(s: Session) -> int:
     engine = make_engine(config.database_url)
     try:
         if s.args.db_command == "upgrade":
-            from rt_server.district import Limits
-            from rt_server.sender import adopt_file_spool
+            from rt_server.flows.district import Limits
+            from rt_server.flows.sender import adopt_file_spool
 
             before, after = migrations.upgrade(engine)
             # Sealed transfers an older version spooled to files go into the database.

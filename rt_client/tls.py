@@ -14,7 +14,7 @@ gRPC Python exposes few TLS knobs. What this module controls, and how:
   1.3, and Python cannot change them; ``tests/integration/test_tls_versions.py``
   proves a TLS 1.1 client is refused. The negotiated version is also visible to
   servers as the ``ssl_tls_version`` auth-context property, which the peer
-  authorization checks on every call (``rt_server.auth``).
+  authorization checks on every call (``rt_server.rpc.auth``).
 - **Client certificates.** Every listener but the registry's enrollment port
   requires one (``require_client_auth=True``).
 

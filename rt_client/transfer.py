@@ -27,8 +27,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos.rt.v1 import common_pb2, records_pb2
-from rt_client.crypto import cobblestone, envelope, hpke
-from rt_client.crypto import transfer as trailer
+from rt_client.crypto import cobblestone, envelope, hpke, trailer
 from rt_client.errors import IntegrityError, InvalidInput
 from rt_client.framing import BatchReader, delimit
 

@@ -4,7 +4,7 @@ Two gRPC servers, so that no service is reachable where it should not be:
 the peer server (``DistrictPeer`` on mutual TLS, every method behind the peer
 gate) and the registrar server (``Registrar`` on a Unix socket, mode 0600, in
 the district's 0700 data directory). Both serve health checking and
-reflection. The delivery worker drains the outbox in background threads.
+reflection. The delivery worker drains the outbox in background messages.
 """
 
 from __future__ import annotations
@@ -29,21 +29,21 @@ from rt_client.config import DistrictConfig
 from rt_client.directory import DirectoryClient, registry_channel
 from rt_client.errors import ConfigError
 from rt_client.identity import load_identity
+from rt_client.peers import PeerClients
 from rt_client.tls import configure_grpc_tls
-from rt_server import requester, responder, sender, threads
-from rt_server.auth import PeerAuthInterceptor
-from rt_server.db import migrations
-from rt_server.db.checkpoint import WalCheckpointer
-from rt_server.db.schema import make_engine
-from rt_server.district import District, Limits
-from rt_server.grpc_errors import ErrorMappingInterceptor
-from rt_server.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
-from rt_server.peers import PeerClients
-from rt_server.registrar_service import RegistrarService
+from rt_server.flows import messages, requester, responder, sender
+from rt_server.flows.district import District, Limits
+from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
+from rt_server.rpc.auth import PeerAuthInterceptor
+from rt_server.rpc.errors import ErrorMappingInterceptor
+from rt_server.rpc.registrar_service import RegistrarService
+from rt_server.store import migrations
+from rt_server.store.checkpoint import WalCheckpointer
+from rt_server.store.schema import make_engine
 
 log = logging.getLogger("rt_server")
 
-# The server side of the keepalive agreement in rt_server.peers: accept pings
+# The server side of the keepalive agreement in rt_client.peers: accept pings
 # as often as clients send them, and drop connections that stop answering.
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 60_000),
@@ -140,7 +140,7 @@ class DistrictServer:
 
         def message(item: OutboxItem) -> None:
             responder.send_signed(d, item, outbox, "PostMessage")
-            threads.mark_delivered(d, item)
+            messages.mark_delivered(d, item)
 
         worker = DeliveryWorker(
             outbox,
@@ -268,7 +268,7 @@ class DistrictServer:
 
 
 def _peer_service(d: District) -> peer_pb2_grpc.DistrictPeerServicer:
-    from rt_server.peer_service import DistrictPeerService
+    from rt_server.rpc.peer_service import DistrictPeerService
 
     return DistrictPeerService(d)
 

@@ -8,7 +8,7 @@ What it does, as an operator and two registrars would:
 2. ``rt enroll`` both districts (keys generated locally, one-time authorization
    codes) and ``rt serve`` each of them (SQLite in its data directory).
 3. Seed A with a few students and realistic records in all eight tables
-   (``rt student add --records``, sample data from ``rt_server.core.samples``).
+   (``rt student add --records``, sample data from ``scripts.samples``).
 4. At B: enroll the student who moved (``rt student add``), find the prior
    school (``rt schools search``) and ask for the records (``rt request create``).
 5. At A: see the request (``rt requests --direction in``), ``rt match`` it to a
@@ -63,8 +63,8 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from rt_server.core import samples  # noqa: E402
-from rt_server.db.schema import RECORD_TABLES, make_engine  # noqa: E402
+from rt_server.store.schema import RECORD_TABLES, make_engine  # noqa: E402
+from scripts import samples  # noqa: E402
 
 T = TypeVar("T")
 

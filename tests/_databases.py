@@ -26,7 +26,7 @@ from typing import Final
 import pytest
 import sqlalchemy as sa
 
-from rt_server.db import make_engine, migrations
+from rt_server.store import make_engine, migrations
 
 # A database on a throwaway server whose user may create schemas.
 POSTGRES_URL: Final = os.environ.get("RT_TEST_POSTGRES_URL", "")

@@ -46,7 +46,7 @@ from rt_client.crypto.hpke import (
     unwrap_key,
     wrap_key,
 )
-from rt_client.crypto.transfer import header_digest, sign_trailer, trailer_message, verify_trailer
+from rt_client.crypto.trailer import header_digest, sign_trailer, trailer_message, verify_trailer
 
 __all__ = [
     "CHUNK_SIZE",

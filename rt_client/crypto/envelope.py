@@ -48,7 +48,7 @@ LABEL_DELIVERY_RECEIPT: Final = b"rt/v1 delivery-receipt"
 LABEL_MESSAGE: Final = b"rt/v1 thread-message"
 LABEL_IMPORT_NOTICE: Final = b"rt/v1 import-notice"
 # Deliberately not "rt/v1 transfer...": no envelope's signed bytes may start
-# with the transfer trailer's prefix (see ``rt_client.crypto.transfer``).
+# with the transfer trailer's prefix (see ``rt_client.crypto.trailer``).
 LABEL_TRANSFER_HEADER: Final = b"rt/v1 record-stream-header"
 LABEL_DIRECTORY_ENTRY: Final = b"rt/v1 directory-entry"
 LABEL_ENROLL: Final = b"rt/v1 enroll"

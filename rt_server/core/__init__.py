@@ -1,15 +1,13 @@
 """The district server's pure core: record tables, validation, classification,
-import, export, matching, the request state machine and the durable store.
+matching and the request state machine.
 
-Nothing here knows gRPC: functions take data and a SQLAlchemy engine or
-connection, and return data (frozen dataclasses, row dicts, proto messages of
-``protos.rt.v1``). The modules are the API; the most used names are re-exported.
+Data in, data out: nothing here knows gRPC, SQL or the clock on the wall
+(frozen dataclasses, row dicts, proto messages of ``protos.rt.v1``). The floor
+above, ``rt_server.store``, keeps these values in the database. The modules are
+the API; the most used names are re-exported.
 """
 
-from rt_server.core._db import Bind
 from rt_server.core.classify import Classified, RowClass, classify_rows
-from rt_server.core.export import count_rows, iter_batches
-from rt_server.core.importer import ImportResult, import_transfer
 from rt_server.core.matching import Candidate, match_student
 from rt_server.core.model import (
     DisclosureRecord,
@@ -27,12 +25,10 @@ __all__ = [
     "MAX_ROWS_PER_BATCH",
     "TABLES",
     "Action",
-    "Bind",
     "Candidate",
     "Classified",
     "Direction",
     "DisclosureRecord",
-    "ImportResult",
     "RequestRecord",
     "RowClass",
     "Status",
@@ -41,9 +37,6 @@ __all__ = [
     "TableSpec",
     "ThreadMessageRecord",
     "classify_rows",
-    "count_rows",
-    "import_transfer",
-    "iter_batches",
     "match_student",
     "row_from_proto",
     "row_to_proto",

@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from rt_server.core._db import Bind, reading
 from rt_server.core.tables import TableRef, TableSpec, table_spec
+from rt_server.store._db import Bind, reading
 
 __all__ = ["Classified", "RowClass", "classify_against", "classify_rows", "load_student_rows"]
 

@@ -17,9 +17,9 @@ from typing import Any, Final
 
 from sqlalchemy import or_, select
 
-from rt_server.core._db import Bind, reading
 from rt_server.core.model import StudentIdentity, StudentRecord
-from rt_server.db.schema import NAME_LEN, STUDENTS
+from rt_server.store._db import Bind, reading
+from rt_server.store.schema import NAME_LEN, STUDENTS
 
 __all__ = [
     "MAX_CANDIDATES",

@@ -38,7 +38,7 @@ from sqlalchemy import Boolean, Date, Integer, Numeric, String, Table
 
 from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.db.schema import RECORD_TABLES
+from rt_server.store.schema import RECORD_TABLES
 
 __all__ = [
     "ALL_TABLES",

@@ -1,7 +1,7 @@
 """Bounds on what comes from outside: record rows (a peer's transfer or a SIS
 load) and the times in a peer's signed messages.
 
-The column types of ``rt_server.db.schema`` are the bounds: string lengths,
+The column types of ``rt_server.store.schema`` are the bounds: string lengths,
 decimal precision and scale, 32-bit integers, real calendar dates. Errors name
 the table, row index and column, never the value, which may be student data.
 

@@ -401,7 +401,7 @@ class Observer:
             time.sleep(interval)
 
     def count_rows(self, pid: str | None = None) -> int:
-        from rt_server.db.schema import RECORD_TABLES
+        from rt_server.store.schema import RECORD_TABLES
 
         total = 0
         for code in RECORD_TABLES:
@@ -438,9 +438,10 @@ def seed_templates(
     whole realistic 300-row blocks (a consolidation: many years and schools in one record)."""
     from sqlalchemy import insert
 
-    from rt_server.core import samples, store
     from rt_server.core.tables import TABLES
-    from rt_server.db.schema import create_schema, make_engine
+    from rt_server.store import store
+    from rt_server.store.schema import create_schema, make_engine
+    from scripts import samples
 
     templates.mkdir(parents=True, exist_ok=True)
     prior_db, new_db = templates / f"{name}-prior.db", templates / f"{name}-new.db"
@@ -486,7 +487,7 @@ def _student_rows(
     rng: random.Random, birth: dt.date, rows: int | None
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(table, rows) chunks for one student: one realistic record, or ``rows`` of them in blocks."""
-    from rt_server.core import samples
+    from scripts import samples
 
     if rows is None:
         yield from samples.sample_records(rng, birth_date=birth).items()

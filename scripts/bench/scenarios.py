@@ -88,7 +88,7 @@ def _result(future: Any) -> Any:
 
 
 def _record_columns() -> dict[str, list[str]]:
-    from rt_server.db.schema import RECORD_TABLES
+    from rt_server.store.schema import RECORD_TABLES
 
     return {code: [c.name for c in table.columns] for code, table in RECORD_TABLES.items()}
 

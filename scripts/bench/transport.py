@@ -73,8 +73,8 @@ def measure(
     """
     import grpc
 
+    from rt_client.peers import KEEPALIVE_OPTIONS
     from rt_client.tls import district_server_name
-    from rt_server.peers import KEEPALIVE_OPTIONS
 
     identity = _identity(data_dir)
     # The server's district name, checked as a peer checks it.

@@ -35,10 +35,10 @@ from sqlalchemy.engine import Engine
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.config import DistrictConfig, write_config
-from rt_server.core import samples, store
 from rt_server.core.tables import ALL_TABLES, TABLES
-from rt_server.db import READ_ONLY
-from rt_server.db.schema import create_schema, make_engine
+from rt_server.store import READ_ONLY, store
+from rt_server.store.schema import create_schema, make_engine
+from scripts import samples
 from tests._databases import Databases
 from tests.integration.conftest import RegistryHandle, enroll, start_registry
 

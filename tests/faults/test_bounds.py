@@ -18,8 +18,8 @@ import pytest
 
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc
 from rt_client.identity import load_identity
+from rt_client.peers import KEEPALIVE_OPTIONS
 from rt_client.tls import district_server_name
-from rt_server.peers import KEEPALIVE_OPTIONS
 from rt_server.server import SERVER_OPTIONS
 from tests.faults.conftest import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, Cluster, wait_for
 

@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 
-from rt_server.db.schema import IMPORT_LEDGER, OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
-from rt_server.district import Limits
-from rt_server.grpc_errors import DATABASE_UNAVAILABLE
+from rt_server.flows.district import Limits
+from rt_server.rpc.errors import DATABASE_UNAVAILABLE
 from rt_server.server import DistrictServer
+from rt_server.store.schema import IMPORT_LEDGER, OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 from tests.faults.conftest import (
     NEW,
     NEW_SCHOOL,

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from protos.rt.v1 import registrar_pb2
-from rt_server.db.schema import (
+from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
     OUTBOX,

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import func, select
 
-from rt_server.core import samples, store
 from rt_server.core.tables import ALL_TABLES, TABLES
-from rt_server.db.schema import (
+from rt_server.store import store
+from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
     OUTBOX,
@@ -34,6 +34,7 @@ from rt_server.db.schema import (
     create_schema,
     make_engine,
 )
+from scripts import samples
 from tests.faults.conftest import (
     PRIOR,
     PRIOR_SCHOOL,

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from protos.rt.v1 import registrar_pb2
 from rt_client.directory import utc_now
-from rt_server.db.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
+from rt_server.store.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 from tests.faults._proxy import CuttingProxy
 from tests.faults.conftest import (
     NEW,

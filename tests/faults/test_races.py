@@ -24,11 +24,11 @@ from protos.rt.v1 import peer_pb2, peer_pb2_grpc, records_pb2
 from rt_client.directory import utc_now, verify_entry
 from rt_client.errors import PeerUnavailable
 from rt_client.identity import DistrictIdentity, load_identity
+from rt_client.peers import call_peer
 from rt_client.tls import district_server_name
 from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server.core.tables import TABLES, row_to_proto
-from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
-from rt_server.peers import call_peer
+from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 from tests.faults.conftest import (
     NEW,
     NEW_SCHOOL,

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from protos.rt.v1 import registrar_pb2
-from rt_server.db.schema import OUTBOX, TRANSFERS
+from rt_server.store.schema import OUTBOX, TRANSFERS
 from tests.faults.conftest import (
     NEW,
     NEW_SCHOOL,

@@ -58,7 +58,7 @@ from rt_client.enroll import enroll_district
 from rt_client.errors import PeerAuthError
 from rt_client.identity import DistrictIdentity, load_identity
 from rt_client.tls import negotiated_tls_version
-from rt_server.auth import PeerAuthInterceptor, current_peer, require_claimed
+from rt_server.rpc.auth import PeerAuthInterceptor, current_peer, require_claimed
 from tests._databases import Databases
 
 TEST_SCRYPT_N = 16  # the scrypt cost in tests: fast, still the real code path

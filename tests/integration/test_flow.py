@@ -29,10 +29,11 @@ from sqlalchemy.engine import Engine
 
 from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.crypto import envelope
-from rt_server import requester, responder
-from rt_server.core import samples
 from rt_server.core.tables import ALL_TABLES, TABLES, row_to_proto
-from rt_server.db.schema import (
+from rt_server.flows import requester, responder
+from rt_server.flows.outbox import RetryPolicy
+from rt_server.server import DistrictServer
+from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
     METADATA,
@@ -40,8 +41,7 @@ from rt_server.db.schema import (
     TRANSFER_CHUNKS,
     TRANSFERS,
 )
-from rt_server.outbox import RetryPolicy
-from rt_server.server import DistrictServer
+from scripts import samples
 
 PRIOR = "1964733"
 NEW = "3768338"

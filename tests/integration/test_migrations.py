@@ -29,10 +29,10 @@ from registry.store import metadata as REGISTRY_METADATA
 from rt_client import cli as rt_cli
 from rt_client.config import write_config
 from rt_client.errors import SchemaVersionError
-from rt_server.core import importer, samples, store
 from rt_server.core.validate import validate_row
-from rt_server.db import METADATA, make_engine, migrations
-from rt_server.db.schema import (
+from rt_server.server import DistrictServer
+from rt_server.store import METADATA, importer, make_engine, migrations, store
+from rt_server.store.schema import (
     IMPORT_LEDGER,
     OUTBOX,
     RECORD_TABLES,
@@ -40,7 +40,7 @@ from rt_server.db.schema import (
     TRANSFER_CHUNKS,
     TRANSFERS,
 )
-from rt_server.server import DistrictServer
+from scripts import samples
 from tests._databases import Databases
 
 FIRST = "0001"

@@ -32,7 +32,7 @@ from rt_client.errors import PeerAuthError
 from rt_client.identity import load_identity
 from rt_client.ids import DistrictCode, spiffe_id
 from rt_client.tls import TlsIdentity, district_server_name, secure_channel
-from rt_server.auth import (
+from rt_server.rpc.auth import (
     NOT_AUTHORIZED,
     PeerAuthInterceptor,
     authorize_peer,
@@ -262,10 +262,10 @@ def test_a_rotated_away_certificate_is_refused_after_the_ttl_without_the_new_key
 def test_refusals_are_logged_with_the_reason(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="rt_server.auth")
+    caplog.set_level(logging.WARNING, logger="rt_server.rpc.auth")
     tls = _certificate_signed_by_registry_ca(world.registry, [spiffe_id(DistrictCode(B))])
     refused(lambda: world.submit(tls, B))
-    messages = [r.getMessage() for r in caplog.records if r.name == "rt_server.auth"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "rt_server.rpc.auth"]
     assert any("PERMISSION_DENIED" in m and "does not pin" in m for m in messages)
 
 

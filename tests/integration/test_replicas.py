@@ -52,10 +52,12 @@ from registry.server import start_registry_server
 from rt_client.config import write_config
 from rt_client.directory import DirectoryClient, registry_channel
 from rt_client.errors import PeerUnavailable
-from rt_server import outbox, receiver, sender
-from rt_server.core import samples, store
-from rt_server.db import make_engine
-from rt_server.db.schema import (
+from rt_client.peers import PeerClients, call_peer
+from rt_server.flows import outbox, receiver, sender
+from rt_server.flows.outbox import RetryPolicy
+from rt_server.server import DistrictServer
+from rt_server.store import make_engine, store
+from rt_server.store.schema import (
     AUDIT_LOG,
     DISCLOSURES,
     IMPORT_LEDGER,
@@ -65,9 +67,7 @@ from rt_server.db.schema import (
     TRANSFER_CHUNKS,
     TRANSFERS,
 )
-from rt_server.outbox import RetryPolicy
-from rt_server.peers import PeerClients, call_peer
-from rt_server.server import DistrictServer
+from scripts import samples
 from tests.integration.conftest import EnrolledDistrict, free_port
 
 PRIOR, PRIOR_SCHOOL = "1964733", "19647331932334"

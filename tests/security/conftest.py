@@ -33,12 +33,11 @@ from google.protobuf.message import Message
 
 from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc, records_pb2
 from rt_client import transfer as rtx
-from rt_client.crypto import cobblestone, envelope, hpke
-from rt_client.crypto import transfer as trailer
+from rt_client.crypto import cobblestone, envelope, hpke, trailer
 from rt_client.directory import DirectoryEntry, verify_entry
-from rt_client.envelopes import sign_message
 from rt_client.framing import delimit
 from rt_client.identity import DistrictIdentity
+from rt_client.signed_messages import sign_message
 from rt_client.tls import TlsIdentity, district_server_name, secure_channel
 from tests.integration.conftest import (
     EnrolledDistrict,

@@ -61,8 +61,8 @@ def fuzz_envelope(data: bytes) -> None:
 
     from protos.rt.v1 import common_pb2, peer_pb2
     from rt_client.crypto import envelope
-    from rt_client.envelopes import open_message
     from rt_client.errors import IntegrityError
+    from rt_client.signed_messages import open_message
 
     keys = _k()
     try:
@@ -173,8 +173,8 @@ def _run_atheris(target: str, seconds: float, artifacts: Path) -> None:
 
     with atheris.instrument_imports(include=["rt_client", "rt_server"]):
         import rt_client.crypto.cobblestone  # noqa: F401
-        import rt_client.envelopes  # noqa: F401
         import rt_client.framing  # noqa: F401
+        import rt_client.signed_messages  # noqa: F401
         import rt_client.transfer  # noqa: F401
         import rt_server.core.validate  # noqa: F401
     function = FUNCTIONS[target]

@@ -22,10 +22,10 @@ from sqlalchemy import select
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.crypto import envelope
-from rt_client.envelopes import MAX_BODY_BYTES
 from rt_client.framing import encode_varint
+from rt_client.signed_messages import MAX_BODY_BYTES
 from rt_server.core.validate import MAX_ROWS_PER_BATCH
-from rt_server.db.schema import METADATA, REQUESTS
+from rt_server.store.schema import METADATA, REQUESTS
 from tests.integration.test_flow import INJECTION, NEW, PRIOR, Status, get
 from tests.security.conftest import (
     RPC_TIMEOUT,

@@ -26,7 +26,7 @@ from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from rt_client.directory import registry_channel
 from rt_client.enroll import enroll_district
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, server_only_channel
-from rt_server.auth import PeerAuthInterceptor
+from rt_server.rpc.auth import PeerAuthInterceptor
 from tests.faults._proxy import CuttingProxy
 from tests.faults.conftest import wait_for
 from tests.integration.conftest import free_port

@@ -26,9 +26,9 @@ from protos.rt.v1 import common_pb2, peer_pb2, registrar_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import utc_now
 from rt_client.enroll import update_district_entry
-from rt_client.envelopes import sign_message
 from rt_client.identity import load_identity
-from rt_server.db.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
+from rt_client.signed_messages import sign_message
+from rt_server.store.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 from tests.integration.test_flow import (
     NEW,
     NEW_SCHOOL,

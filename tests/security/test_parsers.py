@@ -32,9 +32,9 @@ import rt_client
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
-from rt_client.envelopes import open_message, sign_message
 from rt_client.errors import IntegrityError, InvalidInput
 from rt_client.framing import delimit, read_batches
+from rt_client.signed_messages import open_message, sign_message
 from rt_server.core import validate
 from tests.security import fuzz
 

@@ -39,6 +39,7 @@ from rt_client.directory import DirectoryClient, registry_channel
 from rt_client.errors import InvalidInput
 from rt_client.identity import generate_keys
 from rt_client.ids import DistrictCode, spiffe_id
+from rt_client.peers import PeerClients
 from rt_client.tls import (
     REGISTRY_SERVER_NAME,
     TlsIdentity,
@@ -46,7 +47,6 @@ from rt_client.tls import (
     secure_channel,
     server_only_channel,
 )
-from rt_server.peers import PeerClients
 from tests._databases import Databases
 from tests.integration.conftest import (
     EnrolledDistrict,

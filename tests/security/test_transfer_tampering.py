@@ -35,9 +35,9 @@ import pytest
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import cobblestone as cb
 from rt_client.crypto import envelope
-from rt_server.core import samples
 from rt_server.core.tables import ALL_TABLES
-from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
+from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
+from scripts import samples
 from tests.integration.test_flow import (
     NEW,
     PRIOR,

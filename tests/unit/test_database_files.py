@@ -22,8 +22,9 @@ from registry.authcode import hash_authorization_code
 from registry.store import RegistryStore
 from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.ids import DistrictCode
-from rt_server.core import samples, store
-from rt_server.db.schema import create_schema, make_engine
+from rt_server.store import store
+from rt_server.store.schema import create_schema, make_engine
+from scripts import samples
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 

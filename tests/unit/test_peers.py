@@ -1,4 +1,4 @@
-"""``rt_server.peers.channel_target``: one balanced channel over every replica of a district."""
+"""``rt_client.peers.channel_target``: one balanced channel over every replica of a district."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rt_client.errors import PeerUnavailable, TransferError
-from rt_server.peers import channel_target
+from rt_client.peers import channel_target
 
 ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rt_server.review import _read_ahead
+from rt_server.flows.review import _read_ahead
 
 
 class _Source:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rt_client import transfer as rtx
 from rt_client.crypto import hpke
-from rt_server.core import samples
+from scripts import samples
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from rt_client.crypto import (
     verify_trailer,
     wrap_key,
 )
-from rt_client.crypto.transfer import TRAILER_LABEL
+from rt_client.crypto.trailer import TRAILER_LABEL
 from rt_client.errors import IntegrityError, InvalidInput
 
 HEADER = b"\x08\x01\x12\x10serialized TransferHeader"

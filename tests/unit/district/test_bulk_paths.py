@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from rt_client.errors import InvalidInput
-from rt_server.core import samples
-from rt_server.core._db import bulk_insert
-from rt_server.core.export import iter_batches
-from rt_server.core.importer import import_batches, import_transfer
 from rt_server.core.tables import ALL_TABLES, TABLES, row_to_proto
 from rt_server.core.validate import checked_batch, validate_batch, validate_row
-from rt_server.db.schema import IMPORT_LEDGER
+from rt_server.store._db import bulk_insert
+from rt_server.store.export import iter_batches
+from rt_server.store.importer import import_batches, import_transfer
+from rt_server.store.schema import IMPORT_LEDGER
+from scripts import samples
 
 TRANSFER = "0c9a6a2e-52c4-4a34-9d7e-5f1e1b7e2a10"
 

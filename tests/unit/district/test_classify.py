@@ -78,7 +78,7 @@ def test_natural_key_is_exact(engine: Engine, student_id: str) -> None:
 
 
 def test_other_students_rows_do_not_count(engine: Engine, student_id: str) -> None:
-    from rt_server.core import store
+    from rt_server.store import store
 
     other = store.add_student(
         engine,
@@ -123,7 +123,7 @@ def test_a_students_300_rows_classify_quickly(engine: Engine, student_id: str) -
     import random
     import time
 
-    from rt_server.core import samples
+    from scripts import samples
 
     records = samples.sample_records(random.Random(3))
     with engine.begin() as conn:

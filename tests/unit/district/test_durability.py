@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select, text
 
-from rt_server.core import store
-from rt_server.db.checkpoint import WalCheckpointer
-from rt_server.db.schema import OUTBOX, begin_not_durable, create_schema, make_engine
+from rt_server.store import store
+from rt_server.store.checkpoint import WalCheckpointer
+from rt_server.store.schema import OUTBOX, begin_not_durable, create_schema, make_engine
 
 # PRAGMA synchronous reads back as a number.
 NORMAL, FULL = 1, 2

@@ -13,9 +13,6 @@ from sqlalchemy import Engine, delete, insert
 
 from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.core import samples, store
-from rt_server.core.export import count_rows, iter_batches
-from rt_server.core.importer import import_transfer
 from rt_server.core.tables import (
     ALL_TABLES,
     TABLES,
@@ -25,7 +22,11 @@ from rt_server.core.tables import (
     row_to_proto,
 )
 from rt_server.core.validate import validate_batch
-from rt_server.db.schema import create_schema, make_engine
+from rt_server.store import store
+from rt_server.store.export import count_rows, iter_batches
+from rt_server.store.importer import import_transfer
+from rt_server.store.schema import create_schema, make_engine
+from scripts import samples
 
 
 @pytest.fixture

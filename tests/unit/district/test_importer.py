@@ -13,11 +13,11 @@ from sqlalchemy import Engine, func, insert, select
 
 from protos.rt.v1 import common_pb2
 from rt_client.errors import InvalidInput, NotFound
-from rt_server.core import samples
-from rt_server.core.importer import import_transfer
 from rt_server.core.tables import ALL_TABLES, TABLES
 from rt_server.core.validate import validate_row
-from rt_server.db.schema import IMPORT_LEDGER
+from rt_server.store.importer import import_transfer
+from rt_server.store.schema import IMPORT_LEDGER
+from scripts import samples
 
 TRANSFER = "7c0a5a52-1a3e-4c1e-9a53-3f1d2b9e6a10"
 
@@ -209,8 +209,8 @@ def test_import_inside_a_callers_transaction_rolls_back_only_itself(
     held_and_incoming: Incoming,
     failing_inserts: Callable[[str, bool], None],
 ) -> None:
-    from rt_server.core import store
-    from rt_server.db.schema import AUDIT_LOG
+    from rt_server.store import store
+    from rt_server.store.schema import AUDIT_LOG
 
     failing_inserts("IMM", True)
     with engine.begin() as conn:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from rt_server.core import store
 from rt_server.core.matching import MAX_CANDIDATES, match_student, name_key
 from rt_server.core.model import StudentIdentity
+from rt_server.store import store
 
 
 def _add(

@@ -13,9 +13,9 @@ from sqlalchemy import Engine, select
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.errors import Duplicate, InvalidInput, NotFound, WrongStatus
-from rt_server.core import store
 from rt_server.core.statuses import Action, Direction, Status
-from rt_server.db.schema import AUDIT_LOG, OUTBOX, REQUESTS, STUDENTS, THREAD_MESSAGES
+from rt_server.store import store
+from rt_server.store.schema import AUDIT_LOG, OUTBOX, REQUESTS, STUDENTS, THREAD_MESSAGES
 
 RequestFactory = Callable[..., peer_pb2.RecordsRequest]
 Snap = Callable[[], Any]
@@ -74,7 +74,7 @@ def test_add_student_with_generated_id_and_records(engine: Engine, now: dt.datet
     )
     assert student.ssid is None and student.school is None and student.created_at == now
     assert student.display_name == "O'Brien, Zoë"
-    from rt_server.core.export import iter_batches
+    from rt_server.store.export import iter_batches
 
     (out,) = iter_batches(engine, local_id, ["IMM"])
     assert [(m.sq, m.vc, m.src) for m in out.imm] == [(1, "03", "SIS"), (2, "21", "")]
@@ -766,7 +766,7 @@ def test_timestamps_are_aware_utc(engine: Engine, outbound: str) -> None:
 
 
 def test_received_counts(engine: Engine, outbound: str, now: dt.datetime) -> None:
-    from rt_server.db.schema import TRANSFERS
+    from rt_server.store.schema import TRANSFERS
 
     transfer_id = str(uuid.uuid4())
     assert store.received_counts(engine, transfer_id) == ""

@@ -14,8 +14,6 @@ from sqlalchemy import Engine, insert, inspect, select
 
 from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.core import samples, store
-from rt_server.core.export import iter_batches
 from rt_server.core.tables import (
     ALL_TABLES,
     TABLES,
@@ -32,7 +30,10 @@ from rt_server.core.tables import (
     table_spec,
 )
 from rt_server.core.validate import INT32_MAX, INT32_MIN, validate_row
-from rt_server.db.schema import STUDENTS
+from rt_server.store import store
+from rt_server.store.export import iter_batches
+from rt_server.store.schema import STUDENTS
+from scripts import samples
 
 HOSTILE = "Robert'); DROP TABLE students;--"
 

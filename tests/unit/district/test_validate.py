@@ -10,8 +10,8 @@ import pytest
 
 from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.core import samples
 from rt_server.core.validate import MAX_ROWS_PER_BATCH, validate_batch, validate_row
+from scripts import samples
 
 
 def _batch(table: int, **rows: list[object]) -> records_pb2.RecordBatch:

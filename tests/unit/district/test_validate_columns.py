@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from protos.rt.v1 import records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.core import samples
 from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, row_from_proto
 from rt_server.core.validate import (
     CheckedRows,
@@ -30,6 +29,7 @@ from rt_server.core.validate import (
     validate_batch,
     validate_row,
 )
+from scripts import samples
 
 
 def _reference(batch: records_pb2.RecordBatch, first_index: int = 0) -> list[dict[str, Any]] | str:

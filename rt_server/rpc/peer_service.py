@@ -1,9 +1,9 @@
 """The ``DistrictPeer`` servicer: translation only.
 
-Authorization happened before any of these methods runs (``rt_server.auth``,
+Authorization happened before any of these methods runs (``rt_server.rpc.auth``,
 one interceptor for every method, which also bounds every wait for the peer's
 messages); errors become status codes in one place
-(``rt_server.grpc_errors``). Each method names the TLS peer and hands the
+(``rt_server.rpc.errors``). Each method names the TLS peer and hands the
 message to the flow module that owns it.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import grpc
 
 from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc
-from rt_server import receiver, requester, responder, threads
-from rt_server.auth import current_peer
-from rt_server.district import District
+from rt_server.flows import messages, receiver, requester, responder
+from rt_server.flows.district import District
+from rt_server.rpc.auth import current_peer
 
 
 class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
@@ -46,7 +46,7 @@ class DistrictPeerService(peer_pb2_grpc.DistrictPeerServicer):
     def PostMessage(
         self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
     ) -> common_pb2.SignedEnvelope:
-        return threads.receive_message(self._d, request, current_peer().code)
+        return messages.receive_message(self._d, request, current_peer().code)
 
     def NotifyImport(
         self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext

@@ -11,9 +11,10 @@ from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import PeerAuthError
 from rt_client.ids import parse_message_id, parse_request_id
-from rt_server import outbox
-from rt_server.core import store, validate
-from rt_server.district import District, load_peer_request, new_id
+from rt_server.core import validate
+from rt_server.flows import outbox
+from rt_server.flows.district import District, load_peer_request, new_id
+from rt_server.store import store
 
 
 def post_message(d: District, *, request_id: str, body: str, actor: str) -> str:

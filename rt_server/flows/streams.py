@@ -15,7 +15,7 @@ import grpc
 
 __all__ = ["OutgoingStreams"]
 
-log = logging.getLogger("rt_server.streams")
+log = logging.getLogger("rt_server.flows.streams")
 
 
 class OutgoingStreams:

@@ -23,7 +23,7 @@ from rt_client._migrations import SchemaState
 
 __all__ = ["HISTORY", "SchemaState", "check_at_head", "prepare_for_serving", "state", "upgrade"]
 
-log = logging.getLogger("rt_server.db")
+log = logging.getLogger("rt_server.store")
 
 HISTORY: Final = _migrations.SchemaHistory(
     what="district database",

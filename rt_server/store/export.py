@@ -26,7 +26,6 @@ from sqlalchemy.types import NullType
 
 from protos.rt.v1 import records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.core._db import Bind, reading
 from rt_server.core.tables import (
     TABLES,
     ColumnKind,
@@ -37,6 +36,7 @@ from rt_server.core.tables import (
     table_set,
 )
 from rt_server.core.validate import MAX_ROWS_PER_BATCH
+from rt_server.store._db import Bind, reading
 
 __all__ = ["count_rows", "iter_batches"]
 

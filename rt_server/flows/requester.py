@@ -24,18 +24,19 @@ from rt_client.ids import (
     parse_school_code,
     parse_transfer_id,
 )
-from rt_server import outbox
-from rt_server.core import store, validate
+from rt_client.peers import call_peer
+from rt_server.core import validate
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_set, table_spec
-from rt_server.db.schema import begin_not_durable
-from rt_server.district import (
+from rt_server.flows import outbox
+from rt_server.flows.district import (
     District,
     load_peer_request,
     load_request,
     new_id,
 )
-from rt_server.peers import call_peer
+from rt_server.store import store
+from rt_server.store.schema import begin_not_durable
 
 
 def table_enums(

@@ -17,7 +17,7 @@ The rule (DESIGN.md section 3), checked before any servicer code runs:
 Failures abort with a detail-free status -- ``UNAUTHENTICATED`` when the peer
 has no usable identity, ``PERMISSION_DENIED`` when the identity is refused,
 ``UNAVAILABLE`` when the directory cannot be consulted -- and the reason goes
-to the ``rt_server.auth`` log (never key material). On success the servicer
+to the ``rt_server.rpc.auth`` log (never key material). On success the servicer
 finds the peer with ``current_peer()``; ``require_claimed`` checks a district
 named inside a message against it (rule 4 of section 3).
 
@@ -71,7 +71,7 @@ __all__ = [
     "require_claimed",
 ]
 
-log = logging.getLogger("rt_server.auth")
+log = logging.getLogger("rt_server.rpc.auth")
 
 GATED_PREFIX: Final = "/rt.v1.DistrictPeer/"
 # After a key mismatch the directory is asked again (the peer may have just

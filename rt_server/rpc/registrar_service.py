@@ -1,7 +1,7 @@
 """The ``Registrar`` servicer: the local service behind the ``rt`` CLI.
 
 Translation only: proto in, flow or store call, proto out. Errors become
-status codes (with registrar-readable text) in ``rt_server.grpc_errors``.
+status codes (with registrar-readable text) in ``rt_server.rpc.errors``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import grpc
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
-from rt_server import requester, responder, review, threads
-from rt_server.core import store, tables
-from rt_server.core.importer import AcceptConflicts
-from rt_server.district import District
-from rt_server.sender import parse_counts
+from rt_server.core import tables
+from rt_server.flows import messages, requester, responder, review
+from rt_server.flows.district import District
+from rt_server.flows.sender import parse_counts
+from rt_server.store import store
+from rt_server.store.importer import AcceptConflicts
 
 _ROW_CLASS = {
     "NEW": registrar_pb2.NEW,
@@ -296,7 +297,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def PostMessage(
         self, request: registrar_pb2.PostMessageRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ThreadEntry:
-        message_id = threads.post_message(
+        message_id = messages.post_message(
             self._d, request_id=request.request_id, body=request.body, actor=_actor(request.actor)
         )
         return registrar_pb2.ThreadEntry(

@@ -37,13 +37,14 @@ from rt_client.errors import (
     WrongStatus,
 )
 from rt_client.ids import is_uuid, parse_transfer_id
-from rt_server.core import store, validate
+from rt_server.core import validate
 from rt_server.core.statuses import Action
-from rt_server.db.schema import TRANSFER_CHUNKS, TRANSFERS
-from rt_server.district import District, load_peer_request, set_request
-from rt_server.sender import parse_counts
+from rt_server.flows.district import District, load_peer_request, set_request
+from rt_server.flows.sender import parse_counts
+from rt_server.store import store
+from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 
-log = logging.getLogger("rt_server.receiver")
+log = logging.getLogger("rt_server.flows.receiver")
 
 
 def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.DeliveryOffset:

@@ -32,17 +32,18 @@ from sqlalchemy.engine import Connection, Engine
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import IntegrityError, PeerUnavailable
+from rt_client.peers import call_peer
 from rt_client.transfer import SealedTransfer, seal_transfer
-from rt_server import _testhooks, outbox
-from rt_server.core import export, store, validate
+from rt_server import _testhooks
+from rt_server.core import validate
 from rt_server.core.statuses import Action
 from rt_server.core.tables import parse_table_list
-from rt_server.db import READ_ONLY
-from rt_server.db.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS, begin_not_durable
-from rt_server.district import District, load_request, new_id, set_request
-from rt_server.peers import call_peer
+from rt_server.flows import outbox
+from rt_server.flows.district import District, load_request, new_id, set_request
+from rt_server.store import READ_ONLY, export, store
+from rt_server.store.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS, begin_not_durable
 
-log = logging.getLogger("rt_server.sender")
+log = logging.getLogger("rt_server.flows.sender")
 
 
 def _sealed_row(d: District, transfer_id: str):  # type: ignore[no-untyped-def]

@@ -38,11 +38,11 @@ from sqlalchemy import BindParameter, Select, and_, bindparam, or_, select, upda
 from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
-from rt_server.core.store import OutboxClaim
-from rt_server.db import READ_ONLY
-from rt_server.db.schema import OUTBOX, REQUESTS, begin_not_durable
+from rt_server.store import READ_ONLY
+from rt_server.store.schema import OUTBOX, REQUESTS, begin_not_durable
+from rt_server.store.store import OutboxClaim
 
-log = logging.getLogger("rt_server.outbox")
+log = logging.getLogger("rt_server.flows.outbox")
 
 Clock = Callable[[], datetime]
 

@@ -22,14 +22,15 @@ from sqlalchemy import select
 from protos.rt.v1 import peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
-from rt_client.crypto.transfer import header_digest
+from rt_client.crypto.trailer import header_digest
 from rt_client.errors import WrongStatus
 from rt_server import _testhooks
-from rt_server.core import classify, importer, store, tables, validate
+from rt_server.core import classify, tables, validate
 from rt_server.core.statuses import Action
-from rt_server.db.schema import TRANSFERS
-from rt_server.district import District, load_request, new_id
-from rt_server.receiver import stored_ciphertext
+from rt_server.flows.district import District, load_request, new_id
+from rt_server.flows.receiver import stored_ciphertext
+from rt_server.store import importer, store
+from rt_server.store.schema import TRANSFERS
 
 T = TypeVar("T")
 

@@ -31,19 +31,20 @@ from rt_client.ids import (
     parse_school_code,
     parse_transfer_id,
 )
-from rt_server import outbox
-from rt_server.core import matching, store, validate
+from rt_client.peers import call_peer
+from rt_server.core import matching, validate
 from rt_server.core.statuses import Action
 from rt_server.core.tables import table_spec
-from rt_server.db.schema import REQUESTS, begin_not_durable
-from rt_server.district import (
+from rt_server.flows import outbox
+from rt_server.flows.district import (
     District,
     load_peer_request,
     load_request,
     new_id,
 )
-from rt_server.peers import call_peer
-from rt_server.requester import table_enums
+from rt_server.flows.requester import table_enums
+from rt_server.store import store
+from rt_server.store.schema import REQUESTS, begin_not_durable
 
 
 def receive_request(

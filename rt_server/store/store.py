@@ -39,7 +39,6 @@ from rt_client.ids import (
     parse_school_code,
     parse_uuid,
 )
-from rt_server.core._db import Bind, aware, reading, transaction, within
 from rt_server.core.matching import name_key, student_from_row
 from rt_server.core.model import (
     DisclosureRecord,
@@ -59,7 +58,8 @@ from rt_server.core.tables import (
     table_set,
 )
 from rt_server.core.validate import validate_batch
-from rt_server.db.schema import (
+from rt_server.store._db import Bind, aware, reading, transaction, within
+from rt_server.store.schema import (
     AUDIT_LOG,
     DISCLOSURES,
     LOCAL_ID_LEN,

@@ -22,15 +22,15 @@ from sqlalchemy.engine import Connection, Engine, Row
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import Directory, DirectoryEntry
-from rt_client.envelopes import open_message, sign_message
 from rt_client.errors import NotFound, PeerAuthError
 from rt_client.identity import DistrictIdentity
-from rt_server.core.store import OutboxClaim
-from rt_server.db import READ_ONLY
-from rt_server.db.schema import REQUESTS
-from rt_server.outbox import Outbox, RetryPolicy
-from rt_server.peers import PeerClients
-from rt_server.streams import OutgoingStreams
+from rt_client.peers import PeerClients
+from rt_client.signed_messages import open_message, sign_message
+from rt_server.flows.outbox import Outbox, RetryPolicy
+from rt_server.flows.streams import OutgoingStreams
+from rt_server.store import READ_ONLY
+from rt_server.store.schema import REQUESTS
+from rt_server.store.store import OutboxClaim
 
 M = TypeVar("M", bound=Message)
 Clock = Callable[[], datetime]

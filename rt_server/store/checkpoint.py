@@ -16,7 +16,7 @@ import threading
 
 from sqlalchemy.engine import Engine
 
-log = logging.getLogger("rt_server.db")
+log = logging.getLogger("rt_server.store")
 
 
 class WalCheckpointer:

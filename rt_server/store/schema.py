@@ -674,9 +674,9 @@ def create_schema(engine: Engine) -> None:
     """Bring the database to the newest schema revision, through the migrations.
 
     For the embedded database, the demo and tests; servers on an existing
-    database use ``rt db upgrade`` (see ``rt_server.db.migrations``). Raises
+    database use ``rt db upgrade`` (see ``rt_server.store.migrations``). Raises
     ``SchemaVersionError`` for a database newer than this code.
     """
-    from rt_server.db import migrations  # the migration scripts import this module
+    from rt_server.store import migrations  # the migration scripts import this module
 
     migrations.upgrade(engine)

@@ -38,11 +38,11 @@ from sqlalchemy import (
 )
 
 from rt_client.errors import InvalidInput, NotFound
-from rt_server.core._db import Bind, aware, bulk_insert, transaction
 from rt_server.core.classify import RowClass, classify_against
 from rt_server.core.tables import ALL_TABLES, TABLES, TableRef, TableSpec, table_spec
 from rt_server.core.validate import CheckedRows, check_rows, recheck
-from rt_server.db.schema import IMPORT_LEDGER, STUDENTS
+from rt_server.store._db import Bind, aware, bulk_insert, transaction
+from rt_server.store.schema import IMPORT_LEDGER, STUDENTS
 
 __all__ = [
     "IMPORT_SOURCE",

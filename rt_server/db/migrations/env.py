@@ -1,6 +1,0 @@
-"""Alembic environment of the district database (run by ``rt_server.db.migrations.upgrade``)."""
-
-from rt_client._migrations import run_env
-from rt_server.db.schema import METADATA
-
-run_env(METADATA)

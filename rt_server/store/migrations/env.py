@@ -1,0 +1,6 @@
+"""Alembic environment of the district database (run by ``rt_server.store.migrations.upgrade``)."""
+
+from rt_client._migrations import run_env
+from rt_server.store.schema import METADATA
+
+run_env(METADATA)
