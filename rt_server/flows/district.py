@@ -29,8 +29,8 @@ from rt_client.signed_messages import open_message, sign_message
 from rt_server.flows.outbox import Outbox, RetryPolicy
 from rt_server.flows.streams import OutgoingStreams
 from rt_server.store import READ_ONLY
+from rt_server.store.outbox_queue import OutboxClaim
 from rt_server.store.schema import REQUESTS
-from rt_server.store.store import OutboxClaim
 
 M = TypeVar("M", bound=Message)
 Clock = Callable[[], datetime]

@@ -10,17 +10,17 @@ from __future__ import annotations
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import PeerAuthError
-from rt_client.ids import parse_message_id, parse_request_id
+from rt_client.ids import MessageId, RequestId, parse_message_id, parse_request_id
 from rt_server.core import validate
 from rt_server.flows import outbox
 from rt_server.flows.district import District, load_peer_request, new_id
-from rt_server.store import store
+from rt_server.store import requests, thread_messages
 
 
 def post_message(d: District, *, request_id: str, body: str, actor: str) -> str:
     """Add our registrar's message to the thread and queue it for the other district."""
     now = d.clock()
-    request = store.get_request(d.engine, request_id)
+    request = requests.get_request(d.engine, RequestId(request_id))
     message = peer_pb2.ThreadMessage(
         message_id=new_id(),
         request_id=request_id,
@@ -31,9 +31,9 @@ def post_message(d: District, *, request_id: str, body: str, actor: str) -> str:
     )
     message.sent_at.FromDatetime(now)
     signed = d.sign(envelope.LABEL_MESSAGE, message)
-    store.add_thread_message(
+    thread_messages.add_thread_message(
         d.engine,
-        request_id,
+        RequestId(request_id),
         author=actor,
         body=body,
         from_district=d.code,
@@ -64,7 +64,7 @@ def receive_message(
             request = load_peer_request(conn, request_id, "OUTBOUND", peer)
     # Kept in the thread at the time it arrived; its own time must still be sane.
     validate.peer_time("the message's sent-at", message.sent_at, now, not_before=request.created_at)
-    store.add_thread_message(
+    thread_messages.add_thread_message(
         d.engine,
         request_id,
         author=message.author or "unknown",
@@ -79,6 +79,6 @@ def receive_message(
 
 def mark_delivered(d: District, item: outbox.OutboxItem) -> None:
     signed = common_pb2.SignedEnvelope.FromString(item.payload)
-    store.mark_message_delivered(
-        d.engine, peer_pb2.ThreadMessage.FromString(signed.body).message_id
+    thread_messages.mark_message_delivered(
+        d.engine, MessageId(peer_pb2.ThreadMessage.FromString(signed.body).message_id)
     )

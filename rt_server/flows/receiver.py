@@ -36,12 +36,12 @@ from rt_client.errors import (
     RecordsTransferError,
     WrongStatus,
 )
-from rt_client.ids import is_uuid, parse_transfer_id
+from rt_client.ids import RequestId, is_uuid, parse_transfer_id
 from rt_server.core import validate
 from rt_server.core.statuses import Action
 from rt_server.flows.district import District, load_peer_request, set_request
 from rt_server.flows.sender import parse_counts
-from rt_server.store import store
+from rt_server.store import request_status
 from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 
 log = logging.getLogger("rt_server.flows.receiver")
@@ -199,12 +199,12 @@ def receive_delivery(
         if load_peer_request(conn, header.request_id, "OUTBOUND", peer).status == "QUEUED":
             # A's receipt for the request was lost, but A sending the records
             # shows it has the request: accept it first.
-            store.set_status(
-                conn, header.request_id, Action.ACCEPT, actor=f"district {peer}", now=now
+            request_status.set_status(
+                conn, RequestId(header.request_id), Action.ACCEPT, actor=f"district {peer}", now=now
             )
-        store.set_status(
+        request_status.set_status(
             conn,
-            header.request_id,
+            RequestId(header.request_id),
             Action.RECEIVE_DATA,
             actor=f"district {peer}",
             reason=f"Received {rows} rows; ready for review.",

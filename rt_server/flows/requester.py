@@ -18,6 +18,7 @@ from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import Duplicate, InvalidInput, NotFound, PeerAuthError, WrongStatus
 from rt_client.ids import (
+    RequestId,
     district_of_school,
     parse_message_id,
     parse_request_id,
@@ -35,7 +36,7 @@ from rt_server.flows.district import (
     load_request,
     new_id,
 )
-from rt_server.store import store
+from rt_server.store import decisions, request_status, requests, students
 from rt_server.store.schema import begin_not_durable
 
 
@@ -68,7 +69,7 @@ def create_request(
             f"school {school} is not registered to district {prior}; see 'rt schools search'"
         )
     chosen = table_enums(tables)
-    student = store.get_student(d.engine, student_local_id)
+    student = students.get_student(d.engine, student_local_id)
     if not student.school:
         raise InvalidInput("the student has no current school; set it when enrolling them")
     now = d.clock()
@@ -94,7 +95,7 @@ def create_request(
     message.created_at.FromDatetime(now)
     message.expires_at.FromDatetime(now + timedelta(days=d.limits.request_ttl_days))
     signed = d.sign(envelope.LABEL_REQUEST, message)
-    store.record_outbound_request(
+    requests.record_outbound_request(
         d.engine,
         message,
         signed.SerializeToString(),
@@ -126,9 +127,9 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
     with begin_not_durable(d.engine) as conn:  # lost, it is sent again: A answers Duplicate
         row = load_request(conn, item.request_id, direction="OUTBOUND")
         if row.status == "QUEUED":
-            store.set_status(
+            request_status.set_status(
                 conn,
-                item.request_id,
+                RequestId(item.request_id),
                 Action.ACCEPT,
                 actor=f"district {item.to_district}",
                 reason=note,
@@ -163,19 +164,21 @@ def receive_decision(
     ):
         raise InvalidInput("decision names an unknown reason or table")
     reason = common_pb2.RejectReason.Name(decision.reason) if decision.reason else "OTHER"
-    store.record_decision(
+    decisions.record_decision(
         d.engine,
-        request_id,
-        approved=decision.approved,
-        actor=f"district {peer}",
-        tables=[common_pb2.TableCode.Name(t) for t in decision.tables],
-        reason=None if decision.approved else reason,
-        text=decision.reason_text or None,
-        transfer_id=transfer_id,
-        decision_id=decision_id,
-        decision_envelope=signed.SerializeToString(),
-        decided_by=decision.decided_by[:100] or None,
-        decided_at=decided_at,
+        decisions.Decision(
+            request_id=request_id,
+            decision_id=decision_id,
+            approved=decision.approved,
+            actor=f"district {peer}",
+            envelope=signed.SerializeToString(),
+            tables=[common_pb2.TableCode.Name(t) for t in decision.tables],
+            transfer_id=transfer_id,
+            reason=None if decision.approved else reason,
+            reason_text=decision.reason_text or None,
+            decided_by=decision.decided_by[:100] or None,
+            decided_at=decided_at,
+        ),
         now=now,
     )
     return d.ack(decision_id)
@@ -189,7 +192,9 @@ def send_now(d: District, request_id: str) -> None:
 
 def retry_request(d: District, request_id: str, actor: str) -> None:
     """A registrar's retry of a FAILED request: its failed sends start over."""
-    store.set_status(d.engine, request_id, Action.RETRY, actor=actor, now=d.clock())
+    request_status.set_status(
+        d.engine, RequestId(request_id), Action.RETRY, actor=actor, now=d.clock()
+    )
     d.wake_worker()
 
 
@@ -198,9 +203,9 @@ def mark_failed(d: District, item: outbox.OutboxItem, reason: str) -> None:
     what = item.kind.replace("_", " ")
     text = f"could not deliver the {what} to district {item.to_district}: {reason}"
     try:
-        store.set_status(
+        request_status.set_status(
             d.engine,
-            item.request_id,
+            RequestId(item.request_id),
             Action.FAIL,
             actor="delivery worker",
             reason=text[:500],

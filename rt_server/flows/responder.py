@@ -25,6 +25,9 @@ from rt_client.errors import (
     WrongStatus,
 )
 from rt_client.ids import (
+    MessageId,
+    RequestId,
+    TransferId,
     district_of_school,
     parse_message_id,
     parse_request_id,
@@ -43,7 +46,7 @@ from rt_server.flows.district import (
     new_id,
 )
 from rt_server.flows.requester import table_enums
-from rt_server.store import store
+from rt_server.store import decisions, request_status, requests, seen_messages
 from rt_server.store.schema import REQUESTS, begin_not_durable
 
 
@@ -82,7 +85,7 @@ def receive_request(
         # (or one of our own requests'). "Already received" would tell the peer it
         # was delivered; it never will be.
         raise PeerAuthError(f"district {peer} sent a request under another request's id")
-    store.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now)
+    requests.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now)
     receipt = peer_pb2.RequestReceipt(
         request_id=request.request_id,
         prior_district=d.code,
@@ -102,7 +105,7 @@ def approve_request(
     actor: str,
 ) -> str:
     """Approve: record the signed decision, queue it and the delivery. Returns the transfer id."""
-    request = store.get_request(d.engine, request_id)
+    request = requests.get_request(d.engine, RequestId(request_id))
     if request.direction != "INBOUND":
         raise WrongStatus("only requests we received can be approved")
     if not student_local_id:
@@ -127,16 +130,18 @@ def approve_request(
     )
     decision.decided_at.FromDatetime(now)
     signed = d.sign(envelope.LABEL_DECISION, decision)
-    store.record_decision(
+    decisions.record_decision(
         d.engine,
-        request_id,
-        approved=True,
-        actor=actor,
-        tables=[table_spec(t).code for t in chosen],
-        transfer_id=decision.transfer_id,
-        local_student_id=student_local_id,
-        decision_id=decision.decision_id,
-        decision_envelope=signed.SerializeToString(),
+        decisions.Decision(
+            request_id=RequestId(request_id),
+            decision_id=MessageId(decision.decision_id),
+            approved=True,
+            actor=actor,
+            envelope=signed.SerializeToString(),
+            tables=[table_spec(t).code for t in chosen],
+            transfer_id=TransferId(decision.transfer_id),
+            local_student_id=student_local_id,
+        ),
         now=now,
         claim=d.outbox_claim(),
     )
@@ -166,7 +171,7 @@ def reject_request(d: District, *, request_id: str, reason: int, text: str, acto
         or reason == common_pb2.REJECT_REASON_UNSPECIFIED
     ):
         raise InvalidInput("choose a reason for the rejection")
-    request = store.get_request(d.engine, request_id)
+    request = requests.get_request(d.engine, RequestId(request_id))
     if request.direction != "INBOUND":
         raise WrongStatus("only requests we received can be rejected")
     now = d.clock()
@@ -182,15 +187,17 @@ def reject_request(d: District, *, request_id: str, reason: int, text: str, acto
     )
     decision.decided_at.FromDatetime(now)
     signed = d.sign(envelope.LABEL_DECISION, decision)
-    store.record_decision(
+    decisions.record_decision(
         d.engine,
-        request_id,
-        approved=False,
-        actor=actor,
-        reason=reason,
-        text=text or None,
-        decision_id=decision.decision_id,
-        decision_envelope=signed.SerializeToString(),
+        decisions.Decision(
+            request_id=RequestId(request_id),
+            decision_id=MessageId(decision.decision_id),
+            approved=False,
+            actor=actor,
+            envelope=signed.SerializeToString(),
+            reason=reason,
+            reason_text=text or None,
+        ),
         now=now,
         claim=d.outbox_claim(),
     )
@@ -228,14 +235,14 @@ def receive_import_notice(
         validate.peer_time(
             "the import notice's imported-at", notice.imported_at, now, not_before=row.created_at
         )
-        store.remember_message(conn, notice_id, "import_notice", now=now)
+        seen_messages.remember_message(conn, notice_id, "import_notice", now=now)
         if row.transfer_id != transfer_id:
             raise InvalidInput("the import notice names another transfer")
         if row.status == "PENDING" and row.approved:
             # B imported before our worker recorded B's delivery receipt (it is
             # about to): UNAVAILABLE makes B send the notice again shortly.
             raise PeerUnavailable("the delivery receipt is not recorded yet; try again")
-        store.set_status(
+        request_status.set_status(
             conn,
             row.request_id,
             Action.COMPLETE,

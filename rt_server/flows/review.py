@@ -24,12 +24,13 @@ from rt_client import transfer as rtx
 from rt_client.crypto import envelope
 from rt_client.crypto.trailer import header_digest
 from rt_client.errors import WrongStatus
+from rt_client.ids import RequestId
 from rt_server import _testhooks
 from rt_server.core import classify, tables, validate
 from rt_server.core.statuses import Action
 from rt_server.flows.district import District, load_request, new_id
 from rt_server.flows.receiver import stored_ciphertext
-from rt_server.store import importer, store
+from rt_server.store import importer, outbox_queue, request_status
 from rt_server.store.schema import TRANSFERS
 
 T = TypeVar("T")
@@ -177,7 +178,9 @@ def import_transfer(
         )
         current = load_request(conn, request_id, direction="OUTBOUND")
         if not result.already_imported and current.status == "DATA_RECEIVED":
-            store.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)
+            request_status.set_status(
+                conn, RequestId(request_id), Action.IMPORT, actor=actor, now=now
+            )
             notice = peer_pb2.ImportNotice(
                 notice_id=new_id(),
                 request_id=request_id,
@@ -187,10 +190,10 @@ def import_transfer(
             )
             notice.imported_at.FromDatetime(now)
             signed = d.sign(envelope.LABEL_IMPORT_NOTICE, notice)
-            store.enqueue(
+            outbox_queue.enqueue(
                 conn,
                 kind="import_notice",
-                request_id=request_id,
+                request_id=RequestId(request_id),
                 to_district=request.prior_district,
                 payload=signed.SerializeToString(),
                 now=now,

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import IntegrityError, PeerUnavailable
+from rt_client.ids import RequestId
 from rt_client.peers import call_peer
 from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server import _testhooks
@@ -40,7 +41,7 @@ from rt_server.core.statuses import Action
 from rt_server.core.tables import parse_table_list
 from rt_server.flows import outbox
 from rt_server.flows.district import District, load_request, new_id, set_request
-from rt_server.store import READ_ONLY, export, store
+from rt_server.store import READ_ONLY, disclosures, export, request_status
 from rt_server.store.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS, begin_not_durable
 
 log = logging.getLogger("rt_server.flows.sender")
@@ -376,16 +377,16 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
         row = load_request(conn, item.request_id, direction="INBOUND", lock=True)
         if row.status == "PENDING":
             rows = sum(counts.values())
-            store.set_status(
+            request_status.set_status(
                 conn,
-                item.request_id,
+                RequestId(item.request_id),
                 Action.SEND,
                 actor=row.decided_by or "delivery worker",
                 reason=f"Delivered {rows} rows; receipt verified.",
                 now=now,
             )
             set_request(conn, item.request_id, now, delivery_bytes_done=sealed.ciphertext_bytes)
-            store.write_disclosure(
+            disclosures.write_disclosure(
                 conn,
                 student_local_id=row.local_student_id,
                 receiving_district=row.requesting_district,

@@ -12,11 +12,12 @@ import grpc
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
+from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
 from rt_server.flows import messages, requester, responder, review
 from rt_server.flows.district import District
 from rt_server.flows.sender import parse_counts
-from rt_server.store import store
+from rt_server.store import disclosures, requests, students, thread_messages
 from rt_server.store.importer import AcceptConflicts
 
 _ROW_CLASS = {
@@ -62,7 +63,7 @@ def _summary(r: Any) -> registrar_pb2.RequestSummary:
 
 
 def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
-    r = store.get_request(d.engine, request_id)
+    r = requests.get_request(d.engine, RequestId(request_id))
     detail = registrar_pb2.RequestDetail(
         summary=_summary(r),
         requesting_school=r.requesting_school,
@@ -85,7 +86,9 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
         prior_local_id=r.prior_local_id or "",
         approved=bool(r.approved),
     )
-    received = store.received_counts(d.engine, r.transfer_id) if r.transfer_id else ""
+    received = (
+        requests.received_counts(d.engine, TransferId(r.transfer_id)) if r.transfer_id else ""
+    )
     for table, rows in sorted(parse_counts(received).items()):
         detail.received.add(table=table, rows=rows)
     if r.next_attempt_at:
@@ -102,7 +105,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
         s = request.student
-        local_id = store.add_student(
+        local_id = students.add_student(
             self._d.engine,
             {
                 "local_id": s.local_id or None,
@@ -118,12 +121,12 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             actor=_actor(request.actor),
             now=self._d.clock(),
         )
-        return _student_proto(store.get_student(self._d.engine, local_id))
+        return _student_proto(students.get_student(self._d.engine, local_id))
 
     def ListStudents(
         self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ListStudentsResponse:
-        found = store.list_students(self._d.engine, request.query, request.limit or 100)
+        found = students.list_students(self._d.engine, request.query, request.limit or 100)
         return registrar_pb2.ListStudentsResponse(students=[_student_proto(s) for s in found])
 
     def SearchSchools(
@@ -163,7 +166,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             request.direction
         )
         status = common_pb2.RequestStatus.Name(request.status) if request.status else None
-        rows = store.list_requests(
+        rows = requests.list_requests(
             self._d.engine, direction=direction, status=status, limit=request.limit or 100
         )
         return registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
@@ -180,7 +183,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         return registrar_pb2.MatchCandidates(
             candidates=[
                 registrar_pb2.MatchCandidate(
-                    student=_student_proto(store.get_student(self._d.engine, c.local_id)),
+                    student=_student_proto(students.get_student(self._d.engine, c.local_id)),
                     confidence=c.confidence,
                     exact=c.exact,
                     why=c.why,
@@ -280,7 +283,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.ListDisclosuresRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ListDisclosuresResponse:
         out = registrar_pb2.ListDisclosuresResponse()
-        for x in store.list_disclosures(self._d.engine, request.student_local_id or None):
+        for x in disclosures.list_disclosures(self._d.engine, request.student_local_id or None):
             item = out.disclosures.add(
                 student_local_id=x.student_local_id,
                 student_name=x.student_name,
@@ -308,7 +311,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.ListMessagesResponse:
         out = registrar_pb2.ListMessagesResponse()
-        for m in store.list_messages(self._d.engine, request.request_id):
+        for m in thread_messages.list_messages(self._d.engine, RequestId(request.request_id)):
             entry = out.messages.add(
                 message_id=m.message_id,
                 request_id=m.request_id,

@@ -7,7 +7,7 @@ through ``rt enroll``; before each measured run a district's database is
 replaced with a copy of a seeded template and its server is started afresh.
 
 Seeding writes straight into the district's SQLite file before its server
-starts (students through ``store.add_student``, record rows by bulk insert
+starts (students through ``students.add_student``, record rows by bulk insert
 through SQLAlchemy Core): that is set-up, not what is measured.
 
 The flow is driven through each district's ``Registrar`` service over its
@@ -439,7 +439,7 @@ def seed_templates(
     from sqlalchemy import insert
 
     from rt_server.core.tables import TABLES
-    from rt_server.store import store
+    from rt_server.store import students
     from rt_server.store.schema import create_schema, make_engine
     from scripts import samples
 
@@ -461,10 +461,10 @@ def seed_templates(
         for i in range(1, students + 1):
             s = samples.sample_student(rng, i)
             prior_id, new_id = f"A{i:07d}", f"B{i:07d}"
-            store.add_student(
+            students.add_student(
                 prior, _student_values(s, prior_id, PRIOR_SCHOOL), actor=ACTOR, now=now
             )
-            store.add_student(new, _student_values(s, new_id, NEW_SCHOOL), actor=ACTOR, now=now)
+            students.add_student(new, _student_values(s, new_id, NEW_SCHOOL), actor=ACTOR, now=now)
             count = 0
             with prior.begin() as conn:
                 for code, rows in _student_rows(rng, s["birth_date"], rows_per_student):

@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.config import DistrictConfig, write_config
 from rt_server.core.tables import ALL_TABLES, TABLES
-from rt_server.store import READ_ONLY, store
+from rt_server.store import READ_ONLY, students
 from rt_server.store.schema import create_schema, make_engine
 from scripts import samples
 from tests._databases import Databases
@@ -362,7 +362,7 @@ def seed_student(
     engine = make_engine(district.config.database_url)
     try:
         create_schema(engine)
-        store.add_student(
+        students.add_student(
             engine,
             {
                 "local_id": local_id,

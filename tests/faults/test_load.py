@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rt_server.core.tables import ALL_TABLES, TABLES
-from rt_server.store import store
+from rt_server.store import students
 from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
@@ -81,7 +81,7 @@ def seed_prior(prior: DistrictProcess, count: int) -> int:
             rng = random.Random(i)
             records = samples.sample_records(rng, dict.fromkeys(ALL_TABLES, ROWS_PER_TABLE))
             with engine.begin() as conn:
-                store.add_student(
+                students.add_student(
                     conn,
                     {
                         "local_id": f"A{i:04d}", "ssid": ssid_of(i),

@@ -31,7 +31,7 @@ from rt_client.config import write_config
 from rt_client.errors import SchemaVersionError
 from rt_server.core.validate import validate_row
 from rt_server.server import DistrictServer
-from rt_server.store import METADATA, importer, make_engine, migrations, store
+from rt_server.store import METADATA, importer, make_engine, migrations, students
 from rt_server.store.schema import (
     IMPORT_LEDGER,
     OUTBOX,
@@ -112,7 +112,7 @@ def _fill_first_revision(engine: sa.Engine) -> None:
     """Data of every kind a district holds, written to a database at the first revision."""
     rng = random.Random(7)
     student = samples.sample_student(rng, 1)
-    local_id = store.add_student(
+    local_id = students.add_student(
         engine, student, samples.sample_batches(rng), actor="registrar", now=NOW
     )
     common = {
@@ -254,7 +254,7 @@ def _ledger_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
 def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Engine) -> None:
     """Entries from before 0003 are runs of one; a downgrade gives every row its entry again."""
     migrations.upgrade(district_engine, "0002")
-    pid = store.add_student(
+    pid = students.add_student(
         district_engine, samples.sample_student(random.Random(3), 1), actor="registrar", now=NOW
     )
     his = [

@@ -56,7 +56,7 @@ from rt_client.peers import PeerClients, call_peer
 from rt_server.flows import outbox, receiver, sender
 from rt_server.flows.outbox import RetryPolicy
 from rt_server.server import DistrictServer
-from rt_server.store import make_engine, store
+from rt_server.store import make_engine, students
 from rt_server.store.schema import (
     AUDIT_LOG,
     DISCLOSURES,
@@ -163,7 +163,7 @@ def seed_students(
     for i in range(count):
         student = samples.sample_student(rng, i)
         student.update(local_id=f"{prefix}{i:06d}", school=school)
-        local_id = store.add_student(engine, student, actor="seed")
+        local_id = students.add_student(engine, student, actor="seed")
         if rows_per_table:
             records = samples.sample_records(rng, rows_per_table)
             with engine.begin() as conn:

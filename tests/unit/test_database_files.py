@@ -22,7 +22,7 @@ from registry.authcode import hash_authorization_code
 from registry.store import RegistryStore
 from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.ids import DistrictCode
-from rt_server.store import store
+from rt_server.store import students
 from rt_server.store.schema import create_schema, make_engine
 from scripts import samples
 
@@ -45,7 +45,7 @@ def modes(directory: Path, name: str) -> dict[str, int]:
 
 def add_student(engine: sa.Engine, number: int = 1) -> None:
     student = samples.sample_student(random.Random(number), number)
-    store.add_student(engine, student, actor="registrar", now=NOW)
+    students.add_student(engine, student, actor="registrar", now=NOW)
 
 
 def test_a_fresh_district_database_and_its_wal_are_0600(tmp_path: Path) -> None:

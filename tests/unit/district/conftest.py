@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from protos.rt.v1 import common_pb2, peer_pb2
-from rt_server.store import store
+from rt_server.store import requests, students
 from rt_server.store.schema import METADATA, create_schema, make_engine
 
 NOW = dt.datetime(2025, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
@@ -110,7 +110,7 @@ def snapshot(engine: Engine) -> Callable[[], Snapshot]:
 @pytest.fixture
 def student_id(engine: Engine) -> str:
     """A student with no records, "S000001" (María José Nuñez)."""
-    return store.add_student(
+    return students.add_student(
         engine,
         {
             "local_id": "S000001",
@@ -157,3 +157,33 @@ def _records_request(**overrides: Any) -> peer_pb2.RecordsRequest:
 def records_request() -> Callable[..., peer_pb2.RecordsRequest]:
     """A factory of valid ``RecordsRequest`` messages (B=1964733 asks A=0161192)."""
     return _records_request
+
+
+@pytest.fixture
+def outbound(
+    engine: Engine,
+    student_id: str,
+    records_request: Callable[..., peer_pb2.RecordsRequest],
+    now: dt.datetime,
+) -> str:
+    """Our QUEUED request for ``student_id``'s records (B=1964733 asks A=0161192)."""
+    request = records_request()
+    requests.record_outbound_request(
+        engine,
+        request,
+        b"signed-request",
+        local_student_id=student_id,
+        actor="registrar.b",
+        now=now,
+    )
+    return request.request_id
+
+
+@pytest.fixture
+def inbound(
+    engine: Engine, records_request: Callable[..., peer_pb2.RecordsRequest], now: dt.datetime
+) -> str:
+    """A PENDING request received from 1964733, undecided."""
+    request = records_request()
+    requests.record_inbound_request(engine, request, b"signed-request", now=now)
+    return request.request_id

@@ -78,9 +78,9 @@ def test_natural_key_is_exact(engine: Engine, student_id: str) -> None:
 
 
 def test_other_students_rows_do_not_count(engine: Engine, student_id: str) -> None:
-    from rt_server.store import store
+    from rt_server.store import students
 
-    other = store.add_student(
+    other = students.add_student(
         engine,
         {"legal_first_name": "A", "legal_last_name": "B", "birth_date": "2010-01-01"},
         actor="t",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select, text
 
-from rt_server.store import store
+from rt_server.store import outbox_queue
 from rt_server.store.checkpoint import WalCheckpointer
 from rt_server.store.schema import OUTBOX, begin_not_durable, create_schema, make_engine
 
@@ -66,15 +66,15 @@ def test_the_checkpointer_copies_the_wal_into_the_database_file(tmp_path: Path) 
 
 def test_an_item_queued_with_a_claim_is_held_by_that_worker(engine: Engine) -> None:
     until = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    claimed = store.enqueue(
+    claimed = outbox_queue.enqueue(
         engine,
         kind="decision",
         request_id="r1",
         to_district="1964733",
         payload=b"x",
-        claim=store.OutboxClaim("worker-1", until),
+        claim=outbox_queue.OutboxClaim("worker-1", until),
     )
-    free = store.enqueue(
+    free = outbox_queue.enqueue(
         engine, kind="decision", request_id="r1", to_district="1964733", payload=b"y"
     )
     with engine.connect() as conn:

@@ -22,7 +22,7 @@ from rt_server.core.tables import (
     row_to_proto,
 )
 from rt_server.core.validate import validate_batch
-from rt_server.store import store
+from rt_server.store import students
 from rt_server.store.export import count_rows, iter_batches
 from rt_server.store.importer import import_transfer
 from rt_server.store.schema import create_schema, make_engine
@@ -32,7 +32,7 @@ from scripts import samples
 @pytest.fixture
 def loaded(engine: Engine, rng: random.Random) -> str:
     student = samples.sample_student(rng, 1)
-    return store.add_student(
+    return students.add_student(
         engine,
         student,
         samples.sample_batches(rng, birth_date=student["birth_date"]),
@@ -169,7 +169,7 @@ def test_round_trip_to_another_district(engine: Engine, loaded: str, tmp_path: P
     """What A exports, B validates and imports; B then holds exactly A's values."""
     other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
     create_schema(other)
-    pid_b = store.add_student(
+    pid_b = students.add_student(
         other,
         {"legal_first_name": "Zoë", "legal_last_name": "Østergaard", "birth_date": "2010-02-03"},
         actor="registrar.b",
@@ -203,7 +203,7 @@ def test_an_open_export_does_not_hold_up_writers(engine: Engine, loaded: str) ->
     """A delivery reading a student's rows must not block the registrar's writes."""
     batches = iter_batches(engine, loaded, ALL_TABLES, batch_rows=10)
     first = next(batches)  # the read transaction is open now
-    store.add_student(
+    students.add_student(
         engine,
         {"legal_first_name": "Kai", "legal_last_name": "Begay", "birth_date": "2012-12-12"},
         actor="registrar",

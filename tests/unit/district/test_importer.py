@@ -209,15 +209,15 @@ def test_import_inside_a_callers_transaction_rolls_back_only_itself(
     held_and_incoming: Incoming,
     failing_inserts: Callable[[str, bool], None],
 ) -> None:
-    from rt_server.store import store
+    from rt_server.store import audit
     from rt_server.store.schema import AUDIT_LOG
 
     failing_inserts("IMM", True)
     with engine.begin() as conn:
-        store.write_audit(conn, actor="registrar", action="test.before")
+        audit.write_audit(conn, actor="registrar", action="test.before")
         with pytest.raises(Exception, match="disk on fire"):
             import_transfer(conn, TRANSFER, student_id, held_and_incoming)
-        store.write_audit(conn, actor="registrar", action="test.after")
+        audit.write_audit(conn, actor="registrar", action="test.after")
     assert len(_rows(engine, "HIS", student_id)) == 2  # what we held, nothing imported
     with engine.connect() as conn:
         actions = conn.execute(select(AUDIT_LOG.c.action).order_by(AUDIT_LOG.c.id)).scalars()

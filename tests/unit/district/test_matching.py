@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from rt_server.core.matching import MAX_CANDIDATES, match_student, name_key
 from rt_server.core.model import StudentIdentity
-from rt_server.store import store
+from rt_server.store import students
 
 
 def _add(
@@ -32,7 +32,7 @@ def _add(
         "gender": gender,
         "ssid": ssid,
     }
-    return store.add_student(engine, student, actor="t")
+    return students.add_student(engine, student, actor="t")
 
 
 def _who(

@@ -30,7 +30,7 @@ from rt_server.core.tables import (
     table_spec,
 )
 from rt_server.core.validate import INT32_MAX, INT32_MIN, validate_row
-from rt_server.store import store
+from rt_server.store import students
 from rt_server.store.export import iter_batches
 from rt_server.store.schema import STUDENTS
 from scripts import samples
@@ -256,7 +256,7 @@ def test_exact_round_trip_of_all_eight_tables_through_the_database(engine: Engin
         batch = records_pb2.RecordBatch(table=TABLES[code].enum)
         getattr(batch, TABLES[code].batch_field).extend(rows)
         batches.append(batch)
-    pid = store.add_student(
+    pid = students.add_student(
         engine,
         {"legal_first_name": "Zoë", "legal_last_name": HOSTILE[:50], "birth_date": "2009-01-02"},
         batches,
@@ -290,7 +290,7 @@ def test_sample_batches_round_trip_exactly(engine: Engine) -> None:
     rng = random.Random(7)
     student = samples.sample_student(rng, 42)
     batches = samples.sample_batches(rng, birth_date=student["birth_date"], batch_rows=50)
-    pid = store.add_student(engine, student, batches, actor="loader")
+    pid = students.add_student(engine, student, batches, actor="loader")
     assert pid == "S000042"
     exported = list(iter_batches(engine, pid, ALL_TABLES, batch_rows=50))
     assert exported == batches  # message equality: every field, byte for byte

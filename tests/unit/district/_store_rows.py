@@ -1,0 +1,28 @@
+"""Reading back what the store wrote, for the tests of ``rt_server.store``'s modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from rt_server.store.schema import AUDIT_LOG, OUTBOX
+
+
+def outbox_rows(engine: Engine) -> list[tuple[str, str, bytes, str]]:
+    """Every outbox item, oldest first: (kind, to_district, payload, status)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(OUTBOX.c.kind, OUTBOX.c.to_district, OUTBOX.c.payload, OUTBOX.c.status).order_by(
+                OUTBOX.c.id
+            )
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def audit_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every audit log row, oldest first."""
+    with engine.connect() as conn:
+        return [
+            dict(r) for r in conn.execute(select(AUDIT_LOG).order_by(AUDIT_LOG.c.id)).mappings()
+        ]
