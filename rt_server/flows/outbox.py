@@ -163,7 +163,7 @@ class Outbox:
         return _item(row)
 
     def claim(self) -> OutboxClaim:
-        """A claim for items this worker queues for itself (``store.enqueue(claim=...)``)."""
+        """A claim for items this worker queues for itself (``outbox_queue.enqueue(claim=...)``)."""
         return OutboxClaim(self._worker_id, self._clock() + self.policy.lease)
 
     def claimed_items(self, request_id: str) -> list[OutboxItem]:
