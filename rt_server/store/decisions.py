@@ -110,6 +110,8 @@ def record_decision(
             _check_ours_can_be_recorded(row, decision)
         columns["decision_id"] = parse_uuid(decision.decision_id, "decision id")
         if side is Direction.OUTBOUND:
+            # A re-sent decision stops here (Duplicate). Remembered in this
+            # transaction, so a refusal below forgets it again.
             remember_message(conn, columns["decision_id"], "decision", now=at)
         columns["decision_envelope"] = decision.envelope
         if decision.approved:
