@@ -6,9 +6,10 @@ audit logs. Only portable column types are used, so the same schema runs on
 SQLite (the embedded default) and PostgreSQL (psycopg 3).
 
 Record tables keep Aeries' table and column codes, upper-case, exactly the proto
-field names of ``records.proto`` upper-cased (``HisRow.cn`` <-> ``HIS.CN``); the
-column types below are also the bounds ``rt_server.core.validate`` enforces on
-rows from a peer, so a length here is a promise about what can be stored.
+field names of ``records.proto`` upper-cased (``HisRow.cn`` <-> ``HIS.CN``). They
+are built from the core's table specs (``rt_server.core.tables``), whose bounds
+``rt_server.core.validate`` enforces on rows from a peer: the column types here
+are those bounds, so what validates can be stored.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from rt_client._sqlite_files import restrict_sqlite_files
+from rt_server.core.matching import NAME_KEY_LEN
+from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, TableSpec
 
 __all__ = [
     "AUDIT_LOG",
@@ -135,22 +138,33 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 # --- the eight record tables (DESIGN.md section 6) -------------------------
 
-# Decimals keep two places: credits (2.50) and scores (12.75) are exact, and a
-# value with more places is refused by validation rather than rounded.
-_CREDIT = Numeric(6, 2, asdecimal=True)
-_SCORE = Numeric(9, 2, asdecimal=True)
-_SRC = String(8)
+
+_TYPE_OF_KIND: Final[dict[ColumnKind, TypeEngine[Any]]] = {
+    ColumnKind.INT: Integer(),
+    ColumnKind.BOOL: Boolean(),
+    ColumnKind.DATE: Date(),
+}
 
 
-def _record_table(code: str, natural_key: tuple[str, ...], *columns: Column[Any]) -> Table:
-    """An Aeries record table: PID, SQ, the data columns, SRC.
+def _column_type(column: ColumnSpec) -> TypeEngine[Any]:
+    """The database type of a record column: its kind and bounds, from the core's spec."""
+    kind = column.kind
+    if kind is ColumnKind.STRING:
+        return String(column.max_length)
+    if kind is ColumnKind.DECIMAL:
+        return Numeric(column.precision, column.scale, asdecimal=True)
+    return _TYPE_OF_KIND[kind]
+
+
+def _record_table(spec: TableSpec) -> Table:
+    """An Aeries record table: PID, then the columns of ``spec`` (SQ, the data, SRC).
 
     (PID, SQ) is the primary key, as in Aeries; its index also serves lookups
     by PID alone. A second index on (PID, natural key) serves duplicate
     detection, which always looks within one student.
     """
     return Table(
-        code,
+        spec.code,
         METADATA,
         Column(
             "PID",
@@ -158,115 +172,27 @@ def _record_table(code: str, natural_key: tuple[str, ...], *columns: Column[Any]
             ForeignKey("students.local_id", ondelete="RESTRICT"),
             nullable=False,
         ),
-        Column("SQ", Integer, nullable=False, autoincrement=False),
-        *columns,
-        Column("SRC", _SRC),
+        # autoincrement=False: SQ is in the primary key, but the writer numbers it.
+        *(
+            Column(c.name, _column_type(c), nullable=not c.required, autoincrement=False)
+            for c in spec.stored_columns
+        ),
         PrimaryKeyConstraint("PID", "SQ"),
-        Index(f"ix_{code}_natural_key", "PID", *natural_key),
+        Index(f"ix_{spec.code}_natural_key", "PID", *spec.natural_key),
     )
 
 
-TST: Final = _record_table(
-    "TST",
-    ("ID", "PT", "TA"),
-    Column("ID", String(16)),  # test id
-    Column("PT", Integer),  # part (0 = overall)
-    Column("TA", String(16)),  # administration, e.g. "2023-24 SPR"
-    Column("TD", Date),  # test date
-    Column("GR", Integer),  # grade x10, as Aeries stores it
-    Column("TY", String(8)),  # test type
-    Column("SS", Integer),  # scale score
-    Column("PL", String(8)),  # performance level
-    Column("PC", Integer),  # percentile
-)
-
-CST: Final = _record_table(
-    "CST",
-    ("ID", "SD", "TA"),
-    Column("ID", String(16)),  # test id
-    Column("SD", String(32)),  # content standard id
-    Column("TA", String(16)),  # administration
-    Column("TD", Date),  # test date
-    Column("SC", _SCORE),  # score
-    Column("PL", String(8)),  # performance level
-)
-
-CTS: Final = _record_table(
-    "CTS",
-    ("NM", "DT"),
-    Column("NM", String(16)),  # test name (SAT, ACT, AP ...)
-    Column("DT", Date),  # test date
-    Column("TTL", Integer),  # total score
-    *(
-        column
-        for n in range(1, 14)
-        for column in (Column(f"ST{n}", String(32)), Column(f"SC{n}", Integer))
-    ),
-)
-
-HIS: Final = _record_table(
-    "HIS",
-    ("YR", "TE", "CN", "ST"),
-    Column("YR", String(9)),  # school year, "2023-2024"
-    Column("GR", Integer),  # grade
-    Column("TE", String(4)),  # term
-    Column("CN", String(12)),  # course number
-    Column("CO", String(60)),  # course title
-    Column("MK", String(4)),  # mark
-    Column("CR", _CREDIT),  # credit attempted
-    Column("CC", _CREDIT),  # credit completed
-    Column("ST", String(14)),  # school (CDS code or local school number)
-    Column("CI", String(2)),  # citizenship
-    Column("RT", String(2)),  # repeat tag
-    Column("DC", Date),  # date changed
-    Column("CH", String(2)),  # honors / course credit flag
-    Column("PF", String(2)),  # pass/fail flag
-)
-
-ENR: Final = _record_table(
-    "ENR",
-    ("SC", "YR", "ED"),
-    Column("SC", String(14)),  # school
-    Column("YR", String(9)),  # school year
-    Column("GR", Integer),  # grade
-    Column("ED", Date),  # enter date
-    Column("LD", Date),  # leave date
-    Column("ER", String(4)),  # exit reason (CALPADS exit code)
-)
-
-IMM: Final = _record_table(
-    "IMM",
-    ("VC", "DT"),
-    Column("VC", String(10)),  # vaccine code (CVX or state code)
-    Column("DN", Integer),  # dose number
-    Column("DT", Date),  # dose date
-)
-
-LAC: Final = _record_table(
-    "LAC",
-    ("AC", "AD"),
-    Column("L1", String(4)),  # first language (CALPADS language code)
-    Column("L2", String(4)),  # primary language
-    Column("L3", String(4)),  # home language
-    Column("AC", String(12)),  # assessment code (ELPAC, CELDT, ...)
-    Column("AD", Date),  # assessment date
-    Column("LV", String(16)),  # level
-)
-
-PFT: Final = _record_table(
-    "PFT",
-    ("TD", "CP"),
-    Column("TD", Date),  # test date
-    Column("CP", String(32)),  # component (aerobic capacity, ...)
-    Column("SC", _SCORE),  # score
-    Column("HF", Boolean),  # in the healthy fitness zone
-    Column("GR", Integer),  # grade
-)
-
-# In the order a transfer carries them (and ``rt_server.core.tables`` lists them).
-RECORD_TABLES: Final[dict[str, Table]] = {
-    t.name: t for t in (TST, CST, CTS, HIS, ENR, IMM, LAC, PFT)
-}
+# Built from the core's table specs (``rt_server.core.tables``: the columns,
+# their bounds, the natural keys), in the order a transfer carries them.
+RECORD_TABLES: Final[dict[str, Table]] = {code: _record_table(s) for code, s in TABLES.items()}
+TST: Final = RECORD_TABLES["TST"]
+CST: Final = RECORD_TABLES["CST"]
+CTS: Final = RECORD_TABLES["CTS"]
+HIS: Final = RECORD_TABLES["HIS"]
+ENR: Final = RECORD_TABLES["ENR"]
+IMM: Final = RECORD_TABLES["IMM"]
+LAC: Final = RECORD_TABLES["LAC"]
+PFT: Final = RECORD_TABLES["PFT"]
 
 # --- students ---------------------------------------------------------------
 
@@ -283,8 +209,8 @@ STUDENTS: Final = Table(
     Column("school", String(SCHOOL_LEN)),  # CDS code of the current school
     # Case- and accent-folded names ("Nuñez" -> "nunez"), kept so matching can
     # use an index on both databases instead of a per-dialect collation.
-    Column("last_name_key", String(NAME_LEN), nullable=False, index=True),
-    Column("first_name_key", String(NAME_LEN), nullable=False),
+    Column("last_name_key", String(NAME_KEY_LEN), nullable=False, index=True),
+    Column("first_name_key", String(NAME_KEY_LEN), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_students_birth_date", "birth_date"),
 )

@@ -39,7 +39,7 @@ from rt_client.ids import (
     parse_school_code,
     parse_uuid,
 )
-from rt_server.core.matching import name_key, student_from_row
+from rt_server.core.matching import name_key
 from rt_server.core.model import (
     DisclosureRecord,
     RequestRecord,
@@ -59,12 +59,14 @@ from rt_server.core.tables import (
 )
 from rt_server.core.validate import validate_batch
 from rt_server.store._db import Bind, aware, reading, transaction, within
+from rt_server.store.candidates import student_from_row
 from rt_server.store.schema import (
     AUDIT_LOG,
     DISCLOSURES,
     LOCAL_ID_LEN,
     NAME_LEN,
     OUTBOX,
+    RECORD_TABLES,
     REQUESTS,
     SEEN_MESSAGES,
     STAFF_LEN,
@@ -471,7 +473,7 @@ def add_student(
         for code, rows in rows_by_table.items():
             for sq, row in enumerate(rows, start=1):
                 row["PID"], row["SQ"] = local_id, sq
-            conn.execute(insert(TABLES[code].table), rows)
+            conn.execute(insert(RECORD_TABLES[code]), rows)
         counts = ", ".join(f"{c}={len(rows_by_table[c])}" for c in ALL_TABLES if c in rows_by_table)
         write_audit(
             conn,

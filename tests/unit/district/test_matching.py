@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from rt_server.core.matching import MAX_CANDIDATES, match_student, name_key
+from rt_server.core.matching import MAX_CANDIDATES, name_key
 from rt_server.core.model import StudentIdentity
 from rt_server.store import store
+from rt_server.store.candidates import match_student
 
 
 def _add(
