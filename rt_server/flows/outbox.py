@@ -39,7 +39,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
 from rt_server.store import READ_ONLY
-from rt_server.store.schema import OUTBOX, REQUESTS, begin_not_durable
+from rt_server.store.engine import begin_not_durable
+from rt_server.store.schema import OUTBOX, REQUESTS
 from rt_server.store.store import OutboxClaim
 
 log = logging.getLogger("rt_server.flows.outbox")

@@ -36,7 +36,7 @@ from rt_server.flows.district import (
     new_id,
 )
 from rt_server.store import store
-from rt_server.store.schema import begin_not_durable
+from rt_server.store.engine import begin_not_durable
 
 
 def table_enums(

@@ -44,7 +44,8 @@ from rt_server.flows.district import (
 )
 from rt_server.flows.requester import table_enums
 from rt_server.store import candidates, store
-from rt_server.store.schema import REQUESTS, begin_not_durable
+from rt_server.store.engine import begin_not_durable
+from rt_server.store.schema import REQUESTS
 
 
 def receive_request(

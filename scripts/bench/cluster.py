@@ -439,7 +439,8 @@ def seed_templates(
     from sqlalchemy import insert
 
     from rt_server.store import store
-    from rt_server.store.schema import RECORD_TABLES, create_schema, make_engine
+    from rt_server.store.engine import make_engine
+    from rt_server.store.schema import RECORD_TABLES, create_schema
     from scripts import samples
 
     templates.mkdir(parents=True, exist_ok=True)

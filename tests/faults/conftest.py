@@ -37,7 +37,8 @@ from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.config import DistrictConfig, write_config
 from rt_server.core.tables import ALL_TABLES
 from rt_server.store import READ_ONLY, store
-from rt_server.store.schema import RECORD_TABLES, create_schema, make_engine
+from rt_server.store.engine import make_engine
+from rt_server.store.schema import RECORD_TABLES, create_schema
 from scripts import samples
 from tests._databases import Databases
 from tests.integration.conftest import RegistryHandle, enroll, start_registry

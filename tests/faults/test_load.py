@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 
 from rt_server.core.tables import ALL_TABLES
 from rt_server.store import store
+from rt_server.store.engine import make_engine
 from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
@@ -33,7 +34,6 @@ from rt_server.store.schema import (
     REQUESTS,
     TRANSFER_CHUNKS,
     create_schema,
-    make_engine,
 )
 from scripts import samples
 from tests.faults.conftest import (

@@ -23,9 +23,10 @@ from rt_server.core.tables import (
 )
 from rt_server.core.validate import validate_batch
 from rt_server.store import store
+from rt_server.store.engine import make_engine
 from rt_server.store.export import count_rows, iter_batches
 from rt_server.store.importer import import_transfer
-from rt_server.store.schema import RECORD_TABLES, create_schema, make_engine
+from rt_server.store.schema import RECORD_TABLES, create_schema
 from scripts import samples
 
 
