@@ -39,7 +39,7 @@ from rt_server.rpc.errors import ErrorMappingInterceptor
 from rt_server.rpc.registrar_service import RegistrarService
 from rt_server.store import migrations
 from rt_server.store.checkpoint import WalCheckpointer
-from rt_server.store.schema import make_engine
+from rt_server.store.engine import make_engine
 
 log = logging.getLogger("rt_server")
 

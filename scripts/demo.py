@@ -63,7 +63,8 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from rt_server.store.schema import RECORD_TABLES, make_engine  # noqa: E402
+from rt_server.store.engine import make_engine  # noqa: E402
+from rt_server.store.schema import RECORD_TABLES  # noqa: E402
 from scripts import samples  # noqa: E402
 
 T = TypeVar("T")

@@ -7,8 +7,8 @@ above, ``rt_server.store``, keeps these values in the database. The modules are
 the API; the most used names are re-exported.
 """
 
-from rt_server.core.classify import Classified, RowClass, classify_rows
-from rt_server.core.matching import Candidate, match_student
+from rt_server.core.classify import Classified, RowClass, classify_against
+from rt_server.core.matching import Candidate, rank_candidates
 from rt_server.core.model import (
     DisclosureRecord,
     RequestRecord,
@@ -36,8 +36,8 @@ __all__ = [
     "StudentRecord",
     "TableSpec",
     "ThreadMessageRecord",
-    "classify_rows",
-    "match_student",
+    "classify_against",
+    "rank_candidates",
     "row_from_proto",
     "row_to_proto",
     "transition",

@@ -11,21 +11,21 @@ If several rows we hold share the key (an earlier accepted conflict adds one),
 an identical one makes the row a DUPLICATE; otherwise the CONFLICT is reported
 against the one that differs in the fewest columns (the lowest SQ on a tie).
 Incoming rows are classified against what we hold only, not against each other.
+
+Pure: the rows we hold come in as row dicts (``rt_server.store.held_rows``
+reads them and calls ``classify_against``).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
-
 from rt_server.core.tables import TableRef, TableSpec, table_spec
-from rt_server.store._db import Bind, reading
 
-__all__ = ["Classified", "RowClass", "classify_against", "classify_rows", "load_student_rows"]
+__all__ = ["Classified", "RowClass", "classify_against"]
 
 
 class RowClass(enum.StrEnum):
@@ -57,7 +57,7 @@ def classify_against(
     existing: Iterable[Mapping[str, Any]],
     incoming: Iterable[tuple[int, Mapping[str, Any]]],
 ) -> list[Classified]:
-    """Classify ``(index, row)`` pairs against ``existing`` rows (pure; no database).
+    """Classify ``(index, row)`` pairs against ``existing`` rows (the student's, of ``table``).
 
     ``existing`` should come in SQ order, so ties resolve to the lowest SQ.
     """
@@ -86,34 +86,3 @@ def classify_against(
         row_class = RowClass.CONFLICT if differing else RowClass.DUPLICATE
         results.append(Classified(spec.code, index, row_class, row, held, differing))
     return results
-
-
-def load_student_rows(
-    conn: Connection, pid: str, table: TableRef | TableSpec
-) -> list[dict[str, Any]]:
-    """All rows of ``table`` held for student ``pid``, in SQ order (one query)."""
-    spec = table_spec(table)
-    query = select(spec.table).where(spec.table.c.PID == pid).order_by(spec.table.c.SQ)
-    return [dict(r) for r in conn.execute(query).mappings()]
-
-
-def classify_rows(
-    bind: Bind,
-    pid: str,
-    table: TableRef | TableSpec,
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    indexes: Sequence[int] | None = None,
-) -> list[Classified]:
-    """Classify incoming row dicts of ``table`` against student ``pid``'s rows.
-
-    ``rows`` should be validated row dicts (``validate_batch``). Their indexes
-    are their positions in ``rows`` unless ``indexes`` gives them. The
-    student's rows of the table are loaded once (a student has a few hundred).
-    """
-    if indexes is not None and len(indexes) != len(rows):
-        raise ValueError("indexes and rows differ in length")
-    with reading(bind) as conn:
-        held = load_student_rows(conn, pid, table)
-    numbered = zip(range(len(rows)) if indexes is None else indexes, rows, strict=True)
-    return classify_against(table, held, numbered)

@@ -4,6 +4,10 @@ An SSID that matches is an exact match (confidence 100). Otherwise students are
 proposed by legal last name, birth date, gender and first name, compared case-
 and accent-insensitively ("Nuñez" = "NUNEZ", "O'Brien" = "OBRIEN"), and ranked
 by a confidence below 100: a human confirms any match that is not exact.
+
+Pure: ``rank_candidates`` scores the students it is given. Which students
+those are (the one with the request's SSID; those sharing its last name key or
+birth date) is read by ``rt_server.store.candidates.match_student``.
 """
 
 from __future__ import annotations
@@ -11,29 +15,26 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from typing import Any, Final
-
-from sqlalchemy import or_, select
+from typing import Final
 
 from rt_server.core.model import StudentIdentity, StudentRecord
-from rt_server.store._db import Bind, reading
-from rt_server.store.schema import NAME_LEN, STUDENTS
 
 __all__ = [
     "MAX_CANDIDATES",
+    "NAME_KEY_LEN",
     "Candidate",
     "StudentIdentity",
-    "match_student",
     "name_key",
-    "student_from_row",
+    "rank_candidates",
 ]
 
 MAX_CANDIDATES: Final = 10
-# Students sharing a birth date or a last name with the request are scored;
-# this bounds that work for a very large district.
-_MAX_SCORED: Final = 500
+# A name key is cut to this many characters (folding can lengthen a name:
+# "ß" -> "ss"); the students table keeps the keys in columns this wide.
+NAME_KEY_LEN: Final = 50
 # Below this a candidate is noise: e.g. same birth date and gender only.
 _MIN_CONFIDENCE: Final = 50
 
@@ -61,7 +62,7 @@ def name_key(name: str | None) -> str:
     """
     if not name:
         return ""
-    return "".join(_WORD.findall(_fold(name)))[:NAME_LEN]
+    return "".join(_WORD.findall(_fold(name)))[:NAME_KEY_LEN]
 
 
 def _name_parts(name: str | None) -> set[str]:
@@ -81,21 +82,6 @@ class Candidate:
     @property
     def local_id(self) -> str:
         return self.student.local_id
-
-
-def student_from_row(row: Any) -> StudentRecord:
-    """A ``StudentRecord`` from a ``students`` row mapping."""
-    return StudentRecord(
-        local_id=row["local_id"],
-        ssid=row["ssid"],
-        legal_first_name=row["legal_first_name"],
-        legal_middle_name=row["legal_middle_name"],
-        legal_last_name=row["legal_last_name"],
-        birth_date=row["birth_date"],
-        gender=row["gender"],
-        school=row["school"],
-        created_at=row["created_at"],
-    )
 
 
 def _similar(a: str, b: str) -> bool:
@@ -162,60 +148,37 @@ def _why(matched: list[str], partly: list[str]) -> str:
     return "; ".join(parts) or "no details match"
 
 
-def match_student(bind: Bind, identity: StudentIdentity) -> list[Candidate]:
-    """Our students that may be ``identity``, best first, at most ``MAX_CANDIDATES``.
+def rank_candidates(
+    identity: StudentIdentity,
+    by_ssid: StudentRecord | None,
+    students: Iterable[StudentRecord],
+) -> list[Candidate]:
+    """Which of ``students`` may be ``identity``, best first, at most ``MAX_CANDIDATES``.
 
-    A student whose SSID equals the request's comes first (confidence 100,
-    ``exact=True``; ``why`` notes any demographic that disagrees, which a
-    registrar should look at). Then students sharing the last name or the birth
-    date, scored on last name, birth date, gender and first/middle name, those
-    scoring at least 50, ties broken by local id.
+    ``by_ssid`` is our student whose SSID equals the request's, if any: it
+    comes first (confidence 100, ``exact=True``; ``why`` notes any demographic
+    that disagrees, which a registrar should look at). Then ``students`` (those
+    sharing the last name or the birth date, in local id order), scored on last
+    name, birth date, gender and first/middle name, those scoring at least 50,
+    ties broken by local id.
     """
     results: list[Candidate] = []
     seen: set[str] = set()
-    with reading(bind) as conn:
-        if identity.ssid:
-            row = (
-                conn.execute(select(STUDENTS).where(STUDENTS.c.ssid == identity.ssid))
-                .mappings()
-                .first()
-            )
-            if row is not None:
-                student = student_from_row(row)
-                _, matched, _partly = _score(identity, student)
-                disagree = []
-                if name_key(identity.legal_last_name) and "last name" not in matched:
-                    disagree.append("last name")
-                if identity.birth_date is not None and "birth date" not in matched:
-                    disagree.append("birth date")
-                why = "SSID matches"
-                if disagree:
-                    why += "; but " + " and ".join(disagree) + " differ"
-                results.append(Candidate(student, 100, True, why))
-                seen.add(student.local_id)
-
-        conditions = []
-        last = name_key(identity.legal_last_name)
-        if last:
-            conditions.append(STUDENTS.c.last_name_key == last)
-        if identity.birth_date is not None:
-            conditions.append(STUDENTS.c.birth_date == identity.birth_date)
-        rows = (
-            conn.execute(
-                select(STUDENTS)
-                .where(or_(*conditions))
-                .order_by(STUDENTS.c.local_id)
-                .limit(_MAX_SCORED)
-            )
-            .mappings()
-            .all()
-            if conditions
-            else []
-        )
+    if by_ssid is not None:
+        _, matched, _partly = _score(identity, by_ssid)
+        disagree = []
+        if name_key(identity.legal_last_name) and "last name" not in matched:
+            disagree.append("last name")
+        if identity.birth_date is not None and "birth date" not in matched:
+            disagree.append("birth date")
+        why = "SSID matches"
+        if disagree:
+            why += "; but " + " and ".join(disagree) + " differ"
+        results.append(Candidate(by_ssid, 100, True, why))
+        seen.add(by_ssid.local_id)
 
     scored: list[Candidate] = []
-    for row in rows:
-        student = student_from_row(row)
+    for student in students:
         if student.local_id in seen:
             continue
         confidence, matched, partly = _score(identity, student)

@@ -1,10 +1,13 @@
 """The eight record tables, described once, and the generic row conversions.
 
 ``TABLES`` ties each Aeries table code to its proto row class, its field in
-``RecordBatch``, its SQLAlchemy table and its natural key (DESIGN.md section 6).
+``RecordBatch``, its natural key and its columns: each column's kind and bounds
+(length, decimal precision and scale) are declared here, once, and checked
+against ``records.proto`` at import (DESIGN.md section 6). The database tables
+of ``rt_server.store.schema`` are built from these specs, so adding a column
+means adding it to the proto and to the declarations here (and a migration).
 ``row_from_proto`` and ``row_to_proto`` are driven by the proto descriptor and
-the column types, so adding a column means adding it to the proto and the
-schema, nothing here.
+the column kinds.
 
 A *row dict* maps upper-case column codes to Python values: ``str``, ``int``,
 ``bool``, ``datetime.date``, ``decimal.Decimal`` or ``None`` (the optional field
@@ -34,11 +37,9 @@ from typing import Any, Final
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from sqlalchemy import Boolean, Date, Integer, Numeric, String, Table
 
 from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.store.schema import RECORD_TABLES
 
 __all__ = [
     "ALL_TABLES",
@@ -93,6 +94,7 @@ class ColumnSpec:
     max_length: int | None = None  # STRING: characters
     precision: int | None = None  # DECIMAL: total digits
     scale: int | None = None  # DECIMAL: digits after the point
+    required: bool = False  # never NULL in a stored row (SQ); the writer sees to it
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,13 @@ class TableSpec:
     enum: common_pb2.TableCode.ValueType
     row_class: type[Message]
     batch_field: str  # field of RecordBatch holding these rows, "his"
-    table: Table
     natural_key: tuple[str, ...]
     columns: tuple[ColumnSpec, ...]  # every proto-carried column, in proto field order
     column_names: tuple[str, ...]  # the same, names only
     data_columns: tuple[str, ...]  # columns compared for duplicates (no SQ, SRC)
+    # The same columns as declared: SQ, the data columns, SRC (the order of the
+    # database table's columns, after its PID).
+    stored_columns: tuple[ColumnSpec, ...]
     by_field: Mapping[str, ColumnSpec]  # proto field name -> column
     by_name: Mapping[str, ColumnSpec]  # column code -> column
 
@@ -165,18 +169,157 @@ def normalize_decimal(value: decimal.Decimal, scale: int) -> decimal.Decimal:
 
 # --- the registry ------------------------------------------------------------
 
-_NATURAL_KEYS: Final[dict[str, tuple[str, ...]]] = {
-    "TST": ("ID", "PT", "TA"),
-    "CST": ("ID", "SD", "TA"),
-    "CTS": ("NM", "DT"),
-    "HIS": ("YR", "TE", "CN", "ST"),
-    "ENR": ("SC", "YR", "ED"),
-    "IMM": ("VC", "DT"),
-    "LAC": ("AC", "AD"),
-    "PFT": ("TD", "CP"),
-}
 
-# What each column type must be carried as on the wire.
+def _text(name: str, max_length: int) -> ColumnSpec:
+    return ColumnSpec(name, name.lower(), ColumnKind.STRING, max_length=max_length)
+
+
+def _int(name: str) -> ColumnSpec:
+    return ColumnSpec(name, name.lower(), ColumnKind.INT)
+
+
+def _bool(name: str) -> ColumnSpec:
+    return ColumnSpec(name, name.lower(), ColumnKind.BOOL)
+
+
+def _date(name: str) -> ColumnSpec:
+    return ColumnSpec(name, name.lower(), ColumnKind.DATE)
+
+
+# Decimals keep two places: credits (2.50) and scores (12.75) are exact, and a
+# value with more places is refused by validation rather than rounded.
+def _credit(name: str) -> ColumnSpec:
+    return ColumnSpec(name, name.lower(), ColumnKind.DECIMAL, precision=6, scale=2)
+
+
+def _score(name: str) -> ColumnSpec:
+    return ColumnSpec(name, name.lower(), ColumnKind.DECIMAL, precision=9, scale=2)
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """One record table as declared below: its natural key and its data columns."""
+
+    code: str
+    natural_key: tuple[str, ...]
+    data: tuple[ColumnSpec, ...]
+
+
+# Every row begins with the sender's sequence number (never NULL once stored:
+# whoever writes the row assigns it) and ends with where the row came from.
+_SQ: Final = ColumnSpec("SQ", "sq", ColumnKind.INT, required=True)
+_SRC: Final = _text("SRC", 8)
+
+# The eight tables (DESIGN.md section 6), in transfer order, with Aeries' codes.
+# The bounds here are what validation enforces on rows from outside and what
+# ``rt_server.store.schema`` makes the database columns: a length here is a
+# promise about what can be stored.
+_DECLARED: Final = (
+    _Declared(
+        "TST",
+        ("ID", "PT", "TA"),
+        (
+            _text("ID", 16),  # test id
+            _int("PT"),  # part (0 = overall)
+            _text("TA", 16),  # administration, e.g. "2023-24 SPR"
+            _date("TD"),  # test date
+            _int("GR"),  # grade x10, as Aeries stores it
+            _text("TY", 8),  # test type
+            _int("SS"),  # scale score
+            _text("PL", 8),  # performance level
+            _int("PC"),  # percentile
+        ),
+    ),
+    _Declared(
+        "CST",
+        ("ID", "SD", "TA"),
+        (
+            _text("ID", 16),  # test id
+            _text("SD", 32),  # content standard id
+            _text("TA", 16),  # administration
+            _date("TD"),  # test date
+            _score("SC"),  # score
+            _text("PL", 8),  # performance level
+        ),
+    ),
+    _Declared(
+        "CTS",
+        ("NM", "DT"),
+        (
+            _text("NM", 16),  # test name (SAT, ACT, AP ...)
+            _date("DT"),  # test date
+            _int("TTL"),  # total score
+            # subtests 1..13: name, score
+            *(column for n in range(1, 14) for column in (_text(f"ST{n}", 32), _int(f"SC{n}"))),
+        ),
+    ),
+    _Declared(
+        "HIS",
+        ("YR", "TE", "CN", "ST"),
+        (
+            _text("YR", 9),  # school year, "2023-2024"
+            _int("GR"),  # grade
+            _text("TE", 4),  # term
+            _text("CN", 12),  # course number
+            _text("CO", 60),  # course title
+            _text("MK", 4),  # mark
+            _credit("CR"),  # credit attempted
+            _credit("CC"),  # credit completed
+            _text("ST", 14),  # school (CDS code or local school number)
+            _text("CI", 2),  # citizenship
+            _text("RT", 2),  # repeat tag
+            _date("DC"),  # date changed
+            _text("CH", 2),  # honors / course credit flag
+            _text("PF", 2),  # pass/fail flag
+        ),
+    ),
+    _Declared(
+        "ENR",
+        ("SC", "YR", "ED"),
+        (
+            _text("SC", 14),  # school
+            _text("YR", 9),  # school year
+            _int("GR"),  # grade
+            _date("ED"),  # enter date
+            _date("LD"),  # leave date
+            _text("ER", 4),  # exit reason (CALPADS exit code)
+        ),
+    ),
+    _Declared(
+        "IMM",
+        ("VC", "DT"),
+        (
+            _text("VC", 10),  # vaccine code (CVX or state code)
+            _int("DN"),  # dose number
+            _date("DT"),  # dose date
+        ),
+    ),
+    _Declared(
+        "LAC",
+        ("AC", "AD"),
+        (
+            _text("L1", 4),  # first language (CALPADS language code)
+            _text("L2", 4),  # primary language
+            _text("L3", 4),  # home language
+            _text("AC", 12),  # assessment code (ELPAC, CELDT, ...)
+            _date("AD"),  # assessment date
+            _text("LV", 16),  # level
+        ),
+    ),
+    _Declared(
+        "PFT",
+        ("TD", "CP"),
+        (
+            _date("TD"),  # test date
+            _text("CP", 32),  # component (aerobic capacity, ...)
+            _score("SC"),  # score
+            _bool("HF"),  # in the healthy fitness zone
+            _int("GR"),  # grade
+        ),
+    ),
+)
+
+# What each column kind must be carried as on the wire.
 _WIRE_TYPE: Final[dict[ColumnKind, int]] = {
     ColumnKind.STRING: FieldDescriptor.TYPE_STRING,
     ColumnKind.DATE: FieldDescriptor.TYPE_STRING,
@@ -186,74 +329,54 @@ _WIRE_TYPE: Final[dict[ColumnKind, int]] = {
 }
 
 
-def _column_spec(table: Table, field: FieldDescriptor) -> ColumnSpec:
-    name = field.name.upper()
-    if name not in table.c:
-        raise RuntimeError(f"{table.name}: proto field {field.name!r} has no column {name!r}")
-    sql_type = table.c[name].type
-    spec: ColumnSpec
-    # Order matters: Date and Boolean are checked before the wider families.
-    if isinstance(sql_type, Date):
-        spec = ColumnSpec(name, field.name, ColumnKind.DATE)
-    elif isinstance(sql_type, Boolean):
-        spec = ColumnSpec(name, field.name, ColumnKind.BOOL)
-    elif isinstance(sql_type, Integer):
-        spec = ColumnSpec(name, field.name, ColumnKind.INT)
-    elif isinstance(sql_type, Numeric):
-        if sql_type.precision is None or sql_type.scale is None:
-            raise RuntimeError(f"{table.name}.{name}: a Numeric needs precision and scale")
-        spec = ColumnSpec(
-            name, field.name, ColumnKind.DECIMAL,
-            precision=sql_type.precision, scale=sql_type.scale,
-        )  # fmt: skip
-    elif isinstance(sql_type, String):
-        if sql_type.length is None:
-            raise RuntimeError(f"{table.name}.{name}: a String needs a length")
-        spec = ColumnSpec(name, field.name, ColumnKind.STRING, max_length=sql_type.length)
-    else:
-        raise RuntimeError(f"{table.name}.{name}: unsupported column type {sql_type!r}")
-    if field.type != _WIRE_TYPE[spec.kind] or not field.has_presence:
-        raise RuntimeError(f"{table.name}.{name}: proto field type does not fit the column")
-    return spec
+def _table_spec(declared: _Declared, batch_field: FieldDescriptor) -> TableSpec:
+    """The spec of one declared table, its columns checked against its proto row."""
+    code = declared.code
+    row_descriptor = batch_field.message_type
+    assert row_descriptor is not None
+    stored = (_SQ, *declared.data, _SRC)
+    by_name = {c.name: c for c in stored}
+    if len(by_name) != len(stored):
+        raise RuntimeError(f"{code}: a column is declared twice")
+    unknown_key = set(declared.natural_key) - by_name.keys()
+    if unknown_key:
+        raise RuntimeError(f"{code}: natural key columns {sorted(unknown_key)} are not declared")
+    columns = []
+    for field in row_descriptor.fields:
+        column = by_name.get(field.name.upper())
+        if column is None:
+            raise RuntimeError(f"{code}: proto field {field.name!r} has no declared column")
+        if field.type != _WIRE_TYPE[column.kind] or not field.has_presence:
+            raise RuntimeError(f"{code}.{column.name}: proto field type does not fit the column")
+        columns.append(column)
+    missing = by_name.keys() - {c.name for c in columns}
+    if missing:
+        raise RuntimeError(f"{code}: columns {sorted(missing)} missing in {row_descriptor.name}")
+    names = tuple(c.name for c in columns)
+    return TableSpec(
+        code=code,
+        enum=common_pb2.TableCode.Value(code),
+        row_class=getattr(records_pb2, row_descriptor.name),
+        batch_field=batch_field.name,
+        natural_key=declared.natural_key,
+        columns=tuple(columns),
+        column_names=names,
+        data_columns=tuple(n for n in names if n not in BOOKKEEPING_COLUMNS),
+        stored_columns=stored,
+        by_field={c.field: c for c in columns},
+        by_name=by_name,
+    )
 
 
 def _build_registry() -> dict[str, TableSpec]:
-    """Derive every TableSpec from the proto descriptors and the schema.
+    """Every TableSpec, from the declarations above and the proto descriptors.
 
     Runs once at import; it only reads constants, and fails loudly if the
-    proto and the schema disagree (a column missing on either side).
+    proto and the declarations disagree (a column missing on either side, or
+    carried as the wrong wire type).
     """
     batch = records_pb2.RecordBatch.DESCRIPTOR
-    registry: dict[str, TableSpec] = {}
-    for name, table in RECORD_TABLES.items():
-        # A plain str: the table's name is SQLAlchemy's quoted_name, which
-        # database drivers adapt slowly (it reaches them as a ledger value).
-        code = str(name)
-        batch_field = batch.fields_by_name[code.lower()]
-        row_descriptor = batch_field.message_type
-        assert row_descriptor is not None
-        row_class: type[Message] = getattr(records_pb2, row_descriptor.name)
-        columns = tuple(_column_spec(table, f) for f in row_descriptor.fields)
-        names = tuple(c.name for c in columns)
-        missing = set(table.c.keys()) - set(names) - {"PID"}
-        if missing:
-            raise RuntimeError(
-                f"{code}: columns {sorted(missing)} missing in {row_descriptor.name}"
-            )
-        registry[code] = TableSpec(
-            code=code,
-            enum=common_pb2.TableCode.Value(code),
-            row_class=row_class,
-            batch_field=batch_field.name,
-            table=table,
-            natural_key=_NATURAL_KEYS[code],
-            columns=columns,
-            column_names=names,
-            data_columns=tuple(n for n in names if n not in BOOKKEEPING_COLUMNS),
-            by_field={c.field: c for c in columns},
-            by_name={c.name: c for c in columns},
-        )
-    return registry
+    return {d.code: _table_spec(d, batch.fields_by_name[d.code.lower()]) for d in _DECLARED}
 
 
 TABLES: Final[Mapping[str, TableSpec]] = _build_registry()

@@ -1,9 +1,10 @@
 """Bounds on what comes from outside: record rows (a peer's transfer or a SIS
 load) and the times in a peer's signed messages.
 
-The column types of ``rt_server.store.schema`` are the bounds: string lengths,
-decimal precision and scale, 32-bit integers, real calendar dates. Errors name
-the table, row index and column, never the value, which may be student data.
+The column specs of ``rt_server.core.tables`` are the bounds (the database's
+columns are built from them): string lengths, decimal precision and scale,
+32-bit integers, real calendar dates. Errors name the table, row index and
+column, never the value, which may be student data.
 
 Rows are checked a batch at a time, column by column: every check of a
 column's values runs over the whole column at once (C loops over lists, each

@@ -39,8 +39,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
 from rt_server.store import READ_ONLY
+from rt_server.store.engine import begin_not_durable
 from rt_server.store.outbox_queue import OutboxClaim
-from rt_server.store.schema import OUTBOX, REQUESTS, begin_not_durable
+from rt_server.store.schema import OUTBOX, REQUESTS
 
 log = logging.getLogger("rt_server.flows.outbox")
 

@@ -37,7 +37,7 @@ from rt_server.flows.district import (
     new_id,
 )
 from rt_server.store import decisions, request_status, requests, students
-from rt_server.store.schema import begin_not_durable
+from rt_server.store.engine import begin_not_durable
 
 
 def table_enums(

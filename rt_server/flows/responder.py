@@ -46,8 +46,9 @@ from rt_server.flows.district import (
     new_id,
 )
 from rt_server.flows.requester import table_enums
-from rt_server.store import decisions, request_status, requests, seen_messages
-from rt_server.store.schema import REQUESTS, begin_not_durable
+from rt_server.store import candidates, decisions, request_status, requests, seen_messages
+from rt_server.store.engine import begin_not_durable
+from rt_server.store.schema import REQUESTS
 
 
 def receive_request(
@@ -162,7 +163,7 @@ def _identity_of(row) -> matching.StudentIdentity:  # type: ignore[no-untyped-de
 def match_candidates(d: District, request_id: str) -> list[matching.Candidate]:
     with d.reading() as conn:
         row = load_request(conn, request_id, direction="INBOUND")
-        return matching.match_student(conn, _identity_of(row))
+        return candidates.match_student(conn, _identity_of(row))
 
 
 def reject_request(d: District, *, request_id: str, reason: int, text: str, actor: str) -> None:

@@ -26,11 +26,11 @@ from rt_client.crypto.trailer import header_digest
 from rt_client.errors import WrongStatus
 from rt_client.ids import RequestId
 from rt_server import _testhooks
-from rt_server.core import classify, tables, validate
+from rt_server.core import tables, validate
 from rt_server.core.statuses import Action
 from rt_server.flows.district import District, load_request, new_id
 from rt_server.flows.receiver import stored_ciphertext
-from rt_server.store import importer, outbox_queue, request_status
+from rt_server.store import held_rows, importer, outbox_queue, request_status
 from rt_server.store.schema import TRANSFERS
 
 T = TypeVar("T")
@@ -153,7 +153,7 @@ def review_transfer(d: District, request_id: str) -> tuple[Any, dict[str, list[A
     result: dict[str, list[Any]] = {}
     with d.reading() as conn:
         for code, rows in by_table.items():
-            result[code] = classify.classify_rows(
+            result[code] = held_rows.classify_rows(
                 conn, request.local_student_id, code, [r.values for r in rows]
             )
     return request, result

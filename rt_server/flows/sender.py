@@ -42,7 +42,8 @@ from rt_server.core.tables import parse_table_list
 from rt_server.flows import outbox
 from rt_server.flows.district import District, load_request, new_id, set_request
 from rt_server.store import READ_ONLY, disclosures, export, request_status
-from rt_server.store.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS, begin_not_durable
+from rt_server.store.engine import begin_not_durable
+from rt_server.store.schema import REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 
 log = logging.getLogger("rt_server.flows.sender")
 

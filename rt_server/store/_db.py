@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, Table, insert
 
-from rt_server.store.schema import READ_ONLY
+from rt_server.store.engine import READ_ONLY
 
 # What the core's database functions accept: an engine (the function runs its
 # own transaction) or a connection (it runs inside the caller's transaction, in

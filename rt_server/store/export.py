@@ -37,6 +37,7 @@ from rt_server.core.tables import (
 )
 from rt_server.core.validate import MAX_ROWS_PER_BATCH
 from rt_server.store._db import Bind, reading
+from rt_server.store.schema import RECORD_TABLES
 
 __all__ = ["count_rows", "iter_batches"]
 
@@ -46,7 +47,7 @@ def count_rows(bind: Bind, pid: str, tables: Iterable[TableRef]) -> dict[str, in
     counts: dict[str, int] = {}
     with reading(bind) as conn:
         for code in table_set(tables):
-            table = TABLES[code].table
+            table = RECORD_TABLES[code]
             query = select(func.count()).select_from(table).where(table.c.PID == pid)
             counts[code] = int(conn.execute(query).scalar_one())
     return counts
@@ -105,7 +106,7 @@ def _page_queries(code: str) -> tuple[Select[*tuple[Any, ...]], ...]:
     instead of two. The conversions below accept what either database hands back.
     """
     spec = TABLES[code]
-    table = spec.table
+    table = RECORD_TABLES[code]
     assert spec.columns[0].name == "SQ"
     columns = [type_coerce(table.c[c.name], NullType()).label(c.name) for c in spec.columns]
     first = (

@@ -39,10 +39,10 @@ from sqlalchemy import (
 
 from rt_client.errors import InvalidInput, NotFound
 from rt_server.core.classify import RowClass, classify_against
-from rt_server.core.tables import ALL_TABLES, TABLES, TableRef, TableSpec, table_spec
+from rt_server.core.tables import ALL_TABLES, TableRef, TableSpec, table_spec
 from rt_server.core.validate import CheckedRows, check_rows, recheck
 from rt_server.store._db import Bind, aware, bulk_insert, transaction
-from rt_server.store.schema import IMPORT_LEDGER, STUDENTS
+from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES, STUDENTS
 
 __all__ = [
     "IMPORT_SOURCE",
@@ -382,7 +382,7 @@ class _TableImport:
             columns = {name: [row[name] for row in rows] for name in names}
             written = len(rows)
         # One executemany per chunk and table: a bulk insert on both databases.
-        bulk_insert(conn, spec.table, {"PID": [pid] * written, **columns})
+        bulk_insert(conn, RECORD_TABLES[code], {"PID": [pid] * written, **columns})
         if len(self.runs) > 1:  # runs that cannot go on any more
             done = [(code, run) for run in self.runs[:-1]]
             bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, done, at))
@@ -405,10 +405,8 @@ def _highest_sqs(conn: Connection, pid: str) -> dict[str, int | None]:
 def _highest_sqs_query() -> CompoundSelect[*tuple[Any, ...]]:
     return union_all(
         *(
-            select(literal(code), func.max(spec.table.c.SQ)).where(
-                spec.table.c.PID == bindparam("pid")
-            )
-            for code, spec in TABLES.items()
+            select(literal(code), func.max(table.c.SQ)).where(table.c.PID == bindparam("pid"))
+            for code, table in RECORD_TABLES.items()
         )
     )
 
@@ -425,7 +423,7 @@ def _held_rows(
     One query by the (PID, natural key) index; keys with a NULL part are
     matched with IS NULL, as the classification compares None equal to None.
     """
-    table = spec.table
+    table = RECORD_TABLES[spec.code]
     key_columns = [table.c[name] for name in spec.natural_key]
     plain = [k for k in keys if None not in k]
     conditions: list[ColumnElement[bool]] = []

@@ -1,4 +1,4 @@
-"""The district database: every table as SQLAlchemy Core, and how to open it.
+"""The district database: every table as SQLAlchemy Core (``engine`` opens it).
 
 One ``MetaData`` holds the eight Aeries record tables (DESIGN.md section 6), the
 students, the request/transfer/outbox bookkeeping and the FERPA disclosure and
@@ -6,17 +6,15 @@ audit logs. Only portable column types are used, so the same schema runs on
 SQLite (the embedded default) and PostgreSQL (psycopg 3).
 
 Record tables keep Aeries' table and column codes, upper-case, exactly the proto
-field names of ``records.proto`` upper-cased (``HisRow.cn`` <-> ``HIS.CN``); the
-column types below are also the bounds ``rt_server.core.validate`` enforces on
-rows from a peer, so a length here is a promise about what can be stored.
+field names of ``records.proto`` upper-cased (``HisRow.cn`` <-> ``HIS.CN``). They
+are built from the core's table specs (``rt_server.core.tables``), whose bounds
+``rt_server.core.validate`` enforces on rows from a peer: the column types here
+are those bounds, so what validates can be stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -24,7 +22,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    Connection,
     Date,
     DateTime,
     Dialect,
@@ -40,13 +37,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from rt_client._sqlite_files import restrict_sqlite_files
+from rt_server.core.matching import NAME_KEY_LEN
+from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, TableSpec
 
 __all__ = [
     "AUDIT_LOG",
@@ -60,9 +55,7 @@ __all__ = [
     "LAC",
     "METADATA",
     "OUTBOX",
-    "NOT_DURABLE",
     "PFT",
-    "READ_ONLY",
     "RECORD_TABLES",
     "REQUESTS",
     "SEEN_MESSAGES",
@@ -72,9 +65,7 @@ __all__ = [
     "TRANSFER_CHUNKS",
     "TST",
     "UtcDateTime",
-    "begin_not_durable",
     "create_schema",
-    "make_engine",
 ]
 
 # Constraint names follow one convention so Alembic migrations (later) can
@@ -135,22 +126,33 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 # --- the eight record tables (DESIGN.md section 6) -------------------------
 
-# Decimals keep two places: credits (2.50) and scores (12.75) are exact, and a
-# value with more places is refused by validation rather than rounded.
-_CREDIT = Numeric(6, 2, asdecimal=True)
-_SCORE = Numeric(9, 2, asdecimal=True)
-_SRC = String(8)
+
+_TYPE_OF_KIND: Final[dict[ColumnKind, TypeEngine[Any]]] = {
+    ColumnKind.INT: Integer(),
+    ColumnKind.BOOL: Boolean(),
+    ColumnKind.DATE: Date(),
+}
 
 
-def _record_table(code: str, natural_key: tuple[str, ...], *columns: Column[Any]) -> Table:
-    """An Aeries record table: PID, SQ, the data columns, SRC.
+def _column_type(column: ColumnSpec) -> TypeEngine[Any]:
+    """The database type of a record column: its kind and bounds, from the core's spec."""
+    kind = column.kind
+    if kind is ColumnKind.STRING:
+        return String(column.max_length)
+    if kind is ColumnKind.DECIMAL:
+        return Numeric(column.precision, column.scale, asdecimal=True)
+    return _TYPE_OF_KIND[kind]
+
+
+def _record_table(spec: TableSpec) -> Table:
+    """An Aeries record table: PID, then the columns of ``spec`` (SQ, the data, SRC).
 
     (PID, SQ) is the primary key, as in Aeries; its index also serves lookups
     by PID alone. A second index on (PID, natural key) serves duplicate
     detection, which always looks within one student.
     """
     return Table(
-        code,
+        spec.code,
         METADATA,
         Column(
             "PID",
@@ -158,115 +160,27 @@ def _record_table(code: str, natural_key: tuple[str, ...], *columns: Column[Any]
             ForeignKey("students.local_id", ondelete="RESTRICT"),
             nullable=False,
         ),
-        Column("SQ", Integer, nullable=False, autoincrement=False),
-        *columns,
-        Column("SRC", _SRC),
+        # autoincrement=False: SQ is in the primary key, but the writer numbers it.
+        *(
+            Column(c.name, _column_type(c), nullable=not c.required, autoincrement=False)
+            for c in spec.stored_columns
+        ),
         PrimaryKeyConstraint("PID", "SQ"),
-        Index(f"ix_{code}_natural_key", "PID", *natural_key),
+        Index(f"ix_{spec.code}_natural_key", "PID", *spec.natural_key),
     )
 
 
-TST: Final = _record_table(
-    "TST",
-    ("ID", "PT", "TA"),
-    Column("ID", String(16)),  # test id
-    Column("PT", Integer),  # part (0 = overall)
-    Column("TA", String(16)),  # administration, e.g. "2023-24 SPR"
-    Column("TD", Date),  # test date
-    Column("GR", Integer),  # grade x10, as Aeries stores it
-    Column("TY", String(8)),  # test type
-    Column("SS", Integer),  # scale score
-    Column("PL", String(8)),  # performance level
-    Column("PC", Integer),  # percentile
-)
-
-CST: Final = _record_table(
-    "CST",
-    ("ID", "SD", "TA"),
-    Column("ID", String(16)),  # test id
-    Column("SD", String(32)),  # content standard id
-    Column("TA", String(16)),  # administration
-    Column("TD", Date),  # test date
-    Column("SC", _SCORE),  # score
-    Column("PL", String(8)),  # performance level
-)
-
-CTS: Final = _record_table(
-    "CTS",
-    ("NM", "DT"),
-    Column("NM", String(16)),  # test name (SAT, ACT, AP ...)
-    Column("DT", Date),  # test date
-    Column("TTL", Integer),  # total score
-    *(
-        column
-        for n in range(1, 14)
-        for column in (Column(f"ST{n}", String(32)), Column(f"SC{n}", Integer))
-    ),
-)
-
-HIS: Final = _record_table(
-    "HIS",
-    ("YR", "TE", "CN", "ST"),
-    Column("YR", String(9)),  # school year, "2023-2024"
-    Column("GR", Integer),  # grade
-    Column("TE", String(4)),  # term
-    Column("CN", String(12)),  # course number
-    Column("CO", String(60)),  # course title
-    Column("MK", String(4)),  # mark
-    Column("CR", _CREDIT),  # credit attempted
-    Column("CC", _CREDIT),  # credit completed
-    Column("ST", String(14)),  # school (CDS code or local school number)
-    Column("CI", String(2)),  # citizenship
-    Column("RT", String(2)),  # repeat tag
-    Column("DC", Date),  # date changed
-    Column("CH", String(2)),  # honors / course credit flag
-    Column("PF", String(2)),  # pass/fail flag
-)
-
-ENR: Final = _record_table(
-    "ENR",
-    ("SC", "YR", "ED"),
-    Column("SC", String(14)),  # school
-    Column("YR", String(9)),  # school year
-    Column("GR", Integer),  # grade
-    Column("ED", Date),  # enter date
-    Column("LD", Date),  # leave date
-    Column("ER", String(4)),  # exit reason (CALPADS exit code)
-)
-
-IMM: Final = _record_table(
-    "IMM",
-    ("VC", "DT"),
-    Column("VC", String(10)),  # vaccine code (CVX or state code)
-    Column("DN", Integer),  # dose number
-    Column("DT", Date),  # dose date
-)
-
-LAC: Final = _record_table(
-    "LAC",
-    ("AC", "AD"),
-    Column("L1", String(4)),  # first language (CALPADS language code)
-    Column("L2", String(4)),  # primary language
-    Column("L3", String(4)),  # home language
-    Column("AC", String(12)),  # assessment code (ELPAC, CELDT, ...)
-    Column("AD", Date),  # assessment date
-    Column("LV", String(16)),  # level
-)
-
-PFT: Final = _record_table(
-    "PFT",
-    ("TD", "CP"),
-    Column("TD", Date),  # test date
-    Column("CP", String(32)),  # component (aerobic capacity, ...)
-    Column("SC", _SCORE),  # score
-    Column("HF", Boolean),  # in the healthy fitness zone
-    Column("GR", Integer),  # grade
-)
-
-# In the order a transfer carries them (and ``rt_server.core.tables`` lists them).
-RECORD_TABLES: Final[dict[str, Table]] = {
-    t.name: t for t in (TST, CST, CTS, HIS, ENR, IMM, LAC, PFT)
-}
+# Built from the core's table specs (``rt_server.core.tables``: the columns,
+# their bounds, the natural keys), in the order a transfer carries them.
+RECORD_TABLES: Final[dict[str, Table]] = {code: _record_table(s) for code, s in TABLES.items()}
+TST: Final = RECORD_TABLES["TST"]
+CST: Final = RECORD_TABLES["CST"]
+CTS: Final = RECORD_TABLES["CTS"]
+HIS: Final = RECORD_TABLES["HIS"]
+ENR: Final = RECORD_TABLES["ENR"]
+IMM: Final = RECORD_TABLES["IMM"]
+LAC: Final = RECORD_TABLES["LAC"]
+PFT: Final = RECORD_TABLES["PFT"]
 
 # --- students ---------------------------------------------------------------
 
@@ -283,8 +197,8 @@ STUDENTS: Final = Table(
     Column("school", String(SCHOOL_LEN)),  # CDS code of the current school
     # Case- and accent-folded names ("Nuñez" -> "nunez"), kept so matching can
     # use an index on both databases instead of a per-dialect collation.
-    Column("last_name_key", String(NAME_LEN), nullable=False, index=True),
-    Column("first_name_key", String(NAME_LEN), nullable=False),
+    Column("last_name_key", String(NAME_KEY_LEN), nullable=False, index=True),
+    Column("first_name_key", String(NAME_KEY_LEN), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_students_birth_date", "birth_date"),
 )
@@ -514,160 +428,6 @@ SEEN_MESSAGES: Final = Table(
     Column("kind", String(16), nullable=False),
     Column("at", UtcDateTime, nullable=False),
 )
-
-
-# --- engine -----------------------------------------------------------------
-
-SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
-SQLITE_AUTOCHECKPOINT_PAGES: Final = 25_000
-# Execution option for connections that only read: on SQLite their transactions
-# are deferred (a snapshot that blocks no writer) instead of BEGIN IMMEDIATE.
-# ``engine.connect().execution_options(**READ_ONLY)``.
-READ_ONLY: Final[dict[str, Any]] = {"rt_read_only": True}
-# Execution option for bookkeeping transactions whose loss in a power failure
-# harms nothing -- leases, delivery progress, an outbox item marked done whose
-# resend the peer recognises: they commit without waiting for the disk (SQLite:
-# synchronous=NORMAL for that transaction, and the WAL is written in order, so
-# the next durable commit's fsync covers them too; PostgreSQL: synchronous_commit
-# off). Anything acknowledged to a peer or a registrar stays durable.
-NOT_DURABLE: Final[dict[str, Any]] = {"rt_not_durable": True}
-
-
-@contextmanager
-def begin_not_durable(engine: Engine) -> Iterator[Connection]:
-    """``engine.begin()`` for a ``NOT_DURABLE`` bookkeeping transaction."""
-    with engine.connect().execution_options(**NOT_DURABLE) as conn, conn.begin():
-        yield conn
-
-
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for ``url`` (``sqlite:///path.db`` or ``postgresql+psycopg://...``).
-
-    For SQLite it sets, on every new connection: WAL journal (readers do not
-    block the writer), foreign keys on (off by default in SQLite), a 30 s busy
-    timeout (wait for the writer rather than fail), and it makes every
-    transaction ``BEGIN IMMEDIATE``. The last one matters: Python's sqlite3
-    driver otherwise starts the transaction only at the first write, so a
-    read-then-write (next SQ, "already imported?") would not be atomic, and a
-    deferred transaction that upgrades to a writer fails at once instead of
-    waiting. SQLite has one writer anyway; this makes it wait in line.
-    Connections marked ``READ_ONLY`` begin deferred instead: a consistent
-    snapshot (WAL) that does not hold up writers however long it stays open.
-    The database file and its ``-wal``/``-shm`` are 0600 from creation
-    (``restrict_sqlite_files``): they hold student records.
-    """
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        # pool_pre_ping: replicas outlive database restarts and failovers.
-        # hide_parameters: a logged database error must not carry student data.
-        server = create_engine(url, echo=echo, pool_pre_ping=True, hide_parameters=True)
-
-        @event.listens_for(server, "begin")
-        def _on_server_begin(connection: Any) -> None:
-            if connection.get_execution_options().get("rt_not_durable", False):
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-
-        return server
-
-    restrict_sqlite_files(parsed)
-    engine = create_engine(
-        url,
-        echo=echo,
-        hide_parameters=True,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the driver (see docstring).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            # FULL, not WAL's usual NORMAL: a commit we have acknowledged to a
-            # peer (a signed receipt) must survive a power loss too. (Only
-            # NOT_DURABLE transactions relax it, for themselves: _set_synchronous.)
-            cursor.execute("PRAGMA synchronous=FULL")
-            # A backstop: a district server checkpoints in the background
-            # (WalCheckpointer), so a commit seldom has to (about 100 MB of WAL).
-            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
-        finally:
-            cursor.close()
-
-    # Writers of this process queue on a lock before BEGIN IMMEDIATE. SQLite's
-    # busy handler waits by sleeping and retrying (1, 2, 5, 10 ... 100 ms), so
-    # threads contending for the write lock would sit idle for milliseconds
-    # after it is free -- the largest part of a small transfer's latency. On
-    # the lock they start the moment the writer before them ends. (Another
-    # process on the same file still waits in the busy handler.) Re-entrant,
-    # so a thread that opens a second writer meets SQLite's busy timeout, as
-    # before, rather than hanging. The listeners that BEGIN also COMMIT or
-    # ROLLBACK, so the lock is released only once the transaction is over.
-    writer = threading.RLock()
-    holders: set[int] = set()  # id() of the Connections whose transaction holds it
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get("rt_read_only", False):
-            connection.exec_driver_sql("BEGIN DEFERRED")
-            return
-        # Past the busy timeout, go on without the lock and let SQLite's own
-        # busy handler decide, as it would have without the lock.
-        queued = writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-        try:
-            _set_synchronous(connection)
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            if queued:
-                writer.release()
-            raise
-        if queued:
-            holders.add(id(connection))
-
-    def _end(connection: Any, statement: str) -> None:
-        if id(connection) not in holders:
-            return  # a reader: the driver ends it
-        try:
-            dbapi_connection = connection.connection.dbapi_connection
-        except Exception:  # noqa: BLE001 - invalidated: nothing left to end
-            dbapi_connection = None
-        try:
-            if _in_transaction(dbapi_connection):
-                dbapi_connection.execute(statement)
-        except Exception:  # noqa: BLE001, S110
-            # Still in the transaction: SQLAlchemy's own commit (or rollback)
-            # runs next, fails the same way and reports it in its own terms.
-            pass
-        finally:
-            if not _in_transaction(dbapi_connection):
-                holders.discard(id(connection))
-                writer.release()
-
-    event.listen(engine, "commit", lambda connection: _end(connection, "COMMIT"))
-    event.listen(engine, "rollback", lambda connection: _end(connection, "ROLLBACK"))
-    return engine
-
-
-def _set_synchronous(connection: Any) -> None:
-    """Before BEGIN: FULL, or NORMAL for a ``NOT_DURABLE`` transaction (SQLite).
-
-    Set per transaction on the pooled connection (only when it changes), so a
-    relaxed transaction never leaves the next one on that connection relaxed.
-    """
-    wanted = "NORMAL" if connection.get_execution_options().get("rt_not_durable") else "FULL"
-    info = connection.connection.info
-    if info.get("rt_synchronous", "FULL") != wanted:
-        connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
-        info["rt_synchronous"] = wanted
-
-
-def _in_transaction(dbapi_connection: Any) -> bool:
-    try:
-        return bool(dbapi_connection is not None and dbapi_connection.in_transaction)
-    except Exception:  # noqa: BLE001 - a closed connection is in no transaction
-        return False
 
 
 def create_schema(engine: Engine) -> None:

@@ -28,13 +28,14 @@ from rt_server.core.inputs import (
     parse_ssid,
     parse_text,
 )
-from rt_server.core.matching import name_key, student_from_row
+from rt_server.core.matching import name_key
 from rt_server.core.model import StudentRecord
 from rt_server.core.tables import ALL_TABLES, TABLES
 from rt_server.core.validate import validate_batch
 from rt_server.store._db import Bind, aware, reading, transaction
 from rt_server.store.audit import write_audit
-from rt_server.store.schema import LOCAL_ID_LEN, NAME_LEN, STAFF_LEN, STUDENTS
+from rt_server.store.candidates import student_from_row
+from rt_server.store.schema import LOCAL_ID_LEN, NAME_LEN, RECORD_TABLES, STAFF_LEN, STUDENTS
 
 __all__ = ["add_student", "get_student", "is_enrolled", "list_students"]
 
@@ -101,7 +102,7 @@ def add_student(
         for code, rows in rows_by_table.items():
             for sq, row in enumerate(rows, start=1):
                 row["PID"], row["SQ"] = local_id, sq
-            conn.execute(insert(TABLES[code].table), rows)
+            conn.execute(insert(RECORD_TABLES[code]), rows)
         counts = ", ".join(f"{c}={len(rows_by_table[c])}" for c in ALL_TABLES if c in rows_by_table)
         write_audit(
             conn,

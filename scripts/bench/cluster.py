@@ -438,9 +438,9 @@ def seed_templates(
     whole realistic 300-row blocks (a consolidation: many years and schools in one record)."""
     from sqlalchemy import insert
 
-    from rt_server.core.tables import TABLES
     from rt_server.store import students
-    from rt_server.store.schema import create_schema, make_engine
+    from rt_server.store.engine import make_engine
+    from rt_server.store.schema import RECORD_TABLES, create_schema
     from scripts import samples
 
     templates.mkdir(parents=True, exist_ok=True)
@@ -471,7 +471,7 @@ def seed_templates(
                     for row in rows:
                         row["PID"] = prior_id
                         row["SRC"] = "SIS"
-                    conn.execute(insert(TABLES[code].table), rows)
+                    conn.execute(insert(RECORD_TABLES[code]), rows)
                     count += len(rows)
             out.append(Student(prior_id, new_id, s["ssid"], count))
     finally:

@@ -35,9 +35,10 @@ from sqlalchemy.engine import Engine
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.config import DistrictConfig, write_config
-from rt_server.core.tables import ALL_TABLES, TABLES
+from rt_server.core.tables import ALL_TABLES
 from rt_server.store import READ_ONLY, students
-from rt_server.store.schema import create_schema, make_engine
+from rt_server.store.engine import make_engine
+from rt_server.store.schema import RECORD_TABLES, create_schema
 from scripts import samples
 from tests._databases import Databases
 from tests.integration.conftest import RegistryHandle, enroll, start_registry
@@ -260,7 +261,7 @@ class DistrictProcess:
         """Every record row the district holds for ``pid``, per table, without PID/SQ/SRC."""
         out: dict[str, list[tuple[tuple[str, Any], ...]]] = {}
         for code in ALL_TABLES:
-            table = TABLES[code].table
+            table = RECORD_TABLES[code]
             out[code] = sorted(
                 tuple(sorted((k, v) for k, v in row._mapping.items() if k not in BOOKKEEPING))
                 for row in self.rows(select(table).where(table.c.PID == pid))
@@ -380,7 +381,7 @@ def seed_student(
             for code, rows in records.items():
                 if rows:
                     conn.execute(
-                        insert(TABLES[code].table),
+                        insert(RECORD_TABLES[code]),
                         [
                             {**r, "PID": local_id, "SQ": i, "SRC": "SIS"}
                             for i, r in enumerate(rows, 1)

@@ -23,16 +23,17 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import func, select
 
-from rt_server.core.tables import ALL_TABLES, TABLES
+from rt_server.core.tables import ALL_TABLES
 from rt_server.store import students
+from rt_server.store.engine import make_engine
 from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
     OUTBOX,
+    RECORD_TABLES,
     REQUESTS,
     TRANSFER_CHUNKS,
     create_schema,
-    make_engine,
 )
 from scripts import samples
 from tests.faults.conftest import (
@@ -92,7 +93,7 @@ def seed_prior(prior: DistrictProcess, count: int) -> int:
                 )  # fmt: skip
                 for code, rows in records.items():
                     conn.execute(
-                        TABLES[code].table.insert(),
+                        RECORD_TABLES[code].insert(),
                         [{**r, "PID": f"A{i:04d}", "SRC": "SIS"} for r in rows],
                     )
                     total += len(rows)
@@ -183,7 +184,7 @@ def test_200_concurrent_requests_to_one_prior_district_each_complete_exactly_onc
             == PER_DISTRICT
         )
         held = sum(
-            district.scalar(select(func.count()).select_from(TABLES[code].table))
+            district.scalar(select(func.count()).select_from(RECORD_TABLES[code]))
             for code in ALL_TABLES
         )
         assert held == rows_seeded // len(news)

@@ -38,6 +38,7 @@ from rt_server.store.schema import (
     IMPORT_LEDGER,
     METADATA,
     OUTBOX,
+    RECORD_TABLES,
     TRANSFER_CHUNKS,
     TRANSFERS,
 )
@@ -198,7 +199,7 @@ def assert_unchanged(before: Snapshot, after: Snapshot) -> None:
 
 
 def rows_of(side: Side, code: str, pid: str) -> list[dict[str, Any]]:
-    table = TABLES[code].table
+    table = RECORD_TABLES[code]
     with side.engine.connect() as conn:
         return [
             dict(r)

@@ -23,7 +23,8 @@ from registry.store import RegistryStore
 from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.ids import DistrictCode
 from rt_server.store import students
-from rt_server.store.schema import create_schema, make_engine
+from rt_server.store.engine import make_engine
+from rt_server.store.schema import create_schema
 from scripts import samples
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

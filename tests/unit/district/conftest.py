@@ -15,7 +15,8 @@ from sqlalchemy import Engine, select, text
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_server.store import requests, students
-from rt_server.store.schema import METADATA, create_schema, make_engine
+from rt_server.store.engine import make_engine
+from rt_server.store.schema import METADATA, create_schema
 
 NOW = dt.datetime(2025, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
 REQUESTING_DISTRICT = "1964733"

@@ -23,14 +23,14 @@ from rt_server.core.validate import checked_batch, validate_batch, validate_row
 from rt_server.store._db import bulk_insert
 from rt_server.store.export import iter_batches
 from rt_server.store.importer import import_batches, import_transfer
-from rt_server.store.schema import IMPORT_LEDGER
+from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES
 from scripts import samples
 
 TRANSFER = "0c9a6a2e-52c4-4a34-9d7e-5f1e1b7e2a10"
 
 
 def _rows(engine: Engine, code: str, pid: str) -> list[dict[str, Any]]:
-    table = TABLES[code].table
+    table = RECORD_TABLES[code]
     with engine.connect() as conn:
         return [
             dict(r)
@@ -62,7 +62,7 @@ def _edge_rows() -> dict[str, list[dict[str, Any]]]:
 def test_export_matches_row_to_proto_of_typed_rows(engine: Engine, student_id: str) -> None:
     with engine.begin() as conn:
         for code, rows in _edge_rows().items():
-            table = TABLES[code].table
+            table = RECORD_TABLES[code]
             full = [{**dict.fromkeys(table.c.keys()), **r, "PID": student_id} for r in rows]
             conn.execute(insert(table), full)
     for code in _edge_rows():
@@ -86,11 +86,11 @@ def test_bulk_insert_stores_what_insert_stores(engine: Engine, student_id: str) 
     rows = [{**validate_row(spec, r), "PID": student_id} for r in _edge_rows()["PFT"]]
     names = ("PID", *spec.column_names)
     with engine.begin() as conn:
-        bulk_insert(conn, spec.table, {n: [r[n] for r in rows] for n in names})
+        bulk_insert(conn, RECORD_TABLES[spec.code], {n: [r[n] for r in rows] for n in names})
     bulked = _rows(engine, "PFT", student_id)
     with engine.begin() as conn:
-        conn.execute(spec.table.delete())
-        conn.execute(insert(spec.table), rows)
+        conn.execute(RECORD_TABLES[spec.code].delete())
+        conn.execute(insert(RECORD_TABLES[spec.code]), rows)
     assert _rows(engine, "PFT", student_id) == bulked
     at = dt.datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
     with engine.begin() as conn:
@@ -130,7 +130,9 @@ def _as_checked(batches: list[Any]) -> list[tuple[int, Any]]:
 def _everything(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         out = {
-            code: [tuple(r) for r in conn.execute(select(TABLES[code].table).order_by("PID", "SQ"))]
+            code: [
+                tuple(r) for r in conn.execute(select(RECORD_TABLES[code]).order_by("PID", "SQ"))
+            ]
             for code in ALL_TABLES
         }
         out["ledger"] = sorted(
@@ -156,7 +158,7 @@ def test_import_batches_writes_what_import_transfer_writes(
     held[3][2]["MK"] = "F" if held[3][2]["MK"] != "F" else "A"
     with engine.begin() as conn:
         conn.execute(
-            insert(TABLES["HIS"].table),
+            insert(RECORD_TABLES["HIS"]),
             [
                 {**r, "PID": student_id, "SQ": 900 + i, "SRC": "SIS"}
                 for i, (_c, _i, r) in enumerate(held)
@@ -168,7 +170,7 @@ def test_import_batches_writes_what_import_transfer_writes(
     with engine.begin() as conn:  # undo, then the same through import_batches
         conn.execute(IMPORT_LEDGER.delete())
         for code in ALL_TABLES:
-            table = TABLES[code].table
+            table = RECORD_TABLES[code]
             conn.execute(table.delete().where(table.c.SRC == "RT"))
     assert snapshot() == before
     second = import_batches(engine, TRANSFER, student_id, _as_checked(batches), {("HIS", 3)})

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import Engine, insert
 
-from rt_server.core.classify import RowClass, classify_against, classify_rows
-from rt_server.core.tables import TABLES
+from rt_server.core.classify import RowClass, classify_against
 from rt_server.core.validate import validate_row
+from rt_server.store.held_rows import classify_rows
+from rt_server.store.schema import RECORD_TABLES
 
 
 def _his(**values: Any) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _his(**values: Any) -> dict[str, Any]:
 def _hold(engine: Engine, pid: str, *rows: dict[str, Any], src: str | None = None) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(TABLES["HIS"].table),
+            insert(RECORD_TABLES["HIS"]),
             [{**r, "PID": pid, "SQ": i, "SRC": src} for i, r in enumerate(rows, start=1)],
         )
 
@@ -128,7 +129,7 @@ def test_a_students_300_rows_classify_quickly(engine: Engine, student_id: str) -
     records = samples.sample_records(random.Random(3))
     with engine.begin() as conn:
         for code, rows in records.items():
-            conn.execute(insert(TABLES[code].table), [{**r, "PID": student_id} for r in rows])
+            conn.execute(insert(RECORD_TABLES[code]), [{**r, "PID": student_id} for r in rows])
     started = time.perf_counter()
     for code, rows in records.items():
         result = classify_rows(engine, student_id, code, rows)

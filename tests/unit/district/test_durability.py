@@ -10,7 +10,8 @@ from sqlalchemy import Engine, select, text
 
 from rt_server.store import outbox_queue
 from rt_server.store.checkpoint import WalCheckpointer
-from rt_server.store.schema import OUTBOX, begin_not_durable, create_schema, make_engine
+from rt_server.store.engine import begin_not_durable, make_engine
+from rt_server.store.schema import OUTBOX, create_schema
 
 # PRAGMA synchronous reads back as a number.
 NORMAL, FULL = 1, 2

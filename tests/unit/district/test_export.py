@@ -23,9 +23,10 @@ from rt_server.core.tables import (
 )
 from rt_server.core.validate import validate_batch
 from rt_server.store import students
+from rt_server.store.engine import make_engine
 from rt_server.store.export import count_rows, iter_batches
 from rt_server.store.importer import import_transfer
-from rt_server.store.schema import create_schema, make_engine
+from rt_server.store.schema import RECORD_TABLES, create_schema
 from scripts import samples
 
 
@@ -66,7 +67,7 @@ def test_keyset_paging_survives_gaps_and_exact_multiples(engine: Engine, student
     spec = TABLES["IMM"]
     with engine.begin() as conn:
         conn.execute(
-            insert(spec.table),
+            insert(RECORD_TABLES[spec.code]),
             [{"PID": student_id, "SQ": sq, "VC": "03", "DN": sq} for sq in (3, 7, 8, 20, 21, 40)],
         )
     for size in (1, 2, 3, 6, 1000):
@@ -74,7 +75,7 @@ def test_keyset_paging_survives_gaps_and_exact_multiples(engine: Engine, student
         assert [m.sq for b in batches for m in b.imm] == [3, 7, 8, 20, 21, 40]
         assert all(len(b.imm) <= size for b in batches)
     with engine.begin() as conn:
-        conn.execute(delete(spec.table))
+        conn.execute(delete(RECORD_TABLES[spec.code]))
     assert list(iter_batches(engine, student_id, ["IMM"])) == []  # no rows, no batch
 
 
@@ -113,7 +114,9 @@ def test_batches_hold_exactly_the_stored_values(engine: Engine, student_id: str)
                     values = _edge_values(column)
                     row[column.name] = None if 20 <= i < 30 else values[(i + j) % len(values)]
                 rows.append(row)
-            conn.execute(insert(spec.table), [{"PID": student_id, **row} for row in rows])
+            conn.execute(
+                insert(RECORD_TABLES[spec.code]), [{"PID": student_id, **row} for row in rows]
+            )
             expected[code] = [row_to_proto(spec, row) for row in rows]
     for size in (1, 7, 128, 1000):
         sent = dict.fromkeys(ALL_TABLES, 0)

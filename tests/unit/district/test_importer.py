@@ -13,10 +13,10 @@ from sqlalchemy import Engine, func, insert, select
 
 from protos.rt.v1 import common_pb2
 from rt_client.errors import InvalidInput, NotFound
-from rt_server.core.tables import ALL_TABLES, TABLES
+from rt_server.core.tables import ALL_TABLES
 from rt_server.core.validate import validate_row
 from rt_server.store.importer import import_transfer
-from rt_server.store.schema import IMPORT_LEDGER
+from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES
 from scripts import samples
 
 TRANSFER = "7c0a5a52-1a3e-4c1e-9a53-3f1d2b9e6a10"
@@ -40,7 +40,7 @@ def _his(cn: str, mark: str = "A", **more: Any) -> dict[str, Any]:
 
 
 def _rows(engine: Engine, code: str, pid: str) -> list[dict[str, Any]]:
-    table = TABLES[code].table
+    table = RECORD_TABLES[code]
     with engine.connect() as conn:
         query = select(table).where(table.c.PID == pid).order_by(table.c.SQ)
         return [dict(r) for r in conn.execute(query).mappings()]
@@ -58,7 +58,7 @@ def _ledger(engine: Engine) -> list[tuple[Any, ...]]:
 def _hold(engine: Engine, pid: str, code: str, rows: list[dict[str, Any]]) -> None:
     with engine.begin() as conn:
         conn.execute(
-            insert(TABLES[code].table),
+            insert(RECORD_TABLES[code]),
             [{**r, "PID": pid, "SQ": i, "SRC": "LOCAL"} for i, r in enumerate(rows, start=1)],
         )
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from rt_server.core.matching import MAX_CANDIDATES, match_student, name_key
-from rt_server.core.model import StudentIdentity
+from rt_server.core.matching import MAX_CANDIDATES, name_key, rank_candidates
+from rt_server.core.model import StudentIdentity, StudentRecord
 from rt_server.store import students
+from rt_server.store.candidates import match_student
 
 
 def _add(
@@ -129,3 +130,37 @@ def test_no_candidates(engine: Engine, student_id: str) -> None:
     assert match_student(engine, _who(first="Kai", last="Okafor", birth="2001-01-01")) == []
     assert match_student(engine, _who(first=None, last=None, birth=None)) == []
     assert match_student(engine, _who(ssid="0000000000", last="X", birth="1999-09-09")) == []
+
+
+def _record(
+    local_id: str, first: str, last: str, birth: str, ssid: str | None = None
+) -> StudentRecord:
+    return StudentRecord(
+        local_id=local_id,
+        ssid=ssid,
+        legal_first_name=first,
+        legal_middle_name=None,
+        legal_last_name=last,
+        birth_date=dt.date.fromisoformat(birth),
+        gender="F",
+        school=None,
+        created_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+    )
+
+
+def test_ranking_is_pure_on_plain_records() -> None:
+    by_ssid = _record("S1", "Maria", "Smith", "2010-05-17", ssid="1234567890")
+    others = [
+        by_ssid,  # found again by birth date: proposed once, as the SSID match
+        _record("S3", "Mariana", "Nuñez", "2010-05-17"),
+        _record("S2", "María", "NUNEZ", "2010-05-17"),
+        _record("S4", "Pedro", "Okafor", "2010-05-17"),  # birth date only: noise
+    ]
+    found = rank_candidates(_who(ssid="1234567890"), by_ssid, others)
+    assert [(c.local_id, c.confidence, c.exact) for c in found] == [
+        ("S1", 100, True),
+        ("S2", 95, False),
+        ("S3", 88, False),
+    ]
+    assert found[0].why.startswith("SSID matches; but last name")
+    assert rank_candidates(_who(), None, []) == []

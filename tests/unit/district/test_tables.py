@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from decimal import Decimal
@@ -10,10 +11,22 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, insert, inspect, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Engine,
+    Integer,
+    Numeric,
+    String,
+    insert,
+    inspect,
+    select,
+)
 
 from protos.rt.v1 import common_pb2, records_pb2
 from rt_client.errors import InvalidInput
+from rt_server.core import tables
 from rt_server.core.tables import (
     ALL_TABLES,
     TABLES,
@@ -32,7 +45,7 @@ from rt_server.core.tables import (
 from rt_server.core.validate import INT32_MAX, INT32_MIN, validate_row
 from rt_server.store import students
 from rt_server.store.export import iter_batches
-from rt_server.store.schema import STUDENTS
+from rt_server.store.schema import RECORD_TABLES, STUDENTS
 from scripts import samples
 
 HOSTILE = "Robert'); DROP TABLE students;--"
@@ -48,7 +61,7 @@ def test_registry_covers_eight_tables_in_transfer_order() -> None:
         # every proto field is a column, every column but PID a proto field
         proto_fields = {f.name.upper() for f in spec.row_class.DESCRIPTOR.fields}
         assert proto_fields == set(spec.column_names)
-        assert set(spec.table.c.keys()) == proto_fields | {"PID"}
+        assert set(RECORD_TABLES[spec.code].c.keys()) == proto_fields | {"PID"}
         assert {"SQ", "SRC"} <= proto_fields
         assert not {"PID", "SQ", "SRC"} & set(spec.data_columns)
 
@@ -85,6 +98,59 @@ def test_column_kinds_follow_the_column_types() -> None:
     assert his["GR"].kind is ColumnKind.INT
     assert (his["CO"].kind, his["CO"].max_length) == (ColumnKind.STRING, 60)
     assert TABLES["PFT"].by_name["HF"].kind is ColumnKind.BOOL
+
+
+def _column_facts(column: Column[Any]) -> tuple[ColumnKind, int | None, int | None, int | None]:
+    """(kind, max length, precision, scale) as a database column's SQLAlchemy type promises them.
+
+    Read from the type alone, not from how ``schema`` built it, so a record
+    table edited by hand (or built wrongly) disagrees with the core's spec.
+    """
+    sql_type = column.type
+    # Order matters: Date and Boolean are checked before the wider families.
+    if isinstance(sql_type, Date):
+        return ColumnKind.DATE, None, None, None
+    if isinstance(sql_type, Boolean):
+        return ColumnKind.BOOL, None, None, None
+    if isinstance(sql_type, Integer):
+        return ColumnKind.INT, None, None, None
+    if isinstance(sql_type, Numeric):
+        assert sql_type.asdecimal, f"{column}: decimals must come back exact"
+        return ColumnKind.DECIMAL, None, sql_type.precision, sql_type.scale
+    if isinstance(sql_type, String):
+        return ColumnKind.STRING, sql_type.length, None, None
+    raise AssertionError(f"{column}: unsupported column type {sql_type!r}")
+
+
+def test_schema_record_tables_agree_with_the_core_specs() -> None:
+    assert list(RECORD_TABLES) == list(ALL_TABLES)
+    for code, spec in TABLES.items():
+        table = RECORD_TABLES[code]
+        assert table.name == code
+        assert [c.name for c in table.columns] == ["PID", *(c.name for c in spec.stored_columns)]
+        assert {c.name for c in spec.stored_columns} == set(spec.column_names)
+        assert not table.c.PID.nullable
+        for column in spec.stored_columns:
+            db_column = table.c[column.name]
+            facts = (column.kind, column.max_length, column.precision, column.scale)
+            assert _column_facts(db_column) == facts, f"{code}.{column.name}"
+            assert db_column.nullable is not column.required, f"{code}.{column.name}"
+    assert [c.name for c in TABLES["HIS"].stored_columns if c.required] == ["SQ"]
+
+
+def test_declarations_that_disagree_with_the_proto_fail_at_import() -> None:
+    his = next(d for d in tables._DECLARED if d.code == "HIS")
+    batch_field = records_pb2.RecordBatch.DESCRIPTOR.fields_by_name["his"]
+    assert tables._table_spec(his, batch_field) == TABLES["HIS"]
+    broken = [
+        dataclasses.replace(his, data=his.data[:-1]),  # PF missing
+        dataclasses.replace(his, data=(*his.data, tables._text("XX", 4))),  # not in the proto
+        dataclasses.replace(his, data=(tables._int("YR"), *his.data[1:])),  # wrong wire type
+        dataclasses.replace(his, natural_key=("YR", "ZZ")),
+    ]
+    for declared in broken:
+        with pytest.raises(RuntimeError):
+            tables._table_spec(declared, batch_field)
 
 
 def test_table_spec_accepts_codes_and_enum_values() -> None:
@@ -335,8 +401,8 @@ def test_database_rows_read_back_with_python_types(engine: Engine, student_id: s
     spec = TABLES["PFT"]
     row = row_from_proto(spec, records_pb2.PftRow(td="2024-03-01", cp="X", sc="9999999.99"))
     with engine.begin() as conn:
-        conn.execute(insert(spec.table), [{**row, "PID": student_id, "SQ": 1}])
+        conn.execute(insert(RECORD_TABLES[spec.code]), [{**row, "PID": student_id, "SQ": 1}])
     with engine.connect() as conn:
-        back = dict(conn.execute(select(spec.table)).mappings().one())
+        back = dict(conn.execute(select(RECORD_TABLES[spec.code])).mappings().one())
     assert back["SC"] == Decimal("9999999.99") and str(back["SC"]) == "9999999.99"
     assert back["TD"] == dt.date(2024, 3, 1)
