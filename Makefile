@@ -53,9 +53,12 @@ test-standalone: install
 fuzz: install
 	$(PY) -m tests.security.fuzz --seconds $(FUZZ_SECONDS)
 
+# lint-imports: the floors of the district server, the pure core, the client
+# library that imports no server (contracts in pyproject.toml [tool.importlinter]).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 protos: install
 	$(PY) scripts/gen_protos.py

@@ -28,15 +28,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.rt.v1 import registry_pb2, registry_pb2_grpc
-from registry.service import (
-    CallerNotAuthenticated,
-    EnrollOnlyServicer,
-    RegistryService,
-    RegistryServicer,
-)
+from registry.service import RegistryService
+from registry.servicer import EnrollOnlyServicer, RegistryServicer
 from rt_client.callgate import NOT_AUTHORIZED, Admission, CallGate, caller_address, refuse
 from rt_client.config import RegistryConfig
-from rt_client.errors import ConfigError, PeerAuthError
+from rt_client.errors import CallerNotAuthenticated, ConfigError, PeerAuthError
 from rt_client.tls import (
     SERVER_KEEPALIVE_OPTIONS,
     TlsIdentity,

@@ -18,7 +18,7 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol, TypeVar
 
@@ -43,6 +43,7 @@ from rt_client.ids import (
     parse_district_code,
     parse_school_code,
 )
+from rt_client.status_codes import Remote, error_from_rpc
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, secure_channel
 
 __all__ = [
@@ -450,15 +451,15 @@ def _usable(entry: DirectoryEntry) -> DirectoryEntry:
 
 _T = TypeVar("_T")
 
-_UNAVAILABLE: Final = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-    }
+# How the registry's refusals read at a district (rt_client.status_codes).
+_REGISTRY: Final = Remote(
+    refusal=RegistryError,
+    refused="the registry refused the request ({code})",
+    unreachable="the registry cannot be reached ({code})",
+    not_authorized=(
+        "the registry refused this district's certificate (was the district revoked, "
+        "or its key rotated without updating this server?)"
+    ),
 )
 
 
@@ -471,17 +472,11 @@ def _call_registry(call: Callable[[], _T], code: str | None) -> _T:
     try:
         return call()
     except grpc.RpcError as exc:
-        status = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        if status in _UNAVAILABLE:
-            raise PeerUnavailable(f"the registry cannot be reached ({status.name})") from exc
-        if status == grpc.StatusCode.NOT_FOUND and code is not None:
-            raise DirectoryError(f"district {code} is not registered") from exc
-        if status in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            raise RegistryError(
-                "the registry refused this district's certificate (was the district revoked, "
-                "or its key rotated without updating this server?)"
-            ) from exc
-        raise RegistryError(f"the registry refused the request ({status.name})") from exc
+        remote = _REGISTRY
+        if code is not None:
+            district = code.replace("{", "{{").replace("}", "}}")  # a template, not a text
+            remote = replace(remote, not_found=f"district {district} is not registered")
+        raise error_from_rpc(exc, remote) from exc
 
 
 def _school_match(msg: registry_pb2.SchoolMatch) -> SchoolMatch:

@@ -44,10 +44,8 @@ from rt_client.directory import (
 )
 from rt_client.errors import (
     ConfigError,
-    EnrollmentRefused,
     InvalidInput,
     PeerAuthError,
-    PeerUnavailable,
     RegistryError,
 )
 from rt_client.identity import (
@@ -61,6 +59,7 @@ from rt_client.identity import (
     save_enrollment,
 )
 from rt_client.ids import DistrictCode
+from rt_client.status_codes import Remote, error_from_rpc
 from rt_client.tls import (
     REGISTRY_SERVER_NAME,
     district_of_certificate,
@@ -238,32 +237,43 @@ def _load_ca(ca_pem: bytes) -> x509.Certificate:
     return certs[0]
 
 
+# How the registry's refusals read to the person enrolling (rt_client.status_codes).
+_REGISTRY: Final = Remote(
+    refusal=RegistryError,
+    refused="the registry failed the request ({code})",
+    unreachable=(
+        "cannot reach the registry at {address} ({code}); check the address and "
+        "that the registry CA file is the registry's own"
+    ),
+    not_authorized=("the registry refused this district's certificate (revoked, or rotated away?)"),
+    invalid="the registry rejected the request: {details}",
+)
+
+# Only an enrollment's refusal: on the mutual-TLS listener UNAUTHENTICATED is the certificate.
+_ENROLLMENT_REFUSED: Final = (
+    "the registry refused the enrollment: the authorization code is wrong or was "
+    "already used, or this machine's address made too many failed attempts and is "
+    "locked out for a while (15 minutes by default, longer after repeated lockouts). "
+    "Check the code and try again later; if it is still refused, ask the registry "
+    "operator for a new code (`rt-registry district rotate-code`)."
+)
+
+
 def _call(call: Any, address: str, *, enrolling: bool) -> registry_pb2.EnrollResponse:
+    """Run one registry call.
+
+    Raises ``EnrollmentRefused``, ``RegistryError`` or ``PeerUnavailable``.
+    """
     try:
         response: registry_pb2.EnrollResponse = call()
     except grpc.RpcError as exc:
-        status = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = exc.details() if isinstance(exc, grpc.Call) else ""
-        if status == grpc.StatusCode.UNAUTHENTICATED and enrolling:
-            raise EnrollmentRefused(
-                "the registry refused the enrollment: the authorization code is wrong or was "
-                "already used, or this machine's address made too many failed attempts and is "
-                "locked out for a while (15 minutes by default, longer after repeated lockouts). "
-                "Check the code and try again later; if it is still refused, ask the registry "
-                "operator for a new code (`rt-registry district rotate-code`)."
-            ) from exc
-        if status in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            raise RegistryError(
-                "the registry refused this district's certificate (revoked, or rotated away?)"
-            ) from exc
-        if status == grpc.StatusCode.INVALID_ARGUMENT:
-            raise RegistryError(f"the registry rejected the request: {details}") from exc
-        if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise PeerUnavailable(
-                f"cannot reach the registry at {address} ({status.name}); check the address and "
-                "that the registry CA file is the registry's own"
-            ) from exc
-        raise RegistryError(f"the registry failed the request ({status.name})") from exc
+        escaped = address.replace("{", "{{").replace("}", "}}")  # a template, not a text
+        remote = replace(
+            _REGISTRY,
+            unreachable=_REGISTRY.unreachable.replace("{address}", escaped),
+            unauthenticated=_ENROLLMENT_REFUSED if enrolling else None,
+        )
+        raise error_from_rpc(exc, remote) from exc
     return response
 
 

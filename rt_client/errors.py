@@ -3,7 +3,8 @@
 Callers react by subtree: a ``PeerAuthError`` means "refuse the peer", an
 ``IntegrityError`` means "the bytes are not what was signed or encrypted", a
 ``TransferError`` means "the flow cannot go on in this state". Only the CLI turns
-these into exit codes, and only servicers turn them into gRPC status codes.
+these into exit codes, and only ``rt_client.status_codes`` turns them into gRPC
+status codes and back.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class DirectoryError(RegistryError):
 
 class PeerAuthError(RecordsTransferError):
     """A peer is not who it claims to be, or may not do what it asked."""
+
+
+class CallerNotAuthenticated(PeerAuthError):
+    """The caller presented no usable district identity (as opposed to a refused one)."""
 
 
 class IntegrityError(RecordsTransferError):

@@ -15,27 +15,26 @@ import json
 import socket
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import grpc
 
 from protos.rt.v1 import peer_pb2_grpc
 from rt_client.directory import Directory
-from rt_client.errors import Duplicate, PeerUnavailable, TransferError
+from rt_client.errors import PeerUnavailable, TransferError
+from rt_client.status_codes import Remote, error_from_rpc
 from rt_client.tls import TlsIdentity, district_server_name
 
 T = TypeVar("T")
 
-# Codes after which the same call may succeed later.
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.CANCELLED,
-}
+# How a district's refusals read here: the flow reacts by kind (see the module docstring).
+# No "will be retried" in ``unreachable``: past the horizon this text is the FAILED reason.
+PEER: Final = Remote(
+    refusal=TransferError,
+    refused="the other district refused the call ({code})",
+    unreachable="the other district could not be reached ({code})",
+    already="the other district already has this",
+)
 
 # Keepalive agreed with the server side (rt_server.server): the client pings no
 # more often than the server permits, so a long idle link is not cut as abusive.
@@ -168,14 +167,12 @@ class PeerClients:
 
 
 def call_peer(call: Callable[[], T]) -> T:
-    """Run one peer call, turning gRPC errors into the project's errors."""
+    """Run one peer call, turning gRPC errors into the project's errors.
+
+    Raises ``Duplicate`` (already delivered), ``PeerUnavailable`` (may work
+    later) or ``TransferError`` (refused), by ``rt_client.status_codes``.
+    """
     try:
         return call()
     except grpc.RpcError as exc:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        if code == grpc.StatusCode.ALREADY_EXISTS:
-            raise Duplicate("the other district already has this") from exc
-        if code in _RETRYABLE:
-            # No "will be retried" here: past the horizon this text is the FAILED reason.
-            raise PeerUnavailable(f"the other district could not be reached ({code.name})") from exc
-        raise TransferError(f"the other district refused the call ({code.name})") from exc
+        raise error_from_rpc(exc, PEER) from exc

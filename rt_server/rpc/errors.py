@@ -1,9 +1,10 @@
-"""Map the project's exceptions to gRPC status codes, in one place.
+"""The district servers' error interceptor: exceptions become gRPC status codes.
 
 Servicers raise domain errors (``rt_client.errors``); this interceptor turns
-them into status codes. Toward a peer district every message is detail-free
-(the details go to the local log); toward the local registrar service the
-message is the error's diagnostics, written for a registrar.
+them into status codes by the one table, ``rt_client.status_codes``. Toward a
+peer district every message is detail-free (the details go to the local log);
+toward the local registrar service the message is the error's diagnostics,
+written for a registrar.
 """
 
 from __future__ import annotations
@@ -16,52 +17,15 @@ import grpc
 import sqlalchemy.exc
 
 from rt_client import errors
-from rt_client.callgate import BUSY, NOT_AUTHORIZED
+from rt_client.status_codes import peer_text, status_for
 
 log = logging.getLogger("rt_server.errors")
-
-_CODES: list[tuple[type[errors.RecordsTransferError], grpc.StatusCode]] = [
-    (errors.PeerAuthError, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.Duplicate, grpc.StatusCode.ALREADY_EXISTS),  # before its parent InvalidInput
-    (errors.IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.Conflict, grpc.StatusCode.ABORTED),  # before its parent TransferError
-    (errors.WrongStatus, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.ImportConflict, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.DirectoryError, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.RegistryError, grpc.StatusCode.UNAVAILABLE),
-    (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.TransferError, grpc.StatusCode.FAILED_PRECONDITION),
-]
 
 # What a registrar sees when the district's own database failed under a call.
 DATABASE_UNAVAILABLE = (
     "the district database could not complete this (busy, full or unreachable); "
     "nothing was changed. Try again; if it keeps failing, tell your IT staff"
 )
-
-# What a peer sees: the code, and nothing it could learn from.
-_PEER_TEXT = {
-    grpc.StatusCode.UNAUTHENTICATED: NOT_AUTHORIZED,
-    grpc.StatusCode.PERMISSION_DENIED: NOT_AUTHORIZED,
-    grpc.StatusCode.INVALID_ARGUMENT: "refused",
-    grpc.StatusCode.NOT_FOUND: "refused",
-    grpc.StatusCode.ALREADY_EXISTS: "already received",
-    grpc.StatusCode.FAILED_PRECONDITION: "refused",
-    grpc.StatusCode.UNAVAILABLE: "try again later",
-    grpc.StatusCode.ABORTED: "try again later",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: BUSY,
-}
-
-
-def status_for(exc: errors.RecordsTransferError) -> grpc.StatusCode:
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def wrap_behavior(
@@ -114,7 +78,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         except errors.RecordsTransferError as exc:
             code = status_for(exc)
             log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
-            text = _PEER_TEXT.get(code, "refused") if self._peer_facing else exc.diagnostics()
+            text = peer_text(code) if self._peer_facing else exc.diagnostics()
         except sqlalchemy.exc.OperationalError as exc:
             # The database could not make the change (a lock held past the
             # timeout, a full disk, a lost connection): the transaction rolled
@@ -123,7 +87,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             # may hold student data.
             log.warning("%s: the database could not complete it: %s", method, exc.orig)
             code = grpc.StatusCode.UNAVAILABLE
-            text = _PEER_TEXT[code] if self._peer_facing else DATABASE_UNAVAILABLE
+            text = peer_text(code) if self._peer_facing else DATABASE_UNAVAILABLE
         except Exception:
             if context.code() is not None:  # already aborted (e.g. by the peer gate)
                 raise

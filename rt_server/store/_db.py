@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Table, insert
+from sqlalchemy import Connection, Engine, Table
 
+from rt_server.store._sqlalchemy_internals import compiled_insert
 from rt_server.store.engine import READ_ONLY
 
 # What the core's database functions accept: an engine (the function runs its
@@ -84,7 +84,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Mapping[str, Sequence[A
     (dates and decimals repeat).
     """
     names = tuple(columns)
-    sql, order, processors = _compiled_insert(conn.dialect, table, names)
+    sql, order, processors = compiled_insert(conn.dialect, table, names)
     values = [columns[name] for name in names]
     for i, process in processors:
         distinct = {v: process(v) for v in set(values[i]) if v is not None}
@@ -96,24 +96,3 @@ def bulk_insert(conn: Connection, table: Table, columns: Mapping[str, Sequence[A
         params = [dict(zip(order, row, strict=True)) for row in zip(*values, strict=True)]
     if params:
         conn.exec_driver_sql(sql, params)
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled_insert(
-    dialect: Dialect, table: Table, columns: tuple[str, ...]
-) -> tuple[str, tuple[int, ...] | list[str], list[tuple[int, Callable[[Any], Any]]]]:
-    """(SQL, how to order a row's values for the driver, per-column bind processors)."""
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
-    order: tuple[int, ...] | list[str]
-    if compiled.positional:
-        assert compiled.positiontup is not None
-        order = tuple(columns.index(name) for name in compiled.positiontup)
-    else:
-        order = list(columns)  # named parameters: the bind names are the column keys
-    processors: list[tuple[int, Callable[[Any], Any]]] = []
-    for i, name in enumerate(columns):
-        column_type = table.c[name].type
-        process = column_type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            processors.append((i, process))
-    return str(compiled), order, processors

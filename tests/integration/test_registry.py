@@ -26,7 +26,8 @@ from registry import cli as registry_cli
 from registry.authcode import hash_authorization_code, verify_authorization_code
 from registry.ca import RegistryCA
 from registry.home import init_home, open_registry
-from registry.service import KeySubmission, RegistryService, RegistryServicer
+from registry.service import KeySubmission, RegistryService
+from registry.servicer import RegistryServicer
 from registry.store import RegistryStore
 from rt_client.config import RegistryConfig
 from rt_client.directory import DistrictStatus, verify_entry

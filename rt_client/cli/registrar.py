@@ -1,0 +1,398 @@
+"""The registrar's commands: students, schools, requests, review, import, disclosures, messages.
+
+Each ``cmd_*`` makes one or two calls to the district's local ``Registrar``
+service (``Session.call``) and shows the answer (``rt_client.cli.render``, or
+JSON with ``--json``). ``add_registrar_commands`` mounts them on ``rt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2
+from rt_client.cli import render
+from rt_client.cli.session import (
+    DIRECTIONS,
+    EXIT_OK,
+    REASONS,
+    TABLE_NAMES,
+    CliError,
+    Session,
+)
+
+__all__ = ["add_registrar_commands"]
+
+
+def _tables(text: str | None) -> list[common_pb2.TableCode.ValueType]:
+    if not text:
+        return []
+    out = []
+    for name in text.replace(" ", "").upper().split(","):
+        if name not in TABLE_NAMES:
+            raise CliError(f"unknown table {name!r}; tables are {', '.join(TABLE_NAMES)}")
+        out.append(common_pb2.TableCode.Value(name))
+    return out
+
+
+def cmd_student_add(s: Session) -> int:
+    a = s.args
+    student = registrar_pb2.Student(
+        local_id=a.local_id or "",
+        ssid=a.ssid or "",
+        legal_first_name=a.first,
+        legal_middle_name=a.middle or "",
+        legal_last_name=a.last,
+        birth_date=a.birth_date,
+        gender=a.gender,
+        school=a.school,
+    )
+    batches: list[records_pb2.RecordBatch] = []
+    if a.records:
+        batches = _read_records_file(Path(a.records))
+    reply = s.call(
+        "AddStudent",
+        registrar_pb2.AddStudentRequest(student=student, records=batches, actor=s.actor),
+    )
+    s.emit(reply, lambda: s.console.print(f"Enrolled student [bold]{reply.local_id}[/bold]."))
+    return EXIT_OK
+
+
+def _read_records_file(path: Path) -> list[records_pb2.RecordBatch]:
+    """Records as JSON: a list of RecordBatch objects in protobuf's JSON form."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [json_format.ParseDict(item, records_pb2.RecordBatch()) for item in data]
+    except (OSError, ValueError, json_format.ParseError) as exc:
+        raise CliError(f"cannot read records from {path}: {exc}") from exc
+
+
+def cmd_student_list(s: Session) -> int:
+    reply = s.call(
+        "ListStudents",
+        registrar_pb2.ListStudentsRequest(query=s.args.query or "", limit=s.args.limit),
+    )
+    s.emit(list(reply.students), lambda: render.render_students(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_schools_search(s: Session) -> int:
+    reply = s.call(
+        "SearchSchools", registrar_pb2.SchoolQuery(query=s.args.query, limit=s.args.limit)
+    )
+    s.emit(list(reply.schools), lambda: render.render_schools(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_request_create(s: Session) -> int:
+    a = s.args
+    reply = s.call(
+        "CreateRequest",
+        registrar_pb2.CreateRequestRequest(
+            student_local_id=a.student,
+            prior_school=a.prior_school,
+            prior_local_id=a.prior_local_id or "",
+            tables=_tables(a.tables),
+            actor=s.actor,
+        ),
+    )
+    s.emit(reply, lambda: render.render_detail(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_requests(s: Session) -> int:
+    a = s.args
+    status: common_pb2.RequestStatus.ValueType = common_pb2.REQUEST_STATUS_UNSPECIFIED
+    if a.status:
+        try:
+            status = common_pb2.RequestStatus.Value(a.status.upper())
+        except ValueError as exc:
+            raise CliError(f"unknown status {a.status!r}") from exc
+    reply = s.call(
+        "ListRequests",
+        registrar_pb2.ListRequestsRequest(
+            direction=DIRECTIONS.get(a.direction or "", registrar_pb2.DIRECTION_UNSPECIFIED),
+            status=status,
+            limit=a.limit,
+        ),
+    )
+    s.emit(list(reply.requests), lambda: render.render_requests(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_show(s: Session) -> int:
+    reply = s.call(
+        "GetRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
+    s.emit(reply, lambda: render.render_detail(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_match(s: Session) -> int:
+    reply = s.call(
+        "MatchStudent", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
+    s.emit(list(reply.candidates), lambda: render.render_candidates(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_approve(s: Session) -> int:
+    a = s.args
+    reply = s.call(
+        "ApproveRequest",
+        registrar_pb2.ApproveRequestRequest(
+            request_id=a.request_id,
+            student_local_id=a.student or "",
+            tables=_tables(a.tables),
+            actor=s.actor,
+        ),
+    )
+    if a.wait:
+        reply = _wait_delivery(s, a.request_id)
+    s.emit(reply, lambda: render.render_detail(s.console, reply))
+    return EXIT_OK
+
+
+def _wait_delivery(
+    s: Session, request_id: str, timeout: float = 600.0
+) -> registrar_pb2.RequestDetail:
+    """Poll until the delivery is acknowledged (SENT) or fails, with a progress bar."""
+    deadline = time.monotonic() + timeout
+    columns = [TextColumn("delivering"), BarColumn(), DownloadColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
+        task = bar.add_task("deliver", total=None)
+        while True:
+            d: registrar_pb2.RequestDetail = s.call(
+                "GetRequest", registrar_pb2.RequestRef(request_id=request_id, actor=s.actor)
+            )
+            if d.delivery_bytes_total:
+                bar.update(task, total=d.delivery_bytes_total, completed=d.delivery_bytes_done)
+            if d.summary.status not in (common_pb2.PENDING,) or not d.approved:
+                return d
+            if time.monotonic() > deadline:
+                raise CliError("the delivery has not finished yet; check with 'rt show'")
+            time.sleep(0.1)
+
+
+def cmd_reject(s: Session) -> int:
+    a = s.args
+    reply = s.call(
+        "RejectRequest",
+        registrar_pb2.RejectRequestRequest(
+            request_id=a.request_id, reason=REASONS[a.reason], text=a.text or "", actor=s.actor
+        ),
+    )
+    s.emit(reply, lambda: render.render_detail(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_retry(s: Session) -> int:
+    reply = s.call(
+        "RetryRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
+    s.emit(reply, lambda: render.render_detail(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_review(s: Session) -> int:
+    reply = s.call(
+        "ReviewTransfer", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
+    )
+    s.emit(reply, lambda: render.render_review(s.console, reply, s.args.rows))
+    return EXIT_OK
+
+
+def cmd_import(s: Session) -> int:
+    a = s.args
+    refs = []
+    accept_all = False
+    if a.accept_conflicts == "all":
+        accept_all = True
+    elif a.accept_conflicts:
+        for item in a.accept_conflicts.split(","):
+            name, _, index = item.partition(":")
+            if name.upper() not in TABLE_NAMES or not index.isdigit():
+                raise CliError(f"--accept-conflicts takes 'all' or TABLE:INDEX,...; got {item!r}")
+            refs.append(
+                registrar_pb2.RowRef(
+                    table=common_pb2.TableCode.Value(name.upper()), index=int(index)
+                )
+            )
+    columns = [TextColumn("importing"), BarColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
+        bar.add_task("import", total=None)
+        reply = s.call(
+            "ImportTransfer",
+            registrar_pb2.ImportTransferRequest(
+                request_id=a.request_id,
+                accept_conflicts=refs,
+                accept_all_conflicts=accept_all,
+                actor=s.actor,
+            ),
+        )
+    s.emit(reply, lambda: render.render_import(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_disclosures(s: Session) -> int:
+    reply = s.call(
+        "ListDisclosures",
+        registrar_pb2.ListDisclosuresRequest(student_local_id=s.args.student or ""),
+    )
+    s.emit(list(reply.disclosures), lambda: render.render_disclosures(s.console, reply))
+    return EXIT_OK
+
+
+def cmd_message(s: Session) -> int:
+    a = s.args
+    if a.text:
+        reply = s.call(
+            "PostMessage",
+            registrar_pb2.PostMessageRequest(request_id=a.request_id, body=a.text, actor=s.actor),
+        )
+        s.emit(reply, lambda: s.console.print("Message sent."))
+        return EXIT_OK
+    listing = s.call(
+        "ListMessages", registrar_pb2.RequestRef(request_id=a.request_id, actor=s.actor)
+    )
+    s.emit(list(listing.messages), lambda: render.render_messages(s.console, listing))
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------
+
+
+def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Mount the registrar's commands on ``rt``'s subparsers (``func`` takes a ``Session``)."""
+    st = sub.add_parser("student", help="students enrolled in this district")
+    st_sub = st.add_subparsers(dest="student_command", required=True, metavar="ACTION")
+    sa = st_sub.add_parser(
+        "add", parents=[common], help="enroll a student locally (demographics, optional records)"
+    )
+    sa.add_argument("--local-id", help="local student id (default: assigned)")
+    sa.add_argument("--ssid", help="statewide student id (10 digits)")
+    sa.add_argument("--first", required=True, help="legal first name")
+    sa.add_argument("--middle", help="legal middle name")
+    sa.add_argument("--last", required=True, help="legal last name")
+    sa.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
+    sa.add_argument("--gender", required=True, help="gender code as recorded (e.g. F, M, X)")
+    sa.add_argument("--school", required=True, help="CDS code of the student's school here")
+    sa.add_argument(
+        "--records", help="JSON file of existing records (a list of RecordBatch objects)"
+    )
+    sa.set_defaults(func=cmd_student_add, session=True)
+    sl = st_sub.add_parser("list", parents=[common], help="list or search local students")
+    sl.add_argument("query", nargs="?", help="name, SSID or local id")
+    sl.add_argument("--limit", type=int, default=100)
+    sl.set_defaults(func=cmd_student_list, session=True)
+
+    sc = sub.add_parser("schools", help="registered schools of every district")
+    sc_sub = sc.add_subparsers(dest="schools_command", required=True, metavar="ACTION")
+    ss = sc_sub.add_parser("search", parents=[common], help="find a school by name or CDS code")
+    ss.add_argument("query")
+    ss.add_argument("--limit", type=int, default=20)
+    ss.set_defaults(func=cmd_schools_search, session=True)
+
+    rq = sub.add_parser("request", help="ask another district for a student's records")
+    rq_sub = rq.add_subparsers(dest="request_command", required=True, metavar="ACTION")
+    rc = rq_sub.add_parser(
+        "create", parents=[common], help="request a student's records from the prior school"
+    )
+    rc.add_argument("--student", required=True, help="local id of the student, enrolled here")
+    rc.add_argument(
+        "--prior-school",
+        required=True,
+        help="CDS code of the prior school (see 'rt schools search')",
+    )
+    rc.add_argument("--prior-local-id", help="the student's id at the prior district, if known")
+    rc.add_argument(
+        "--tables", help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)"
+    )
+    rc.set_defaults(func=cmd_request_create, session=True)
+
+    rl = sub.add_parser("requests", parents=[common], help="list requests, both directions")
+    rl.add_argument(
+        "--direction", choices=sorted(DIRECTIONS), help="in: we were asked; out: we asked"
+    )
+    rl.add_argument(
+        "--status",
+        help="QUEUED, PENDING, DATA_RECEIVED, IMPORTED, SENT, COMPLETE, REJECTED, FAILED, EXPIRED",
+    )
+    rl.add_argument("--limit", type=int, default=100)
+    rl.set_defaults(func=cmd_requests, session=True)
+
+    sh = sub.add_parser("show", parents=[common], help="one request in detail")
+    sh.add_argument("request_id")
+    sh.set_defaults(func=cmd_show, session=True)
+
+    mt = sub.add_parser(
+        "match",
+        parents=[common],
+        help="local students that may be the one requested (prior district)",
+    )
+    mt.add_argument("request_id")
+    mt.set_defaults(func=cmd_match, session=True)
+
+    ap = sub.add_parser(
+        "approve", parents=[common], help="approve an inbound request and send the records"
+    )
+    ap.add_argument("request_id")
+    ap.add_argument(
+        "--student", help="local id of the matched student (needed unless the SSID matched exactly)"
+    )
+    ap.add_argument("--tables", help="tables to send (default: those requested)")
+    ap.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the records are delivered, with a progress bar",
+    )
+    ap.set_defaults(func=cmd_approve, session=True)
+
+    rj = sub.add_parser("reject", parents=[common], help="reject an inbound request with a reason")
+    rj.add_argument("request_id")
+    rj.add_argument("--reason", required=True, choices=sorted(REASONS))
+    rj.add_argument("--text", help="explanation for the other registrar (required with 'other')")
+    rj.set_defaults(func=cmd_reject, session=True)
+
+    rt = sub.add_parser("retry", parents=[common], help="retry a FAILED request or delivery")
+    rt.add_argument("request_id")
+    rt.set_defaults(func=cmd_retry, session=True)
+
+    rv = sub.add_parser(
+        "review", parents=[common], help="compare received records with what we hold"
+    )
+    rv.add_argument("request_id")
+    rv.add_argument(
+        "--rows",
+        nargs="?",
+        const="changed",
+        choices=["changed", "all"],
+        help="list rows too: duplicates and conflicts (or 'all')",
+    )
+    rv.set_defaults(func=cmd_review, session=True)
+
+    im = sub.add_parser(
+        "import", parents=[common], help="import received records (new rows; chosen conflicts)"
+    )
+    im.add_argument("request_id")
+    im.add_argument(
+        "--accept-conflicts", help="'all' or TABLE:INDEX,... as shown by 'rt review --rows'"
+    )
+    im.set_defaults(func=cmd_import, session=True)
+
+    ds = sub.add_parser(
+        "disclosures", parents=[common], help="FERPA record of disclosures (34 CFR 99.32)"
+    )
+    ds.add_argument("--student", help="local student id (default: every student)")
+    ds.set_defaults(func=cmd_disclosures, session=True)
+
+    ms = sub.add_parser("message", parents=[common], help="read a request's thread, or write to it")
+    ms.add_argument("request_id")
+    ms.add_argument("text", nargs="?", help="message to send (omit to read the thread)")
+    ms.set_defaults(func=cmd_message, session=True)

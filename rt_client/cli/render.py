@@ -1,0 +1,215 @@
+"""How ``rt`` shows the registrar service's answers to a person: tables and detail views.
+
+(``--json`` prints the messages themselves instead: ``Session.emit``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from protos.rt.v1 import common_pb2, registrar_pb2
+
+__all__ = [
+    "render_candidates",
+    "render_detail",
+    "render_disclosures",
+    "render_import",
+    "render_messages",
+    "render_requests",
+    "render_review",
+    "render_schools",
+    "render_students",
+    "status_name",
+    "table_names",
+    "timestamp",
+]
+
+
+def table_names(codes: Sequence[common_pb2.TableCode.ValueType]) -> str:
+    return ",".join(common_pb2.TableCode.Name(c) for c in codes) or "all"
+
+
+def status_name(code: common_pb2.RequestStatus.ValueType) -> str:
+    return common_pb2.RequestStatus.Name(code)
+
+
+def timestamp(ts: Any) -> str:
+    if not ts.seconds:
+        return ""
+    return str(ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def render_students(console: Console, reply: registrar_pb2.ListStudentsResponse) -> None:
+    t = Table("local id", "SSID", "name", "birth date", "gender", "school")
+    for st in reply.students:
+        name = " ".join(
+            p for p in (st.legal_first_name, st.legal_middle_name, st.legal_last_name) if p
+        )
+        t.add_row(st.local_id, st.ssid, name, st.birth_date, st.gender, st.school)
+    console.print(t)
+
+
+def render_schools(console: Console, reply: registrar_pb2.SchoolList) -> None:
+    t = Table("CDS code", "school", "district", "district name")
+    for sc in reply.schools:
+        t.add_row(sc.cds_code, sc.name, sc.district_code, sc.district_name)
+    console.print(t)
+    if not reply.schools:
+        console.print("No registered school matches.")
+
+
+def render_requests(console: Console, reply: registrar_pb2.ListRequestsResponse) -> None:
+    t = Table("request", "dir", "status", "other district", "student", "updated", "note")
+    for r in reply.requests:
+        t.add_row(
+            r.request_id,
+            "out" if r.direction == registrar_pb2.OUTBOUND else "in",
+            status_name(r.status),
+            r.other_district,
+            r.student_name,
+            timestamp(r.updated_at),
+            r.status_reason,
+        )
+    console.print(t)
+
+
+def render_detail(console: Console, d: registrar_pb2.RequestDetail) -> None:
+    r = d.summary
+    t = Table(show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("request", r.request_id),
+        (
+            "direction",
+            "outbound (we asked)"
+            if r.direction == registrar_pb2.OUTBOUND
+            else "inbound (we were asked)",
+        ),
+        (
+            "status",
+            status_name(r.status)
+            + (" (approved, delivering)" if d.approved and r.status == common_pb2.PENDING else ""),
+        ),
+        ("other district", r.other_district),
+        ("student", f"{r.student_name} (SSID {r.ssid})" if r.ssid else r.student_name),
+        ("local student id", d.local_student_id),
+        ("requesting school", d.requesting_school),
+        ("prior school", d.prior_school),
+        ("tables", table_names(d.tables)),
+        ("created", timestamp(r.created_at)),
+        ("updated", timestamp(r.updated_at)),
+    ]
+    if r.status_reason:
+        rows.append(("reason", r.status_reason))
+    if d.reject_reason:
+        rows.append(
+            (
+                "rejected",
+                common_pb2.RejectReason.Name(d.reject_reason)
+                + (f": {d.reject_text}" if d.reject_text else ""),
+            )
+        )
+    if d.transfer_id:
+        rows.append(("transfer", d.transfer_id))
+    if d.received:
+        rows.append(
+            (
+                "rows",
+                ", ".join(f"{common_pb2.TableCode.Name(c.table)} {c.rows}" for c in d.received),
+            )
+        )
+    if d.attempts:
+        rows.append(("delivery attempts", str(d.attempts)))
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
+def render_candidates(console: Console, reply: registrar_pb2.MatchCandidates) -> None:
+    t = Table("local id", "SSID", "name", "birth date", "confidence", "why")
+    for c in reply.candidates:
+        st = c.student
+        t.add_row(
+            st.local_id,
+            st.ssid,
+            f"{st.legal_first_name} {st.legal_last_name}",
+            st.birth_date,
+            f"{c.confidence}%" + (" exact" if c.exact else ""),
+            c.why,
+        )
+    console.print(t)
+    if not reply.candidates:
+        console.print("No local student matches; consider 'rt reject --reason student-not-found'.")
+
+
+def render_review(console: Console, reply: registrar_pb2.TransferReview, rows: str | None) -> None:
+    """The review's counts per table; with ``rows`` ("changed" or "all"), the rows too."""
+    t = Table("table", "new", "duplicate", "conflict")
+    for tr in reply.tables:
+        t.add_row(
+            common_pb2.TableCode.Name(tr.table),
+            str(tr.new_rows),
+            str(tr.duplicate_rows),
+            str(tr.conflict_rows),
+        )
+    console.print(t)
+    if rows:
+        for tr in reply.tables:
+            for row in tr.rows:
+                if row.row_class == registrar_pb2.NEW and rows != "all":
+                    continue
+                name = common_pb2.TableCode.Name(tr.table)
+                incoming = json_format.MessageToDict(getattr(row.incoming, name.lower())[0])
+                row_class = registrar_pb2.RowClass.Name(row.row_class)
+                line = f"{name}:{row.index} {row_class} {incoming}"
+                if row.differing_columns:
+                    line += f" differs in {', '.join(row.differing_columns)}"
+                console.print(line, markup=False)
+
+
+def render_import(console: Console, reply: registrar_pb2.ImportResult) -> None:
+    if reply.already_imported:
+        console.print("Already imported; nothing changed.")
+    t = Table("table", "imported", "skipped")
+    skipped = {c.table: c.rows for c in reply.skipped}
+    for c in reply.imported:
+        t.add_row(common_pb2.TableCode.Name(c.table), str(c.rows), str(skipped.get(c.table, 0)))
+    console.print(t)
+
+
+def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresResponse) -> None:
+    t = Table(
+        "date",
+        "student",
+        "to district",
+        "to school",
+        "tables",
+        "request",
+        "staff",
+        "legal basis",
+    )
+    for d in reply.disclosures:
+        t.add_row(
+            timestamp(d.disclosed_at),
+            f"{d.student_local_id} {d.student_name}",
+            d.receiving_district,
+            d.receiving_school,
+            table_names(d.tables),
+            d.request_id,
+            d.acting_staff,
+            d.legal_basis,
+        )
+    console.print(t)
+
+
+def render_messages(console: Console, listing: registrar_pb2.ListMessagesResponse) -> None:
+    for m in listing.messages:
+        who = "system" if m.system else f"{m.author} ({m.from_district})"
+        console.print(f"[dim]{timestamp(m.sent_at)}[/dim] [bold]{who}[/bold]: ", end="")
+        console.print(m.body, markup=False)
