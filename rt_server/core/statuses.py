@@ -26,7 +26,9 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "Direction",
+    "OutboxStatus",
     "Status",
+    "TransferState",
     "Transition",
     "allowed_actions",
     "transition",
@@ -52,6 +54,28 @@ class Status(enum.StrEnum):
     REJECTED = "REJECTED"
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
+
+
+class TransferState(enum.StrEnum):
+    """Where a transfer's ciphertext is (the ``transfers.state`` column).
+
+    OUTBOUND (we send): SEALING while the sealing attempt writes the spool,
+    SEALED once all of it is there (never encrypted again). INBOUND (we
+    receive): RECEIVING until the trailer verifies, then RECEIVED.
+    """
+
+    SEALING = "SEALING"
+    SEALED = "SEALED"
+    RECEIVING = "RECEIVING"
+    RECEIVED = "RECEIVED"
+
+
+class OutboxStatus(enum.StrEnum):
+    """An outbox item's status: waiting to be sent, sent, or given up on."""
+
+    QUEUED = "QUEUED"
+    DONE = "DONE"
+    FAILED = "FAILED"
 
 
 class Action(enum.StrEnum):
