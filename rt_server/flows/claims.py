@@ -19,12 +19,14 @@ __all__ = ["require_claimed"]
 def require_claimed(claimed: str | None, peer: str, what: str) -> None:
     """Check that ``claimed``, the district a message names as ``what``, is ``peer``.
 
-    ``what`` reads as the subject of the log line, e.g. "the decision's prior
-    district from 1964733" (giving "... is '0123456', not 1964733").
+    ``what`` is the subject of the reason, e.g. "the decision's prior district"
+    (giving "the decision's prior district is not district 1964733").
 
     Compared in constant time; ``None`` (nothing named, e.g. a request we do
     not hold) is never the peer. Raises ``PeerAuthError`` (``PERMISSION_DENIED``
-    to the peer, detail-free) whose text, for the log, says which claim failed.
+    to the peer, detail-free) whose text, for the log, says which claim failed
+    (and never repeats what the peer claimed).
     """
     if claimed is None or not hmac.compare_digest(claimed.encode(), peer.encode()):
-        raise PeerAuthError(f"{what} is {claimed!r}, not {peer}")
+        # Never the claimed name itself in the log: it is the peer's, of any length and content.
+        raise PeerAuthError(f"{what} is not district {peer}")
