@@ -10,6 +10,8 @@ Each side of a request has its own statuses (they follow Aeries' views):
   which does not move the status.
 
 ``transition`` is the only place that decides whether an action is allowed.
+Also here: a transfer's states (``TransferState``) and an outbox item's
+(``OutboxStatus``), so that no status is a bare string anywhere else.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from rt_server.flows.claims import require_claimed
 from rt_server.flows.outbox import Outbox, RetryPolicy
 from rt_server.flows.streams import OutgoingStreams
 from rt_server.store import flow_requests, units
-from rt_server.store._db import Bind
 from rt_server.store.store import OutboxClaim
 
 M = TypeVar("M", bound=Message)
@@ -145,15 +144,15 @@ class District:
 
 
 def load_peer_request(
-    bind: Bind, request_id: RequestId, direction: Direction, peer: DistrictCode
+    conn: units.Unit, request_id: RequestId, direction: Direction, peer: DistrictCode
 ) -> RequestRecord:
     """A request the peer is party to (on our ``direction`` side).
 
     Another district's request is "not found" to it: raises ``PeerAuthError``
     for both, as the claim check does.
     """
-    request = flow_requests.find_request(bind, request_id, direction)
+    request = flow_requests.find_request(conn, request_id, direction)
     other = None if request is None else request.other_district
     require_claimed(other, peer, f"the other district of request {request_id}")
-    assert request is not None
+    assert request is not None  # refused just above otherwise
     return request

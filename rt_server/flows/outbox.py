@@ -18,6 +18,9 @@ locking clause; its single writer (BEGIN IMMEDIATE) gives the same guarantee.
 The queue's own bookkeeping (claims, lease renewals, retry schedules, an item
 marked done after a send) commits ``NOT_DURABLE``: lost in a power failure, an
 item is only sent again, and the other district recognises a resend.
+
+Here: when to claim, retry, give up (``RetryPolicy``, ``DeliveryWorker``);
+its statements are in ``rt_server.store.outbox``.
 """
 
 from __future__ import annotations
