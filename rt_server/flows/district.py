@@ -86,9 +86,9 @@ class District:
     # change's own transaction (None: left for any worker to claim) ...
     outbox_claim: Callable[[], OutboxClaim | None] = lambda: None
     # ... and once it has committed, handed to the worker's threads ...
-    hand_over: Callable[[str], None] = lambda request_id: None
+    hand_over: Callable[[RequestId], None] = lambda request_id: None
     # ... or sent now, in the caller's thread, with the request's other due items.
-    run_outbox_now: Callable[[str], None] = lambda request_id: None
+    run_outbox_now: Callable[[RequestId], None] = lambda request_id: None
     # Deliveries we are streaming, cancelled (to resume later) when the server stops.
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
+from rt_client.ids import RequestId
 from rt_server.store import outbox as queue
 from rt_server.store.outbox import ClaimLost, OutboxItem
 from rt_server.store.store import OutboxClaim
@@ -81,7 +82,7 @@ class Outbox:
         self._worker_id = worker_id
         self.policy = policy
 
-    def claim_next(self, request_id: str | None = None) -> OutboxItem | None:
+    def claim_next(self, request_id: RequestId | None = None) -> OutboxItem | None:
         """Claim the next due item (of one request, when named) for this worker."""
         now = self._clock()
         return queue.claim_next(
@@ -92,7 +93,7 @@ class Outbox:
         """A claim for items this worker queues for itself (``store.enqueue(claim=...)``)."""
         return OutboxClaim(self._worker_id, self._clock() + self.policy.lease)
 
-    def claimed_items(self, request_id: str) -> list[OutboxItem]:
+    def claimed_items(self, request_id: RequestId) -> list[OutboxItem]:
         """The items of ``request_id`` this worker holds and has not sent yet (a read)."""
         return queue.claimed_items(self._engine, self._worker_id, request_id)
 
@@ -205,7 +206,7 @@ class DeliveryWorker:
         """For a change that queues items: they are queued held by this worker."""
         return self._outbox.claim()
 
-    def hand_over(self, request_id: str) -> None:
+    def hand_over(self, request_id: RequestId) -> None:
         """Send the items of ``request_id`` queued with ``claim()``, in the worker's threads.
 
         Called once the change that queued them has committed. Their leases are
@@ -223,7 +224,7 @@ class DeliveryWorker:
             self._handed.extend(items)
             self._wake.notify(len(items))
 
-    def run_claimed(self, request_id: str) -> None:
+    def run_claimed(self, request_id: RequestId) -> None:
         """Send the items of ``request_id`` queued with ``claim()``, in this thread, now."""
         for item in self._outbox.claimed_items(request_id):
             self.process(item)
@@ -262,7 +263,7 @@ class DeliveryWorker:
             if released:
                 log.info("shutdown: released %d outbox item(s) for the next worker", released)
 
-    def run_once(self, request_id: str | None = None) -> bool:
+    def run_once(self, request_id: RequestId | None = None) -> bool:
         """Process one due item (of one request, when named); False when there was none."""
         item = self._outbox.claim_next(request_id)
         if item is None:

@@ -199,7 +199,7 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     )
 
 
-def _progress(d: District, request_id: str, sent: int, total: int) -> None:
+def _progress(d: District, request_id: RequestId, sent: int, total: int) -> None:
     """Delivery progress for 'rt show' / 'rt approve --wait' (best effort, every ~8 MiB).
 
     Not after the last frame: the receipt's transaction records that.
