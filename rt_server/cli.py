@@ -68,7 +68,7 @@ def db_command(args: argparse.Namespace) -> int:
     try:
         if args.db_command == "upgrade":
             from rt_server.flows.district import Limits
-            from rt_server.flows.sender import adopt_file_spool
+            from rt_server.store.spool import adopt_file_spool
 
             before, after = migrations.upgrade(engine)
             # Sealed transfers an older version spooled to files go into the database.

@@ -29,6 +29,7 @@ from rt_client.config import DistrictConfig
 from rt_client.directory import DirectoryClient, registry_channel
 from rt_client.errors import ConfigError
 from rt_client.identity import load_identity
+from rt_client.ids import RequestId
 from rt_client.peers import PeerClients
 from rt_client.tls import configure_grpc_tls
 from rt_server.flows import messages, requester, responder, sender
@@ -283,7 +284,7 @@ def retry_policy(config: DistrictConfig) -> RetryPolicy:
     )
 
 
-def _drain(worker: DeliveryWorker, request_id: str) -> None:
+def _drain(worker: DeliveryWorker, request_id: RequestId) -> None:
     worker.run_claimed(request_id)
     while worker.run_once(request_id):
         pass

@@ -10,6 +10,8 @@ Each side of a request has its own statuses (they follow Aeries' views):
   which does not move the status.
 
 ``transition`` is the only place that decides whether an action is allowed.
+Also here: a transfer's states (``TransferState``) and an outbox item's
+(``OutboxStatus``), so that no status is a bare string anywhere else.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "Direction",
+    "OutboxStatus",
     "Status",
+    "TransferState",
     "Transition",
     "allowed_actions",
     "transition",
@@ -52,6 +56,28 @@ class Status(enum.StrEnum):
     REJECTED = "REJECTED"
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
+
+
+class TransferState(enum.StrEnum):
+    """Where a transfer's ciphertext is (the ``transfers.state`` column).
+
+    OUTBOUND (we send): SEALING while the sealing attempt writes the spool,
+    SEALED once all of it is there (never encrypted again). INBOUND (we
+    receive): RECEIVING until the trailer verifies, then RECEIVED.
+    """
+
+    SEALING = "SEALING"
+    SEALED = "SEALED"
+    RECEIVING = "RECEIVING"
+    RECEIVED = "RECEIVED"
+
+
+class OutboxStatus(enum.StrEnum):
+    """An outbox item's status: waiting to be sent, sent, or given up on."""
+
+    QUEUED = "QUEUED"
+    DONE = "DONE"
+    FAILED = "FAILED"
 
 
 class Action(enum.StrEnum):

@@ -1,36 +1,38 @@
 """The district server's state: everything a flow needs, built from its config.
 
 ``District`` is passed to every flow function (``requester``, ``responder``,
-``receiver``, ``sender``, ``threads``). It holds no request state of its own:
-all of that is in the database, so any replica can pick up any work.
+``receiver``, ``sender``, ``review``, ``messages``). It holds no request state
+of its own: all of that is in the database, so any replica can pick up any
+work. The flows reach the database only through ``rt_server.store``: the
+``engine`` here is the handle they pass it, and ``units`` the transactions.
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
-from sqlalchemy import Select, bindparam, select, update
-from sqlalchemy.engine import Connection, Engine, Row
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import Directory, DirectoryEntry
-from rt_client.errors import NotFound, PeerAuthError
 from rt_client.identity import DistrictIdentity
+from rt_client.ids import DistrictCode, RequestId
 from rt_client.peers import PeerClients
 from rt_client.signed_messages import open_message, sign_message
+from rt_server.core.model import RequestRecord
+from rt_server.core.statuses import Direction
+from rt_server.flows.claims import require_claimed
 from rt_server.flows.outbox import Outbox, RetryPolicy
 from rt_server.flows.streams import OutgoingStreams
-from rt_server.store import READ_ONLY
+from rt_server.store import flow_requests, units
 from rt_server.store.outbox_queue import OutboxClaim
-from rt_server.store.schema import REQUESTS
 
 M = TypeVar("M", bound=Message)
 Clock = Callable[[], datetime]
@@ -70,8 +72,8 @@ class Limits:
 
 @dataclass
 class District:
-    code: str
-    engine: Engine
+    code: DistrictCode
+    engine: units.Database
     identity: DistrictIdentity
     directory: Directory
     peers: PeerClients
@@ -84,15 +86,19 @@ class District:
     # change's own transaction (None: left for any worker to claim) ...
     outbox_claim: Callable[[], OutboxClaim | None] = lambda: None
     # ... and once it has committed, handed to the worker's threads ...
-    hand_over: Callable[[str], None] = lambda request_id: None
+    hand_over: Callable[[RequestId], None] = lambda request_id: None
     # ... or sent now, in the caller's thread, with the request's other due items.
-    run_outbox_now: Callable[[str], None] = lambda request_id: None
+    run_outbox_now: Callable[[RequestId], None] = lambda request_id: None
     # Deliveries we are streaming, cancelled (to resume later) when the server stops.
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
 
-    def reading(self) -> Connection:
-        """A read-only connection: on SQLite it does not take the write lock."""
-        return self.engine.connect().execution_options(**READ_ONLY)
+    def reading(self) -> units.Unit:
+        """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""
+        return units.read(self.engine)
+
+    def writing(self) -> AbstractContextManager[units.Unit]:
+        """One durable transaction, for the store calls that must commit together."""
+        return units.write(self.engine)
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:
@@ -102,7 +108,11 @@ class District:
         return sign_message(label, message, self.code, self.identity.signing_key)
 
     def open_from(
-        self, label: bytes, signed: common_pb2.SignedEnvelope, district: str, message_type: type[M]
+        self,
+        label: bytes,
+        signed: common_pb2.SignedEnvelope,
+        district: DistrictCode,
+        message_type: type[M],
     ) -> M:
         """Verify a message as ``district``'s (by its current directory key), then parse it.
 
@@ -110,8 +120,7 @@ class District:
         district named in a message must be the peer, DESIGN.md section 3) and
         ``IntegrityError`` when it does not verify or parse.
         """
-        if signed.signer_district != district:
-            raise PeerAuthError(f"district {district} sent a message signed as another district")
+        require_claimed(signed.signer_district, district, "the signer of a message from the peer")
         entry = self.directory.lookup(district)
         return open_message(
             label,
@@ -127,49 +136,23 @@ class District:
         ack.at.FromDatetime(self.clock())
         return self.sign(envelope.LABEL_ACK, ack)
 
-    def entry_of(self, district: str) -> DirectoryEntry:
+    def entry_of(self, district: DistrictCode) -> DirectoryEntry:
         return self.directory.lookup(district)
 
 
-# --- small shared database helpers ------------------------------------------
+# --- the request a peer names --------------------------------------------------
 
 
-def load_request(
-    conn: Connection, request_id: str, *, direction: str | None = None, lock: bool = False
-) -> Row[Any]:
-    """The request; ``lock`` holds its row until the transaction ends (FOR UPDATE).
+def load_peer_request(
+    conn: units.Unit, request_id: RequestId, direction: Direction, peer: DistrictCode
+) -> RequestRecord:
+    """A request the peer is party to (on our ``direction`` side).
 
-    Raises ``NotFound``.
+    Another district's request is "not found" to it: raises ``PeerAuthError``
+    for both, as the claim check does.
     """
-    params = {"request_id": request_id}
-    if direction:
-        params["direction"] = direction
-    row = conn.execute(_request_query(bool(direction), lock), params).first()
-    if row is None:
-        raise NotFound(f"no request {request_id} here; list requests with 'rt requests'")
-    return row
-
-
-def load_peer_request(conn: Connection, request_id: str, direction: str, peer: str) -> Row[Any]:
-    """A request the peer is party to. Another district's request is 'not found' to it."""
-    params = {"request_id": request_id, "direction": direction}
-    row = conn.execute(_request_query(True, False), params).first()
-    if row is None or row.other_district != peer:
-        raise PeerAuthError(f"district {peer} named a request it is not party to")
-    return row
-
-
-@functools.cache
-def _request_query(by_direction: bool, lock: bool) -> Select[Any]:
-    """Built once: a statement built anew costs SQLAlchemy its cache key on every call."""
-    query = select(REQUESTS).where(REQUESTS.c.request_id == bindparam("request_id"))
-    if by_direction:
-        query = query.where(REQUESTS.c.direction == bindparam("direction"))
-    return query.with_for_update() if lock else query
-
-
-def set_request(conn: Connection, request_id: str, now: datetime, **values: Any) -> None:
-    # SET from the parameters: cheaper than .values(), which builds the statement anew.
-    conn.execute(
-        update(REQUESTS).where(REQUESTS.c.request_id == request_id), {"updated_at": now, **values}
-    )
+    request = flow_requests.find_request(conn, request_id, direction)
+    other = None if request is None else request.other_district
+    require_claimed(other, peer, f"the other district of request {request_id}")
+    assert request is not None  # refused just above otherwise
+    return request

@@ -10,15 +10,20 @@ from __future__ import annotations
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import PeerAuthError
-from rt_client.ids import MessageId, RequestId, parse_message_id, parse_request_id
+from rt_client.ids import DistrictCode, MessageId, RequestId, parse_message_id, parse_request_id
 from rt_server.core import validate
+from rt_server.core.statuses import Direction
 from rt_server.flows import outbox
+from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request, new_id
 from rt_server.store import requests, thread_messages
 
 
-def post_message(d: District, *, request_id: str, body: str, actor: str) -> str:
-    """Add our registrar's message to the thread and queue it for the other district."""
+def post_message(d: District, *, request_id: RequestId, body: str, actor: str) -> MessageId:
+    """Add our registrar's message to the thread and queue it for the other district.
+
+    Raises ``NotFound`` and ``InvalidInput`` (an empty or too long message).
+    """
     now = d.clock()
     request = requests.get_request(d.engine, RequestId(request_id))
     message = peer_pb2.ThreadMessage(
@@ -43,25 +48,29 @@ def post_message(d: District, *, request_id: str, body: str, actor: str) -> str:
         now=now,
     )
     d.wake_worker()
-    return message.message_id
+    return MessageId(message.message_id)
 
 
 def receive_message(
-    d: District, signed: common_pb2.SignedEnvelope, peer: str
+    d: District, signed: common_pb2.SignedEnvelope, peer: DistrictCode
 ) -> common_pb2.SignedEnvelope:
-    """A verified message from the other district of a request we share."""
+    """A verified message from the other district of a request we share. Returns our Ack.
+
+    Raises ``PeerAuthError`` (districts named that are not the peer and us, or
+    a request we do not share), ``InvalidInput``, ``Duplicate``.
+    """
     message = d.open_from(envelope.LABEL_MESSAGE, signed, peer, peer_pb2.ThreadMessage)
-    if message.from_district != peer or message.to_district != d.code:
-        raise PeerAuthError(f"message from {peer} names other districts")
+    require_claimed(message.from_district, peer, "the message's sender")
+    require_claimed(message.to_district, d.code, "the message's addressee")
     # Ids and the time are checked before any is used (a query, a log line) or stored.
     message_id = parse_message_id(message.message_id)
     request_id = parse_request_id(message.request_id)
     now = d.clock()
     with d.reading() as conn:
         try:
-            request = load_peer_request(conn, request_id, "INBOUND", peer)
+            request = load_peer_request(conn, request_id, Direction.INBOUND, peer)
         except PeerAuthError:
-            request = load_peer_request(conn, request_id, "OUTBOUND", peer)
+            request = load_peer_request(conn, request_id, Direction.OUTBOUND, peer)
     # Kept in the thread at the time it arrived; its own time must still be sane.
     validate.peer_time("the message's sent-at", message.sent_at, now, not_before=request.created_at)
     thread_messages.add_thread_message(

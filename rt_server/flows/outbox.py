@@ -4,7 +4,7 @@ Whatever must reach the other district — a request, a decision, a delivery,
 an import notice, a thread message — is written to ``outbox`` in the same
 transaction as the state change that caused it, then sent by the worker. A
 send that fails for a reason that may pass (the other district is down, busy,
-or the link dropped) is retried with exponential backoff and full jitter; past
+or the link dropped) is retried with exponential backoff and equal jitter; past
 the horizon it becomes FAILED with the reason, and the registrar can retry it.
 
 Items are claimed with a lease (``claimed_by`` / ``claimed_until``) inside a
@@ -18,11 +18,13 @@ locking clause; its single writer (BEGIN IMMEDIATE) gives the same guarantee.
 The queue's own bookkeeping (claims, lease renewals, retry schedules, an item
 marked done after a send) commits ``NOT_DURABLE``: lost in a power failure, an
 item is only sent again, and the other district recognises a resend.
+
+Here: when to claim, retry, give up (``RetryPolicy``, ``DeliveryWorker``);
+its statements are in ``rt_server.store.outbox``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import threading
@@ -31,17 +33,23 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
-
-import sqlalchemy.exc
-from sqlalchemy import BindParameter, Select, and_, bindparam, or_, select, update
-from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
-from rt_server.store import READ_ONLY
-from rt_server.store.engine import begin_not_durable
+from rt_client.ids import RequestId
+from rt_server.store import outbox as queue
+from rt_server.store.outbox import ClaimLost, OutboxItem
 from rt_server.store.outbox_queue import OutboxClaim
-from rt_server.store.schema import OUTBOX, REQUESTS
+from rt_server.store.units import Database, DatabaseFailure, Unit
+
+__all__ = [
+    "ClaimLost",
+    "DeliveryWorker",
+    "FailureHook",
+    "Handler",
+    "Outbox",
+    "OutboxItem",
+    "RetryPolicy",
+]
 
 log = logging.getLogger("rt_server.flows.outbox")
 
@@ -57,135 +65,41 @@ class RetryPolicy:
     lease: timedelta = timedelta(seconds=60)
 
     def delay(self, attempts: int) -> timedelta:
-        """Full jitter (AWS architecture blog): uniform in [0, min(max, base * 2^n)]."""
+        """Equal jitter (AWS architecture blog): uniform in [d/2, d], d = min(max, base * 2^n).
+
+        Never less than half the backoff, so retries stay spread out however unlucky the draw.
+        """
         ceiling = min(self.max_seconds, self.base_seconds * (2 ** min(attempts, 30)))
         return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
 
 
-class ClaimLost(Exception):  # noqa: N818 - not an error of the flow: a signal to let go
-    """Another worker holds this item now (our lease ran out): drop it, touch nothing.
-
-    Raised by handlers that notice it (e.g. a seal superseded by another
-    attempt); the work is the other worker's to finish.
-    """
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    kind: str
-    request_id: str
-    to_district: str
-    payload: bytes
-    attempts: int
-    created_at: datetime
-
-
-def _item(row: Any) -> OutboxItem:
-    return OutboxItem(
-        id=row.id,
-        kind=row.kind,
-        request_id=row.request_id,
-        to_district=row.to_district,
-        payload=row.payload,
-        attempts=row.attempts,
-        created_at=row.created_at,
-    )
-
-
-# Built once (a statement built anew costs SQLAlchemy its cache key on every call).
-_CLAIMED_ITEMS: Final = (
-    select(OUTBOX)
-    .where(
-        OUTBOX.c.request_id == bindparam("request_id"),
-        OUTBOX.c.status == "QUEUED",
-        OUTBOX.c.claimed_by == bindparam("worker"),
-    )
-    .order_by(OUTBOX.c.id)
-)
-_COMPLETE: Final = (
-    update(OUTBOX)
-    .where(OUTBOX.c.id == bindparam("item_id"))
-    .values(status="DONE", claimed_by=None, claimed_until=None, last_error=None)
-)
-
-
-@functools.cache
-def _due_queries(of_request: bool) -> tuple[Select[Any], Select[Any]]:
-    """(is any item due?, the next due item, locked) -- of one request, or of all."""
-    now: BindParameter[datetime] = bindparam("now", type_=OUTBOX.c.next_attempt_at.type)
-    due = [
-        OUTBOX.c.status == "QUEUED",
-        OUTBOX.c.next_attempt_at <= now,
-        or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
-    ]
-    if of_request:
-        due.append(OUTBOX.c.request_id == bindparam("request_id"))
-    look = select(OUTBOX.c.id).where(*due).limit(1)
-    claim = (
-        select(OUTBOX)
-        .where(*due)
-        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    return look, claim
-
-
 class Outbox:
-    """Claims, completes and reschedules outbox items."""
+    """This worker's outbox: claims, completes and reschedules items (``store.outbox``)."""
 
-    def __init__(self, engine: Engine, clock: Clock, worker_id: str, policy: RetryPolicy) -> None:
+    def __init__(self, engine: Database, clock: Clock, worker_id: str, policy: RetryPolicy) -> None:
         self._engine = engine
         self._clock = clock
         self._worker_id = worker_id
         self.policy = policy
 
-    def claim_next(self, request_id: str | None = None) -> OutboxItem | None:
+    def claim_next(self, request_id: RequestId | None = None) -> OutboxItem | None:
         """Claim the next due item (of one request, when named) for this worker."""
         now = self._clock()
-        look, claim = _due_queries(request_id is not None)
-        params: dict[str, Any] = {"now": now}
-        if request_id is not None:
-            params["request_id"] = request_id
-        # Most wake-ups find nothing (a worker woken as another took the item):
-        # look without the write lock first, which on SQLite is the database's.
-        with self._engine.connect().execution_options(**READ_ONLY) as conn:
-            if conn.execute(look, params).first() is None:
-                return None
-        with begin_not_durable(self._engine) as conn:  # a lease: losing it loses nothing
-            row = conn.execute(claim, params).first()
-            if row is None:
-                return None
-            conn.execute(
-                update(OUTBOX).where(OUTBOX.c.id == row.id),
-                dict(claimed_by=self._worker_id, claimed_until=now + self.policy.lease),
-            )
-        return _item(row)
+        return queue.claim_next(
+            self._engine, self._worker_id, now, now + self.policy.lease, request_id
+        )
 
     def claim(self) -> OutboxClaim:
         """A claim for items this worker queues for itself (``outbox_queue.enqueue(claim=...)``)."""
         return OutboxClaim(self._worker_id, self._clock() + self.policy.lease)
 
-    def claimed_items(self, request_id: str) -> list[OutboxItem]:
+    def claimed_items(self, request_id: RequestId) -> list[OutboxItem]:
         """The items of ``request_id`` this worker holds and has not sent yet (a read)."""
-        params = {"request_id": request_id, "worker": self._worker_id}
-        with self._engine.connect().execution_options(**READ_ONLY) as conn:
-            rows = conn.execute(_CLAIMED_ITEMS, params).all()
-        return [_item(row) for row in rows]
+        return queue.claimed_items(self._engine, self._worker_id, request_id)
 
-    def next_due(self) -> datetime | None:
-        with self._engine.connect().execution_options(**READ_ONLY) as conn:
-            return conn.execute(
-                select(OUTBOX.c.next_attempt_at)
-                .where(OUTBOX.c.status == "QUEUED")
-                .order_by(OUTBOX.c.next_attempt_at)
-                .limit(1)
-            ).scalar()
-
-    def complete(self, conn: Connection, item: OutboxItem) -> None:
-        """Mark done, inside the caller's transaction (with the state change it caused)."""
-        conn.execute(_COMPLETE, {"item_id": item.id})
+    def complete(self, conn: Unit, item: OutboxItem) -> None:
+        """Mark done, inside the caller's unit (with the state change it caused)."""
+        queue.complete(conn, item.id)
 
     def reschedule(self, item: OutboxItem, reason: str) -> bool:
         """Retry later; returns False (and marks FAILED) once past the horizon."""
@@ -193,39 +107,19 @@ class Outbox:
         attempts = item.attempts + 1
         failed = now - item.created_at >= self.policy.horizon
         next_attempt_at = now + self.policy.delay(attempts)
-        # A retry schedule lost in a power failure only means an earlier retry;
-        # giving up for good (FAILED, which the registrar sees) is kept durably.
-        begin = self._engine.begin if failed else functools.partial(begin_not_durable, self._engine)
-        with begin() as conn:
-            moved = conn.execute(
-                update(OUTBOX)
-                .where(
-                    and_(
-                        OUTBOX.c.id == item.id,
-                        OUTBOX.c.status == "QUEUED",
-                        # Only while it is still ours: a replica whose lease ran
-                        # out must not reschedule the item another one now holds.
-                        OUTBOX.c.claimed_by == self._worker_id,
-                    )
-                )
-                .values(
-                    attempts=attempts,
-                    status="FAILED" if failed else "QUEUED",
-                    next_attempt_at=next_attempt_at,
-                    last_error=reason[:1000],
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            ).rowcount
-            if moved != 1:
-                log.info("outbox item %s is no longer ours; leaving it be", item.id)
-                return True
-            # What the registrar sees of the retries ('rt show': attempts, next attempt).
-            conn.execute(
-                update(REQUESTS)
-                .where(REQUESTS.c.request_id == item.request_id)
-                .values(attempts=attempts, next_attempt_at=None if failed else next_attempt_at)
-            )
+        ours = queue.reschedule(
+            self._engine,
+            item.id,
+            item.request_id,
+            self._worker_id,
+            attempts=attempts,
+            failed=failed,
+            next_attempt_at=next_attempt_at,
+            reason=reason,
+        )
+        if not ours:
+            log.info("outbox item %s is no longer ours; leaving it be", item.id)
+            return True
         if failed:
             log.warning(
                 "outbox item %s (%s to %s): giving up after %d attempts: %s",
@@ -243,82 +137,23 @@ class Outbox:
         """Extend this worker's lease on ``item_ids``; returns the ids no longer ours."""
         if not item_ids:
             return set()
-        until = self._clock() + self.policy.lease
-        with begin_not_durable(self._engine) as conn:
-            conn.execute(
-                update(OUTBOX)
-                .where(
-                    OUTBOX.c.id.in_(item_ids),
-                    OUTBOX.c.status == "QUEUED",
-                    OUTBOX.c.claimed_by == self._worker_id,
-                )
-                .values(claimed_until=until)
-            )
-            held = conn.execute(
-                select(OUTBOX.c.id).where(
-                    OUTBOX.c.id.in_(item_ids), OUTBOX.c.claimed_by == self._worker_id
-                )
-            ).scalars()
-            return set(item_ids) - set(held)
+        return queue.renew(
+            self._engine, self._worker_id, item_ids, self._clock() + self.policy.lease
+        )
 
     def release(self, item: OutboxItem, reason: str) -> None:
         """Let go of an item without counting an attempt: due now, for any worker."""
-        with begin_not_durable(self._engine) as conn:
-            conn.execute(
-                update(OUTBOX)
-                .where(
-                    OUTBOX.c.id == item.id,
-                    OUTBOX.c.status == "QUEUED",
-                    OUTBOX.c.claimed_by == self._worker_id,
-                )
-                .values(
-                    claimed_by=None,
-                    claimed_until=None,
-                    next_attempt_at=self._clock(),
-                    last_error=reason[:1000],
-                )
-            )
+        queue.release(self._engine, item.id, self._worker_id, self._clock(), reason)
 
     def release_mine(self, reason: str) -> int:
         """Release every item this worker still holds (at shutdown). Returns how many."""
-        with begin_not_durable(self._engine) as conn:
-            result = conn.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.status == "QUEUED", OUTBOX.c.claimed_by == self._worker_id)
-                .values(
-                    claimed_by=None,
-                    claimed_until=None,
-                    next_attempt_at=self._clock(),
-                    last_error=reason[:1000],
-                )
-            )
-        return int(result.rowcount or 0)
+        return queue.release_all(self._engine, self._worker_id, self._clock(), reason)
 
     def complete_now(self, item: OutboxItem) -> None:
-        with begin_not_durable(self._engine) as conn:
-            self.complete(conn, item)
+        queue.complete_now(self._engine, item.id)
 
     def fail_now(self, item: OutboxItem, reason: str) -> None:
-        with self._engine.begin() as conn:
-            self.fail(conn, item, reason)
-
-    def fail(self, conn: Connection, item: OutboxItem, reason: str) -> None:
-        conn.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id == item.id)
-            .values(status="FAILED", last_error=reason[:1000], claimed_by=None, claimed_until=None)
-        )
-
-    def requeue_failed(self, conn: Connection, request_id: str, now: datetime) -> int:
-        """A registrar's retry: failed items of the request start over, horizon and all."""
-        result = conn.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == "FAILED")
-            .values(
-                status="QUEUED", attempts=0, next_attempt_at=now, created_at=now, last_error=None
-            )
-        )
-        return int(result.rowcount or 0)
+        queue.fail(self._engine, item.id, reason)
 
 
 # What the worker calls: one handler per kind. A handler completes the item
@@ -371,7 +206,7 @@ class DeliveryWorker:
         """For a change that queues items: they are queued held by this worker."""
         return self._outbox.claim()
 
-    def hand_over(self, request_id: str) -> None:
+    def hand_over(self, request_id: RequestId) -> None:
         """Send the items of ``request_id`` queued with ``claim()``, in the worker's threads.
 
         Called once the change that queued them has committed. Their leases are
@@ -389,7 +224,7 @@ class DeliveryWorker:
             self._handed.extend(items)
             self._wake.notify(len(items))
 
-    def run_claimed(self, request_id: str) -> None:
+    def run_claimed(self, request_id: RequestId) -> None:
         """Send the items of ``request_id`` queued with ``claim()``, in this thread, now."""
         for item in self._outbox.claimed_items(request_id):
             self.process(item)
@@ -428,7 +263,7 @@ class DeliveryWorker:
             if released:
                 log.info("shutdown: released %d outbox item(s) for the next worker", released)
 
-    def run_once(self, request_id: str | None = None) -> bool:
+    def run_once(self, request_id: RequestId | None = None) -> bool:
         """Process one due item (of one request, when named); False when there was none."""
         item = self._outbox.claim_next(request_id)
         if item is None:
@@ -479,7 +314,7 @@ class DeliveryWorker:
             log.warning("outbox item %s (%s) failed for good: %s", item.id, item.kind, exc)
             self._outbox.fail_now(item, exc.diagnostics())
             self._on_failure(item, exc.diagnostics())
-        except sqlalchemy.exc.OperationalError as exc:
+        except DatabaseFailure as exc:
             # Our own database failed (a lock held past the timeout, a full disk,
             # a lost connection): the transaction rolled back; try again later.
             # Only the driver's message is logged (parameters may be student data).

@@ -19,10 +19,6 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Final
-
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.engine import Connection
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
 from rt_client import transfer as rtx
@@ -32,22 +28,22 @@ from rt_client.errors import (
     Duplicate,
     IntegrityError,
     InvalidInput,
-    PeerAuthError,
     RecordsTransferError,
     WrongStatus,
 )
-from rt_client.ids import RequestId, is_uuid, parse_transfer_id
+from rt_client.ids import DistrictCode, RequestId, TransferId, is_uuid, parse_transfer_id
 from rt_server.core import validate
-from rt_server.core.statuses import Action
-from rt_server.flows.district import District, load_peer_request, set_request
-from rt_server.flows.sender import parse_counts
-from rt_server.store import request_status
-from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
+from rt_server.core.statuses import Action, Direction, Status, TransferState
+from rt_server.core.table_codes import format_counts, parse_counts
+from rt_server.flows.claims import require_claimed
+from rt_server.flows.district import District, load_peer_request
+from rt_server.store import flow_requests, request_status, spool, transfers, units
+from rt_server.store.transfers import Transfer
 
 log = logging.getLogger("rt_server.flows.receiver")
 
 
-def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.DeliveryOffset:
+def delivery_offset(d: District, transfer_id: str, peer: DistrictCode) -> peer_pb2.DeliveryOffset:
     """How much of the peer's transfer ``transfer_id`` we hold durably (0: none).
 
     Raises ``InvalidInput`` for an id that is not a transfer id (before it is
@@ -55,29 +51,32 @@ def delivery_offset(d: District, transfer_id: str, peer: str) -> peer_pb2.Delive
     """
     transfer_id = parse_transfer_id(transfer_id)
     with d.reading() as conn:
-        row = conn.execute(
-            select(TRANSFERS).where(
-                TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.direction == "INBOUND"
-            )
-        ).first()
+        row = transfers.inbound_transfer(conn, transfer_id)
         if row is None:
             return peer_pb2.DeliveryOffset(transfer_id=transfer_id, offset=0)
-        load_peer_request(conn, row.request_id, "OUTBOUND", peer)
+        load_peer_request(conn, RequestId(row.request_id), Direction.OUTBOUND, peer)
         return peer_pb2.DeliveryOffset(
-            transfer_id=transfer_id, offset=row.received_offset, complete=row.state == "RECEIVED"
+            transfer_id=transfer_id,
+            offset=row.received_offset,
+            complete=row.state is TransferState.RECEIVED,
         )
 
 
 def receive_delivery(
-    d: District, frames: Iterator[peer_pb2.DeliveryFrame], peer: str
+    d: District, frames: Iterator[peer_pb2.DeliveryFrame], peer: DistrictCode
 ) -> common_pb2.SignedEnvelope:
+    """Receive, verify and store a transfer from ``peer``; returns our signed receipt.
+
+    Raises ``InvalidInput`` (a broken protocol), ``PeerAuthError`` (a header
+    signed as another district, a request the peer is not party to),
+    ``IntegrityError`` (bytes that do not verify), ``Conflict`` (another stream
+    of the transfer under way: retry), ``Duplicate`` and ``WrongStatus``.
+    """
     first = next(frames, None)
     if first is None or first.WhichOneof("frame") != "start":
         raise InvalidInput("a delivery must start with its header")
     start = first.start
-    if start.header.signer_district != peer:
-        # A district named in a message must be the TLS peer (DESIGN.md section 3).
-        raise PeerAuthError(f"district {peer} sent a transfer header signed as another district")
+    require_claimed(start.header.signer_district, peer, "the signer of the transfer header")
     sender = d.entry_of(peer)
     header, digest = rtx.open_header(
         start.header,
@@ -100,11 +99,11 @@ def receive_delivery(
             existing = _admit(d, conn, header, start, peer)
         buffered = existing is None
     else:
-        with d.engine.begin() as conn:
+        with d.writing() as conn:
             existing = _admit(d, conn, header, start, peer)
             if existing is None:
                 _start_receiving(conn, header, start, d.clock())
-    if existing is not None and existing.state == "RECEIVED":
+    if existing is not None and existing.state is TransferState.RECEIVED:
         # A re-send after a lost receipt: answer again, change nothing.
         return _receipt(d, existing)
     held: list[bytes] = []  # a buffered delivery's frames
@@ -126,7 +125,7 @@ def receive_delivery(
                 if buffered:
                     held.append(data)
                 else:
-                    _store_frame(d, header.transfer_id, offset, data)
+                    _store_frame(d, TransferId(header.transfer_id), offset, data)
                 offset += len(data)
             elif kind == "trailer" and trailer is None:
                 trailer = frame.trailer.signature
@@ -139,24 +138,24 @@ def receive_delivery(
         # sent, so no bytes of a malformed transfer linger here and a corrected
         # re-send starts clean. A stream that is cut keeps its frames instead.
         if not buffered:
-            _discard(d, header.transfer_id)
+            transfers.discard(d.engine, header.transfer_id)
         raise
     except Exception:
         # Cut (or cut off by gRPC, e.g. a frame over its size limit) before a
         # byte arrived: nothing is worth keeping for a resume, so nothing stays.
         if not buffered:
-            _discard_if_empty(d, header.transfer_id)
+            transfers.discard_if_empty(d.engine, header.transfer_id)
         raise
     if trailer is None:
         # The stream stopped early (a half-close looks the same as a cut that
         # gRPC has not reported yet): what arrived is kept for the sender to
         # resume from; an empty start is not worth keeping.
         if not buffered:
-            _discard_if_empty(d, header.transfer_id)
+            transfers.discard_if_empty(d.engine, header.transfer_id)
         raise InvalidInput("the delivery ended before its trailer")
 
     def ciphertext() -> Iterable[bytes]:
-        return held if buffered else stored_ciphertext(d, header.transfer_id)
+        return held if buffered else spool.stored_ciphertext(d.engine, header.transfer_id)
 
     try:
         counts, sha512 = _verify(
@@ -165,38 +164,32 @@ def receive_delivery(
     except RecordsTransferError:
         # Bad bytes from the sender: keep nothing of them, so a corrected re-send starts clean.
         if not buffered:
-            _discard(d, header.transfer_id)
+            transfers.discard(d.engine, header.transfer_id)
         raise
     now = d.clock()
-    with d.engine.begin() as conn:
+    request_id = RequestId(header.request_id)
+    with d.writing() as conn:
         if buffered:
             # Checked again under the write lock: another stream of this transfer
             # may have been received meanwhile.
             existing = _admit(d, conn, header, start, peer)
             if existing is not None:
-                if existing.state == "RECEIVED":
+                if existing.state is TransferState.RECEIVED:
                     return _receipt(d, existing)
                 raise Conflict("another delivery of this transfer is under way")
             _start_receiving(conn, header, start, now)
-            chunk_offset = 0
-            for seq, data in enumerate(held):
-                conn.execute(
-                    insert(TRANSFER_CHUNKS),
-                    dict(transfer_id=header.transfer_id, seq=seq, offset=chunk_offset, data=data),
-                )
-                chunk_offset += len(data)
-        conn.execute(
-            update(TRANSFERS).where(TRANSFERS.c.transfer_id == header.transfer_id),
-            dict(
-                state="RECEIVED",
-                received_offset=header.ciphertext_bytes,
-                trailer_signature=trailer,
-                ciphertext_sha512=sha512,
-                completed_at=now,
-            ),
+            spool.insert_chunks(conn, header.transfer_id, held)
+        transfers.mark_received(
+            conn,
+            header.transfer_id,
+            ciphertext_bytes=header.ciphertext_bytes,
+            trailer_signature=trailer,
+            ciphertext_sha512=sha512,
+            now=now,
         )
         rows = sum(counts.values())
-        if load_peer_request(conn, header.request_id, "OUTBOUND", peer).status == "QUEUED":
+        request = load_peer_request(conn, request_id, Direction.OUTBOUND, peer)
+        if request.status is Status.QUEUED:
             # A's receipt for the request was lost, but A sending the records
             # shows it has the request: accept it first.
             request_status.set_status(
@@ -210,24 +203,25 @@ def receive_delivery(
             reason=f"Received {rows} rows; ready for review.",
             now=now,
         )
-        set_request(conn, header.request_id, now, transfer_id=header.transfer_id)
-        row = _transfer(conn, header.transfer_id)
+        flow_requests.set_transfer_id(conn, request_id, header.transfer_id, now)
+        row = transfers.inbound_transfer(conn, header.transfer_id)
+    assert row is not None  # stored in this very transaction
     return _receipt(d, row)
 
 
-def _admit(  # type: ignore[no-untyped-def]
+def _admit(
     d: District,
-    conn: Connection,
+    conn: units.Unit,
     header: records_pb2.TransferHeader,
     start: peer_pb2.DeliveryStart,
-    peer: str,
-):
+    peer: DistrictCode,
+) -> Transfer | None:
     """Whether this delivery may go on; the transfer we hold of it already, if any.
 
     A RECEIVED transfer (a re-send after a lost receipt) is returned as it is;
     one still RECEIVING must be resumed from exactly where it stopped.
     """
-    request = load_peer_request(conn, header.request_id, "OUTBOUND", peer)
+    request = load_peer_request(conn, RequestId(header.request_id), Direction.OUTBOUND, peer)
     # Checked before anything of the transfer is stored. A re-send or a resume
     # carries the header as first sent, however long ago: it cannot predate the request.
     validate.peer_time(
@@ -236,21 +230,21 @@ def _admit(  # type: ignore[no-untyped-def]
         d.clock(),
         not_before=request.created_at,
     )
-    existing = _transfer(conn, header.transfer_id)
+    existing = transfers.inbound_transfer(conn, header.transfer_id)
     if existing is not None and existing.request_id != header.request_id:
         raise IntegrityError()
-    if existing is not None and existing.state == "RECEIVED":
+    if existing is not None and existing.state is TransferState.RECEIVED:
         if existing.header != start.header.body:
             raise Duplicate("transfer already received")
         return existing
-    if request.status not in ("QUEUED", "PENDING"):
+    if request.status not in (Status.QUEUED, Status.PENDING):
         raise WrongStatus(f"request is {request.status}; it takes no delivery")
     if request.transfer_id and request.transfer_id != header.transfer_id:
         raise InvalidInput("the transfer id is not the one the prior district approved")
     if existing is None:
         if start.offset != 0:
             raise WrongStatus("resume offset does not match what is held")
-        if _transfer_id_taken(conn, header.transfer_id):
+        if transfers.transfer_id_taken(conn, header.transfer_id):
             # One of our own outbound transfers has this id: never mix or discard it.
             raise InvalidInput("the transfer id is already in use here")
     elif existing.header != start.header.body or existing.wrapped_key != start.wrapped_key:
@@ -263,84 +257,27 @@ def _admit(  # type: ignore[no-untyped-def]
 
 
 def _start_receiving(
-    conn: Connection,
+    conn: units.Unit,
     header: records_pb2.TransferHeader,
     start: peer_pb2.DeliveryStart,
     now: datetime,
 ) -> None:
-    conn.execute(
-        insert(TRANSFERS),
-        dict(
-            transfer_id=header.transfer_id,
-            request_id=header.request_id,
-            direction="INBOUND",
-            header=start.header.body,
-            header_signature=start.header.signature,
-            wrapped_key=start.wrapped_key,
-            ciphertext_bytes=header.ciphertext_bytes,
-            received_offset=0,
-            state="RECEIVING",
-            table_counts=",".join(
-                f"{common_pb2.TableCode.Name(c.table)}={c.rows}" for c in header.tables
-            ),
-            created_at=now,
-        ),
+    transfers.start_receiving(
+        conn,
+        transfer_id=header.transfer_id,
+        request_id=header.request_id,
+        header=start.header.body,
+        header_signature=start.header.signature,
+        wrapped_key=start.wrapped_key,
+        ciphertext_bytes=header.ciphertext_bytes,
+        table_counts=format_counts((c.table, c.rows) for c in header.tables),
+        now=now,
     )
 
 
-def _transfer_id_taken(conn: Connection, transfer_id: str) -> bool:
-    return conn.execute(_ANY_TRANSFER, {"transfer_id": transfer_id}).first() is not None
-
-
-def _transfer(conn: Connection, transfer_id: str):  # type: ignore[no-untyped-def]
-    return conn.execute(_INBOUND_TRANSFER, {"transfer_id": transfer_id}).first()
-
-
-# Built once (a statement built anew costs SQLAlchemy its cache key on every call).
-_ANY_TRANSFER: Final = select(TRANSFERS.c.transfer_id).where(
-    TRANSFERS.c.transfer_id == bindparam("transfer_id")
-)
-_INBOUND_TRANSFER: Final = select(TRANSFERS).where(
-    TRANSFERS.c.transfer_id == bindparam("transfer_id"), TRANSFERS.c.direction == "INBOUND"
-)
-
-
-def _store_frame(d: District, transfer_id: str, offset: int, data: bytes) -> None:
-    """One durable frame: the bytes and the new offset commit together.
-
-    The offset moves first, guarded: of two streams racing to store the same
-    bytes (an old one still finishing, a retry already resuming) exactly one
-    moves it, and the other gets ``Conflict`` (retry) before it writes a byte.
-    """
-    with d.engine.begin() as conn:
-        moved = conn.execute(
-            update(TRANSFERS)
-            .where(TRANSFERS.c.transfer_id == transfer_id, TRANSFERS.c.received_offset == offset)
-            .values(received_offset=offset + len(data))
-        ).rowcount
-        if moved != 1:
-            raise Conflict("another delivery of this transfer is under way")
-        seq = conn.execute(
-            select(func.count())
-            .select_from(TRANSFER_CHUNKS)
-            .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
-        ).scalar_one()
-        conn.execute(
-            insert(TRANSFER_CHUNKS),
-            dict(transfer_id=transfer_id, seq=seq, offset=offset, data=data),
-        )
-
-
-def stored_ciphertext(d: District, transfer_id: str) -> Iterable[bytes]:
-    """The ciphertext as received, piece by piece (constant memory)."""
-    with d.reading() as conn:
-        result = conn.execution_options(yield_per=4).execute(
-            select(TRANSFER_CHUNKS.c.data)
-            .where(TRANSFER_CHUNKS.c.transfer_id == transfer_id)
-            .order_by(TRANSFER_CHUNKS.c.seq)
-        )
-        for (data,) in result:
-            yield data
+def _store_frame(d: District, transfer_id: TransferId, offset: int, data: bytes) -> None:
+    """One durable frame (``spool.store_frame``; raises ``Conflict`` if another stream races)."""
+    spool.store_frame(d.engine, transfer_id, offset, data)
 
 
 def _verify(
@@ -367,26 +304,9 @@ def _verify(
     return counts, ciphertext_sha512
 
 
-def _discard(d: District, transfer_id: str) -> None:
-    with d.engine.begin() as conn:
-        conn.execute(delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id))
-        conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id))
-
-
-def _discard_if_empty(d: District, transfer_id: str) -> None:
-    """Drop a transfer still RECEIVING with no byte stored (whoever started it)."""
-    with d.engine.begin() as conn:
-        conn.execute(
-            delete(TRANSFERS).where(
-                TRANSFERS.c.transfer_id == transfer_id,
-                TRANSFERS.c.direction == "INBOUND",
-                TRANSFERS.c.state == "RECEIVING",
-                TRANSFERS.c.received_offset == 0,
-            )
-        )
-
-
-def _receipt(d: District, row) -> common_pb2.SignedEnvelope:  # type: ignore[no-untyped-def]
+def _receipt(d: District, row: Transfer) -> common_pb2.SignedEnvelope:
+    """Our signed receipt for the RECEIVED transfer ``row``."""
+    assert row.ciphertext_sha512 is not None and row.completed_at is not None  # RECEIVED
     header = records_pb2.TransferHeader.FromString(row.header)
     receipt = peer_pb2.DeliveryReceipt(
         transfer_id=row.transfer_id,

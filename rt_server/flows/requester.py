@@ -18,6 +18,7 @@ from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import Duplicate, InvalidInput, NotFound, PeerAuthError, WrongStatus
 from rt_client.ids import (
+    DistrictCode,
     RequestId,
     district_of_school,
     parse_message_id,
@@ -27,24 +28,12 @@ from rt_client.ids import (
 )
 from rt_client.peers import call_peer
 from rt_server.core import validate
-from rt_server.core.statuses import Action
-from rt_server.core.tables import table_set, table_spec
+from rt_server.core.statuses import Action, Direction, Status
+from rt_server.core.table_codes import table_enums
 from rt_server.flows import outbox
-from rt_server.flows.district import (
-    District,
-    load_peer_request,
-    load_request,
-    new_id,
-)
-from rt_server.store import decisions, request_status, requests, students
-from rt_server.store.engine import begin_not_durable
-
-
-def table_enums(
-    tables: Sequence[common_pb2.TableCode.ValueType] | Sequence[str],
-) -> list[common_pb2.TableCode.ValueType]:
-    """Table codes as the proto enum, in table order; empty means all eight."""
-    return [table_spec(code).enum for code in table_set(tables, empty_means_all=True)]
+from rt_server.flows.claims import require_claimed
+from rt_server.flows.district import District, load_peer_request, new_id
+from rt_server.store import decisions, flow_requests, request_status, requests, students, units
 
 
 def create_request(
@@ -55,8 +44,11 @@ def create_request(
     prior_local_id: str,
     tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
-) -> str:
-    """Sign and queue a request for a student enrolled here. Returns its id."""
+) -> RequestId:
+    """Sign and queue a request for a student enrolled here. Returns its id.
+
+    Raises ``InvalidInput`` and ``NotFound`` (no such school or student).
+    """
     school = parse_school_code(prior_school)
     prior = district_of_school(school)
     if prior == d.code:
@@ -104,7 +96,7 @@ def create_request(
         now=now,
         claim=d.outbox_claim(),  # sent by send_now, in this thread
     )
-    return message.request_id
+    return RequestId(message.request_id)
 
 
 def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
@@ -116,7 +108,10 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
         receipt = d.open_from(
             envelope.LABEL_REQUEST_RECEIPT, reply, item.to_district, peer_pb2.RequestReceipt
         )
-        if receipt.request_id != item.request_id or receipt.prior_district != item.to_district:
+        require_claimed(
+            receipt.prior_district, item.to_district, "the request receipt's prior district"
+        )
+        if receipt.request_id != item.request_id:
             raise PeerAuthError("the prior district's receipt names another request")
         # Made when A answered: now, give or take the clocks' skew.
         validate.peer_time("the request receipt's received-at", receipt.received_at, d.clock())
@@ -124,9 +119,9 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
     except Duplicate:
         # ALREADY_EXISTS: an earlier attempt got through, only the answer was lost.
         note = f"District {item.to_district} already had the request."
-    with begin_not_durable(d.engine) as conn:  # lost, it is sent again: A answers Duplicate
-        row = load_request(conn, item.request_id, direction="OUTBOUND")
-        if row.status == "QUEUED":
+    with units.write_not_durable(d.engine) as conn:  # lost, it is sent again: A answers Duplicate
+        row = flow_requests.load_request(conn, item.request_id, direction=Direction.OUTBOUND)
+        if row.status is Status.QUEUED:
             request_status.set_status(
                 conn,
                 RequestId(item.request_id),
@@ -139,19 +134,23 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
 
 
 def receive_decision(
-    d: District, signed: common_pb2.SignedEnvelope, peer: str
+    d: District, signed: common_pb2.SignedEnvelope, peer: DistrictCode
 ) -> common_pb2.SignedEnvelope:
-    """A's approval or rejection of one of our requests. Returns our signed Ack."""
+    """A's approval or rejection of one of our requests. Returns our signed Ack.
+
+    Raises ``PeerAuthError`` (districts named that are not the peer and us),
+    ``InvalidInput``, ``Duplicate`` (seen before), ``WrongStatus``.
+    """
     decision = d.open_from(envelope.LABEL_DECISION, signed, peer, peer_pb2.Decision)
-    if decision.prior_district != peer or decision.requesting_district != d.code:
-        raise PeerAuthError(f"decision from {peer} names other districts")
+    require_claimed(decision.prior_district, peer, "the decision's prior district")
+    require_claimed(decision.requesting_district, d.code, "the decision's requesting district")
     # Ids and the time are checked before any is used (a query, a log line) or stored.
     decision_id = parse_message_id(decision.decision_id, "decision id")
     request_id = parse_request_id(decision.request_id)
     transfer_id = parse_transfer_id(decision.transfer_id) if decision.transfer_id else None
     now = d.clock()
     with d.reading() as conn:
-        request = load_peer_request(conn, request_id, "OUTBOUND", peer)
+        request = load_peer_request(conn, request_id, Direction.OUTBOUND, peer)
     # A decision may come long after it was made (a send retried weeks later),
     # never before the request it decides.
     decided_at = validate.peer_time(
@@ -184,13 +183,13 @@ def receive_decision(
     return d.ack(decision_id)
 
 
-def send_now(d: District, request_id: str) -> None:
+def send_now(d: District, request_id: RequestId) -> None:
     """Try the queued request at once, so "the request reaches A at once" (the
     worker would too, a moment later); if A is unreachable it stays QUEUED."""
     d.run_outbox_now(request_id)
 
 
-def retry_request(d: District, request_id: str, actor: str) -> None:
+def retry_request(d: District, request_id: RequestId, actor: str) -> None:
     """A registrar's retry of a FAILED request: its failed sends start over."""
     request_status.set_status(
         d.engine, RequestId(request_id), Action.RETRY, actor=actor, now=d.clock()

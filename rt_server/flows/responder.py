@@ -12,19 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
-
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.errors import (
     Duplicate,
     InvalidInput,
     NotFound,
-    PeerAuthError,
     PeerUnavailable,
     WrongStatus,
 )
 from rt_client.ids import (
+    DistrictCode,
     MessageId,
     RequestId,
     TransferId,
@@ -36,36 +34,43 @@ from rt_client.ids import (
 )
 from rt_client.peers import call_peer
 from rt_server.core import matching, validate
-from rt_server.core.statuses import Action
+from rt_server.core.model import RequestRecord
+from rt_server.core.statuses import Action, Direction, Status
+from rt_server.core.table_codes import table_enums
 from rt_server.core.tables import table_spec
 from rt_server.flows import outbox
-from rt_server.flows.district import (
-    District,
-    load_peer_request,
-    load_request,
-    new_id,
+from rt_server.flows.claims import require_claimed
+from rt_server.flows.district import District, load_peer_request, new_id
+from rt_server.store import (
+    candidates,
+    decisions,
+    flow_requests,
+    request_status,
+    requests,
+    seen_messages,
+    units,
 )
-from rt_server.flows.requester import table_enums
-from rt_server.store import candidates, decisions, request_status, requests, seen_messages
-from rt_server.store.engine import begin_not_durable
-from rt_server.store.schema import REQUESTS
 
 
 def receive_request(
-    d: District, signed: common_pb2.SignedEnvelope, peer: str
+    d: District, signed: common_pb2.SignedEnvelope, peer: DistrictCode
 ) -> common_pb2.SignedEnvelope:
-    """Verify and store B's request as PENDING. Returns our signed receipt."""
+    """Verify and store B's request as PENDING. Returns our signed receipt.
+
+    Raises ``PeerAuthError`` (a district named that is not the peer),
+    ``InvalidInput``, ``NotFound`` (not our school), ``IntegrityError``, ``Duplicate``.
+    """
     request = d.open_from(envelope.LABEL_REQUEST, signed, peer, peer_pb2.RecordsRequest)
     # Ids, codes and times are checked before any of them is used (a query, a
     # log line) and before anything is stored; the peer is the TLS peer, checked.
-    if request.requesting_district != peer:
-        raise PeerAuthError(f"request from {peer} names another district as the requester")
+    require_claimed(request.requesting_district, peer, "the request's requesting district")
     if request.prior_district != d.code:
         raise InvalidInput("the request is addressed to another district")
     request_id = parse_request_id(request.request_id)
     requesting_school = parse_school_code(request.requesting_school)
-    if district_of_school(requesting_school) != peer:
-        raise PeerAuthError("the requesting school is not the requesting district's")
+    require_claimed(
+        district_of_school(requesting_school), peer, "the district of the requesting school"
+    )
     prior_school = parse_school_code(request.prior_school)
     if prior_school not in {s.cds_code for s in d.entry_of(d.code).schools}:
         raise NotFound("the request names a school that is not ours")
@@ -75,17 +80,17 @@ def receive_request(
     created = validate.peer_time("the request's created-at", request.created_at, now)
     expires = validate.datetime_of("the request's expires-at", request.expires_at)
     validate.check_request_expiry(created, expires, now)
-    with d.reading() as conn:
-        held = conn.execute(
-            select(REQUESTS.c.direction, REQUESTS.c.other_district).where(
-                REQUESTS.c.request_id == request_id
-            )
-        ).first()
-    if held is not None and (held.direction != "INBOUND" or held.other_district != peer):
-        # Not a re-send of the peer's own request: the id is another district's
-        # (or one of our own requests'). "Already received" would tell the peer it
-        # was delivered; it never will be.
-        raise PeerAuthError(f"district {peer} sent a request under another request's id")
+    held = flow_requests.request_side(d.engine, request_id)
+    if held is not None:
+        # Only a re-send of the peer's own request: an id that is another
+        # district's (or one of our own requests') has no requester the peer can
+        # be. "Already received" would tell the peer it was delivered; it never will be.
+        side, other = held
+        require_claimed(
+            other if side is Direction.INBOUND else None,
+            peer,
+            f"the requester of the request {request_id} we hold",
+        )
     requests.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now)
     receipt = peer_pb2.RequestReceipt(
         request_id=request.request_id,
@@ -100,14 +105,14 @@ def receive_request(
 def approve_request(
     d: District,
     *,
-    request_id: str,
+    request_id: RequestId,
     student_local_id: str,
     tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
 ) -> str:
     """Approve: record the signed decision, queue it and the delivery. Returns the transfer id."""
-    request = requests.get_request(d.engine, RequestId(request_id))
-    if request.direction != "INBOUND":
+    request = requests.get_request(d.engine, request_id)
+    if request.direction is not Direction.INBOUND:
         raise WrongStatus("only requests we received can be approved")
     if not student_local_id:
         exact = [c for c in match_candidates(d, request_id) if c.exact]
@@ -150,7 +155,7 @@ def approve_request(
     return decision.transfer_id
 
 
-def _identity_of(row) -> matching.StudentIdentity:  # type: ignore[no-untyped-def]
+def _identity_of(row: RequestRecord) -> matching.StudentIdentity:
     return matching.StudentIdentity(
         ssid=row.ssid,
         legal_first_name=row.legal_first_name,
@@ -160,20 +165,23 @@ def _identity_of(row) -> matching.StudentIdentity:  # type: ignore[no-untyped-de
     )
 
 
-def match_candidates(d: District, request_id: str) -> list[matching.Candidate]:
+def match_candidates(d: District, request_id: RequestId) -> list[matching.Candidate]:
+    """Our students who may be the one the request names, best first. Raises ``NotFound``."""
     with d.reading() as conn:
-        row = load_request(conn, request_id, direction="INBOUND")
+        row = flow_requests.load_request(conn, request_id, direction=Direction.INBOUND)
         return candidates.match_student(conn, _identity_of(row))
 
 
-def reject_request(d: District, *, request_id: str, reason: int, text: str, actor: str) -> None:
+def reject_request(
+    d: District, *, request_id: RequestId, reason: int, text: str, actor: str
+) -> None:
     if (
         reason not in common_pb2.RejectReason.values()
         or reason == common_pb2.REJECT_REASON_UNSPECIFIED
     ):
         raise InvalidInput("choose a reason for the rejection")
-    request = requests.get_request(d.engine, RequestId(request_id))
-    if request.direction != "INBOUND":
+    request = requests.get_request(d.engine, request_id)
+    if request.direction is not Direction.INBOUND:
         raise WrongStatus("only requests we received can be rejected")
     now = d.clock()
     decision = peer_pb2.Decision(
@@ -216,22 +224,27 @@ def send_signed(d: District, item: outbox.OutboxItem, done: outbox.Outbox, rpc: 
         validate.peer_time("the acknowledgement's time", ack.at, d.clock())
     except Duplicate:
         pass  # an earlier attempt got through
-    with begin_not_durable(d.engine) as conn:  # lost, it is sent again: the peer dedupes
+    with units.write_not_durable(d.engine) as conn:  # lost, it is sent again: the peer dedupes
         done.complete(conn, item)
 
 
 def receive_import_notice(
-    d: District, signed: common_pb2.SignedEnvelope, peer: str
+    d: District, signed: common_pb2.SignedEnvelope, peer: DistrictCode
 ) -> common_pb2.SignedEnvelope:
+    """B imported the records: the request is COMPLETE. Returns our signed Ack.
+
+    Raises ``PeerAuthError`` (districts named that are not the peer and us),
+    ``InvalidInput``, ``Duplicate`` (seen before), ``PeerUnavailable`` (try again).
+    """
     notice = d.open_from(envelope.LABEL_IMPORT_NOTICE, signed, peer, peer_pb2.ImportNotice)
-    if notice.requesting_district != peer or notice.prior_district != d.code:
-        raise PeerAuthError(f"import notice from {peer} names other districts")
+    require_claimed(notice.requesting_district, peer, "the import notice's requesting district")
+    require_claimed(notice.prior_district, d.code, "the import notice's prior district")
     notice_id = parse_message_id(notice.notice_id, "import notice id")
     request_id = parse_request_id(notice.request_id)
     transfer_id = parse_transfer_id(notice.transfer_id)
     now = d.clock()
-    with d.engine.begin() as conn:
-        row = load_peer_request(conn, request_id, "INBOUND", peer)
+    with d.writing() as conn:
+        row = load_peer_request(conn, request_id, Direction.INBOUND, peer)
         # Checked before the notice id is remembered: a refusal changes nothing.
         validate.peer_time(
             "the import notice's imported-at", notice.imported_at, now, not_before=row.created_at
@@ -239,13 +252,13 @@ def receive_import_notice(
         seen_messages.remember_message(conn, notice_id, "import_notice", now=now)
         if row.transfer_id != transfer_id:
             raise InvalidInput("the import notice names another transfer")
-        if row.status == "PENDING" and row.approved:
+        if row.status is Status.PENDING and row.approved:
             # B imported before our worker recorded B's delivery receipt (it is
             # about to): UNAVAILABLE makes B send the notice again shortly.
             raise PeerUnavailable("the delivery receipt is not recorded yet; try again")
         request_status.set_status(
             conn,
-            row.request_id,
+            RequestId(row.request_id),
             Action.COMPLETE,
             actor=f"district {peer}",
             reason=f"District {peer} imported the records.",

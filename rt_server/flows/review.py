@@ -17,21 +17,27 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-
 from protos.rt.v1 import peer_pb2, records_pb2
 from rt_client import transfer as rtx
 from rt_client.crypto import envelope
 from rt_client.crypto.trailer import header_digest
 from rt_client.errors import WrongStatus
-from rt_client.ids import RequestId
+from rt_client.ids import DistrictCode, RequestId
 from rt_server import _testhooks
 from rt_server.core import tables, validate
-from rt_server.core.statuses import Action
-from rt_server.flows.district import District, load_request, new_id
-from rt_server.flows.receiver import stored_ciphertext
-from rt_server.store import held_rows, importer, outbox_queue, request_status
-from rt_server.store.schema import TRANSFERS
+from rt_server.core.model import RequestRecord
+from rt_server.core.statuses import Action, Direction, Status
+from rt_server.flows.district import District, new_id
+from rt_server.store import (
+    flow_requests,
+    held_rows,
+    importer,
+    outbox_queue,
+    request_status,
+    spool,
+    transfers,
+)
+from rt_server.store.transfers import Transfer
 
 T = TypeVar("T")
 
@@ -43,25 +49,26 @@ class IncomingRow:
     values: dict[str, Any]
 
 
-def _received_transfer(d: District, request_id: str, allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+# The requests whose received records can be reviewed or imported (again: it changes nothing).
+_REVIEWABLE = (Status.DATA_RECEIVED, Status.IMPORTED)
+
+
+def _received_transfer(d: District, request_id: RequestId) -> tuple[RequestRecord, Transfer]:
+    """The request and its RECEIVED transfer. Raises ``NotFound`` and ``WrongStatus``."""
     with d.reading() as conn:
-        request = load_request(conn, request_id, direction="OUTBOUND")
-        if request.status not in allowed:
+        request = flow_requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
+        if request.status not in _REVIEWABLE:
             raise WrongStatus(
-                f"request is {request.status}; only {' or '.join(allowed)} requests "
+                f"request is {request.status}; only {' or '.join(_REVIEWABLE)} requests "
                 "can be reviewed or imported"
             )
-        transfer = conn.execute(
-            select(TRANSFERS).where(
-                TRANSFERS.c.transfer_id == request.transfer_id, TRANSFERS.c.state == "RECEIVED"
-            )
-        ).first()
+        transfer = transfers.received_transfer(conn, request.transfer_id)
     if transfer is None:
         raise WrongStatus("the records of this request have not arrived")
     return request, transfer
 
 
-def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
+def incoming_rows(d: District, transfer: Transfer) -> Iterator[IncomingRow]:
     """Decrypt the stored transfer and yield its rows as column values."""
     for first, rows in _checked_batches(d, transfer):
         code = rows.spec.code
@@ -69,7 +76,7 @@ def incoming_rows(d: District, transfer: Any) -> Iterator[IncomingRow]:
             yield IncomingRow(code, first + offset, values)
 
 
-def _checked_batches(d: District, transfer: Any) -> Iterator[tuple[int, validate.CheckedRows]]:
+def _checked_batches(d: District, transfer: Transfer) -> Iterator[tuple[int, validate.CheckedRows]]:
     """The stored transfer decrypted and validated batch by batch: (first row's index, rows)."""
     header = records_pb2.TransferHeader.FromString(transfer.header)
     digest = header_digest(transfer.header)
@@ -79,7 +86,7 @@ def _checked_batches(d: District, transfer: Any) -> Iterator[tuple[int, validate
         digest,
         transfer.wrapped_key,
         d.identity.hpke_key,
-        stored_ciphertext(d, transfer.transfer_id),
+        spool.stored_ciphertext(d.engine, transfer.transfer_id),
     ):
         code = tables.table_spec(batch.table).code
         first = counters.get(code, 0)
@@ -144,25 +151,38 @@ def _read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
         thread.join()
 
 
-def review_transfer(d: District, request_id: str) -> tuple[Any, dict[str, list[Any]]]:
-    """(request row, {table code: classified rows}) for the registrar's review."""
-    request, transfer = _received_transfer(d, request_id, ("DATA_RECEIVED", "IMPORTED"))
+def review_transfer(
+    d: District, request_id: RequestId
+) -> tuple[RequestRecord, dict[str, list[Any]]]:
+    """(the request, {table code: classified rows}) for the registrar's review.
+
+    Raises ``NotFound``, ``WrongStatus`` (no records received), ``IntegrityError``.
+    """
+    request, transfer = _received_transfer(d, request_id)
     by_table: dict[str, list[IncomingRow]] = {}
     for row in incoming_rows(d, transfer):
         by_table.setdefault(row.table, []).append(row)
     result: dict[str, list[Any]] = {}
+    student = request.local_student_id
+    assert student is not None  # we asked for a student of ours
     with d.reading() as conn:
         for code, rows in by_table.items():
-            result[code] = held_rows.classify_rows(
-                conn, request.local_student_id, code, [r.values for r in rows]
-            )
+            result[code] = held_rows.classify_rows(conn, student, code, [r.values for r in rows])
     return request, result
 
 
-def import_transfer(
-    d: District, *, request_id: str, accept: importer.AcceptConflicts, actor: str
+def import_received_transfer(
+    d: District, *, request_id: RequestId, accept: importer.AcceptConflicts, actor: str
 ) -> importer.ImportResult:
-    request, transfer = _received_transfer(d, request_id, ("DATA_RECEIVED", "IMPORTED"))
+    """Import the request's received records (the NEW rows and the ``accept``ed conflicts).
+
+    One transaction with the import ledger, the status change and the import
+    notice for the prior district: importing twice changes nothing. Raises
+    ``NotFound``, ``WrongStatus``, ``IntegrityError`` (nothing is imported).
+    """
+    request, transfer = _received_transfer(d, request_id)
+    student = request.local_student_id
+    assert student is not None  # we asked for a student of ours
     header = records_pb2.TransferHeader.FromString(transfer.header)
     batches: Generator[tuple[int, validate.CheckedRows], None, None]
     if header.plaintext_bytes <= PREPARE_BEFORE_IMPORT_BYTES:
@@ -171,16 +191,12 @@ def import_transfer(
     else:
         batches = _read_ahead(_checked_batches(d, transfer), READ_AHEAD_BATCHES)
     now = d.clock()
-    with d.engine.begin() as conn, contextlib.closing(batches) as chunks:
+    with d.writing() as conn, contextlib.closing(batches) as chunks:
         # Any failure (a chunk that does not decrypt, a bad row) rolls the whole import back.
-        result = importer.import_batches(
-            conn, transfer.transfer_id, request.local_student_id, chunks, accept
-        )
-        current = load_request(conn, request_id, direction="OUTBOUND")
-        if not result.already_imported and current.status == "DATA_RECEIVED":
-            request_status.set_status(
-                conn, RequestId(request_id), Action.IMPORT, actor=actor, now=now
-            )
+        result = importer.import_batches(conn, transfer.transfer_id, student, chunks, accept)
+        current = flow_requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
+        if not result.already_imported and current.status is Status.DATA_RECEIVED:
+            request_status.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)
             notice = peer_pb2.ImportNotice(
                 notice_id=new_id(),
                 request_id=request_id,
@@ -194,7 +210,7 @@ def import_transfer(
                 conn,
                 kind="import_notice",
                 request_id=RequestId(request_id),
-                to_district=request.prior_district,
+                to_district=DistrictCode(request.prior_district),
                 payload=signed.SerializeToString(),
                 now=now,
                 claim=d.outbox_claim(),

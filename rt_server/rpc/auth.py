@@ -18,8 +18,9 @@ Failures abort with a detail-free status -- ``UNAUTHENTICATED`` when the peer
 has no usable identity, ``PERMISSION_DENIED`` when the identity is refused,
 ``UNAVAILABLE`` when the directory cannot be consulted -- and the reason goes
 to the ``rt_server.rpc.auth`` log (never key material). On success the servicer
-finds the peer with ``current_peer()``; ``require_claimed`` checks a district
-named inside a message against it (rule 4 of section 3).
+finds the peer with ``current_peer()`` and hands its code to the flow, whose
+``rt_server.flows.claims.require_claimed`` checks every district named inside
+a message against it (rule 4 of section 3).
 
 The gate runs when a call's headers arrive, before any message is read, and
 gives each district its own share of the server's call slots
@@ -68,7 +69,6 @@ __all__ = [
     "PeerAuthInterceptor",
     "authorize_peer",
     "current_peer",
-    "require_claimed",
 ]
 
 log = logging.getLogger("rt_server.rpc.auth")
@@ -102,19 +102,6 @@ def current_peer() -> AuthenticatedPeer:
     peer = _CURRENT_PEER.get()
     if peer is None:
         raise PeerAuthError("no authorized peer for this call")
-    return peer
-
-
-def require_claimed(claimed_district: str) -> AuthenticatedPeer:
-    """Check that a district named inside a message is the TLS peer itself.
-
-    Raises ``PeerAuthError`` (mapped to ``PERMISSION_DENIED``) when it is not.
-    """
-    peer = current_peer()
-    if not hmac.compare_digest(claimed_district.encode(), peer.code.encode()):
-        raise PeerAuthError(
-            f"message names district {claimed_district!r} but the TLS peer is {peer.code}"
-        )
     return peer
 
 

@@ -14,9 +14,9 @@ from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
 from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
+from rt_server.core.table_codes import parse_counts
 from rt_server.flows import messages, requester, responder, review
 from rt_server.flows.district import District
-from rt_server.flows.sender import parse_counts
 from rt_server.store import disclosures, requests, students, thread_messages
 from rt_server.store.importer import AcceptConflicts
 
@@ -179,7 +179,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def MatchStudent(
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.MatchCandidates:
-        candidates = responder.match_candidates(self._d, request.request_id)
+        candidates = responder.match_candidates(self._d, RequestId(request.request_id))
         return registrar_pb2.MatchCandidates(
             candidates=[
                 registrar_pb2.MatchCandidate(
@@ -197,7 +197,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     ) -> registrar_pb2.RequestDetail:
         responder.approve_request(
             self._d,
-            request_id=request.request_id,
+            request_id=RequestId(request.request_id),
             student_local_id=request.student_local_id,
             tables=list(request.tables),
             actor=_actor(request.actor),
@@ -209,7 +209,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     ) -> registrar_pb2.RequestDetail:
         responder.reject_request(
             self._d,
-            request_id=request.request_id,
+            request_id=RequestId(request.request_id),
             reason=request.reason,
             text=request.text,
             actor=_actor(request.actor),
@@ -219,17 +219,17 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def RetryRequest(
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.RequestDetail:
-        requester.retry_request(self._d, request.request_id, _actor(request.actor))
+        requester.retry_request(self._d, RequestId(request.request_id), _actor(request.actor))
         return _detail(self._d, request.request_id)
 
     def ReviewTransfer(
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.TransferReview:
-        row, by_table = review.review_transfer(self._d, request.request_id)
+        row, by_table = review.review_transfer(self._d, RequestId(request.request_id))
         out = registrar_pb2.TransferReview(
             request_id=row.request_id,
-            transfer_id=row.transfer_id,
-            student_local_id=row.local_student_id,
+            transfer_id=row.transfer_id or "",
+            student_local_id=row.local_student_id or "",
         )
         for code in tables.ALL_TABLES:
             if code not in by_table:
@@ -266,8 +266,11 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             accept = "all"
         else:
             accept = {(tables.table_spec(r.table).code, r.index) for r in request.accept_conflicts}
-        result = review.import_transfer(
-            self._d, request_id=request.request_id, accept=accept, actor=_actor(request.actor)
+        result = review.import_received_transfer(
+            self._d,
+            request_id=RequestId(request.request_id),
+            accept=accept,
+            actor=_actor(request.actor),
         )
         out = registrar_pb2.ImportResult(
             request_id=request.request_id, already_imported=result.already_imported
@@ -301,7 +304,10 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.PostMessageRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ThreadEntry:
         message_id = messages.post_message(
-            self._d, request_id=request.request_id, body=request.body, actor=_actor(request.actor)
+            self._d,
+            request_id=RequestId(request.request_id),
+            body=request.body,
+            actor=_actor(request.actor),
         )
         return registrar_pb2.ThreadEntry(
             message_id=message_id, request_id=request.request_id, from_district=self._d.code

@@ -438,7 +438,7 @@ def seed_templates(
     whole realistic 300-row blocks (a consolidation: many years and schools in one record)."""
     from sqlalchemy import insert
 
-    from rt_server.store import students
+    from rt_server.store import students as student_store
     from rt_server.store.engine import make_engine
     from rt_server.store.schema import RECORD_TABLES, create_schema
     from scripts import samples
@@ -461,10 +461,12 @@ def seed_templates(
         for i in range(1, students + 1):
             s = samples.sample_student(rng, i)
             prior_id, new_id = f"A{i:07d}", f"B{i:07d}"
-            students.add_student(
+            student_store.add_student(
                 prior, _student_values(s, prior_id, PRIOR_SCHOOL), actor=ACTOR, now=now
             )
-            students.add_student(new, _student_values(s, new_id, NEW_SCHOOL), actor=ACTOR, now=now)
+            student_store.add_student(
+                new, _student_values(s, new_id, NEW_SCHOOL), actor=ACTOR, now=now
+            )
             count = 0
             with prior.begin() as conn:
                 for code, rows in _student_rows(rng, s["birth_date"], rows_per_student):

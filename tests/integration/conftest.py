@@ -58,7 +58,8 @@ from rt_client.enroll import enroll_district
 from rt_client.errors import PeerAuthError
 from rt_client.identity import DistrictIdentity, load_identity
 from rt_client.tls import negotiated_tls_version
-from rt_server.rpc.auth import PeerAuthInterceptor, current_peer, require_claimed
+from rt_server.flows.claims import require_claimed
+from rt_server.rpc.auth import PeerAuthInterceptor, current_peer
 from tests._databases import Databases
 
 TEST_SCRYPT_N = 16  # the scrypt cost in tests: fast, still the real code path
@@ -286,7 +287,8 @@ class RecordingPeer(peer_pb2_grpc.DistrictPeerServicer):
         self, request: common_pb2.SignedEnvelope, context: grpc.ServicerContext
     ) -> common_pb2.SignedEnvelope:
         try:
-            peer = require_claimed(request.signer_district)
+            peer = current_peer()
+            require_claimed(request.signer_district, peer.code, "the envelope's signer")
         except PeerAuthError:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "not authorized")
         self._record("SubmitRequest", peer.code, negotiated_tls_version(context.auth_context()))

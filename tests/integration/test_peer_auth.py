@@ -37,7 +37,6 @@ from rt_server.rpc.auth import (
     PeerAuthInterceptor,
     authorize_peer,
     current_peer,
-    require_claimed,
 )
 
 A, B, C = "1964733", "1111111", "2222222"
@@ -383,8 +382,6 @@ def test_authorize_peer_refuses_a_call_without_tls(world: World) -> None:
         )
 
 
-def test_current_peer_and_require_claimed_refuse_outside_an_authorized_call() -> None:
+def test_current_peer_refuses_outside_an_authorized_call() -> None:
     with pytest.raises(PeerAuthError):
         current_peer()
-    with pytest.raises(PeerAuthError):
-        require_claimed(B)
