@@ -12,6 +12,7 @@ project's TLS cipher policy before grpc is first imported.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -84,6 +85,18 @@ def health_ok(target: str, credentials: Any = None, server_name: str | None = No
         return False
     finally:
         channel.close()
+
+
+def tool_env() -> dict[str, str]:
+    """The environment to run the project's commands in: this one, with this Python's
+    ``bin`` directory first on PATH (``rt``, ``rt-registry``) and without the
+    ``RT_CONFIG`` / ``RT_REGISTRY_HOME`` of the caller's shell (every command is
+    given its ``--config`` or ``--home``)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for name in ("RT_CONFIG", "RT_REGISTRY_HOME"):
+        env.pop(name, None)
+    return env
 
 
 def find_tool(name: str) -> str | None:

@@ -100,6 +100,15 @@ class RegistryHandle:
     def stop(self) -> None:
         self.running.stop(grace=None)
 
+    def enroll_settings(self) -> dict[str, Any]:
+        """The registry's part of ``enroll_district``'s arguments: where it is, whom to trust."""
+        return {
+            "registry_address": self.address,
+            "registry_enroll_address": self.enroll_address,
+            "registry_ca_pem": self.ca_pem,
+            "registry_signing_key": self.signing_key_hex,
+        }
+
     def add_district(
         self,
         code: str,
@@ -179,10 +188,7 @@ def enroll(
     cfg = enroll_district(
         code=code,
         authorization_code=auth_code,
-        registry_address=registry.address,
-        registry_enroll_address=registry.enroll_address,
-        registry_ca_pem=registry.ca_pem,
-        registry_signing_key=registry.signing_key_hex,
+        **registry.enroll_settings(),
         endpoints=list(endpoints or [f"127.0.0.1:{free_port()}"]),
         data_dir=folder / f"district-{code}",
         clock=registry.clock,
