@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,8 @@ from sqlalchemy import select  # noqa: E402
 
 from rt_server.store.engine import make_engine  # noqa: E402
 from rt_server.store.schema import RECORD_TABLES  # noqa: E402
-from scripts import samples  # noqa: E402
+from scripts import loopback, samples  # noqa: E402
+from scripts.loopback import ServerProcess, free_port, health_ok  # noqa: E402
 
 T = TypeVar("T")
 
@@ -97,37 +97,17 @@ class DemoError(Exception):
 
 
 @dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
-
-
-@dataclass
 class Demo:
     """Where everything lives, and what has been started (to stop it at the end)."""
 
     work: Path
     bin_dir: Path
-    servers: list[Server] = field(default_factory=list)
+    servers: list[ServerProcess] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     _echoed: set[tuple[str, ...]] = field(default_factory=set)
 
     def tool(self, name: str) -> str:
-        path = self.bin_dir / name
-        if path.exists():
-            return str(path)
-        found = shutil.which(name)
+        found = loopback.find_tool(name)
         if found is None:
             raise DemoError(f"cannot find the `{name}` command; run `make install` first")
         return found
@@ -192,7 +172,7 @@ class Demo:
         except ValueError as exc:
             raise DemoError(f"`rt {command} --json` printed no JSON: {out[:200]!r}") from exc
 
-    def start(self, name: str, argv: Sequence[str]) -> Server:
+    def start(self, name: str, argv: Sequence[str]) -> ServerProcess:
         """Start a long-running server in the background, its output in logs/NAME.log."""
         logs = self.work / "logs"
         logs.mkdir(exist_ok=True)
@@ -201,17 +181,7 @@ class Demo:
         console.print(
             f"[dim]$ {escape(shown)} &   # log: {log.relative_to(self.work)}[/dim]", soft_wrap=True
         )
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.work,
-                start_new_session=True,  # a Ctrl-C reaches the demo, which stops it in order
-            )
-        server = Server(name, proc, log)
+        server = loopback.spawn(name, argv, log, env=self.env, cwd=self.work, append=False)
         self.servers.append(server)
         return server
 
@@ -219,15 +189,15 @@ class Demo:
         """SIGTERM every server (newest first), then SIGKILL whatever is still running."""
         for server in reversed(self.servers):
             if server.alive():
-                server.proc.send_signal(signal.SIGTERM)
+                server.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         for server in reversed(self.servers):
             try:
-                server.proc.wait(max(0.1, deadline - time.monotonic()))
+                server.popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 console.print(f"[yellow]{server.name} ignored SIGTERM; killing it[/yellow]")
-                server.proc.kill()
-                server.proc.wait(5)
+                server.popen.kill()
+                server.popen.wait(5)
         self.servers.clear()
 
 
@@ -235,49 +205,20 @@ def _quote(arg: str) -> str:
     return arg if arg and all(c.isalnum() or c in "-_./:=@" for c in arg) else json.dumps(arg)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(
-    what: str, probe: Callable[[], T | None], timeout: float, server: Server | None = None
+    what: str, probe: Callable[[], T | None], timeout: float, server: ServerProcess | None = None
 ) -> T:
-    """Poll ``probe`` until it returns a value; fail after ``timeout`` or if ``server`` dies."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll ``probe`` until it returns a value; DemoError on ``timeout`` or if ``server`` exits."""
+
+    def probe_while_alive() -> T | None:
         result = probe()
-        if result is not None:
-            return result
-        if server is not None and not server.alive():
+        if result is None and server is not None and not server.alive():
             raise DemoError(
-                f"{server.name} exited (status {server.proc.returncode}) while waiting for {what}"
+                f"{server.name} exited (status {server.popen.returncode}) while waiting for {what}"
             )
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
+        return result
 
-
-def health_ok(target: str, credentials: Any = None, server_name: str | None = None) -> bool:
-    """A standard gRPC health check (overall status) against ``target``."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-    if credentials is None:
-        channel = grpc.insecure_channel(target)
-    else:
-        channel = grpc.secure_channel(target, credentials, options)
-    try:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1.0
-        )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-    finally:
-        channel.close()
+    return loopback.wait_for(what, probe_while_alive, timeout, interval=0.2, error=DemoError)
 
 
 def heading(number: int, text: str) -> None:
@@ -672,9 +613,9 @@ def report_failure(demo: Demo, message: str) -> None:
     """The failure, then the tail of every server's log (the cause is usually there)."""
     console.print(f"\n[bold red]{SUMMARY_FAILED}:[/bold red] {escape(message)}")
     for server in demo.servers:
-        state = "running" if server.alive() else f"exited with status {server.proc.returncode}"
+        state = "running" if server.alive() else f"exited with status {server.popen.returncode}"
         console.print(f"\n[bold]--- {server.name} ({state}); last lines of {server.log}:[/bold]")
-        console.print(server.tail(), markup=False, highlight=False)
+        console.print(server.tail(30) or "(log is empty)", markup=False, highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -693,10 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = "/tmp"
     work = Path(tempfile.mkdtemp(prefix="rt-demo-", dir=base))
     bin_dir = Path(sys.executable).parent
-    env = dict(os.environ)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("RT_CONFIG", None)
-    env.pop("RT_REGISTRY_HOME", None)
+    env = loopback.tool_env()
     env["COLUMNS"] = str(max(console.width, 100))
     if console.is_terminal:
         env["FORCE_COLOR"] = "1"  # the tools' tables keep their colours through the pipe

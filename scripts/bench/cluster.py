@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -35,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from scripts import loopback
+from scripts.loopback import ServerProcess, free_port, health_ok
+
 T = TypeVar("T")
 
 READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 
 PRIOR_CODE, PRIOR_SCHOOL = "1964733", "19647331932334"
 NEW_CODE, NEW_SCHOOL = "3768338", "37683383732997"
@@ -49,40 +49,16 @@ class BenchError(Exception):
     """A step of the benchmark failed; the message says which and why."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    """``loopback.wait_for``, failing with BenchError."""
+    return loopback.wait_for(what, probe, timeout, interval=interval, error=BenchError)
 
 
 # --- processes ----------------------------------------------------------------
 
 
-@dataclass
-class Proc:
+class Proc(ServerProcess):
     """A server subprocess, its log, and its memory as the kernel reports it."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
 
     def _status_kb(self, key: str) -> int:
         try:
@@ -100,22 +76,6 @@ class Proc:
     def peak_rss_mb(self) -> float:
         """VmHWM: the highest resident set size since the process started."""
         return self._status_kb("VmHWM") / 1024
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
 
 
 class RssSampler:
@@ -201,18 +161,10 @@ class Cluster:
 
     @classmethod
     def create(cls, work: Path) -> Cluster:
-        bin_dir = Path(sys.executable).parent
-        env = dict(os.environ)
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        for name in ("RT_CONFIG", "RT_REGISTRY_HOME"):
-            env.pop(name, None)
-        return cls(work=work, env=env, bin_dir=bin_dir)
+        return cls(work=work, env=loopback.tool_env(), bin_dir=Path(sys.executable).parent)
 
     def tool(self, name: str) -> str:
-        path = self.bin_dir / name
-        if path.exists():
-            return str(path)
-        found = shutil.which(name)
+        found = loopback.find_tool(name)
         if found is None:
             raise BenchError(f"cannot find `{name}`; run `make install` first")
         return found
@@ -229,13 +181,8 @@ class Cluster:
     def spawn(self, name: str, argv: list[str]) -> Proc:
         logs = self.work / "logs"
         logs.mkdir(exist_ok=True)
-        log = logs / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=self.env, cwd=self.work, start_new_session=True,
-            )  # fmt: skip
-        proc = Proc(name, popen, log)
+        started = loopback.spawn(name, argv, logs / f"{name}.log", env=self.env, cwd=self.work)
+        proc = Proc(started.name, started.popen, started.log)
         self.procs.append(proc)
         return proc
 
@@ -297,7 +244,8 @@ class Cluster:
         def ready() -> bool | None:
             if not proc.alive():
                 raise BenchError(f"district {district.code} exited:\n{proc.tail()}")
-            return True if district.socket.exists() and _health_ok(district.socket) else None
+            ok = district.socket.exists() and health_ok(f"unix:{district.socket}")
+            return True if ok else None
 
         wait_for(f"district {district.code} to serve", ready, READY_TIMEOUT)
         if self.on_serve is not None:
@@ -326,22 +274,6 @@ def _port_open(address: str) -> bool | None:
             return True
     except OSError:
         return None
-
-
-def _health_ok(path: Path) -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    channel = grpc.insecure_channel(f"unix:{path}")
-    try:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1.0
-        )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-    finally:
-        channel.close()
 
 
 # --- observing a district's database --------------------------------------------------

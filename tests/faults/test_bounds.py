@@ -21,7 +21,9 @@ from rt_client.identity import load_identity
 from rt_client.peers import KEEPALIVE_OPTIONS
 from rt_client.tls import district_server_name
 from rt_server.server import SERVER_OPTIONS
-from tests.faults.conftest import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, Cluster, wait_for
+from tests.faults.conftest import Cluster
+from tests.harness import wait_for
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
 
 
 def test_client_keepalive_stays_within_what_the_server_permits() -> None:

@@ -28,13 +28,7 @@ from rt_server.rpc.errors import DATABASE_UNAVAILABLE
 from rt_server.server import DistrictServer
 from rt_server.store.schema import IMPORT_LEDGER, OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 from tests.faults.conftest import (
-    NEW,
-    NEW_SCHOOL,
-    PRIOR,
-    PRIOR_SCHOOL,
     Cluster,
-    DistrictProcess,
-    Status,
     add_new_student,
     approve,
     create_request,
@@ -42,8 +36,10 @@ from tests.faults.conftest import (
     large_records,
     rt,
     seed_student,
-    wait_for,
 )
+from tests.harness import wait_for
+from tests.harness.processes import DistrictProcess, Status
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
 
 SSID = "1234567890"
 DISK_FULL = "database or disk is full"

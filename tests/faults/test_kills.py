@@ -25,13 +25,7 @@ from rt_server.store.schema import (
     TRANSFERS,
 )
 from tests.faults.conftest import (
-    NEW,
-    NEW_SCHOOL,
-    PRIOR,
-    PRIOR_SCHOOL,
     Cluster,
-    DistrictProcess,
-    Status,
     add_new_student,
     approve,
     counts,
@@ -40,8 +34,10 @@ from tests.faults.conftest import (
     large_records,
     seed_student,
     small_records,
-    wait_for,
 )
+from tests.harness import wait_for
+from tests.harness.processes import DistrictProcess, Status
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 

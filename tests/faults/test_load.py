@@ -36,17 +36,10 @@ from rt_server.store.schema import (
     create_schema,
 )
 from scripts import samples
-from tests.faults.conftest import (
-    PRIOR,
-    PRIOR_SCHOOL,
-    Cluster,
-    DistrictProcess,
-    add_new_student,
-    approve,
-    create_request,
-    import_records,
-    wait_for,
-)
+from tests.faults.conftest import Cluster, add_new_student, approve, create_request, import_records
+from tests.harness import wait_for
+from tests.harness.processes import DistrictProcess
+from tests.harness.world import PRIOR, PRIOR_SCHOOL
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 

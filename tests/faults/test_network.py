@@ -25,12 +25,7 @@ from rt_client.directory import utc_now
 from rt_server.store.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 from tests.faults._proxy import CuttingProxy
 from tests.faults.conftest import (
-    NEW,
-    NEW_SCHOOL,
-    PRIOR,
-    PRIOR_SCHOOL,
     Cluster,
-    Status,
     add_new_student,
     approve,
     counts,
@@ -42,9 +37,10 @@ from tests.faults.conftest import (
     rt_json,
     seed_student,
     small_records,
-    wait_for,
 )
-from tests.integration.conftest import free_port
+from tests.harness import free_port, wait_for
+from tests.harness.processes import Status
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 

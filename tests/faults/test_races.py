@@ -29,19 +29,10 @@ from rt_client.tls import district_server_name
 from rt_client.transfer import SealedTransfer, seal_transfer
 from rt_server.core.tables import TABLES, row_to_proto
 from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
-from tests.faults.conftest import (
-    NEW,
-    NEW_SCHOOL,
-    PRIOR,
-    PRIOR_SCHOOL,
-    Cluster,
-    DistrictProcess,
-    Status,
-    add_new_student,
-    create_request,
-    large_records,
-    wait_for,
-)
+from tests.faults.conftest import Cluster, add_new_student, create_request, large_records
+from tests.harness import wait_for
+from tests.harness.processes import DistrictProcess, Status
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 

@@ -17,21 +17,17 @@ from sqlalchemy import select
 from protos.rt.v1 import registrar_pb2
 from rt_server.store.schema import OUTBOX, TRANSFERS
 from tests.faults.conftest import (
-    NEW,
-    NEW_SCHOOL,
-    PRIOR,
-    PRIOR_SCHOOL,
     Cluster,
-    DistrictProcess,
-    Status,
     add_new_student,
     approve,
     counts,
     create_request,
     large_records,
     seed_student,
-    wait_for,
 )
+from tests.harness import wait_for
+from tests.harness.processes import DistrictProcess, Status
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 

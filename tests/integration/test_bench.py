@@ -9,12 +9,13 @@ its JSON. The figures of a toy run mean nothing; their presence and shape do.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from scripts.loopback import tool_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,10 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.subprocess
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for name in ("RT_CONFIG", "RT_REGISTRY_HOME"):
-        env.pop(name, None)
+    env = tool_env()  # the venv's rt and rt-registry first on PATH; no RT_CONFIG/RT_REGISTRY_HOME
     result = subprocess.run(
         [sys.executable, "-m", "scripts.bench", "--quick", "--out", str(out)],
         cwd=ROOT,

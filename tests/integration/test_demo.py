@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from scripts.loopback import tool_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
@@ -17,13 +18,9 @@ DEMO = ROOT / "scripts" / "demo.py"
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_demo_imports_every_row_exactly() -> None:
-    bin_dir = Path(sys.executable).parent  # the venv's: rt and rt-registry live there
-    env = dict(os.environ)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env = tool_env()  # the venv's rt and rt-registry first on PATH; no RT_CONFIG/RT_REGISTRY_HOME
     # TMPDIR stays as it is: pytest's tmp_path would make the registrar socket
     # paths (DATA_DIR/registrar.sock) longer than a Unix socket allows.
-    env.pop("RT_CONFIG", None)
-    env.pop("RT_REGISTRY_HOME", None)
     result = subprocess.run(
         [sys.executable, str(DEMO)],
         cwd=ROOT,

@@ -42,10 +42,7 @@ def enroll(registry, data_dir: Path, auth_code: str, code: str = A, **overrides)
     settings = dict(
         code=code,
         authorization_code=auth_code,
-        registry_address=registry.address,
-        registry_enroll_address=registry.enroll_address,
-        registry_ca_pem=registry.ca_pem,
-        registry_signing_key=registry.signing_key_hex,
+        **registry.enroll_settings(),
         endpoints=["127.0.0.1:7401"],
         data_dir=data_dir,
     )

@@ -2,8 +2,10 @@
 
 District A (``PRIOR``) holds the student's records; district B (``NEW``) asks
 for them. Both servers run in-process with the real peer gate over mutual TLS,
-real SQLite databases and the real delivery worker; the tests talk to them
-through their registrar services (Unix sockets), as the ``rt`` CLI does.
+real databases and the real delivery worker (the ``pair`` and ``districts``
+fixtures of the integration conftest, over ``tests.harness``); the tests talk
+to them through their registrar services (Unix sockets), as the ``rt`` CLI does,
+with the helpers of ``tests.harness.flow``.
 
 Every refusal is checked twice: the status code, and that neither district's
 database changed (``snapshot`` reads every table through the district's own
@@ -15,253 +17,62 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
 
-from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2, registrar_pb2_grpc
+from protos.rt.v1 import common_pb2, registrar_pb2
 from rt_client.crypto import envelope
-from rt_server.core.tables import ALL_TABLES, TABLES, row_to_proto
+from rt_server.core.tables import ALL_TABLES, TABLES
 from rt_server.flows import requester, responder
-from rt_server.flows.outbox import RetryPolicy
-from rt_server.server import DistrictServer
 from rt_server.store.schema import (
     DISCLOSURES,
     IMPORT_LEDGER,
     METADATA,
     OUTBOX,
-    RECORD_TABLES,
     TRANSFER_CHUNKS,
     TRANSFERS,
 )
 from scripts import samples
+from tests.harness.flow import (
+    FIRST,
+    INJECTION,
+    LAST,
+    RPC_TIMEOUT,
+    SSID,
+    WAIT_SECONDS,
+    Code,
+    Status,
+    add_student,
+    approve,
+    assert_unchanged,
+    count,
+    counts,
+    create_request,
+    data_columns,
+    get,
+    import_,
+    messages,
+    refused,
+    review,
+    rows_of,
+    settle,
+    small_records,
+    snapshot,
+    wait_status,
+    wait_until,
+)
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, Pair, Side
 
-PRIOR = "1964733"
-NEW = "3768338"
-PRIOR_SCHOOL = "19647331932334"
-NEW_SCHOOL = "37683383732997"
-
-SSID = "1234567890"
-FIRST, LAST = "Ana", "Nuñez"
-BIRTH = "2011-04-02"
 # DESIGN.md section 4, step 5 (34 CFR 99.31(a)(2), recorded per 99.32).
 LEGAL_BASIS = "99.31(a)(2) transfer to a school where the student seeks to enroll"
-# Retries in tests: fast, so a district that comes back is reached at once.
-FAST_RETRY = RetryPolicy(base_seconds=0.05, max_seconds=0.2)
-WAIT_SECONDS = 15.0
-RPC_TIMEOUT = 10.0
-
-Status = common_pb2.RequestStatus
-Code = grpc.StatusCode
 
 
-# --- districts -------------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    """One district: its config, and once started its server and registrar stub."""
-
-    code: str
-    school: str
-    enrolled: Any
-    server: DistrictServer | None = None
-    channel: grpc.Channel | None = None
-    stub: registrar_pb2_grpc.RegistrarStub | None = None
-
-    @property
-    def engine(self) -> Engine:
-        assert self.server is not None and self.server.district is not None
-        return self.server.district.engine
-
-    @property
-    def rpc(self) -> registrar_pb2_grpc.RegistrarStub:
-        assert self.stub is not None, "district not started"
-        return self.stub
-
-
-@dataclass
-class Pair:
-    a: Side  # the prior district: holds the records
-    b: Side  # the requesting district
-    started: list[Side] = field(default_factory=list)
-
-    def start(self, side: Side, retry: RetryPolicy = FAST_RETRY) -> Side:
-        side.server = DistrictServer(side.enrolled.config, retry=retry)
-        side.server.start()
-        side.channel = grpc.insecure_channel(f"unix:{side.enrolled.config.registrar_socket}")
-        side.stub = registrar_pb2_grpc.RegistrarStub(side.channel)
-        self.started.append(side)
-        return side
-
-
-@pytest.fixture
-def pair(enrolled_district) -> Iterator[Pair]:
-    """Two enrolled districts, not started (``pair.start(pair.a)``)."""
-    prior = enrolled_district(PRIOR, "Prior Unified", [(PRIOR_SCHOOL, "Lincoln High")])
-    new = enrolled_district(NEW, "New Unified", [(NEW_SCHOOL, "Roosevelt High")])
-    p = Pair(Side(PRIOR, PRIOR_SCHOOL, prior), Side(NEW, NEW_SCHOOL, new))
-    yield p
-    for side in reversed(p.started):
-        assert side.server is not None and side.channel is not None
-        side.channel.close()
-        side.server.stop(grace=1)
-
-
-@pytest.fixture
-def districts(pair: Pair) -> Pair:
-    """Both districts started."""
-    pair.start(pair.a)
-    pair.start(pair.b)
-    return pair
-
-
-# --- waiting, refusals, database state ------------------------------------------------
-
-
-def wait_until(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def get(side: Side, request_id: str) -> registrar_pb2.RequestDetail:
-    return side.rpc.GetRequest(registrar_pb2.RequestRef(request_id=request_id), timeout=RPC_TIMEOUT)
-
-
-def wait_status(
-    side: Side, request_id: str, status: int, timeout: float = WAIT_SECONDS
-) -> registrar_pb2.RequestDetail:
-    """Poll GetRequest until the request has ``status``."""
-    last: list[registrar_pb2.RequestDetail] = []
-
-    def probe() -> registrar_pb2.RequestDetail | None:
-        detail = get(side, request_id)
-        last[:] = [detail]
-        return detail if detail.summary.status == status else None
-
-    try:
-        return wait_until(f"{side.code} {request_id} to be {Status.Name(status)}", probe, timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last seen: {last[0] if last else None}") from None
-
-
-def outbox_settled(side: Side) -> bool:
-    """Nothing left for the delivery worker: every outbox item done or failed."""
-    with side.engine.connect() as conn:
-        return conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.status == "QUEUED")).first() is None
-
-
-def settle(*sides: Side) -> None:
-    for side in sides:
-        wait_until(f"{side.code}'s outbox to drain", lambda s=side: outbox_settled(s))
-
-
-def refused(call: Callable[..., Any], request: Any, code: grpc.StatusCode) -> str:
-    """Call, expect ``code``; returns the status details (written for a registrar)."""
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=RPC_TIMEOUT)
-    assert info.value.code() == code, f"{info.value.code()}: {info.value.details()}"
-    details = info.value.details() or ""
-    assert details and details != "internal error"
-    return details
-
-
-Snapshot = dict[str, list[tuple[Any, ...]]]
-
-
-def snapshot(side: Side) -> Snapshot:
-    """Every row of every table of the district's database."""
-    with side.engine.connect() as conn:
-        return {
-            table.name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
-            for table in METADATA.sorted_tables
-        }
-
-
-def assert_unchanged(before: Snapshot, after: Snapshot) -> None:
-    changed = [name for name in before if before[name] != after[name]]
-    assert not changed, f"tables changed: {changed}"
-
-
-def rows_of(side: Side, code: str, pid: str) -> list[dict[str, Any]]:
-    table = RECORD_TABLES[code]
-    with side.engine.connect() as conn:
-        return [
-            dict(r)
-            for r in conn.execute(
-                select(table).where(table.c.PID == pid).order_by(table.c.SQ)
-            ).mappings()
-        ]
-
-
-def count(side: Side, table: Any, *where: Any) -> int:
-    with side.engine.connect() as conn:
-        return len(conn.execute(select(table).where(*where)).all())
-
-
-# --- students and records ----------------------------------------------------------------
-
-
-def batches_of(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[records_pb2.RecordBatch]:
-    out = []
-    for code, rows in records.items():
-        spec = TABLES[code]
-        batch = records_pb2.RecordBatch(table=spec.enum)
-        getattr(batch, spec.batch_field).extend(row_to_proto(spec, r) for r in rows)
-        out.append(batch)
-    return out
-
-
-def add_student(
-    side: Side,
-    local_id: str,
-    records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    *,
-    ssid: str = SSID,
-    first: str = FIRST,
-    last: str = LAST,
-    birth: str = BIRTH,
-    gender: str = "F",
-    actor: str = "registrar",
-) -> None:
-    side.rpc.AddStudent(
-        registrar_pb2.AddStudentRequest(
-            student=registrar_pb2.Student(
-                local_id=local_id,
-                ssid=ssid,
-                legal_first_name=first,
-                legal_last_name=last,
-                birth_date=birth,
-                gender=gender,
-                school=side.school,
-            ),
-            records=batches_of(records or {}),
-            actor=actor,
-        ),
-        timeout=RPC_TIMEOUT,
-    )
-
-
-def small_records(seed: int, n: int = 4) -> dict[str, list[dict[str, Any]]]:
-    return samples.sample_records(random.Random(seed), {code: n for code in ALL_TABLES})
-
-
-INJECTION = "Robert'); DROP TABLE students;--"
+# --- hand-made rows ------------------------------------------------------------------------------
 
 
 def edge_rows() -> dict[str, list[dict[str, Any]]]:
@@ -314,60 +125,6 @@ def edge_rows() -> dict[str, list[dict[str, Any]]]:
         ],
     }
     # fmt: on
-
-
-# --- the flow, step by step -------------------------------------------------------------
-
-
-def create_request(p: Pair, local_id: str = "B1", tables: Sequence[int] = ()) -> str:
-    detail = p.b.rpc.CreateRequest(
-        registrar_pb2.CreateRequestRequest(
-            student_local_id=local_id, prior_school=PRIOR_SCHOOL, tables=list(tables), actor="bob"
-        ),
-        timeout=RPC_TIMEOUT,
-    )
-    # The registrar's call sends at once: A has it when the call returns.
-    assert detail.summary.status == Status.PENDING, detail
-    wait_status(p.a, detail.summary.request_id, Status.PENDING)
-    return detail.summary.request_id
-
-
-def approve(
-    p: Pair, request_id: str, student: str = "", tables: Sequence[int] = ()
-) -> registrar_pb2.RequestDetail:
-    detail = p.a.rpc.ApproveRequest(
-        registrar_pb2.ApproveRequestRequest(
-            request_id=request_id, student_local_id=student, tables=list(tables), actor="alice"
-        ),
-        timeout=RPC_TIMEOUT,
-    )
-    assert detail.approved and detail.summary.status == Status.PENDING, detail
-    received = wait_status(p.b, request_id, Status.DATA_RECEIVED)
-    wait_status(p.a, request_id, Status.SENT)
-    settle(p.a, p.b)
-    return received
-
-
-def review(p: Pair, request_id: str) -> dict[int, registrar_pb2.TableReview]:
-    result = p.b.rpc.ReviewTransfer(
-        registrar_pb2.RequestRef(request_id=request_id, actor="bob"), timeout=RPC_TIMEOUT
-    )
-    return {t.table: t for t in result.tables}
-
-
-def import_(p: Pair, request_id: str, **kw: Any) -> registrar_pb2.ImportResult:
-    return p.b.rpc.ImportTransfer(
-        registrar_pb2.ImportTransferRequest(request_id=request_id, actor="bob", **kw),
-        timeout=RPC_TIMEOUT,
-    )
-
-
-def counts(items: Sequence[common_pb2.TableCount]) -> dict[str, int]:
-    return {common_pb2.TableCode.Name(c.table): c.rows for c in items}
-
-
-def data_columns(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("PID", "SQ", "SRC")}
 
 
 # --- 1. the whole flow, every table -------------------------------------------------------
@@ -893,14 +650,6 @@ def test_disclosure_is_recorded_when_sent(districts: Pair) -> None:
 
 
 # --- 8. the thread -------------------------------------------------------------------------------
-
-
-def messages(side: Side, request_id: str) -> list[registrar_pb2.ThreadEntry]:
-    return list(
-        side.rpc.ListMessages(
-            registrar_pb2.RequestRef(request_id=request_id), timeout=RPC_TIMEOUT
-        ).messages
-    )
 
 
 def test_thread_messages_and_status_log(districts: Pair) -> None:

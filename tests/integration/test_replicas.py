@@ -68,10 +68,9 @@ from rt_server.store.schema import (
     TRANSFERS,
 )
 from scripts import samples
-from tests.integration.conftest import EnrolledDistrict, free_port
+from tests.harness import free_port, wait_for
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, EnrolledDistrict
 
-PRIOR, PRIOR_SCHOOL = "1964733", "19647331932334"
-NEW, NEW_SCHOOL = "3768338", "37683383732997"
 FAST_RETRY = RetryPolicy(base_seconds=0.05, max_seconds=0.5)
 RPC_TIMEOUT = 30.0
 Status = common_pb2.RequestStatus
@@ -173,17 +172,6 @@ def seed_students(
                     conn.execute(RECORD_TABLES[code].insert(), rows)
                     written[code] += len(rows)
     return dict(written)
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def statuses(engine: Engine, direction: str) -> Counter[str]:

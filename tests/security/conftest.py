@@ -9,10 +9,11 @@ directly with envelopes and delivery streams it crafts. Forgeries that need a
 victim's own keys (a "valid but wrong" transfer) use A's identity the same way.
 
 Every attack test snapshots every table of both databases before and after
-(``tests.integration.test_flow.snapshot``) and asserts they are equal, or
+(``tests.harness.flow.snapshot``) and asserts they are equal, or
 differ only by what the test names as harmless.
 
-The world is module-scoped (starting servers is most of the cost); a test that
+The world is the one test world of ``tests.harness`` with an attacker in
+it. It is module-scoped (starting servers is most of the cost); a test that
 changes the world itself (revocation, key rotation) asks for ``fresh_world``.
 """
 
@@ -22,7 +23,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,25 +40,21 @@ from rt_client.framing import delimit
 from rt_client.identity import DistrictIdentity
 from rt_client.signed_messages import sign_message
 from rt_client.tls import TlsIdentity, district_server_name, secure_channel
-from tests.integration.conftest import (
-    EnrolledDistrict,
-    RegistryHandle,
-    enroll,
-    start_registry,
-)
-from tests.integration.test_flow import (
+from tests.harness import world as harness
+from tests.harness.flow import Snapshot, add_student, create_request, small_records, snapshot
+from tests.harness.world import (
     FAST_RETRY,
     NEW,
     NEW_SCHOOL,
     PRIOR,
     PRIOR_SCHOOL,
+    EnrolledDistrict,
     Pair,
+    RegistryHandle,
     Side,
-    Snapshot,
-    add_student,
-    create_request,
-    small_records,
-    snapshot,
+    enroll,
+    enroll_pair,
+    start_registry,
 )
 
 ATTACKER = "2222222"
@@ -69,12 +66,16 @@ Code = grpc.StatusCode
 # --- the world -----------------------------------------------------------------------------------
 
 
-@dataclass
-class World:
-    registry: RegistryHandle
-    pair: Pair
-    c: EnrolledDistrict  # the attacker: enrolled, no server
-    channels: list[grpc.Channel] = field(default_factory=list)
+class World(harness.World):
+    """Districts A and B running in this process, and C, the attacker: enrolled, no server."""
+
+    def __init__(
+        self, registry: RegistryHandle, pair: Pair, c: EnrolledDistrict, root: Path | None = None
+    ) -> None:
+        super().__init__(registry, root or registry.home.parent, started=pair.started)
+        self.pair = pair
+        self.c = c
+        self.channels: list[grpc.Channel] = []
 
     @property
     def a(self) -> Side:
@@ -107,24 +108,21 @@ class World:
     def close(self) -> None:
         for channel in self.channels:
             channel.close()
-        for side in reversed(self.pair.started):
-            assert side.server is not None and side.channel is not None
-            side.channel.close()
-            side.server.stop(grace=1)
-        self.registry.running.stop(grace=None)
+        super().close()
 
 
 def build_world(folder: Path, **server_config: Any) -> World:
+    """A and B (with ``server_config``) started, C enrolled, in a new registry in ``folder``."""
     registry = start_registry(folder / "registry")
-    a = enroll(
-        registry, folder, PRIOR, "Prior Unified", [(PRIOR_SCHOOL, "Lincoln High")], **server_config
-    )
-    b = enroll(
-        registry, folder, NEW, "New Unified", [(NEW_SCHOOL, "Roosevelt High")], **server_config
-    )
-    c = enroll(registry, folder, ATTACKER, "Mallory Unified", [(ATTACKER_SCHOOL, "Mallory High")])
-    pair = Pair(Side(PRIOR, PRIOR_SCHOOL, a), Side(NEW, NEW_SCHOOL, b))
-    world = World(registry, pair, c)
+    try:
+        pair = enroll_pair(registry, folder, **server_config)
+        c = enroll(
+            registry, folder, ATTACKER, "Mallory Unified", [(ATTACKER_SCHOOL, "Mallory High")]
+        )
+    except BaseException:
+        registry.stop()
+        raise
+    world = World(registry, pair, c, folder)
     try:
         pair.start(pair.a, retry=FAST_RETRY)
         pair.start(pair.b, retry=FAST_RETRY)

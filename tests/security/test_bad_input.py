@@ -26,7 +26,8 @@ from rt_client.framing import encode_varint
 from rt_client.signed_messages import MAX_BODY_BYTES
 from rt_server.core.validate import MAX_ROWS_PER_BATCH
 from rt_server.store.schema import METADATA, REQUESTS
-from tests.integration.test_flow import INJECTION, NEW, PRIOR, Status, get
+from tests.harness.flow import INJECTION, Status, get
+from tests.harness.world import NEW, PRIOR
 from tests.security.conftest import (
     RPC_TIMEOUT,
     Code,

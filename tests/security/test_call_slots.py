@@ -28,9 +28,9 @@ from rt_client.enroll import enroll_district
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, server_only_channel
 from rt_server.rpc.auth import PeerAuthInterceptor
 from tests.faults._proxy import CuttingProxy
-from tests.faults.conftest import wait_for
-from tests.integration.conftest import free_port
-from tests.integration.test_flow import Side, create_request, wait_status
+from tests.harness import free_port, wait_for
+from tests.harness.flow import create_request, wait_status
+from tests.harness.world import Side
 from tests.security.conftest import ATTACKER, RPC_TIMEOUT, Unchanged, World, build_world
 
 Code = grpc.StatusCode
@@ -78,7 +78,7 @@ def _gate(side: Side) -> PeerAuthInterceptor:
 
 @pytest.fixture(scope="module")
 def stall_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from tests.integration.test_flow import add_student, small_records
+    from tests.harness.flow import add_student, small_records
 
     w = build_world(
         tmp_path_factory.mktemp("stall"),
@@ -116,7 +116,7 @@ def test_200_stalled_calls_from_one_district_leave_another_districts_request_thr
 
 
 def test_a_revoked_districts_stalled_calls_hold_no_slot(tmp_path: Path) -> None:
-    from tests.integration.test_flow import add_student
+    from tests.harness.flow import add_student
 
     world = build_world(tmp_path, message_wait_seconds=30, directory_ttl_seconds=1)
     try:

@@ -46,9 +46,7 @@ from rt_client.crypto import envelope
 from rt_client.errors import EnrollmentRefused
 from rt_client.identity import HPKE_KEY_FILE, KEY_FILES, generate_keys
 from rt_client.tls import REGISTRY_SERVER_NAME, secure_channel
-from tests.integration.test_flow import (
-    NEW,
-    PRIOR,
+from tests.harness.flow import (
     Status,
     add_student,
     approve,
@@ -58,6 +56,7 @@ from tests.integration.test_flow import (
     small_records,
     wait_status,
 )
+from tests.harness.world import NEW, PRIOR
 from tests.security.conftest import (
     ATTACKER,
     RPC_TIMEOUT,

@@ -29,18 +29,8 @@ from rt_client.enroll import update_district_entry
 from rt_client.identity import load_identity
 from rt_client.signed_messages import sign_message
 from rt_server.store.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
-from tests.integration.test_flow import (
-    NEW,
-    NEW_SCHOOL,
-    PRIOR,
-    Status,
-    approve,
-    create_request,
-    get,
-    import_,
-    settle,
-    wait_status,
-)
+from tests.harness.flow import Status, approve, create_request, get, import_, settle, wait_status
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR
 from tests.security.conftest import (
     ATTACKER,
     ATTACKER_SCHOOL,

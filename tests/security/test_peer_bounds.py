@@ -21,15 +21,8 @@ from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import utc_now
 from rt_server.core.validate import MAX_REQUEST_LIFETIME
-from tests.integration.test_flow import (
-    NEW,
-    PRIOR,
-    Status,
-    approve,
-    create_request,
-    get,
-    wait_status,
-)
+from tests.harness.flow import Status, approve, create_request, get, wait_status
+from tests.harness.world import NEW, PRIOR
 from tests.security.conftest import (
     RPC_TIMEOUT,
     Code,

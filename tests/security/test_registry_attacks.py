@@ -49,8 +49,7 @@ from rt_client.enroll import update_district_entry
 from rt_client.errors import EnrollmentRefused
 from rt_client.identity import generate_keys
 from rt_client.tls import server_credentials, server_only_channel
-from tests.integration.conftest import EnrolledDistrict
-from tests.integration.test_flow import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, Pair, Side
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, EnrolledDistrict, Pair, Side
 from tests.security.conftest import (
     ATTACKER,
     ATTACKER_SCHOOL,

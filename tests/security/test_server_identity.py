@@ -48,13 +48,8 @@ from rt_client.tls import (
     server_only_channel,
 )
 from tests._databases import Databases
-from tests.integration.conftest import (
-    EnrolledDistrict,
-    RegistryHandle,
-    enroll,
-    free_port,
-    start_registry,
-)
+from tests.harness import free_port
+from tests.harness.world import EnrolledDistrict, RegistryHandle, enroll, start_registry
 
 A, B, C, D = "1964733", "1111111", "2222222", "3333333"
 RPC_TIMEOUT = 5.0

@@ -38,17 +38,8 @@ from rt_client.crypto import envelope
 from rt_server.core.tables import ALL_TABLES
 from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 from scripts import samples
-from tests.integration.test_flow import (
-    NEW,
-    PRIOR,
-    Status,
-    add_student,
-    approve,
-    batches_of,
-    get,
-    settle,
-    small_records,
-)
+from tests.harness.flow import Status, add_student, approve, batches_of, get, settle, small_records
+from tests.harness.world import NEW, PRIOR
 from tests.security.conftest import (
     ATTACKER,
     RPC_TIMEOUT,
@@ -405,7 +396,7 @@ def test_the_stream_cut_mid_delivery_keeps_only_the_partial_transfer(
 
 
 def _wait_offset(world: World, t: Transfer, at_least: int) -> int:
-    from tests.integration.test_flow import wait_until
+    from tests.harness.flow import wait_until
 
     stub = world.peer(world.b, world.a.enrolled.identity.tls)
     transfer_id = t.header_message.transfer_id
@@ -509,7 +500,7 @@ def test_district_c_delivering_for_a_request_it_is_not_party_to(
 
 def test_a_replayed_delivery_of_an_imported_request_changes_nothing(world: World) -> None:
     """The genuine flow end to end, then A's own frames (as B stored them) sent again."""
-    from tests.integration.test_flow import create_request, import_
+    from tests.harness.flow import create_request, import_
 
     request_id = create_request(world.pair)
     approve(world.pair, request_id)
@@ -549,7 +540,8 @@ def test_a_transfer_id_colliding_with_one_of_b_s_own_outbound_transfers(
     reuses the id of B's own outbound transfer. B's outbound transfer must stay
     exactly as it is, and nothing of A's is stored."""
     from protos.rt.v1 import registrar_pb2
-    from tests.integration.test_flow import NEW_SCHOOL, wait_status
+    from tests.harness.flow import wait_status
+    from tests.harness.world import NEW_SCHOOL
 
     world.a.rpc.AddStudent(
         registrar_pb2.AddStudentRequest(

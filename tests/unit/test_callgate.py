@@ -18,7 +18,7 @@ import pytest
 
 from protos.rt.v1 import common_pb2
 from rt_client.callgate import NOT_AUTHORIZED, Admission, CallGate, refuse
-from tests.faults.conftest import wait_for
+from tests.harness import wait_for
 
 Code = grpc.StatusCode
 ECHO = "/test.Gate/Echo"
