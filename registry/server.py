@@ -23,13 +23,13 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
-import sqlalchemy as sa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.rt.v1 import registry_pb2, registry_pb2_grpc
 from registry.service import RegistryService
 from registry.servicer import EnrollOnlyServicer, RegistryServicer
+from registry.store import DatabaseFailure
 from rt_client.callgate import NOT_AUTHORIZED, Admission, CallGate, caller_address, refuse
 from rt_client.config import RegistryConfig
 from rt_client.errors import CallerNotAuthenticated, ConfigError, PeerAuthError
@@ -164,7 +164,7 @@ class _DistrictCaller:
         except PeerAuthError as exc:
             log.warning("%s from %s: refused: %s", method, context.peer(), exc)
             refuse(context, grpc.StatusCode.PERMISSION_DENIED, NOT_AUTHORIZED)
-        except sa.exc.OperationalError:
+        except DatabaseFailure:
             log.exception("%s: database unavailable", method)
             refuse(context, grpc.StatusCode.UNAVAILABLE, "registry busy, try again later")
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-import sqlalchemy.exc
 
 from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from registry.enrollment import REFUSED, EnrollResult
 from registry.service import RegistryService
+from registry.store import DatabaseFailure
 from registry.submission import KeySubmission
 from rt_client.callgate import client_address
 from rt_client.errors import (
@@ -81,7 +81,7 @@ def _rpc(method: _Handler) -> _Handler:
                     log.exception("%s failed", name)
                 text = peer_text(code)
             context.abort(code, text)
-        except sqlalchemy.exc.OperationalError:
+        except DatabaseFailure:
             log.exception("%s: database unavailable", name)
             context.abort(grpc.StatusCode.UNAVAILABLE, "registry busy, try again later")
 

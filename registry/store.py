@@ -28,7 +28,12 @@ from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.errors import ConfigError, InvalidInput, NotFound
 from rt_client.ids import DistrictCode, SchoolCode
 
+# The database could not complete a transaction (busy, full, unreachable): it
+# rolled back, and may succeed if tried again. The servicers answer UNAVAILABLE.
+DatabaseFailure = sa.exc.OperationalError
+
 __all__ = [
+    "DatabaseFailure",
     "STATUS_ACTIVE",
     "STATUS_PENDING",
     "STATUS_REVOKED",

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import sqlalchemy.exc
 
 from rt_client import errors
 from rt_client.status_codes import peer_text, status_for
+from rt_server.store.units import DatabaseFailure
 
 log = logging.getLogger("rt_server.errors")
 
@@ -79,7 +79,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             code = status_for(exc)
             log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
             text = peer_text(code) if self._peer_facing else exc.diagnostics()
-        except sqlalchemy.exc.OperationalError as exc:
+        except DatabaseFailure as exc:
             # The database could not make the change (a lock held past the
             # timeout, a full disk, a lost connection): the transaction rolled
             # back and nothing changed, so the same call may well succeed later.
