@@ -190,7 +190,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     config = load_registry_config(_home(args) / CONFIG_FILE)
     store = RegistryStore.open(config.database_url, check_schema=False)
     try:
-        before, after = migrations.upgrade(store.engine)
+        before, after = migrations.HISTORY.upgrade(store.engine)
     finally:
         store.close()
     if args.json:
@@ -206,7 +206,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
     config = load_registry_config(_home(args) / CONFIG_FILE)
     store = RegistryStore.open(config.database_url, check_schema=False)
     try:
-        state = migrations.state(store.engine)
+        state = migrations.HISTORY.state(store.engine)
     finally:
         store.close()
     if args.json:

@@ -178,9 +178,9 @@ class RegistryStore:
             raise ConfigError(f"cannot open the registry database: {exc}") from exc
         if check_schema:
             try:
-                if engine.dialect.name == "sqlite" and migrations.state(engine).empty:
-                    migrations.upgrade(engine)
-                migrations.check_at_head(engine)
+                if engine.dialect.name == "sqlite" and migrations.HISTORY.state(engine).empty:
+                    migrations.HISTORY.upgrade(engine)
+                migrations.HISTORY.check_at_head(engine)
             except ConfigError:
                 engine.dispose()
                 raise

@@ -65,6 +65,22 @@ class SchemaHistory:
         assert base is not None
         return base
 
+    def state(self, engine: Engine) -> SchemaState:
+        """Where the database stands. Raises ``ConfigError`` if it cannot be reached."""
+        return schema_state(engine, self)
+
+    def upgrade(self, engine: Engine, target: str = "head") -> tuple[str | None, str]:
+        """Migrate to ``target`` (default: the newest revision); returns (from, to).
+
+        Raises ``SchemaVersionError`` (the database is newer than this code) or
+        ``ConfigError`` (unreachable, or the migration failed and was rolled back).
+        """
+        return upgrade(engine, self, target)
+
+    def check_at_head(self, engine: Engine) -> None:
+        """Raises ``SchemaVersionError`` unless the database is at the newest revision."""
+        check_at_head(engine, self)
+
 
 @dataclass(frozen=True)
 class SchemaState:

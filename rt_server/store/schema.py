@@ -439,4 +439,4 @@ def create_schema(engine: Engine) -> None:
     """
     from rt_server.store import migrations  # the migration scripts import this module
 
-    migrations.upgrade(engine)
+    migrations.HISTORY.upgrade(engine)
