@@ -10,8 +10,6 @@ import argparse
 import json
 import logging
 import os
-import signal
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +22,7 @@ from registry import migrations
 from registry.home import CA_CERT_FILE, CONFIG_FILE, init_home, open_registry
 from registry.server import start_registry_server
 from registry.store import RegistryStore
+from rt_client._serving import configure_logging, wait_for_stop_signal
 from rt_client.config import load_registry_config
 from rt_client.errors import ConfigError
 
@@ -190,7 +189,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     config = load_registry_config(_home(args) / CONFIG_FILE)
     store = RegistryStore.open(config.database_url, check_schema=False)
     try:
-        before, after = migrations.upgrade(store.engine)
+        before, after = migrations.HISTORY.upgrade(store.engine)
     finally:
         store.close()
     if args.json:
@@ -206,7 +205,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
     config = load_registry_config(_home(args) / CONFIG_FILE)
     store = RegistryStore.open(config.database_url, check_schema=False)
     try:
-        state = migrations.state(store.engine)
+        state = migrations.HISTORY.state(store.engine)
     finally:
         store.close()
     if args.json:
@@ -227,27 +226,16 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     config, service, keys = open_registry(_home(args))
     running = start_registry_server(
         config, service, keys.server_tls, listen=args.listen, enroll_listen=args.enroll_listen
     )
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(
+    wait_for_stop_signal(
         f"registry ready: directory (mutual TLS) on port {running.port}, "
         f"enrollment on port {running.enroll_port}",
-        flush=True,
+        log,
     )
-    done.wait()
     running.stop(grace=5.0)
     return EXIT_OK
 

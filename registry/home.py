@@ -97,7 +97,7 @@ def init_home(home: Path, **settings: Any) -> RegistryConfig:
     # A SQLite file is created 0600 (it holds the authorization-code hashes).
     store = RegistryStore.open(config.database_url, check_schema=False)
     try:
-        migrations.upgrade(store.engine)
+        migrations.HISTORY.upgrade(store.engine)
     finally:
         store.close()
     write_config(config, home / CONFIG_FILE)

@@ -235,15 +235,9 @@ class RegistryService:
     def enroll(
         self, code: str, authorization_code: str, keys: KeySubmission, *, source: str
     ) -> EnrollResult:
-        """Bind ``keys`` to district ``code`` (``registry.enrollment``).
+        """Bind ``keys`` to district ``code``: ``registry.enrollment.Enrollment.enroll``.
 
-        ``source`` is the caller's network address (``"192.0.2.7"``, ``"2001:db8::7"``):
-        failures are counted, and locked out, per source. Raises ``InvalidInput``
-        for malformed keys (before the code is checked: that reveals nothing
-        about the district) or, once the code is accepted, for an endpoint
-        another active district holds (nothing is changed and the code stays
-        unused); ``EnrollmentRefused`` for every authorization
-        failure alike.
+        Raises ``InvalidInput`` and ``EnrollmentRefused``, as that method says.
         """
         return self._enrollment.enroll(code, authorization_code, keys, source=source)
 

@@ -88,6 +88,12 @@ def _rpc(method: _Handler) -> _Handler:
     return wrapper  # type: ignore[return-value]
 
 
+def _not_served(self: object, request: object, context: grpc.ServicerContext) -> NoReturn:
+    """A method of the other listener: UNIMPLEMENTED here."""
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served on this listener")
+    raise AssertionError("unreachable: context.abort raises")
+
+
 class EnrollOnlyServicer(registry_pb2_grpc.RegistryServicer):
     """The enrollment listener's servicer: ``Enroll`` only, everything else UNIMPLEMENTED."""
 
@@ -107,25 +113,7 @@ class EnrollOnlyServicer(registry_pb2_grpc.RegistryServicer):
         return _enroll_response(result)
 
     # The other methods need a district certificate: they live on the mutual-TLS listener.
-    def LookupDistrict(  # noqa: N802
-        self, request: registry_pb2.LookupDistrictRequest, context: grpc.ServicerContext
-    ) -> common_pb2.SignedEnvelope:
-        _not_here(context)
-
-    def SearchSchools(  # noqa: N802
-        self, request: registry_pb2.SearchSchoolsRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.SearchSchoolsResponse:
-        _not_here(context)
-
-    def ListDistricts(  # noqa: N802
-        self, request: registry_pb2.ListDistrictsRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.ListDistrictsResponse:
-        _not_here(context)
-
-    def UpdateEntry(  # noqa: N802
-        self, request: registry_pb2.UpdateEntryRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.EnrollResponse:
-        _not_here(context)
+    LookupDistrict = SearchSchools = ListDistricts = UpdateEntry = _not_served  # noqa: N815
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
@@ -140,10 +128,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._service = service
         self._caller_auth = caller_auth or self._caller_from_certificate
 
-    def Enroll(  # noqa: N802
-        self, request: registry_pb2.EnrollRequest, context: grpc.ServicerContext
-    ) -> registry_pb2.EnrollResponse:
-        _not_here(context)  # served on the enrollment listener only
+    Enroll = _not_served  # noqa: N815 (served on the enrollment listener only)
 
     def _caller_from_certificate(self, context: grpc.ServicerContext) -> DistrictCode:
         return self._service.authenticate(peer_certificate(context.auth_context()))
@@ -192,11 +177,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             caller, cert, request.district_code, KeySubmission.from_proto(request.keys)
         )
         return _enroll_response(result)
-
-
-def _not_here(context: grpc.ServicerContext) -> NoReturn:
-    context.abort(grpc.StatusCode.UNIMPLEMENTED, "not served on this listener")
-    raise AssertionError("unreachable: context.abort raises")
 
 
 def _enroll_response(result: EnrollResult) -> registry_pb2.EnrollResponse:

@@ -24,6 +24,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect, Engine
 
+from rt_client._migrations import named_metadata
 from rt_client._sqlite_files import restrict_sqlite_files
 from rt_client.errors import ConfigError, InvalidInput, NotFound
 from rt_client.ids import DistrictCode, SchoolCode
@@ -68,17 +69,8 @@ class _UtcDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# Constraint names follow one convention so migrations can address them by
-# name on both databases (the same convention as the district database).
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+# Constraint names follow the convention of both databases (rt_client._migrations).
+metadata = named_metadata()
 
 districts = sa.Table(
     "districts",
@@ -178,9 +170,9 @@ class RegistryStore:
             raise ConfigError(f"cannot open the registry database: {exc}") from exc
         if check_schema:
             try:
-                if engine.dialect.name == "sqlite" and migrations.state(engine).empty:
-                    migrations.upgrade(engine)
-                migrations.check_at_head(engine)
+                if engine.dialect.name == "sqlite" and migrations.HISTORY.state(engine).empty:
+                    migrations.HISTORY.upgrade(engine)
+                migrations.HISTORY.check_at_head(engine)
             except ConfigError:
                 engine.dispose()
                 raise

@@ -25,11 +25,36 @@ from sqlalchemy.engine import Connection, Engine
 
 from rt_client.errors import ConfigError, SchemaVersionError
 
-__all__ = ["SchemaHistory", "SchemaState", "check_at_head", "run_env", "schema_state", "upgrade"]
+__all__ = [
+    "SchemaHistory",
+    "SchemaState",
+    "check_at_head",
+    "named_metadata",
+    "run_env",
+    "schema_state",
+    "upgrade",
+]
 
 # Any constant will do: it names "the migration lock" for pg_advisory_xact_lock,
 # so concurrent upgrades (two replicas deployed at once) run one after the other.
 _PG_MIGRATION_LOCK = 0x5254_4D49_4752  # "RTMIGR"
+
+
+def named_metadata() -> sa.MetaData:
+    """A ``MetaData`` whose constraints are named by the convention both databases follow.
+
+    Migrations address constraints by name (to drop or alter them, on SQLite
+    as on PostgreSQL); the convention makes those names the same everywhere.
+    """
+    return sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,22 @@ class SchemaHistory:
         base = self.scripts().get_base()
         assert base is not None
         return base
+
+    def state(self, engine: Engine) -> SchemaState:
+        """Where the database stands. Raises ``ConfigError`` if it cannot be reached."""
+        return schema_state(engine, self)
+
+    def upgrade(self, engine: Engine, target: str = "head") -> tuple[str | None, str]:
+        """Migrate to ``target`` (default: the newest revision); returns (from, to).
+
+        Raises ``SchemaVersionError`` (the database is newer than this code) or
+        ``ConfigError`` (unreachable, or the migration failed and was rolled back).
+        """
+        return upgrade(engine, self, target)
+
+    def check_at_head(self, engine: Engine) -> None:
+        """Raises ``SchemaVersionError`` unless the database is at the newest revision."""
+        check_at_head(engine, self)
 
 
 @dataclass(frozen=True)

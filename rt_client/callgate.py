@@ -43,6 +43,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from rt_client.errors import InvalidInput, PeerUnavailable
+from rt_client.interceptors import HandlerInterceptor
 
 __all__ = [
     "BUSY",
@@ -147,7 +148,7 @@ class _Shares:
             return self._held.get(caller, 0)
 
 
-class CallGate(grpc.ServerInterceptor):  # type: ignore[misc]
+class CallGate(HandlerInterceptor):
     """Admits, shares out and bounds every call of a server (see the module docstring).
 
     ``admit(context, method)`` returns the caller's ``Admission`` or aborts the
@@ -176,17 +177,7 @@ class CallGate(grpc.ServerInterceptor):  # type: ignore[misc]
     def stop(self) -> None:
         self.watchdog.stop()
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        return self._gated(handler, handler_call_details.method)
-
-    def _gated(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         parse = handler.request_deserializer or _unparsed
         serializer = handler.response_serializer
         if handler.request_streaming:

@@ -70,7 +70,7 @@ def db_command(args: argparse.Namespace) -> int:
             from rt_server.flows.district import Limits
             from rt_server.store.spool import adopt_file_spool
 
-            before, after = migrations.upgrade(engine)
+            before, after = migrations.HISTORY.upgrade(engine)
             # Sealed transfers an older version spooled to files go into the database.
             adopted = adopt_file_spool(engine, config.data_dir / "spool", Limits().frame_bytes)
             result = {"from": before, "to": after, "changed": before != after, "spooled": adopted}
@@ -82,7 +82,7 @@ def db_command(args: argparse.Namespace) -> int:
             if adopted:
                 text += f" {adopted} sealed transfer(s) moved from the spool folder into it."
         else:
-            state = migrations.state(engine)
+            state = migrations.HISTORY.state(engine)
             result = {"current": state.current, "head": state.head, "at_head": state.at_head}
             if state.at_head:
                 text = f"District database at the newest revision ({state.head})."

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import socket
-import threading
 import uuid
 from concurrent import futures
 from datetime import timedelta
@@ -25,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc, registrar_pb2, registrar_pb2_grpc
+from rt_client._serving import configure_logging, wait_for_stop_signal
 from rt_client.config import DistrictConfig
 from rt_client.directory import DirectoryClient, registry_channel
 from rt_client.errors import ConfigError
@@ -304,24 +303,13 @@ def _add_health_and_reflection(server: grpc.Server, service_name: str) -> health
 def serve_forever(config: DistrictConfig) -> None:
     """``rt serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
     configure_grpc_tls()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     server = DistrictServer(config)
     server.start()
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(
+    wait_for_stop_signal(
         f"district {config.district_code} ready: peers on port {server.peer_port}, "
         f"registrar on {config.registrar_socket}",
-        flush=True,
+        log,
     )
-    done.wait()
     server.stop(grace=config.shutdown_grace_seconds)
     log.info("district %s stopped", config.district_code)

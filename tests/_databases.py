@@ -69,7 +69,7 @@ class Databases:
         url = self.url(name)
         engine = make_engine(url)
         try:
-            migrations.upgrade(engine)
+            migrations.HISTORY.upgrade(engine)
         finally:
             engine.dispose()
         return url

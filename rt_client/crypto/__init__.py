@@ -1,7 +1,9 @@
 """The pure cryptographic core of Records Transfer (DESIGN.md section 5).
 
 Cobblestone-256 payload encryption, HPKE key wrap, signed envelopes and the
-transfer trailer. No I/O, no gRPC, no protobuf: data in, data out.
+transfer trailer. No I/O, no gRPC, no protobuf: data in, data out. The
+signing labels, one per message type, are read where they are defined:
+``envelope.LABEL_DECISION`` and so on (``from rt_client.crypto import envelope``).
 """
 
 from rt_client.crypto.cobblestone import (
@@ -15,15 +17,6 @@ from rt_client.crypto.cobblestone import decrypt as cobblestone_decrypt
 from rt_client.crypto.cobblestone import encrypt as cobblestone_encrypt
 from rt_client.crypto.envelope import (
     KNOWN_LABELS,
-    LABEL_DECISION,
-    LABEL_DELIVERY_RECEIPT,
-    LABEL_DIRECTORY_ENTRY,
-    LABEL_ENROLL,
-    LABEL_IMPORT_NOTICE,
-    LABEL_MESSAGE,
-    LABEL_REQUEST,
-    LABEL_REQUEST_RECEIPT,
-    LABEL_TRANSFER_HEADER,
     Signed,
     ed25519_public_bytes,
     load_ed25519_private,
@@ -54,15 +47,6 @@ __all__ = [
     "FALLBACK_SUITE",
     "HEADER_SIZE",
     "KNOWN_LABELS",
-    "LABEL_DECISION",
-    "LABEL_DELIVERY_RECEIPT",
-    "LABEL_DIRECTORY_ENTRY",
-    "LABEL_ENROLL",
-    "LABEL_IMPORT_NOTICE",
-    "LABEL_MESSAGE",
-    "LABEL_REQUEST",
-    "LABEL_REQUEST_RECEIPT",
-    "LABEL_TRANSFER_HEADER",
     "SUPPORTED_SUITES",
     "TAG_SIZE",
     "CobblestoneDecryptor",

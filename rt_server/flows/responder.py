@@ -123,35 +123,14 @@ def approve_request(
             )
         student_local_id = exact[0].local_id
     chosen = table_enums(tables) if tables else table_enums(request.tables_requested)
-    now = d.clock()
-    decision = peer_pb2.Decision(
-        decision_id=new_id(),
-        request_id=request_id,
-        prior_district=d.code,
-        requesting_district=request.requesting_district,
-        approved=True,
-        tables=chosen,
-        transfer_id=new_id(),
-        decided_by=actor,
+    decision = _decide(
+        d,
+        request_id,
+        request,
+        actor,
+        peer_pb2.Decision(approved=True, tables=chosen, transfer_id=new_id()),
+        local_student_id=student_local_id,
     )
-    decision.decided_at.FromDatetime(now)
-    signed = d.sign(envelope.LABEL_DECISION, decision)
-    decisions.record_decision(
-        d.engine,
-        decisions.Decision(
-            request_id=RequestId(request_id),
-            decision_id=MessageId(decision.decision_id),
-            approved=True,
-            actor=actor,
-            envelope=signed.SerializeToString(),
-            tables=[table_spec(t).code for t in chosen],
-            transfer_id=TransferId(decision.transfer_id),
-            local_student_id=student_local_id,
-        ),
-        now=now,
-        claim=d.outbox_claim(),
-    )
-    d.hand_over(request_id)  # the decision and the delivery, at once
     return decision.transfer_id
 
 
@@ -183,17 +162,40 @@ def reject_request(
     request = requests.get_request(d.engine, request_id)
     if request.direction is not Direction.INBOUND:
         raise WrongStatus("only requests we received can be rejected")
+    _decide(
+        d,
+        request_id,
+        request,
+        actor,
+        peer_pb2.Decision(approved=False, reason=reason, reason_text=text),  # type: ignore[arg-type]
+    )
+
+
+def _decide(
+    d: District,
+    request_id: RequestId,
+    request: RequestRecord,
+    actor: str,
+    outcome: peer_pb2.Decision,
+    *,
+    local_student_id: str | None = None,
+) -> peer_pb2.Decision:
+    """Sign our decision on ``request``, record it, and hand it (and any delivery) over.
+
+    ``outcome`` holds what differs between an approval (``approved``,
+    ``tables``, ``transfer_id``) and a rejection (``reason``, ``reason_text``);
+    the store records what is signed. Raises what ``decisions.record_decision``
+    raises (``WrongStatus``, ``InvalidInput``, ``NotFound``).
+    """
     now = d.clock()
     decision = peer_pb2.Decision(
         decision_id=new_id(),
         request_id=request_id,
         prior_district=d.code,
         requesting_district=request.requesting_district,
-        approved=False,
-        reason=reason,  # type: ignore[arg-type]
-        reason_text=text,
         decided_by=actor,
     )
+    decision.MergeFrom(outcome)
     decision.decided_at.FromDatetime(now)
     signed = d.sign(envelope.LABEL_DECISION, decision)
     decisions.record_decision(
@@ -201,16 +203,20 @@ def reject_request(
         decisions.Decision(
             request_id=RequestId(request_id),
             decision_id=MessageId(decision.decision_id),
-            approved=False,
+            approved=decision.approved,
             actor=actor,
             envelope=signed.SerializeToString(),
-            reason=reason,
-            reason_text=text or None,
+            tables=[table_spec(t).code for t in decision.tables],
+            transfer_id=TransferId(decision.transfer_id) if decision.approved else None,
+            local_student_id=local_student_id,
+            reason=None if decision.approved else decision.reason,
+            reason_text=decision.reason_text or None,
         ),
         now=now,
         claim=d.outbox_claim(),
     )
-    d.hand_over(request_id)
+    d.hand_over(request_id)  # the decision and, for an approval, the delivery, at once
+    return decision
 
 
 def send_signed(d: District, item: outbox.OutboxItem, done: outbox.Outbox, rpc: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from rt_client import errors
+from rt_client.interceptors import HandlerInterceptor
 from rt_client.status_codes import peer_text, status_for
 from rt_server.store.units import DatabaseFailure
 
@@ -53,21 +54,13 @@ def wrap_behavior(
     return handler
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorMappingInterceptor(HandlerInterceptor):
     """Turns domain errors into status codes for every method of a server."""
 
     def __init__(self, *, peer_facing: bool) -> None:
         self._peer_facing = peer_facing
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         return wrap_behavior(handler, lambda b, req, ctx: self._call(method, b, req, ctx))
 
     def _call(

@@ -6,8 +6,9 @@ frozen dataclasses of ``rt_server.core.model``, never as database rows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, RowMapping, Select, bindparam, select
 
@@ -18,7 +19,9 @@ from rt_server.core.statuses import Direction, Status
 from rt_server.core.tables import parse_table_list
 from rt_server.store.schema import REQUESTS
 
-__all__ = ["load_request", "message_from_row", "request_from_row"]
+__all__ = ["load_request", "message_from_row", "record_from_row", "request_from_row"]
+
+_Record = TypeVar("_Record")
 
 
 def request_from_row(row: RowMapping) -> RequestRecord:
@@ -67,16 +70,16 @@ def request_from_row(row: RowMapping) -> RequestRecord:
 
 def message_from_row(row: RowMapping) -> ThreadMessageRecord:
     """A ``thread_messages`` row as a ``ThreadMessageRecord``."""
-    return ThreadMessageRecord(
-        message_id=row["message_id"],
-        request_id=row["request_id"],
-        from_district=row["from_district"],
-        author=row["author"],
-        body=row["body"],
-        sent_at=row["sent_at"],
-        system=row["system"],
-        delivered=row["delivered"],
-    )
+    return record_from_row(ThreadMessageRecord, row)
+
+
+def record_from_row(record: type[_Record], row: RowMapping) -> _Record:
+    """A ``record`` (a frozen dataclass of ``rt_server.core.model``) from a row of its columns.
+
+    For the tables whose columns are named, and typed, as the record's fields
+    (``students``, ``thread_messages``): each field is the column of its name.
+    """
+    return record(**{f.name: row[f.name] for f in dataclasses.fields(record)})  # type: ignore[arg-type]
 
 
 def load_request(conn: Connection, request_id: RequestId, *, lock: bool = False) -> RowMapping:

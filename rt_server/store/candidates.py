@@ -7,13 +7,14 @@ one conversion of a ``students`` row into a ``StudentRecord``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from sqlalchemy import or_, select
+from sqlalchemy import RowMapping, or_, select
 
 from rt_server.core.matching import Candidate, name_key, rank_candidates
 from rt_server.core.model import StudentIdentity, StudentRecord
 from rt_server.store._db import Bind, reading
+from rt_server.store._rows import record_from_row
 from rt_server.store.schema import STUDENTS
 
 __all__ = ["match_student", "student_from_row"]
@@ -23,19 +24,9 @@ __all__ = ["match_student", "student_from_row"]
 _MAX_SCORED: Final = 500
 
 
-def student_from_row(row: Any) -> StudentRecord:
+def student_from_row(row: RowMapping) -> StudentRecord:
     """A ``StudentRecord`` from a ``students`` row mapping."""
-    return StudentRecord(
-        local_id=row["local_id"],
-        ssid=row["ssid"],
-        legal_first_name=row["legal_first_name"],
-        legal_middle_name=row["legal_middle_name"],
-        legal_last_name=row["legal_last_name"],
-        birth_date=row["birth_date"],
-        gender=row["gender"],
-        school=row["school"],
-        created_at=row["created_at"],
-    )
+    return record_from_row(StudentRecord, row)
 
 
 def match_student(bind: Bind, identity: StudentIdentity) -> list[Candidate]:

@@ -30,7 +30,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     Numeric,
     PrimaryKeyConstraint,
     String,
@@ -40,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from rt_client._migrations import named_metadata
 from rt_server.core.matching import NAME_KEY_LEN
 from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, TableSpec
 
@@ -68,17 +68,8 @@ __all__ = [
     "create_schema",
 ]
 
-# Constraint names follow one convention so Alembic migrations (later) can
-# address them by name on both databases.
-METADATA: Final = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+# Constraint names follow the convention of both databases (rt_client._migrations).
+METADATA: Final = named_metadata()
 
 # Shared widths. A local student id is ours (e.g. "S000123"); request, transfer
 # and message ids are UUIDs chosen by whichever district created them.
@@ -439,4 +430,4 @@ def create_schema(engine: Engine) -> None:
     """
     from rt_server.store import migrations  # the migration scripts import this module
 
-    migrations.upgrade(engine)
+    migrations.HISTORY.upgrade(engine)

@@ -87,23 +87,23 @@ def district_engine(databases: Databases) -> Any:
 def test_an_empty_database_upgrades_to_the_newest_revision(
     databases: Databases, district_engine: sa.Engine
 ) -> None:
-    assert migrations.state(district_engine).empty
-    assert migrations.upgrade(district_engine) == (None, migrations.HISTORY.head)
+    assert migrations.HISTORY.state(district_engine).empty
+    assert migrations.HISTORY.upgrade(district_engine) == (None, migrations.HISTORY.head)
     assert revision_of(district_engine) == migrations.HISTORY.head
     assert differences(district_engine, METADATA) == []
     # Again: nothing to do, nothing changed.
     head = migrations.HISTORY.head
-    assert migrations.upgrade(district_engine) == (head, head)
-    migrations.check_at_head(district_engine)
+    assert migrations.HISTORY.upgrade(district_engine) == (head, head)
+    migrations.HISTORY.check_at_head(district_engine)
 
     registry_engine = sa.create_engine(databases.url("registry"))
     try:
-        assert registry_migrations.upgrade(registry_engine) == (
+        assert registry_migrations.HISTORY.upgrade(registry_engine) == (
             None,
             registry_migrations.HISTORY.head,
         )
         assert differences(registry_engine, REGISTRY_METADATA) == []
-        registry_migrations.check_at_head(registry_engine)
+        registry_migrations.HISTORY.check_at_head(registry_engine)
     finally:
         registry_engine.dispose()
 
@@ -178,12 +178,12 @@ def _fill_first_revision(engine: sa.Engine) -> None:
 def test_from_the_first_revision_to_the_newest_with_data_in_it(
     district_engine: sa.Engine,
 ) -> None:
-    assert migrations.upgrade(district_engine, FIRST) == (None, FIRST)
+    assert migrations.HISTORY.upgrade(district_engine, FIRST) == (None, FIRST)
     _fill_first_revision(district_engine)
     before = everything(district_engine)
     assert before["transfer_chunks"] and before["HIS"] and before["outbox"]
 
-    assert migrations.upgrade(district_engine) == (FIRST, migrations.HISTORY.head)
+    assert migrations.HISTORY.upgrade(district_engine) == (FIRST, migrations.HISTORY.head)
     assert differences(district_engine, METADATA) == []
     after = everything(district_engine)
     # Every row is still there, every value unchanged; new columns are empty.
@@ -210,17 +210,17 @@ def test_from_the_first_revision_to_the_newest_with_data_in_it(
 
 
 def test_a_database_from_before_migrations_is_adopted(district_engine: sa.Engine) -> None:
-    migrations.upgrade(district_engine, FIRST)
+    migrations.HISTORY.upgrade(district_engine, FIRST)
     _fill_first_revision(district_engine)
     with district_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE alembic_version"))  # as create_all left it
     before = everything(district_engine)
 
-    state = migrations.state(district_engine)
+    state = migrations.HISTORY.state(district_engine)
     assert state.current is None and state.pre_migrations and not state.empty
     with pytest.raises(SchemaVersionError, match="from before schema migrations"):
-        migrations.check_at_head(district_engine)
-    assert migrations.upgrade(district_engine) == (None, migrations.HISTORY.head)
+        migrations.HISTORY.check_at_head(district_engine)
+    assert migrations.HISTORY.upgrade(district_engine) == (None, migrations.HISTORY.head)
     assert differences(district_engine, METADATA) == []
     assert count(district_engine, RECORD_TABLES["HIS"]) == len(before["HIS"])
     assert count(district_engine, TRANSFER_CHUNKS) == 2
@@ -253,7 +253,7 @@ def _ledger_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
 
 def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Engine) -> None:
     """Entries from before 0003 are runs of one; a downgrade gives every row its entry again."""
-    migrations.upgrade(district_engine, "0002")
+    migrations.HISTORY.upgrade(district_engine, "0002")
     pid = students.add_student(
         district_engine, samples.sample_student(random.Random(3), 1), actor="registrar", now=NOW
     )
@@ -284,7 +284,7 @@ def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Eng
             ],
         )
 
-    migrations.upgrade(district_engine)
+    migrations.HISTORY.upgrade(district_engine)
     assert _ledger_rows(district_engine) == [
         (old, "*", -1, 0, "TRANSFER", None),
         (old, "HIS", 0, 1, "IMPORTED", 1),
@@ -321,7 +321,7 @@ def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Eng
         (new, "HIS", 4, "IMPORTED", 5),
     ]
 
-    migrations.upgrade(district_engine)
+    migrations.HISTORY.upgrade(district_engine)
     assert differences(district_engine, METADATA) == []
     for transfer, result in ((old, again), (new, first)):
         repeated = importer.import_transfer(district_engine, transfer, pid, [])
@@ -333,7 +333,7 @@ def test_registry_0002_lifts_district_locks_and_keeps_failure_counts(databases: 
     """0001 locked a district (``locked_until``); 0002 locks sources (``last_lockout_at``)."""
     engine = sa.create_engine(databases.url("registry"))
     try:
-        assert registry_migrations.upgrade(engine, FIRST) == (None, FIRST)
+        assert registry_migrations.HISTORY.upgrade(engine, FIRST) == (None, FIRST)
         row = {
             "code": "1964733", "name": "LAUSD", "status": "pending", "endpoints": "[]",
             "auth_code_hash": "scrypt$16$8$1$c2FsdA==$aGFzaA==", "failed_attempts": 7,
@@ -343,7 +343,10 @@ def test_registry_0002_lifts_district_locks_and_keeps_failure_counts(databases: 
         values = ", ".join(f":{name}" for name in row)
         with engine.begin() as conn:
             conn.execute(sa.text(f"INSERT INTO districts ({columns}) VALUES ({values})"), row)
-        assert registry_migrations.upgrade(engine) == (FIRST, registry_migrations.HISTORY.head)
+        assert registry_migrations.HISTORY.upgrade(engine) == (
+            FIRST,
+            registry_migrations.HISTORY.head,
+        )
         assert differences(engine, REGISTRY_METADATA) == []
         (after,) = everything(engine)["districts"]
         assert after["failed_attempts"] == 7 and after["last_lockout_at"] is None
@@ -383,8 +386,8 @@ def test_a_district_server_refuses_a_database_it_does_not_fit(
             # A fresh PostgreSQL database is never migrated by a server.
             with pytest.raises(SchemaVersionError, match="has no schema.*rt db upgrade"):
                 DistrictServer(config).start()
-            assert migrations.state(engine).empty
-        migrations.upgrade(engine, FIRST)
+            assert migrations.HISTORY.state(engine).empty
+        migrations.HISTORY.upgrade(engine, FIRST)
         with pytest.raises(SchemaVersionError, match=f"at revision {FIRST} but .*rt db upgrade"):
             DistrictServer(config).start()
 
@@ -473,7 +476,7 @@ def test_rt_db_upgrade_moves_an_old_spool_file_into_the_database(
     write_config(config, config_file)
     engine = make_engine(url)
     try:
-        migrations.upgrade(engine, FIRST)
+        migrations.HISTORY.upgrade(engine, FIRST)
         _fill_first_revision(engine)  # t-out: SEALED, 6 bytes, not yet delivered
         with engine.begin() as conn:
             conn.execute(sa.update(TRANSFERS).values(received_offset=0))  # as 0001 wrote it
