@@ -34,6 +34,10 @@ from rt_server.flows.streams import OutgoingStreams
 from rt_server.store import flow_requests, units
 from rt_server.store.outbox_queue import OutboxClaim
 
+# The database could not complete a unit of work (busy, full, unreachable): it
+# rolled back and may succeed if tried again (the servicers say so).
+DatabaseFailure = units.DatabaseFailure
+
 M = TypeVar("M", bound=Message)
 Clock = Callable[[], datetime]
 

@@ -39,6 +39,9 @@ from rt_server.store import (
 )
 from rt_server.store.transfers import Transfer
 
+# Which conflicts a registrar accepts at import (the servicer builds it from the request).
+AcceptConflicts = importer.AcceptConflicts
+
 T = TypeVar("T")
 
 

@@ -18,7 +18,7 @@ import grpc
 from rt_client import errors
 from rt_client.interceptors import HandlerInterceptor
 from rt_client.status_codes import peer_text, status_for
-from rt_server.store.units import DatabaseFailure
+from rt_server.flows.district import DatabaseFailure
 
 log = logging.getLogger("rt_server.errors")
 

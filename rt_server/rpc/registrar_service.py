@@ -14,11 +14,10 @@ from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
 from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
+from rt_server.core.statuses import Direction
 from rt_server.core.table_codes import parse_counts
-from rt_server.flows import messages, requester, responder, review
+from rt_server.flows import lookups, messages, requester, responder, review
 from rt_server.flows.district import District
-from rt_server.store import disclosures, requests, students, thread_messages
-from rt_server.store.importer import AcceptConflicts
 
 _ROW_CLASS = {
     "NEW": registrar_pb2.NEW,
@@ -50,7 +49,9 @@ def _student_proto(s: Any) -> registrar_pb2.Student:
 def _summary(r: Any) -> registrar_pb2.RequestSummary:
     out = registrar_pb2.RequestSummary(
         request_id=r.request_id,
-        direction=registrar_pb2.OUTBOUND if r.direction == "OUTBOUND" else registrar_pb2.INBOUND,
+        direction=(
+            registrar_pb2.OUTBOUND if r.direction == Direction.OUTBOUND else registrar_pb2.INBOUND
+        ),
         status=common_pb2.RequestStatus.Value(r.status),
         other_district=r.other_district,
         student_name=" ".join(p for p in (r.legal_first_name, r.legal_last_name) if p),
@@ -63,7 +64,7 @@ def _summary(r: Any) -> registrar_pb2.RequestSummary:
 
 
 def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
-    r = requests.get_request(d.engine, RequestId(request_id))
+    r = lookups.request(d, RequestId(request_id))
     detail = registrar_pb2.RequestDetail(
         summary=_summary(r),
         requesting_school=r.requesting_school,
@@ -86,9 +87,7 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
         prior_local_id=r.prior_local_id or "",
         approved=bool(r.approved),
     )
-    received = (
-        requests.received_counts(d.engine, TransferId(r.transfer_id)) if r.transfer_id else ""
-    )
+    received = lookups.received_counts(d, TransferId(r.transfer_id)) if r.transfer_id else ""
     for table, rows in sorted(parse_counts(received).items()):
         detail.received.add(table=table, rows=rows)
     if r.next_attempt_at:
@@ -105,8 +104,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
         s = request.student
-        local_id = students.add_student(
-            self._d.engine,
+        enrolled = lookups.enroll_student(
+            self._d,
             {
                 "local_id": s.local_id or None,
                 "ssid": s.ssid or None,
@@ -119,14 +118,13 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             },
             list(request.records),
             actor=_actor(request.actor),
-            now=self._d.clock(),
         )
-        return _student_proto(students.get_student(self._d.engine, local_id))
+        return _student_proto(enrolled)
 
     def ListStudents(
         self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ListStudentsResponse:
-        found = students.list_students(self._d.engine, request.query, request.limit or 100)
+        found = lookups.find_students(self._d, request.query, request.limit or 100)
         return registrar_pb2.ListStudentsResponse(students=[_student_proto(s) for s in found])
 
     def SearchSchools(
@@ -162,13 +160,12 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def ListRequests(
         self, request: registrar_pb2.ListRequestsRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ListRequestsResponse:
-        direction = {registrar_pb2.OUTBOUND: "OUTBOUND", registrar_pb2.INBOUND: "INBOUND"}.get(
-            request.direction
-        )
+        direction = {
+            registrar_pb2.OUTBOUND: Direction.OUTBOUND,
+            registrar_pb2.INBOUND: Direction.INBOUND,
+        }.get(request.direction)
         status = common_pb2.RequestStatus.Name(request.status) if request.status else None
-        rows = requests.list_requests(
-            self._d.engine, direction=direction, status=status, limit=request.limit or 100
-        )
+        rows = lookups.find_requests(self._d, direction, status, request.limit or 100)
         return registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
 
     def GetRequest(
@@ -183,7 +180,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         return registrar_pb2.MatchCandidates(
             candidates=[
                 registrar_pb2.MatchCandidate(
-                    student=_student_proto(students.get_student(self._d.engine, c.local_id)),
+                    student=_student_proto(lookups.student(self._d, c.local_id)),
                     confidence=c.confidence,
                     exact=c.exact,
                     why=c.why,
@@ -261,7 +258,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def ImportTransfer(
         self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ImportResult:
-        accept: AcceptConflicts
+        accept: review.AcceptConflicts
         if request.accept_all_conflicts:
             accept = "all"
         else:
@@ -286,7 +283,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.ListDisclosuresRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ListDisclosuresResponse:
         out = registrar_pb2.ListDisclosuresResponse()
-        for x in disclosures.list_disclosures(self._d.engine, request.student_local_id or None):
+        for x in lookups.disclosures_of(self._d, request.student_local_id or None):
             item = out.disclosures.add(
                 student_local_id=x.student_local_id,
                 student_name=x.student_name,
@@ -317,7 +314,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.ListMessagesResponse:
         out = registrar_pb2.ListMessagesResponse()
-        for m in thread_messages.list_messages(self._d.engine, RequestId(request.request_id)):
+        for m in lookups.thread_of(self._d, RequestId(request.request_id)):
             entry = out.messages.add(
                 message_id=m.message_id,
                 request_id=m.request_id,

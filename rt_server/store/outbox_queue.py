@@ -15,6 +15,7 @@ from typing import Final
 from sqlalchemy import insert
 
 from rt_client.ids import DistrictCode, RequestId
+from rt_server.core.statuses import OutboxStatus
 from rt_server.store._db import Bind, aware, within
 from rt_server.store.schema import OUTBOX
 
@@ -62,7 +63,7 @@ def enqueue(
                 "request_id": request_id,
                 "to_district": to_district,
                 "payload": payload,
-                "status": "QUEUED",
+                "status": OutboxStatus.QUEUED.value,
                 "attempts": 0,
                 "next_attempt_at": at,
                 "created_at": at,

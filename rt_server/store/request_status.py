@@ -19,7 +19,7 @@ from rt_client.errors import InvalidInput, WrongStatus
 from rt_client.ids import RequestId
 from rt_server.core.inputs import parse_actor, parse_text
 from rt_server.core.model import RequestRecord
-from rt_server.core.statuses import Action, Status, transition
+from rt_server.core.statuses import Action, OutboxStatus, Status, transition
 from rt_server.store._db import Bind, aware, within
 from rt_server.store._rows import load_request, request_from_row
 from rt_server.store.audit import system_message, write_audit
@@ -108,9 +108,9 @@ def set_status(
             # a retry past the horizon would fail again at its first refusal.
             conn.execute(
                 update(OUTBOX)
-                .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == "FAILED")
+                .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == OutboxStatus.FAILED.value)
                 .values(
-                    status="QUEUED",
+                    status=OutboxStatus.QUEUED.value,
                     attempts=0,
                     next_attempt_at=at,
                     created_at=at,
