@@ -108,7 +108,9 @@ def set_status(
             # a retry past the horizon would fail again at its first refusal.
             conn.execute(
                 update(OUTBOX)
-                .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == OutboxStatus.FAILED.value)
+                .where(
+                    OUTBOX.c.request_id == request_id, OUTBOX.c.status == OutboxStatus.FAILED.value
+                )
                 .values(
                     status=OutboxStatus.QUEUED.value,
                     attempts=0,
