@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -49,8 +50,17 @@ _PROBE = Table(
 
 
 @pytest.fixture
-def probe(engine: Engine) -> Engine:
+def probe_table(engine: Engine) -> Iterator[Engine]:
+    """The probe table, new for the test (PostgreSQL's database outlives a test: drop it after)."""
+    _PROBE.drop(engine, checkfirst=True)
     _PROBE.create(engine)
+    yield engine
+    _PROBE.drop(engine, checkfirst=True)
+
+
+@pytest.fixture
+def probe(probe_table: Engine) -> Engine:
+    engine = probe_table
     with engine.begin() as conn:
         conn.execute(
             insert(_PROBE),
@@ -167,11 +177,11 @@ def test_every_record_table_compiles_for_both_dialects() -> None:
                 assert order == list(columns)
 
 
-def test_bulk_insert_rows_land_in_their_columns(engine: Engine) -> None:
+def test_bulk_insert_rows_land_in_their_columns(probe_table: Engine) -> None:
     """End to end on the database under test: reordered columns, one executemany."""
     from rt_server.store._db import bulk_insert
 
-    _PROBE.create(engine)
+    engine = probe_table
     with engine.begin() as conn:
         bulk_insert(conn, _PROBE, {"name": ["b", "a"], "sq": [20, 10]})
     with engine.connect() as conn:
