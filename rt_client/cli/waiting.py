@@ -158,7 +158,8 @@ def follow(
                 if reason:
                     out.line(reason)
             total, sent = d.delivery_bytes_total, d.delivery_bytes_done
-            if not out.tty and total:
+            delivering = d.approved and d.summary.status == _S.PENDING
+            if not out.tty and total and delivering:
                 # Piped: a line per tenth of the delivery, not per poll.
                 tenth = min(10, sent * 10 // total)
                 if tenth != step:
@@ -260,7 +261,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not 0 < value <= 7 * 24 * 3600:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"not a number of seconds from 1 to 604800: {text!r}")
+        raise argparse.ArgumentTypeError(f"give seconds, more than 0 and at most 604800: {text!r}")
     return value
 
 
