@@ -228,8 +228,10 @@ def reattach(s: Session, request_id: str) -> int | None:
             soft_wrap=True,
         )
         return wait_for_delivery(s, d)
+    hint = " ('rt retry' starts it over)" if d.summary.status == _S.FAILED else ""
     s.err.print(
-        f"Request {request_id} is already approved and {render.status_name(d.summary.status)}.",
+        f"Request {request_id} is already approved and {render.status_name(d.summary.status)}"
+        f"{hint}.",
         markup=False,
         highlight=False,
         soft_wrap=True,
