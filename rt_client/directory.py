@@ -73,6 +73,13 @@ _DEFAULT_TIMEOUT: Final = 10.0
 # While the registry is unreachable, how often to try it again for a district
 # whose cached entry is still valid (and in use meanwhile).
 _OUTAGE_RETRY: Final = timedelta(seconds=30)
+# gRPC's own reconnect backoff grows to 120 s while the registry is down, and
+# calls fail at once in between: capped, so that a registry that comes back is
+# reached within seconds (as rt_client.peers does for districts).
+_RECONNECT_OPTIONS: Final = (
+    ("grpc.initial_reconnect_backoff_ms", 1_000),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
+)
 _SHA256_SIZE: Final = 32
 _ED25519_KEY_SIZE: Final = 32
 
@@ -496,4 +503,6 @@ def registry_channel(
     ``server_name`` defaults to the name every registry server certificate
     carries (``rt_client.tls.REGISTRY_SERVER_NAME``), whatever address is dialled.
     """
-    return secure_channel(address, tls.channel_credentials(), server_name or REGISTRY_SERVER_NAME)
+    return secure_channel(
+        address, tls.channel_credentials(), server_name or REGISTRY_SERVER_NAME, _RECONNECT_OPTIONS
+    )

@@ -99,3 +99,16 @@ class Conflict(TransferError):
 
 class ImportConflict(RecordsTransferError):
     """An import could not be applied as asked (e.g. the transfer is not ready)."""
+
+
+class RetrySoon(PeerUnavailable):
+    """The other district is up but cannot take the call yet, and says when to try again.
+
+    Today: it cannot verify us because its registry is unreachable and it holds
+    no entry of ours. A sender tries again after ``retry_after`` seconds (short
+    and bounded) rather than backing off as from a district that is down.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -34,6 +34,10 @@ PEER: Final = Remote(
     refused="the other district refused the call ({code})",
     unreachable="the other district could not be reached ({code})",
     already="the other district already has this",
+    retry_soon=(
+        "the other district could not verify this district yet (its registry cannot be "
+        "reached) ({code})"
+    ),
 )
 
 # Keepalive agreed with the server side (rt_server.server): the client pings no

@@ -14,6 +14,13 @@ unregistered district, ``EnrollmentRefused`` for a refused enrollment).
 What the *text* of a status says is each server's policy, not this table's:
 toward a peer it is detail-free (``PEER_TEXT``: nothing the peer could learn
 from), toward a registrar it is the error's diagnostics.
+
+One refusal is retryable *soon*: a server that is up but cannot take the call
+yet (a district that cannot verify its caller while its registry is down)
+answers UNAVAILABLE with the fixed text ``NOT_VERIFIABLE_YET`` and the
+trailing metadata ``retry-after: <seconds>`` (``retry_soon_metadata``). A
+client reads it as ``RetrySoon`` with that delay, bounded to
+``RETRY_AFTER_BOUNDS``, rather than as a district that is down.
 """
 
 from __future__ import annotations
@@ -28,11 +35,16 @@ from rt_client.callgate import BUSY, NOT_AUTHORIZED
 
 __all__ = [
     "CODES",
+    "NOT_VERIFIABLE_YET",
     "PEER_TEXT",
     "RETRYABLE",
+    "RETRY_AFTER",
+    "RETRY_AFTER_BOUNDS",
     "Remote",
     "error_from_rpc",
     "peer_text",
+    "retry_after_of",
+    "retry_soon_metadata",
     "status_for",
 ]
 
@@ -87,6 +99,36 @@ PEER_TEXT: Final[dict[grpc.StatusCode, str]] = {
 }
 
 
+# The retryable-soon refusal (see the module docstring). The text says nothing
+# of the server's directory beyond "not yet"; the delay is a hint, bounded here
+# so that a server cannot make its callers hammer it nor wait for long.
+NOT_VERIFIABLE_YET: Final = "directory unavailable, try again later"
+RETRY_AFTER: Final = "retry-after"
+RETRY_AFTER_BOUNDS: Final = (1.0, 10.0)
+
+
+def retry_soon_metadata(seconds: float) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata of a retryable-soon refusal: try again in ``seconds``."""
+    return ((RETRY_AFTER, str(max(1, round(seconds)))),)
+
+
+def retry_after_of(exc: grpc.RpcError) -> float | None:
+    """The bounded ``retry-after`` delay of a failed call, or None when it names none."""
+    if not isinstance(exc, grpc.Call):
+        return None
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            if seconds != seconds:  # NaN
+                return None
+            low, high = RETRY_AFTER_BOUNDS
+            return min(high, max(low, seconds))
+    return None
+
+
 def status_for(exc: errors.RecordsTransferError) -> grpc.StatusCode:
     """The status code a server answers ``exc`` with (INTERNAL for none in the table)."""
     for cls, code in CODES:
@@ -112,6 +154,7 @@ class Remote:
     refused: str  # any other code: a refusal for good
     unreachable: str  # a code in RETRYABLE
     already: str = "{details}"  # ALREADY_EXISTS
+    retry_soon: str = "{details}"  # UNAVAILABLE with a retry-after: a RetrySoon
     not_authorized: str | None = None  # UNAUTHENTICATED, PERMISSION_DENIED
     unauthenticated: str | None = None  # UNAUTHENTICATED: an EnrollmentRefused
     not_found: str | None = None  # NOT_FOUND: a DirectoryError
@@ -128,6 +171,10 @@ def error_from_rpc(exc: grpc.RpcError, remote: Remote) -> errors.RecordsTransfer
 
     if code == StatusCode.ALREADY_EXISTS:
         return errors.Duplicate(text(remote.already))
+    if code == StatusCode.UNAVAILABLE:
+        retry_after = retry_after_of(exc)
+        if retry_after is not None:
+            return errors.RetrySoon(text(remote.retry_soon), retry_after)
     if code in RETRYABLE:
         return errors.PeerUnavailable(text(remote.unreachable))
     if code == StatusCode.UNAUTHENTICATED and remote.unauthenticated is not None:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2
-from rt_client.cli import render
+from rt_client.cli import render, waiting
 from rt_client.cli.session import (
     DIRECTIONS,
     EXIT_OK,
@@ -144,6 +143,11 @@ def cmd_match(s: Session) -> int:
 
 def cmd_approve(s: Session) -> int:
     a = s.args
+    if a.wait:
+        # Approved already (e.g. waiting was stopped with Ctrl-C): follow it again.
+        followed = waiting.reattach(s, a.request_id)
+        if followed is not None:
+            return followed
     reply = s.call(
         "ApproveRequest",
         registrar_pb2.ApproveRequestRequest(
@@ -154,30 +158,9 @@ def cmd_approve(s: Session) -> int:
         ),
     )
     if a.wait:
-        reply = _wait_delivery(s, a.request_id)
+        return waiting.wait_for_delivery(s, reply)
     s.emit(reply, lambda: render.render_detail(s.console, reply))
     return EXIT_OK
-
-
-def _wait_delivery(
-    s: Session, request_id: str, timeout: float = 600.0
-) -> registrar_pb2.RequestDetail:
-    """Poll until the delivery is acknowledged (SENT) or fails, with a progress bar."""
-    deadline = time.monotonic() + timeout
-    columns = [TextColumn("delivering"), BarColumn(), DownloadColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
-        task = bar.add_task("deliver", total=None)
-        while True:
-            d: registrar_pb2.RequestDetail = s.call(
-                "GetRequest", registrar_pb2.RequestRef(request_id=request_id, actor=s.actor)
-            )
-            if d.delivery_bytes_total:
-                bar.update(task, total=d.delivery_bytes_total, completed=d.delivery_bytes_done)
-            if d.summary.status not in (common_pb2.PENDING,) or not d.approved:
-                return d
-            if time.monotonic() > deadline:
-                raise CliError("the delivery has not finished yet; check with 'rt show'")
-            time.sleep(0.1)
 
 
 def cmd_reject(s: Session) -> int:
@@ -196,7 +179,12 @@ def cmd_retry(s: Session) -> int:
     reply = s.call(
         "RetryRequest", registrar_pb2.RequestRef(request_id=s.args.request_id, actor=s.actor)
     )
-    s.emit(reply, lambda: render.render_detail(s.console, reply))
+
+    def show() -> None:
+        s.console.print(reply.outcome, markup=False, highlight=False)
+        render.render_detail(s.console, reply)
+
+    s.emit(reply, show)
     return EXIT_OK
 
 
@@ -350,7 +338,10 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--wait",
         action="store_true",
-        help="wait until the records are delivered, with a progress bar",
+        help=(
+            "wait until the records are delivered, saying why when they wait; on a request "
+            "already approved, follow its delivery (as 'rt wait')"
+        ),
     )
     ap.set_defaults(func=cmd_approve, session=True)
 
@@ -360,9 +351,14 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     rj.add_argument("--text", help="explanation for the other registrar (required with 'other')")
     rj.set_defaults(func=cmd_reject, session=True)
 
-    rt = sub.add_parser("retry", parents=[common], help="retry a FAILED request or delivery")
+    rt = sub.add_parser(
+        "retry",
+        parents=[common],
+        help="start a FAILED request over, or push its waiting sends now (past their backoff)",
+    )
     rt.add_argument("request_id")
     rt.set_defaults(func=cmd_retry, session=True)
+    waiting.add_wait_command(sub, common)
 
     rv = sub.add_parser(
         "review", parents=[common], help="compare received records with what we hold"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from rich.table import Table
 from protos.rt.v1 import common_pb2, registrar_pb2
 
 __all__ = [
+    "describe_send",
     "render_candidates",
     "render_detail",
     "render_disclosures",
@@ -126,9 +128,39 @@ def render_detail(console: Console, d: registrar_pb2.RequestDetail) -> None:
         )
     if d.attempts:
         rows.append(("delivery attempts", str(d.attempts)))
+    now = dt.datetime.now(dt.UTC)
+    for send in d.pending_sends:
+        rows.append(("failed send" if send.failed else "waiting send", describe_send(send, now)))
+    if d.outcome:
+        rows.append(("done", d.outcome))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+
+
+def describe_send(send: registrar_pb2.PendingSend, now: dt.datetime) -> str:
+    """One waiting send for a registrar: to whom, why it waits, when it is tried next.
+
+    E.g. "delivery to district 3768338: district 3768338 could not be reached
+    (UNAVAILABLE); next attempt in 8 s (14:02:11)".
+    """
+    what = f"{send.kind.replace('_', ' ')} to district {send.to_district}"
+    # The server's reasons say "the other district": name it.
+    error = send.last_error.replace("the other district", f"district {send.to_district}")
+    if send.failed:
+        return f"{what}: gave up after {send.attempts} attempts: {error} ('rt retry' starts over)"
+    if send.sending:
+        return f"{what}: sending now (attempt {send.attempts + 1})"
+    due = send.next_attempt_at.ToDatetime(tzinfo=dt.UTC)
+    seconds = int((due - now).total_seconds() + 0.999)
+    when = (
+        f"next attempt in {seconds} s ({due.astimezone().strftime('%H:%M:%S')})"
+        if seconds > 0
+        else "next attempt now"
+    )
+    if not send.attempts:
+        return f"{what}: queued; {when}"
+    return f"{what}: {error}; {when}" if error else f"{what}: {when}"
 
 
 def render_candidates(console: Console, reply: registrar_pb2.MatchCandidates) -> None:

@@ -1,10 +1,11 @@
 """What a registrar looks up, and enrolling a student: the registrar service's way into the store.
 
 Nothing here changes a request: these are the reads behind ``rt student list``,
-``rt requests``, ``rt show``, ``rt disclosures`` and a request's thread, and
-the one write that starts every flow on the requesting side (DESIGN.md section
-4, step 1: the registrar enrolls the student locally). They go through this
-floor so that the servicers call only the flows, as every other call does.
+``rt requests``, ``rt show`` (with what its outbox still has to send),
+``rt disclosures`` and a request's thread, and the one write that starts every
+flow on the requesting side (DESIGN.md section 4, step 1: the registrar enrolls
+the student locally). They go through this floor so that the servicers call
+only the flows, as every other call does.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from rt_server.core.model import (
 from rt_server.core.statuses import Direction, Status
 from rt_server.flows.district import District
 from rt_server.store import disclosures, requests, students, thread_messages
+from rt_server.store.outbox import PendingSend, pending_sends_of
 
 __all__ = [
     "disclosures_of",
     "enroll_student",
     "find_requests",
     "find_students",
+    "pending_sends",
     "received_counts",
     "request",
     "student",
@@ -76,6 +79,11 @@ def find_requests(
 def received_counts(d: District, transfer_id: TransferId) -> str:
     """The row counts a transfer announced, as stored ("TST=120,HIS=64"; "" if none)."""
     return requests.received_counts(d.engine, transfer_id)
+
+
+def pending_sends(d: District, request_id: RequestId) -> list[PendingSend]:
+    """What the request still has to send the other district: why each waits, until when."""
+    return pending_sends_of(d.engine, request_id, d.clock())
 
 
 def disclosures_of(d: District, student_local_id: str | None) -> list[DisclosureRecord]:

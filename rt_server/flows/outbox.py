@@ -4,7 +4,9 @@ Whatever must reach the other district — a request, a decision, a delivery,
 an import notice, a thread message — is written to ``outbox`` in the same
 transaction as the state change that caused it, then sent by the worker. A
 send that fails for a reason that may pass (the other district is down, busy,
-or the link dropped) is retried with exponential backoff and equal jitter; past
+or the link dropped) is retried with exponential backoff and equal jitter (one
+that the other district said to retry soon, ``RetrySoon``, after its short
+hint instead: it is up, only not ready for us yet); past
 the horizon it becomes FAILED with the reason, and the registrar can retry it.
 
 Items are claimed with a lease (``claimed_by`` / ``claimed_until``) inside a
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError
+from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError, RetrySoon
 from rt_client.ids import RequestId
 from rt_server.store import outbox as queue
 from rt_server.store.outbox import ClaimLost, OutboxItem
@@ -72,6 +74,13 @@ class RetryPolicy:
         ceiling = min(self.max_seconds, self.base_seconds * (2 ** min(attempts, 30)))
         return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
 
+    def soon(self, retry_after: float) -> timedelta:
+        """The delay after a refusal that said when to try again (``RetrySoon``): that
+        hint (already bounded to seconds), never more than the backoff's maximum, with
+        equal jitter; the other district is up, so there is nothing to back off from."""
+        ceiling = min(self.max_seconds, retry_after)
+        return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
+
 
 class Outbox:
     """This worker's outbox: claims, completes and reschedules items (``store.outbox``)."""
@@ -101,12 +110,16 @@ class Outbox:
         """Mark done, inside the caller's unit (with the state change it caused)."""
         queue.complete(conn, item.id)
 
-    def reschedule(self, item: OutboxItem, reason: str) -> bool:
-        """Retry later; returns False (and marks FAILED) once past the horizon."""
+    def reschedule(self, item: OutboxItem, reason: str, retry_after: float | None = None) -> bool:
+        """Retry later (after ``retry_after`` seconds when the other side said so, else
+        with backoff); returns False (and marks FAILED) once past the horizon."""
         now = self._clock()
         attempts = item.attempts + 1
         failed = now - item.created_at >= self.policy.horizon
-        next_attempt_at = now + self.policy.delay(attempts)
+        if retry_after is None:
+            next_attempt_at = now + self.policy.delay(attempts)
+        else:
+            next_attempt_at = now + self.policy.soon(retry_after)
         ours = queue.reschedule(
             self._engine,
             item.id,
@@ -306,7 +319,9 @@ class DeliveryWorker:
                 # Cut by our own shutdown (see ``stop``): not the other side's
                 # failure, so no attempt is counted; it resumes on restart.
                 self._outbox.release(item, "interrupted by a shutdown; resumes on restart")
-            elif not self._outbox.reschedule(item, exc.diagnostics()):
+            elif not self._outbox.reschedule(
+                item, exc.diagnostics(), exc.retry_after if isinstance(exc, RetrySoon) else None
+            ):
                 self._on_failure(
                     item, f"gave up after {item.attempts + 1} attempts: {exc.diagnostics()}"
                 )

@@ -34,6 +34,7 @@ from rt_server.flows import outbox
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request, new_id
 from rt_server.store import decisions, flow_requests, request_status, requests, students, units
+from rt_server.store import outbox as queue
 
 
 def create_request(
@@ -189,12 +190,40 @@ def send_now(d: District, request_id: RequestId) -> None:
     d.run_outbox_now(request_id)
 
 
-def retry_request(d: District, request_id: RequestId, actor: str) -> None:
-    """A registrar's retry of a FAILED request: its failed sends start over."""
-    request_status.set_status(
-        d.engine, RequestId(request_id), Action.RETRY, actor=actor, now=d.clock()
+def retry_request(d: District, request_id: RequestId, actor: str) -> str:
+    """A registrar's retry (``rt retry``), either direction. Returns what it did.
+
+    A FAILED request's failed sends start over, horizon and all. Any other
+    request's waiting sends are made due now: pushed past their backoff, with
+    their attempts and horizon unchanged. Raises ``NotFound``, ``WrongStatus``
+    (nothing to retry: not FAILED and nothing waits to be sent).
+    """
+    request = requests.get_request(d.engine, request_id)
+    if request.status is Status.FAILED:
+        request_status.set_status(
+            d.engine, RequestId(request_id), Action.RETRY, actor=actor, now=d.clock()
+        )
+        d.wake_worker()
+        return (
+            f"Retrying request {request_id}: its failed sends to district "
+            f"{request.other_district} start over now, with a fresh horizon."
+        )
+    pushed, sending = queue.push_due(d.engine, request_id, d.clock())
+    if pushed:
+        d.wake_worker()
+        return (
+            f"Pushed {pushed} waiting send(s) to district {request.other_district}: tried "
+            "now, not after their backoff (attempts and the horizon are unchanged)."
+        )
+    if sending:
+        return (
+            f"A send to district {request.other_district} is under way right now; "
+            "nothing to push. 'rt wait' follows it."
+        )
+    raise WrongStatus(
+        f"nothing to retry: request {request_id} is {request.status} and nothing waits to be "
+        "sent for it ('rt retry' restarts a FAILED request or pushes a waiting send)"
     )
-    d.wake_worker()
 
 
 def mark_failed(d: District, item: outbox.OutboxItem, reason: str) -> None:

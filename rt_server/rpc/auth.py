@@ -16,7 +16,8 @@ The rule (DESIGN.md section 3), checked before any servicer code runs:
 
 Failures abort with a detail-free status -- ``UNAUTHENTICATED`` when the peer
 has no usable identity, ``PERMISSION_DENIED`` when the identity is refused,
-``UNAVAILABLE`` when the directory cannot be consulted -- and the reason goes
+``UNAVAILABLE`` with a short ``retry-after`` when the directory cannot be
+consulted (``rt_client.status_codes``: retryable soon) -- and the reason goes
 to the ``rt_server.rpc.auth`` log (never key material). On success the servicer
 finds the peer with ``current_peer()`` and hands its code to the flow, whose
 ``rt_server.flows.claims.require_claimed`` checks every district named inside
@@ -54,6 +55,7 @@ from rt_client.errors import (
     RegistryError,
 )
 from rt_client.ids import DistrictCode
+from rt_client.status_codes import NOT_VERIFIABLE_YET, retry_soon_metadata
 from rt_client.tls import (
     ALLOWED_TLS_VERSIONS,
     district_of_certificate,
@@ -78,6 +80,9 @@ GATED_PREFIX: Final = "/rt.v1.DistrictPeer/"
 # rotated its key), but at most this often per district, so a peer presenting
 # a stale certificate cannot turn us into a load generator against the registry.
 _REFRESH_INTERVAL_SECONDS: Final = 30.0
+# When the directory cannot be consulted, callers are told to try again this
+# soon: each try costs us one registry lookup, which fails fast while it is down.
+_RETRY_AFTER_SECONDS: Final = 3.0
 
 
 @dataclass(frozen=True)
@@ -201,8 +206,12 @@ class PeerAuthInterceptor(CallGate):
         except (PeerAuthError, DirectoryError) as exc:
             self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
         except (PeerUnavailable, RegistryError) as exc:
+            # Not "down": up, and able to take the call once the registry
+            # answers. A fixed text and a short retry-after tell the sender so
+            # (rt_client.status_codes), and nothing more.
             log.warning("%s from %s: directory unavailable: %s", method, context.peer(), exc)
-            refuse(context, grpc.StatusCode.UNAVAILABLE, "directory unavailable, try again later")
+            context.set_trailing_metadata(retry_soon_metadata(_RETRY_AFTER_SECONDS))
+            refuse(context, grpc.StatusCode.UNAVAILABLE, NOT_VERIFIABLE_YET)
         except RecordsTransferError as exc:
             self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
         except Exception:

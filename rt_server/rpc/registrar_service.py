@@ -92,6 +92,16 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
         detail.received.add(table=table, rows=rows)
     if r.next_attempt_at:
         detail.next_attempt_at.FromDatetime(r.next_attempt_at)
+    for send in lookups.pending_sends(d, RequestId(request_id)):
+        pending = detail.pending_sends.add(
+            kind=send.kind,
+            to_district=send.to_district,
+            attempts=send.attempts,
+            last_error=send.last_error or "",
+            sending=send.sending,
+            failed=send.failed,
+        )
+        pending.next_attempt_at.FromDatetime(send.next_attempt_at)
     return detail
 
 
@@ -216,8 +226,12 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def RetryRequest(
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.RequestDetail:
-        requester.retry_request(self._d, RequestId(request.request_id), _actor(request.actor))
-        return _detail(self._d, request.request_id)
+        outcome = requester.retry_request(
+            self._d, RequestId(request.request_id), _actor(request.actor)
+        )
+        detail = _detail(self._d, request.request_id)
+        detail.outcome = outcome
+        return detail
 
     def ReviewTransfer(
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext

@@ -22,6 +22,7 @@ from sqlalchemy import BindParameter, Connection, Select, and_, bindparam, or_, 
 
 from rt_client.ids import DistrictCode, RequestId
 from rt_server.core.statuses import OutboxStatus
+from rt_server.store._db import aware
 from rt_server.store.engine import READ_ONLY, begin_not_durable
 from rt_server.store.schema import OUTBOX, REQUESTS
 from rt_server.store.units import Database
@@ -29,11 +30,14 @@ from rt_server.store.units import Database
 __all__ = [
     "ClaimLost",
     "OutboxItem",
+    "PendingSend",
     "claim_next",
     "claimed_items",
     "complete",
     "complete_now",
     "fail",
+    "pending_sends_of",
+    "push_due",
     "release",
     "release_all",
     "renew",
@@ -64,6 +68,19 @@ class OutboxItem:
     payload: bytes
     attempts: int
     created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PendingSend:
+    """A request's outbox item as its registrar sees it: why it waits, until when."""
+
+    kind: str
+    to_district: DistrictCode
+    attempts: int
+    last_error: str | None
+    next_attempt_at: dt.datetime
+    sending: bool  # a worker holds it under a live lease
+    failed: bool
 
 
 def _item(row: Any) -> OutboxItem:
@@ -271,3 +288,54 @@ def fail(db: Database, item_id: int, reason: str) -> None:
             .where(OUTBOX.c.id == item_id)
             .values(status=_FAILED, last_error=reason[:1000], claimed_by=None, claimed_until=None)
         )
+
+
+def pending_sends_of(db: Database, request_id: str, now: dt.datetime) -> list[PendingSend]:
+    """The items of ``request_id`` not sent yet (queued or given up), oldest first (a read)."""
+    query = (
+        select(OUTBOX)
+        .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status.in_((_QUEUED, _FAILED)))
+        .order_by(OUTBOX.c.id)
+    )
+    with db.connect().execution_options(**READ_ONLY) as conn:
+        rows = conn.execute(query).all()
+    return [
+        PendingSend(
+            kind=row.kind,
+            to_district=DistrictCode(row.to_district),
+            attempts=row.attempts,
+            last_error=row.last_error,
+            next_attempt_at=aware(row.next_attempt_at),
+            sending=row.status == _QUEUED
+            and row.claimed_until is not None
+            and aware(row.claimed_until) > now,
+            failed=row.status == _FAILED,
+        )
+        for row in rows
+    ]
+
+
+def push_due(db: Database, request_id: str, now: dt.datetime) -> tuple[int, int]:
+    """Make ``request_id``'s queued items due ``now``, attempts and horizon unchanged.
+
+    Items a worker holds (being sent) are left to it. Returns (made due, being sent).
+    """
+    with begin_not_durable(db) as conn:  # a schedule: lost, the item is only tried later
+        free = or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now)
+        pushed = conn.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.request_id == request_id, OUTBOX.c.status == _QUEUED, free)
+            .values(next_attempt_at=now)
+        ).rowcount
+        held = conn.execute(
+            select(OUTBOX.c.id).where(
+                OUTBOX.c.request_id == request_id, OUTBOX.c.status == _QUEUED, ~free
+            )
+        ).all()
+        if pushed:
+            conn.execute(
+                update(REQUESTS)
+                .where(REQUESTS.c.request_id == request_id)
+                .values(next_attempt_at=now)
+            )
+    return int(pushed or 0), len(held)

@@ -100,6 +100,14 @@ class RegistryHandle:
     def stop(self) -> None:
         self.running.stop(grace=None)
 
+    def restart(self) -> None:
+        """Serve the stopped registry again, from its home, on the same two addresses."""
+        config, service, keys = open_registry(self.home, clock=self.clock)
+        self.service = service
+        self.running = start_registry_server(
+            config, service, keys.server_tls, listen=self.address, enroll_listen=self.enroll_address
+        )
+
     def enroll_settings(self) -> dict[str, Any]:
         """The registry's part of ``enroll_district``'s arguments: where it is, whom to trust."""
         return {

@@ -24,8 +24,13 @@ Code = grpc.StatusCode
 class _Failed(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     """A failed call as a gRPC client sees it."""
 
-    def __init__(self, code: grpc.StatusCode, details: str = "why") -> None:
-        self._code, self._details = code, details
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str = "why",
+        trailing: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self._code, self._details, self._trailing = code, details, trailing
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -38,7 +43,7 @@ class _Failed(grpc.RpcError, grpc.Call):  # type: ignore[misc]
         return None
 
     def trailing_metadata(self):  # type: ignore[no-untyped-def]
-        return None
+        return self._trailing
 
     def is_active(self) -> bool:
         return False
@@ -185,3 +190,25 @@ def test_every_server_code_reads_back_as_its_kind() -> None:
             assert isinstance(back, errors.PeerUnavailable), cls.__name__
         else:
             assert type(back) is errors.TransferError, cls.__name__
+
+
+def test_a_district_that_cannot_verify_us_yet_is_told_apart_from_one_that_is_down() -> None:
+    """UNAVAILABLE with a retry-after (the peer gate's "directory unavailable") is
+    ``RetrySoon`` with the bounded delay; without one it is a district that is down."""
+    soon = status_codes.retry_soon_metadata(3.0)
+    gate = _Failed(Code.UNAVAILABLE, status_codes.NOT_VERIFIABLE_YET, soon)
+    answer = error_from_rpc(gate, peers.PEER)
+    assert type(answer) is errors.RetrySoon and answer.retry_after == 3.0
+    assert "could not verify this district yet" in str(answer)
+    down = error_from_rpc(_Failed(Code.UNAVAILABLE), peers.PEER)
+    assert type(down) is errors.PeerUnavailable
+    low, high = status_codes.RETRY_AFTER_BOUNDS
+    for sent, read in (("0", low), ("-5", low), ("86400", high), ("2.5", 2.5)):
+        got = error_from_rpc(_Failed(Code.UNAVAILABLE, "x", (("retry-after", sent),)), peers.PEER)
+        assert isinstance(got, errors.RetrySoon) and got.retry_after == read, sent
+    for junk in ("soon", "nan", ""):
+        got = error_from_rpc(_Failed(Code.UNAVAILABLE, "x", (("retry-after", junk),)), peers.PEER)
+        assert type(got) is errors.PeerUnavailable, junk
+    # Only UNAVAILABLE says "soon": a refusal with the header stays a refusal.
+    refused = error_from_rpc(_Failed(Code.PERMISSION_DENIED, "x", soon), peers.PEER)
+    assert type(refused) is errors.TransferError

@@ -374,6 +374,8 @@ class RequestDetail(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     PRIOR_LOCAL_ID_FIELD_NUMBER: _builtins.int
     APPROVED_FIELD_NUMBER: _builtins.int
+    PENDING_SENDS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
     requesting_school: _builtins.str
     prior_school: _builtins.str
     local_student_id: _builtins.str
@@ -387,6 +389,8 @@ class RequestDetail(_message.Message):
     prior_local_id: _builtins.str
     approved: _builtins.bool
     """inbound: approved, delivery under way"""
+    outcome: _builtins.str
+    """RetryRequest: what the call did, for the registrar ("pushed ... now")."""
     @_builtins.property
     def summary(self) -> Global___RequestSummary: ...
     @_builtins.property
@@ -395,6 +399,12 @@ class RequestDetail(_message.Message):
     def received(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TableCount]: ...
     @_builtins.property
     def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def pending_sends(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingSend]:
+        """What this request still has to send the other district (or gave up on),
+        each with why its last attempt failed and when it is tried next.
+        """
+
     def __init__(
         self,
         *,
@@ -413,14 +423,63 @@ class RequestDetail(_message.Message):
         next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         prior_local_id: _builtins.str = ...,
         approved: _builtins.bool = ...,
+        pending_sends: _abc.Iterable[Global___PendingSend] | None = ...,
+        outcome: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "attempts", b"attempts", "delivery_bytes_done", b"delivery_bytes_done", "delivery_bytes_total", b"delivery_bytes_total", "local_student_id", b"local_student_id", "next_attempt_at", b"next_attempt_at", "prior_local_id", b"prior_local_id", "prior_school", b"prior_school", "received", b"received", "reject_reason", b"reject_reason", "reject_text", b"reject_text", "requesting_school", b"requesting_school", "summary", b"summary", "tables", b"tables", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "attempts", b"attempts", "delivery_bytes_done", b"delivery_bytes_done", "delivery_bytes_total", b"delivery_bytes_total", "local_student_id", b"local_student_id", "next_attempt_at", b"next_attempt_at", "outcome", b"outcome", "pending_sends", b"pending_sends", "prior_local_id", b"prior_local_id", "prior_school", b"prior_school", "received", b"received", "reject_reason", b"reject_reason", "reject_text", b"reject_text", "requesting_school", b"requesting_school", "summary", b"summary", "tables", b"tables", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestDetail: _TypeAlias = RequestDetail  # noqa: Y015
+
+@_typing.final
+class PendingSend(_message.Message):
+    """One queued send of a request (an outbox item): a request, decision,
+    delivery, import notice or thread message on its way to the other district.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TO_DISTRICT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    SENDING_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """request, decision, delivery, import_notice, message"""
+    to_district: _builtins.str
+    attempts: _builtins.int
+    """failed attempts so far"""
+    last_error: _builtins.str
+    """why the last attempt failed ("" before the first)"""
+    sending: _builtins.bool
+    """being sent right now"""
+    failed: _builtins.bool
+    """given up (the request is FAILED; 'rt retry')"""
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        to_district: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        sending: _builtins.bool = ...,
+        failed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "failed", b"failed", "kind", b"kind", "last_error", b"last_error", "next_attempt_at", b"next_attempt_at", "sending", b"sending", "to_district", b"to_district"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingSend: _TypeAlias = PendingSend  # noqa: Y015
 
 @_typing.final
 class ListRequestsRequest(_message.Message):
