@@ -208,22 +208,29 @@ def cmd_review(s: Session) -> int:
     return EXIT_OK
 
 
+def _row_refs(option: str, text: str | None) -> tuple[bool, list[registrar_pb2.RowRef]]:
+    """``'all'`` or ``TABLE:INDEX,...`` (as ``rt review --rows`` shows them): (all?, rows)."""
+    if not text:
+        return False, []
+    if text.strip().lower() == "all":
+        return True, []
+    refs = []
+    for item in text.split(","):
+        name, _, index = item.strip().partition(":")
+        if name.upper() not in TABLE_NAMES or not index.isdigit() or len(index) > 9:
+            raise CliError(
+                f"{option} takes 'all' or TABLE:INDEX,... as 'rt review --rows' shows them "
+                f"(e.g. HIS:0); got {item!r}"
+            )
+        table = common_pb2.TableCode.Value(name.upper())
+        refs.append(registrar_pb2.RowRef(table=table, index=int(index)))
+    return False, refs
+
+
 def cmd_import(s: Session) -> int:
     a = s.args
-    refs = []
-    accept_all = False
-    if a.accept_conflicts == "all":
-        accept_all = True
-    elif a.accept_conflicts:
-        for item in a.accept_conflicts.split(","):
-            name, _, index = item.partition(":")
-            if name.upper() not in TABLE_NAMES or not index.isdigit():
-                raise CliError(f"--accept-conflicts takes 'all' or TABLE:INDEX,...; got {item!r}")
-            refs.append(
-                registrar_pb2.RowRef(
-                    table=common_pb2.TableCode.Value(name.upper()), index=int(index)
-                )
-            )
+    accept_all, refs = _row_refs("--accept-conflicts", a.accept_conflicts)
+    keep_all, keep = _row_refs("--keep-both", a.keep_both)
     columns = [TextColumn("importing"), BarColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
         bar.add_task("import", total=None)
@@ -234,6 +241,8 @@ def cmd_import(s: Session) -> int:
                 accept_conflicts=refs,
                 accept_all_conflicts=accept_all,
                 actor=s.actor,
+                keep_both=keep,
+                keep_both_all=keep_all,
             ),
         )
     s.emit(reply, lambda: render.render_import(s.console, reply))
@@ -378,11 +387,21 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     rv.set_defaults(func=cmd_review, session=True)
 
     im = sub.add_parser(
-        "import", parents=[common], help="import received records (new rows; chosen conflicts)"
+        "import",
+        parents=[common],
+        help="import received records (new rows; conflicts you accept replace ours)",
     )
     im.add_argument("request_id")
     im.add_argument(
-        "--accept-conflicts", help="'all' or TABLE:INDEX,... as shown by 'rt review --rows'"
+        "--accept-conflicts",
+        help=(
+            "'all' or TABLE:INDEX,... as shown by 'rt review --rows': the received row "
+            "replaces ours (our old values are kept; 'rt student show' lists them)"
+        ),
+    )
+    im.add_argument(
+        "--keep-both",
+        help="'all' or TABLE:INDEX,...: add the received conflicting row beside ours instead",
     )
     im.set_defaults(func=cmd_import, session=True)
 

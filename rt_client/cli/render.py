@@ -170,16 +170,34 @@ def render_review(console: Console, reply: registrar_pb2.TransferReview, rows: s
                 line = f"{name}:{row.index} {row_class} {incoming}"
                 if row.differing_columns:
                     line += f" differs in {', '.join(row.differing_columns)}"
+                if row.row_class == registrar_pb2.CONFLICT:
+                    line += f"; accepting it replaces our row SQ {row.replaces_sq}"
                 console.print(line, markup=False)
+    conflicts = sum(tr.conflict_rows for tr in reply.tables)
+    if conflicts:
+        console.print(
+            f"{conflicts} conflicting row(s) are skipped unless you choose: "
+            "'rt import ID --accept-conflicts TABLE:INDEX' replaces our row with the received "
+            "one (our old values are kept and shown by 'rt student show'); "
+            "'--keep-both TABLE:INDEX' adds it beside ours.",
+            markup=False,
+        )
 
 
 def render_import(console: Console, reply: registrar_pb2.ImportResult) -> None:
     if reply.already_imported:
         console.print("Already imported; nothing changed.")
-    t = Table("table", "imported", "skipped")
+    t = Table("table", "imported", "replaced", "skipped")
+    imported = {c.table: c.rows for c in reply.imported}
+    replaced = {c.table: c.rows for c in reply.replaced}
     skipped = {c.table: c.rows for c in reply.skipped}
-    for c in reply.imported:
-        t.add_row(common_pb2.TableCode.Name(c.table), str(c.rows), str(skipped.get(c.table, 0)))
+    for table in sorted(imported.keys() | replaced.keys() | skipped.keys()):
+        t.add_row(
+            common_pb2.TableCode.Name(table),
+            str(imported.get(table, 0)),
+            str(replaced.get(table, 0)),
+            str(skipped.get(table, 0)),
+        )
     console.print(t)
 
 

@@ -95,6 +95,12 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
     return detail
 
 
+def _row_choice(every: bool, refs: Any) -> review.AcceptConflicts:
+    if every:
+        return "all"
+    return {(tables.table_spec(r.table).code, r.index) for r in refs}
+
+
 class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def __init__(self, district: District, search_schools: Any) -> None:
         self._d = district
@@ -244,6 +250,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
                 reviewed = tr.rows.add(
                     index=item.index, row_class=cls, differing_columns=list(item.differing_columns)
                 )
+                if cls == registrar_pb2.CONFLICT and item.existing is not None:
+                    reviewed.replaces_sq = item.existing["SQ"]
                 reviewed.incoming.table = spec.enum
                 getattr(reviewed.incoming, spec.batch_field).append(
                     tables.row_to_proto(spec, item.incoming)
@@ -258,15 +266,11 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def ImportTransfer(
         self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ImportResult:
-        accept: review.AcceptConflicts
-        if request.accept_all_conflicts:
-            accept = "all"
-        else:
-            accept = {(tables.table_spec(r.table).code, r.index) for r in request.accept_conflicts}
         result = review.import_received_transfer(
             self._d,
             request_id=RequestId(request.request_id),
-            accept=accept,
+            accept=_row_choice(request.accept_all_conflicts, request.accept_conflicts),
+            keep_both=_row_choice(request.keep_both_all, request.keep_both),
             actor=_actor(request.actor),
         )
         out = registrar_pb2.ImportResult(
@@ -277,6 +281,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             out.imported.add(table=tables.table_spec(code).enum, rows=n)
         for code, n in sorted(result.skipped.items(), key=lambda c: tables.table_spec(c[0]).enum):
             out.skipped.add(table=tables.table_spec(code).enum, rows=n)
+        for code, n in sorted(result.replaced.items(), key=lambda c: tables.table_spec(c[0]).enum):
+            out.replaced.add(table=tables.table_spec(code).enum, rows=n)
         return out
 
     def ListDisclosures(
