@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
@@ -110,7 +111,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
         s = request.student
-        enrolled = lookups.enroll_student(
+        enrolled, warnings = lookups.enroll_student(
             self._d,
             {
                 "local_id": s.local_id or None,
@@ -125,7 +126,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             list(request.records),
             actor=_actor(request.actor),
         )
-        return _student_proto(enrolled)
+        out = _student_proto(enrolled)
+        out.warnings.extend(warnings)
+        return out
 
     def ListStudents(
         self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext
@@ -301,6 +304,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
                 acting_staff=x.acting_staff,
             )
             item.disclosed_at.FromDatetime(x.disclosed_at)
+            for code, rows in x.counts or ():
+                item.counts.add(table=tables.table_spec(code).enum, rows=rows)
         return out
 
     def PostMessage(
@@ -332,3 +337,60 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             )
             entry.sent_at.FromDatetime(m.sent_at)
         return out
+
+    def GetStudent(
+        self, request: registrar_pb2.StudentRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.StudentDetail:
+        return _student_detail(lookups.student_detail(self._d, request.local_id))
+
+    def EditStudent(
+        self, request: registrar_pb2.EditStudentRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.Student:
+        c = request.changes
+        given = {name: getattr(c, name) for name in _EDITABLE if getattr(c, name)}
+        clear = [_CLEARABLE_NAMES.get(name, name) for name in request.clear]
+        student, warnings = lookups.correct_student(
+            self._d, request.local_id, given, clear, actor=_actor(request.actor)
+        )
+        out = _student_proto(student)
+        out.warnings.extend(warnings)
+        return out
+
+    def AddStudentRecords(
+        self, request: registrar_pb2.AddStudentRecordsRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.StudentDetail:
+        detail = lookups.add_student_records(
+            self._d, request.local_id, list(request.records), actor=_actor(request.actor)
+        )
+        return _student_detail(detail)
+
+
+# The Student fields EditStudent corrects; what the CLI may call the ones it can clear.
+_EDITABLE = (
+    "ssid",
+    "legal_first_name",
+    "legal_middle_name",
+    "legal_last_name",
+    "birth_date",
+    "gender",
+    "school",
+)
+_CLEARABLE_NAMES = {"middle": "legal_middle_name"}
+
+
+def _student_detail(detail: lookups.StudentDetail) -> registrar_pb2.StudentDetail:
+    out = registrar_pb2.StudentDetail(student=_student_proto(detail.student))
+    for code in tables.ALL_TABLES:
+        if detail.rows.get(code):
+            out.rows.add(table=tables.table_spec(code).enum, rows=detail.rows[code])
+    for version in detail.replaced:
+        spec = tables.table_spec(version.table)
+        item = out.replaced.add(
+            replaced_by=version.replaced_by,
+            transfer_id=version.transfer_id,
+            row_index=version.row_index,
+        )
+        item.replaced_at.FromDatetime(version.replaced_at)
+        item.old.table = spec.enum
+        json_format.Parse(version.old_values, getattr(item.old, spec.batch_field).add())
+    return out

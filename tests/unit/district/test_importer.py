@@ -201,7 +201,8 @@ def test_an_accepted_conflict_replaces_our_row_in_place(
         ).all()
     assert [(a, b) for a, b, _ in audit] == [("registrar.b", "import.replace_row")]
     assert audit[0][2] == (
-        f"HIS SQ 2 replaced by row 1 of transfer {TRANSFER}; its old values are kept in replaced_rows"
+        f"HIS SQ 2 replaced by row 1 of transfer {TRANSFER}; "
+        "its old values are kept in replaced_rows"
     )
     # Importing twice is still a no-op; a later transfer with the same row is a DUPLICATE.
     state = snapshot()
