@@ -60,6 +60,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The kept versions of replaced rows go with their table (back the database
+    # up first); disclosures keep their tables, without row counts.
     with op.batch_alter_table("disclosures") as batch_op:
         batch_op.drop_column("table_counts")
     op.drop_index("ix_replaced_rows_student", table_name="replaced_rows")
