@@ -37,6 +37,7 @@ from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPoli
 from rt_server.rpc.auth import PeerAuthInterceptor
 from rt_server.rpc.errors import ErrorMappingInterceptor
 from rt_server.rpc.registrar_service import RegistrarService
+from rt_server.serve_lock import ServeLock
 from rt_server.store import migrations
 from rt_server.store.checkpoint import WalCheckpointer
 from rt_server.store.engine import make_engine
@@ -90,6 +91,7 @@ class DistrictServer:
         self._registry_channel: grpc.Channel | None = None
         self._gate: PeerAuthInterceptor | None = None
         self._health: list[health.HealthServicer] = []
+        self._lock = ServeLock(Path(config.registrar_socket))
         self.district: District | None = None
 
     @property
@@ -105,6 +107,18 @@ class DistrictServer:
                 f"{MAX_SOCKET_PATH} bytes a Unix socket path may have; set registrar_socket "
                 "in the config to a shorter path"
             )
+        # Before anything else: a second server on this config must not touch
+        # the running one's socket (serve_lock). Released by stop(), or by the
+        # OS when the process dies.
+        self._lock.acquire()
+        try:
+            self._start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
         identity = load_identity(config.data_dir)
         engine = make_engine(config.database_url)
         try:
@@ -265,6 +279,8 @@ class DistrictServer:
             self.district.engine.dispose()
         if self._registry_channel is not None:
             self._registry_channel.close()
+        # Last: the registrar socket is gone with its server, so a new server may start.
+        self._lock.release()
 
 
 def _peer_service(d: District) -> peer_pb2_grpc.DistrictPeerServicer:

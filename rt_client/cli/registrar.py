@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2
@@ -60,6 +61,70 @@ def cmd_student_add(s: Session) -> int:
         registrar_pb2.AddStudentRequest(student=student, records=batches, actor=s.actor),
     )
     s.emit(reply, lambda: s.console.print(f"Enrolled student [bold]{reply.local_id}[/bold]."))
+    _warn(s, reply.warnings)
+    return EXIT_OK
+
+
+def _warn(s: Session, warnings: Any) -> None:
+    """Warnings go to stderr (with --json too), so scripts see them and the output stays JSON."""
+    for warning in warnings:
+        s.err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+
+
+def cmd_student_show(s: Session) -> int:
+    reply = s.call("GetStudent", registrar_pb2.StudentRef(local_id=s.args.local_id))
+    s.emit(reply, lambda: render.render_student_detail(s.console, reply))
+    return EXIT_OK
+
+
+# ``rt student edit`` options -> Student fields.
+_EDIT_OPTIONS = {
+    "ssid": "ssid",
+    "first": "legal_first_name",
+    "middle": "legal_middle_name",
+    "last": "legal_last_name",
+    "birth_date": "birth_date",
+    "gender": "gender",
+    "school": "school",
+}
+
+
+def cmd_student_edit(s: Session) -> int:
+    a = s.args
+    changes = registrar_pb2.Student()
+    for option, field in _EDIT_OPTIONS.items():
+        value = getattr(a, option)
+        if value is not None:
+            if not value.strip():
+                raise CliError(
+                    f"--{option.replace('_', '-')} is empty; to remove a value use --clear"
+                )
+            setattr(changes, field, value)
+    clear = [_EDIT_OPTIONS[name] for name in a.clear or []]
+    if not changes.ListFields() and not clear:
+        raise CliError(
+            "nothing to change: give the fields to correct, e.g. --last Nuñez --birth-date "
+            "2011-04-02 (see 'rt student edit --help')"
+        )
+    reply = s.call(
+        "EditStudent",
+        registrar_pb2.EditStudentRequest(
+            local_id=a.local_id, changes=changes, clear=clear, actor=s.actor
+        ),
+    )
+    s.emit(reply, lambda: s.console.print(f"Corrected student [bold]{reply.local_id}[/bold]."))
+    _warn(s, reply.warnings)
+    return EXIT_OK
+
+
+def cmd_student_records(s: Session) -> int:
+    a = s.args
+    batches = _read_records_file(Path(a.records))
+    reply = s.call(
+        "AddStudentRecords",
+        registrar_pb2.AddStudentRecordsRequest(local_id=a.local_id, records=batches, actor=s.actor),
+    )
+    s.emit(reply, lambda: render.render_student_detail(s.console, reply))
     return EXIT_OK
 
 
@@ -68,8 +133,11 @@ def _read_records_file(path: Path) -> list[records_pb2.RecordBatch]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return [json_format.ParseDict(item, records_pb2.RecordBatch()) for item in data]
-    except (OSError, ValueError, json_format.ParseError) as exc:
-        raise CliError(f"cannot read records from {path}: {exc}") from exc
+    except (OSError, ValueError, TypeError, AttributeError, json_format.ParseError) as exc:
+        raise CliError(
+            f"cannot read records from {path}: {exc} (expected a JSON list of RecordBatch "
+            'objects, e.g. [{"table": "HIS", "his": [{"yr": "2023-2024", "cn": "1101"}]}])'
+        ) from exc
 
 
 def cmd_student_list(s: Session) -> int:
@@ -196,22 +264,29 @@ def cmd_review(s: Session) -> int:
     return EXIT_OK
 
 
+def _row_refs(option: str, text: str | None) -> tuple[bool, list[registrar_pb2.RowRef]]:
+    """``'all'`` or ``TABLE:INDEX,...`` (as ``rt review --rows`` shows them): (all?, rows)."""
+    if not text:
+        return False, []
+    if text.strip().lower() == "all":
+        return True, []
+    refs = []
+    for item in text.split(","):
+        name, _, index = item.strip().partition(":")
+        if name.upper() not in TABLE_NAMES or not index.isdigit() or len(index) > 9:
+            raise CliError(
+                f"{option} takes 'all' or TABLE:INDEX,... as 'rt review --rows' shows them "
+                f"(e.g. HIS:0); got {item!r}"
+            )
+        table = common_pb2.TableCode.Value(name.upper())
+        refs.append(registrar_pb2.RowRef(table=table, index=int(index)))
+    return False, refs
+
+
 def cmd_import(s: Session) -> int:
     a = s.args
-    refs = []
-    accept_all = False
-    if a.accept_conflicts == "all":
-        accept_all = True
-    elif a.accept_conflicts:
-        for item in a.accept_conflicts.split(","):
-            name, _, index = item.partition(":")
-            if name.upper() not in TABLE_NAMES or not index.isdigit():
-                raise CliError(f"--accept-conflicts takes 'all' or TABLE:INDEX,...; got {item!r}")
-            refs.append(
-                registrar_pb2.RowRef(
-                    table=common_pb2.TableCode.Value(name.upper()), index=int(index)
-                )
-            )
+    accept_all, refs = _row_refs("--accept-conflicts", a.accept_conflicts)
+    keep_all, keep = _row_refs("--keep-both", a.keep_both)
     columns = [TextColumn("importing"), BarColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=s.err, disable=s.json, transient=True) as bar:
         bar.add_task("import", total=None)
@@ -222,6 +297,8 @@ def cmd_import(s: Session) -> int:
                 accept_conflicts=refs,
                 accept_all_conflicts=accept_all,
                 actor=s.actor,
+                keep_both=keep,
+                keep_both_all=keep_all,
             ),
         )
     s.emit(reply, lambda: render.render_import(s.console, reply))
@@ -275,6 +352,39 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--records", help="JSON file of existing records (a list of RecordBatch objects)"
     )
     sa.set_defaults(func=cmd_student_add, session=True)
+    sw = st_sub.add_parser(
+        "show", parents=[common], help="one student: demographics, records held, replaced rows"
+    )
+    sw.add_argument("local_id", help="local student id")
+    sw.set_defaults(func=cmd_student_show, session=True)
+    se = st_sub.add_parser(
+        "edit", parents=[common], help="correct a student's demographics (audited)"
+    )
+    se.add_argument("local_id", help="local student id")
+    se.add_argument("--ssid", help="statewide student id (10 digits)")
+    se.add_argument("--first", help="legal first name")
+    se.add_argument("--middle", help="legal middle name")
+    se.add_argument("--last", help="legal last name")
+    se.add_argument("--birth-date", help="YYYY-MM-DD")
+    se.add_argument("--gender", help="gender code (F, M, X)")
+    se.add_argument("--school", help="CDS code of one of our schools")
+    se.add_argument(
+        "--clear",
+        action="append",
+        choices=["ssid", "middle", "gender"],
+        help="remove a value (repeatable)",
+    )
+    se.set_defaults(func=cmd_student_edit, session=True)
+    sr = st_sub.add_parser(
+        "records", parents=[common], help="add records to a student who is enrolled"
+    )
+    sr.add_argument("local_id", help="local student id")
+    sr.add_argument(
+        "--records",
+        required=True,
+        help="JSON file of records (a list of RecordBatch objects, as for 'student add')",
+    )
+    sr.set_defaults(func=cmd_student_records, session=True)
     sl = st_sub.add_parser("list", parents=[common], help="list or search local students")
     sl.add_argument("query", nargs="?", help="name, SSID or local id")
     sl.add_argument("--limit", type=int, default=100)
@@ -374,11 +484,21 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     rv.set_defaults(func=cmd_review, session=True)
 
     im = sub.add_parser(
-        "import", parents=[common], help="import received records (new rows; chosen conflicts)"
+        "import",
+        parents=[common],
+        help="import received records (new rows; conflicts you accept replace ours)",
     )
     im.add_argument("request_id")
     im.add_argument(
-        "--accept-conflicts", help="'all' or TABLE:INDEX,... as shown by 'rt review --rows'"
+        "--accept-conflicts",
+        help=(
+            "'all' or TABLE:INDEX,... as shown by 'rt review --rows': the received row "
+            "replaces ours (our old values are kept; 'rt student show' lists them)"
+        ),
+    )
+    im.add_argument(
+        "--keep-both",
+        help="'all' or TABLE:INDEX,...: add the received conflicting row beside ours instead",
     )
     im.set_defaults(func=cmd_import, session=True)
 

@@ -25,6 +25,7 @@ __all__ = [
     "render_requests",
     "render_review",
     "render_schools",
+    "render_student_detail",
     "render_students",
     "status_name",
     "table_names",
@@ -54,6 +55,42 @@ def render_students(console: Console, reply: registrar_pb2.ListStudentsResponse)
         )
         t.add_row(st.local_id, st.ssid, name, st.birth_date, st.gender, st.school)
     console.print(t)
+
+
+def render_student_detail(console: Console, d: registrar_pb2.StudentDetail) -> None:
+    """One student; the rows held per table; the old versions of rows an import replaced."""
+    st = d.student
+    t = Table(show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    name = " ".join(p for p in (st.legal_first_name, st.legal_middle_name, st.legal_last_name) if p)
+    for k, v in (
+        ("local id", st.local_id),
+        ("SSID", st.ssid),
+        ("name", name),
+        ("birth date", st.birth_date),
+        ("gender", st.gender),
+        ("school", st.school),
+        ("records", ", ".join(f"{common_pb2.TableCode.Name(c.table)} {c.rows}" for c in d.rows)),
+    ):
+        t.add_row(k, v or "-")
+    console.print(t)
+    if d.replaced:
+        console.print("Rows replaced at import (their old values):")
+        r = Table("replaced", "by", "table", "SQ", "old values", "transfer row")
+        for item in d.replaced:
+            table = common_pb2.TableCode.Name(item.old.table)
+            old = getattr(item.old, table.lower())[0]
+            values = json_format.MessageToDict(old, preserving_proto_field_name=True)
+            r.add_row(
+                timestamp(item.replaced_at),
+                item.replaced_by,
+                table,
+                str(values.pop("sq", "")),
+                ", ".join(f"{k.upper()}={v!r}" for k, v in values.items()),
+                f"{item.transfer_id} {table}:{item.row_index}",
+            )
+        console.print(r)
 
 
 def render_schools(console: Console, reply: registrar_pb2.SchoolList) -> None:
@@ -202,16 +239,34 @@ def render_review(console: Console, reply: registrar_pb2.TransferReview, rows: s
                 line = f"{name}:{row.index} {row_class} {incoming}"
                 if row.differing_columns:
                     line += f" differs in {', '.join(row.differing_columns)}"
+                if row.row_class == registrar_pb2.CONFLICT:
+                    line += f"; accepting it replaces our row SQ {row.replaces_sq}"
                 console.print(line, markup=False)
+    conflicts = sum(tr.conflict_rows for tr in reply.tables)
+    if conflicts:
+        console.print(
+            f"{conflicts} conflicting row(s) are skipped unless you choose: "
+            "'rt import ID --accept-conflicts TABLE:INDEX' replaces our row with the received "
+            "one (our old values are kept and shown by 'rt student show'); "
+            "'--keep-both TABLE:INDEX' adds it beside ours.",
+            markup=False,
+        )
 
 
 def render_import(console: Console, reply: registrar_pb2.ImportResult) -> None:
     if reply.already_imported:
         console.print("Already imported; nothing changed.")
-    t = Table("table", "imported", "skipped")
+    t = Table("table", "imported", "replaced", "skipped")
+    imported = {c.table: c.rows for c in reply.imported}
+    replaced = {c.table: c.rows for c in reply.replaced}
     skipped = {c.table: c.rows for c in reply.skipped}
-    for c in reply.imported:
-        t.add_row(common_pb2.TableCode.Name(c.table), str(c.rows), str(skipped.get(c.table, 0)))
+    for table in sorted(imported.keys() | replaced.keys() | skipped.keys()):
+        t.add_row(
+            common_pb2.TableCode.Name(table),
+            str(imported.get(table, 0)),
+            str(replaced.get(table, 0)),
+            str(skipped.get(table, 0)),
+        )
     console.print(t)
 
 
@@ -221,7 +276,7 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
         "student",
         "to district",
         "to school",
-        "tables",
+        "rows sent",
         "request",
         "staff",
         "legal basis",
@@ -232,12 +287,19 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
             f"{d.student_local_id} {d.student_name}",
             d.receiving_district,
             d.receiving_school,
-            table_names(d.tables),
+            _disclosed(d),
             d.request_id,
             d.acting_staff,
             d.legal_basis,
         )
     console.print(t)
+
+
+def _disclosed(d: registrar_pb2.Disclosure) -> str:
+    """What was sent: "HIS 2, ENR 1" (older entries, without counts: the table list)."""
+    if d.counts:
+        return ", ".join(f"{common_pb2.TableCode.Name(c.table)} {c.rows}" for c in d.counts)
+    return table_names(d.tables) if d.tables else "no rows"
 
 
 def render_messages(console: Console, listing: registrar_pb2.ListMessagesResponse) -> None:

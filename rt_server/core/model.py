@@ -125,6 +125,8 @@ class DisclosureRecord:
     request_id: str
     legal_basis: str
     acting_staff: str
+    # (table code, rows sent) of the tables sent; None: not recorded (before revision 0004).
+    counts: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,29 @@
 
 Nothing here changes a request: these are the reads behind ``rt student list``,
 ``rt requests``, ``rt show`` (with what its outbox still has to send),
-``rt disclosures`` and a request's thread, and the one write that starts every
-flow on the requesting side (DESIGN.md section 4, step 1: the registrar enrolls
-the student locally). They go through this floor so that the servicers call
-only the flows, as every other call does.
+``rt disclosures`` and a request's thread, and the writes that start every
+flow on the requesting side (DESIGN.md section 4, step 1: the registrar
+enrolls the student locally, corrects their demographics, adds the records
+we hold). They go through this floor so that
+the servicers call only the flows, as every other call does.
+
+A student is enrolled at one of OUR schools: those of our own directory entry
+(the registry's current one; our enrollment's copy while the registry cannot
+be reached). A school of another district, or one the registry does not list
+for us, is refused. Another student with the same name and birth date is
+likely the same person: the registrar is warned (the enrolment still happens:
+namesakes born the same day exist); the same SSID is refused by the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from protos.rt.v1 import records_pb2
-from rt_client.ids import RequestId, TransferId
+from protos.rt.v1 import common_pb2, records_pb2
+from rt_client.errors import InvalidInput, PeerUnavailable, RegistryError
+from rt_client.ids import RequestId, TransferId, district_of_school, parse_school_code
 from rt_server.core.model import (
     DisclosureRecord,
     RequestRecord,
@@ -23,12 +33,16 @@ from rt_server.core.model import (
 )
 from rt_server.core.statuses import Direction, Status
 from rt_server.flows.district import District
-from rt_server.store import disclosures, requests, students, thread_messages
+from rt_server.store import disclosures, replaced_rows, requests, students, thread_messages
 from rt_server.store.outbox import PendingSend, pending_sends_of
 
 __all__ = [
+    "StudentDetail",
+    "add_student_records",
+    "correct_student",
     "disclosures_of",
     "enroll_student",
+    "student_detail",
     "find_requests",
     "find_students",
     "pending_sends",
@@ -39,16 +53,112 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class StudentDetail:
+    """One student as ``rt student show`` shows them."""
+
+    student: StudentRecord
+    rows: Mapping[str, int]  # table code -> rows held
+    replaced: list[replaced_rows.ReplacedRow]  # old versions of rows an import replaced
+
+
 def enroll_student(
     d: District,
     values: Mapping[str, Any],
     batches: Iterable[records_pb2.RecordBatch],
     *,
     actor: str,
-) -> StudentRecord:
-    """Enroll a student, with any records we already hold. Raises ``InvalidInput``."""
+) -> tuple[StudentRecord, list[str]]:
+    """Enroll a student, with any records we already hold: (the student, warnings).
+
+    Raises ``InvalidInput`` (a bad field or row, a school not ours), ``Duplicate``.
+    """
+    if values.get("school"):
+        _require_our_school(d, values["school"])
     local_id = students.add_student(d.engine, values, batches, actor=actor, now=d.clock())
-    return students.get_student(d.engine, local_id)
+    return students.get_student(d.engine, local_id), _duplicate_warnings(d, local_id)
+
+
+def correct_student(
+    d: District,
+    local_id: str,
+    changes: Mapping[str, Any],
+    clear: Iterable[str],
+    *,
+    actor: str,
+) -> tuple[StudentRecord, list[str]]:
+    """Correct a student's demographics (audited): (the student, warnings).
+
+    Raises ``NotFound``, ``InvalidInput`` (a bad field, a school not ours), ``Duplicate``.
+    """
+    if changes.get("school"):
+        _require_our_school(d, changes["school"])
+    changed = students.edit_student(d.engine, local_id, changes, clear, actor=actor, now=d.clock())
+    warnings = [] if not changed else _duplicate_warnings(d, local_id)
+    if not changed:
+        warnings.append("nothing changed: the student already had these values")
+    return students.get_student(d.engine, local_id), warnings
+
+
+def add_student_records(
+    d: District, local_id: str, batches: Iterable[records_pb2.RecordBatch], *, actor: str
+) -> StudentDetail:
+    """Add records to one of our students. Raises ``NotFound``, ``InvalidInput``."""
+    students.add_records(d.engine, local_id, batches, actor=actor, now=d.clock())
+    return student_detail(d, local_id)
+
+
+def student_detail(d: District, local_id: str) -> StudentDetail:
+    """The student, the rows we hold per table, replaced row versions. Raises ``NotFound``."""
+    record = students.get_student(d.engine, local_id)
+    return StudentDetail(
+        record,
+        students.row_counts(d.engine, local_id),
+        replaced_rows.list_replaced_rows(d.engine, local_id),
+    )
+
+
+def _duplicate_warnings(d: District, local_id: str) -> list[str]:
+    others = students.likely_duplicates(d.engine, local_id)
+    if not others:
+        return []
+    return [
+        f"another student has the same name and birth date ({', '.join(others)}): if it is "
+        f"the same person, keep one ('rt student show {others[0]}'); namesakes born the same "
+        "day do exist"
+    ]
+
+
+def _our_schools(d: District) -> dict[str, str]:
+    """Our schools (CDS code -> name): our current directory entry's, else our enrollment's."""
+    try:
+        return {s.cds_code: s.name for s in d.directory.lookup(d.code).schools}
+    except (PeerUnavailable, RegistryError):
+        # The registry is down (or says something odd about us): the schools it
+        # signed for us at enrollment are ours still.
+        entry = common_pb2.DirectoryEntry.FromString(d.identity.entry.body)
+        return {s.cds_code: s.name for s in entry.schools}
+
+
+def _require_our_school(d: District, value: object) -> None:
+    """Raises ``InvalidInput`` unless ``value`` is the CDS code of one of our schools."""
+    if not isinstance(value, str):
+        raise InvalidInput("school must be a CDS code")
+    school = parse_school_code(value.strip())
+    ours = _our_schools(d)
+    if school in ours:
+        return
+    listed = "; ".join(f"{code} {name}" for code, name in sorted(ours.items())) or "none"
+    owner = district_of_school(school)
+    if owner != d.code:
+        raise InvalidInput(
+            f"school {school} belongs to district {owner}, not to this district ({d.code}): "
+            f"a student is enrolled at one of our schools ({listed})"
+        )
+    raise InvalidInput(
+        f"school {school} is not one of this district's registered schools ({listed}); "
+        "if it is a new school of ours, ask the registry operator to add it"
+    )
 
 
 def student(d: District, local_id: str) -> StudentRecord:

@@ -3,8 +3,9 @@
 Review decrypts the stored ciphertext on the fly with the district's HPKE
 key (it is never stored decrypted) and classifies every row against what the
 district holds for the student: NEW, DUPLICATE or CONFLICT by the table's
-natural key. Import writes the NEW rows, and the CONFLICT rows the registrar
-accepted, in one transaction with the import ledger, the status change and the
+natural key. Import writes the NEW rows, replaces our rows with the CONFLICT
+rows the registrar accepted (keeping the old versions), adds those to keep
+beside ours, in one transaction with the import ledger, the status change and the
 import notice for the prior district: importing twice changes nothing.
 """
 
@@ -175,9 +176,17 @@ def review_transfer(
 
 
 def import_received_transfer(
-    d: District, *, request_id: RequestId, accept: importer.AcceptConflicts, actor: str
+    d: District,
+    *,
+    request_id: RequestId,
+    accept: importer.AcceptConflicts,
+    actor: str,
+    keep_both: importer.AcceptConflicts = frozenset(),
 ) -> importer.ImportResult:
-    """Import the request's received records (the NEW rows and the ``accept``ed conflicts).
+    """Import the request's received records (the NEW rows and the chosen conflicts).
+
+    An ``accept``ed conflict replaces our row in place (the old version kept);
+    one in ``keep_both`` is added beside ours.
 
     One transaction with the import ledger, the status change and the import
     notice for the prior district: importing twice changes nothing. Raises
@@ -196,7 +205,16 @@ def import_received_transfer(
     now = d.clock()
     with d.writing() as conn, contextlib.closing(batches) as chunks:
         # Any failure (a chunk that does not decrypt, a bad row) rolls the whole import back.
-        result = importer.import_batches(conn, transfer.transfer_id, student, chunks, accept)
+        result = importer.import_batches(
+            conn,
+            transfer.transfer_id,
+            student,
+            chunks,
+            accept,
+            keep_both=keep_both,
+            actor=actor,
+            now=now,
+        )
         current = flow_requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
         if not result.already_imported and current.status is Status.DATA_RECEIVED:
             request_status.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)

@@ -177,12 +177,15 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
             )
             flow_requests.set_delivery_bytes(conn, request_id, now, done=sealed.ciphertext_bytes)
             assert row.local_student_id is not None  # approved: the student is confirmed
+            # 34 CFR 99.32: what was disclosed is what the sealed transfer carried
+            # (its header's counts, which B's receipt confirmed just above), not
+            # every table approved: a table the student has no rows of was not sent.
             disclosures.write_disclosure(
                 conn,
                 student_local_id=row.local_student_id,
                 receiving_district=row.requesting_district,
                 receiving_school=row.requesting_school,
-                tables=parse_table_list(row.tables_approved),
+                counts={common_pb2.TableCode.Name(t): n for t, n in counts.items()},
                 request_id=RequestId(row.request_id),
                 acting_staff=row.decided_by or "unknown",
                 now=now,

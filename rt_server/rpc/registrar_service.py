@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
 from rt_client.errors import InvalidInput
@@ -105,6 +106,12 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
     return detail
 
 
+def _row_choice(every: bool, refs: Any) -> review.AcceptConflicts:
+    if every:
+        return "all"
+    return {(tables.table_spec(r.table).code, r.index) for r in refs}
+
+
 class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def __init__(self, district: District, search_schools: Any) -> None:
         self._d = district
@@ -114,7 +121,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
         s = request.student
-        enrolled = lookups.enroll_student(
+        enrolled, warnings = lookups.enroll_student(
             self._d,
             {
                 "local_id": s.local_id or None,
@@ -129,7 +136,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             list(request.records),
             actor=_actor(request.actor),
         )
-        return _student_proto(enrolled)
+        out = _student_proto(enrolled)
+        out.warnings.extend(warnings)
+        return out
 
     def ListStudents(
         self, request: registrar_pb2.ListStudentsRequest, context: grpc.ServicerContext
@@ -258,6 +267,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
                 reviewed = tr.rows.add(
                     index=item.index, row_class=cls, differing_columns=list(item.differing_columns)
                 )
+                if cls == registrar_pb2.CONFLICT and item.existing is not None:
+                    reviewed.replaces_sq = item.existing["SQ"]
                 reviewed.incoming.table = spec.enum
                 getattr(reviewed.incoming, spec.batch_field).append(
                     tables.row_to_proto(spec, item.incoming)
@@ -272,15 +283,11 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def ImportTransfer(
         self, request: registrar_pb2.ImportTransferRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ImportResult:
-        accept: review.AcceptConflicts
-        if request.accept_all_conflicts:
-            accept = "all"
-        else:
-            accept = {(tables.table_spec(r.table).code, r.index) for r in request.accept_conflicts}
         result = review.import_received_transfer(
             self._d,
             request_id=RequestId(request.request_id),
-            accept=accept,
+            accept=_row_choice(request.accept_all_conflicts, request.accept_conflicts),
+            keep_both=_row_choice(request.keep_both_all, request.keep_both),
             actor=_actor(request.actor),
         )
         out = registrar_pb2.ImportResult(
@@ -291,6 +298,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             out.imported.add(table=tables.table_spec(code).enum, rows=n)
         for code, n in sorted(result.skipped.items(), key=lambda c: tables.table_spec(c[0]).enum):
             out.skipped.add(table=tables.table_spec(code).enum, rows=n)
+        for code, n in sorted(result.replaced.items(), key=lambda c: tables.table_spec(c[0]).enum):
+            out.replaced.add(table=tables.table_spec(code).enum, rows=n)
         return out
 
     def ListDisclosures(
@@ -309,6 +318,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
                 acting_staff=x.acting_staff,
             )
             item.disclosed_at.FromDatetime(x.disclosed_at)
+            for code, rows in x.counts or ():
+                item.counts.add(table=tables.table_spec(code).enum, rows=rows)
         return out
 
     def PostMessage(
@@ -340,3 +351,60 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             )
             entry.sent_at.FromDatetime(m.sent_at)
         return out
+
+    def GetStudent(
+        self, request: registrar_pb2.StudentRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.StudentDetail:
+        return _student_detail(lookups.student_detail(self._d, request.local_id))
+
+    def EditStudent(
+        self, request: registrar_pb2.EditStudentRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.Student:
+        c = request.changes
+        given = {name: getattr(c, name) for name in _EDITABLE if getattr(c, name)}
+        clear = [_CLEARABLE_NAMES.get(name, name) for name in request.clear]
+        student, warnings = lookups.correct_student(
+            self._d, request.local_id, given, clear, actor=_actor(request.actor)
+        )
+        out = _student_proto(student)
+        out.warnings.extend(warnings)
+        return out
+
+    def AddStudentRecords(
+        self, request: registrar_pb2.AddStudentRecordsRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.StudentDetail:
+        detail = lookups.add_student_records(
+            self._d, request.local_id, list(request.records), actor=_actor(request.actor)
+        )
+        return _student_detail(detail)
+
+
+# The Student fields EditStudent corrects; what the CLI may call the ones it can clear.
+_EDITABLE = (
+    "ssid",
+    "legal_first_name",
+    "legal_middle_name",
+    "legal_last_name",
+    "birth_date",
+    "gender",
+    "school",
+)
+_CLEARABLE_NAMES = {"middle": "legal_middle_name"}
+
+
+def _student_detail(detail: lookups.StudentDetail) -> registrar_pb2.StudentDetail:
+    out = registrar_pb2.StudentDetail(student=_student_proto(detail.student))
+    for code in tables.ALL_TABLES:
+        if detail.rows.get(code):
+            out.rows.add(table=tables.table_spec(code).enum, rows=detail.rows[code])
+    for version in detail.replaced:
+        spec = tables.table_spec(version.table)
+        item = out.replaced.add(
+            replaced_by=version.replaced_by,
+            transfer_id=version.transfer_id,
+            row_index=version.row_index,
+        )
+        item.replaced_at.FromDatetime(version.replaced_at)
+        item.old.table = spec.enum
+        json_format.Parse(version.old_values, getattr(item.old, spec.batch_field).add())
+    return out

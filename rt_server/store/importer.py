@@ -1,11 +1,14 @@
 """Import a received transfer's rows into our record tables, once, all or nothing.
 
 DESIGN.md section 4 step 6: NEW rows are always written, DUPLICATE rows never,
-CONFLICT rows only when the registrar accepted them (as additional rows). Rows
-are written under our local student id with new sequence numbers (after the
-student's highest) and source tag ``RT``. Every incoming row's outcome goes to
-``import_ledger``, plus one marker row per transfer, so a second import of the
-same transfer writes nothing and says so.
+CONFLICT rows only when the registrar chose to: an accepted conflict updates
+our row in place (its natural key and SQ stay, the received values and source
+tag ``RT`` replace the rest; the old version is kept in ``replaced_rows``,
+``rt_server.store.replaced_rows``), and a conflict to keep both is written as
+an additional row. Rows are written under our local student id with new
+sequence numbers (after the student's highest) and source tag ``RT``. Every
+incoming row's outcome goes to ``import_ledger``, plus one marker row per
+transfer, so a second import of the same transfer writes nothing and says so.
 
 The ledger holds runs, not rows: one entry covers consecutive incoming rows of
 one table with the same outcome (and, when imported, consecutive SQs). A table
@@ -35,6 +38,7 @@ from sqlalchemy import (
     select,
     tuple_,
     union_all,
+    update,
 )
 
 from rt_client.errors import InvalidInput, NotFound
@@ -42,6 +46,7 @@ from rt_server.core.classify import RowClass, classify_against
 from rt_server.core.tables import ALL_TABLES, TableRef, TableSpec, table_spec
 from rt_server.core.validate import CheckedRows, check_rows, recheck
 from rt_server.store._db import Bind, aware, bulk_insert, transaction
+from rt_server.store.replaced_rows import record_replaced_rows
 from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES, STUDENTS
 
 __all__ = [
@@ -56,7 +61,8 @@ __all__ = [
 # The SRC tag of every row written by an import (DESIGN.md section 4).
 IMPORT_SOURCE: Final = "RT"
 
-# Which CONFLICT rows to import: (table, index) pairs, or "all".
+# Which CONFLICT rows to replace ours with (or, ``keep_both``, to add beside
+# ours): (table, index) pairs, or "all".
 AcceptConflicts = Set[tuple[TableRef, int]] | Literal["all"]
 
 # The ledger's marker row: present iff the transfer has been imported. It
@@ -70,6 +76,7 @@ class LedgerOutcome(enum.StrEnum):
     """Values of ``import_ledger.outcome``."""
 
     IMPORTED = "IMPORTED"
+    REPLACED = "REPLACED"  # an accepted conflict: our row local_sq updated in place
     SKIPPED_DUPLICATE = "SKIPPED_DUPLICATE"
     SKIPPED_CONFLICT = "SKIPPED_CONFLICT"  # a conflict the registrar did not accept
     TRANSFER = "TRANSFER"  # the marker row
@@ -80,12 +87,15 @@ class ImportResult:
     """What an import did (or, if ``already_imported``, what the first one did)."""
 
     transfer_id: str
-    imported: Mapping[str, int]  # table code -> rows written (tables with rows only)
+    imported: Mapping[str, int]  # table code -> rows added (tables with rows only)
     skipped: Mapping[str, int]  # table code -> duplicates and unaccepted conflicts
     already_imported: bool
+    replaced: Mapping[str, int] = field(default_factory=dict)  # our rows updated in place
 
 
-def _ledger_counts(conn: Connection, transfer_id: str) -> tuple[dict[str, int], dict[str, int]]:
+def _ledger_counts(
+    conn: Connection, transfer_id: str
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     ledger = IMPORT_LEDGER.c
     rows = conn.execute(
         select(ledger.table_code, ledger.outcome, func.sum(ledger.row_count))
@@ -94,10 +104,17 @@ def _ledger_counts(conn: Connection, transfer_id: str) -> tuple[dict[str, int], 
     ).all()
     imported: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    replaced: dict[str, int] = {}
     for code, outcome, count in rows:
-        target = imported if outcome == LedgerOutcome.IMPORTED else skipped
+        target = (
+            imported
+            if outcome == LedgerOutcome.IMPORTED
+            else replaced
+            if outcome == LedgerOutcome.REPLACED
+            else skipped
+        )
         target[code] = target.get(code, 0) + count
-    return _ordered(imported), _ordered(skipped)
+    return _ordered(imported), _ordered(skipped), _ordered(replaced)
 
 
 def _ordered(counts: Mapping[str, int]) -> dict[str, int]:
@@ -111,6 +128,8 @@ def import_transfer(
     incoming: Iterable[tuple[TableRef, int, Mapping[str, Any]]],
     accept_conflicts: AcceptConflicts = frozenset(),
     *,
+    keep_both: AcceptConflicts = frozenset(),
+    actor: str = "import",
     now: dt.datetime | None = None,
 ) -> ImportResult:
     """Import the decrypted rows of ``transfer_id`` for our student ``pid``.
@@ -125,12 +144,18 @@ def import_transfer(
     Runs in one transaction (a savepoint if ``bind`` is a connection already in
     one): either every row and ledger entry is written, or nothing is.
 
+    ``accept_conflicts`` replace the row of ours they conflict with (the old
+    version kept, an audit row by ``actor``), ``keep_both`` are added beside it.
+
     Raises ``NotFound`` (no such student), ``InvalidInput`` (bad row, a
-    ``(table, index)`` repeated or out of order, or an accepted conflict that
-    is not in the transfer). A transfer already imported returns the first
+    ``(table, index)`` repeated or out of order, an accepted or kept conflict
+    that is not in the transfer, a row both accepted and kept, or two accepted
+    rows that would replace the same row of ours). A transfer already imported returns the first
     import's counts with ``already_imported=True`` and writes nothing.
     """
-    return _import(bind, transfer_id, pid, _checked_chunks(incoming), accept_conflicts, now)
+    return _import(
+        bind, transfer_id, pid, _checked_chunks(incoming), accept_conflicts, keep_both, actor, now
+    )
 
 
 def import_batches(
@@ -140,6 +165,8 @@ def import_batches(
     batches: Iterable[tuple[int, CheckedRows]],
     accept_conflicts: AcceptConflicts = frozenset(),
     *,
+    keep_both: AcceptConflicts = frozenset(),
+    actor: str = "import",
     now: dt.datetime | None = None,
 ) -> ImportResult:
     """``import_transfer`` for rows that ``validate`` gave as ``CheckedRows``, batch by batch.
@@ -149,7 +176,9 @@ def import_batches(
     checked again here (``validate.recheck``). Same transaction, results and
     errors as ``import_transfer``.
     """
-    return _import(bind, transfer_id, pid, _rechecked(batches), accept_conflicts, now)
+    return _import(
+        bind, transfer_id, pid, _rechecked(batches), accept_conflicts, keep_both, actor, now
+    )
 
 
 def _import(
@@ -158,15 +187,26 @@ def _import(
     pid: str,
     chunks: Iterable[tuple[TableSpec, Sequence[int], CheckedRows]],
     accept_conflicts: AcceptConflicts,
+    keep_both: AcceptConflicts,
+    actor: str,
     now: dt.datetime | None,
 ) -> ImportResult:
     at = aware(now)
-    accept_all = accept_conflicts == "all"
-    accepted: set[tuple[str, int]] = (
-        set()
-        if isinstance(accept_conflicts, str)
-        else {(table_spec(t).code, i) for t, i in accept_conflicts}
+    if accept_conflicts == "all" and keep_both == "all":
+        raise InvalidInput("accept every conflict or keep both of every conflict, not both")
+    choice = _Choice(
+        replace_all=accept_conflicts == "all",
+        keep_all=keep_both == "all",
+        replace=_refs(accept_conflicts),
+        keep=_refs(keep_both),
+        actor=actor,
+        at=at,
     )
+    for code, index in sorted(choice.replace & choice.keep):
+        raise InvalidInput(
+            f"{code} row {index}: either accept the conflict (replacing our row) or keep both"
+        )
+    chosen = choice.replace | choice.keep
 
     with transaction(bind) as conn:
         # Lock the student first: on PostgreSQL this serialises concurrent
@@ -185,23 +225,24 @@ def _import(
             )
         ).first()
         if already is not None:
-            imported, skipped = _ledger_counts(conn, transfer_id)
-            return ImportResult(transfer_id, imported, skipped, already_imported=True)
+            imported, skipped, replaced = _ledger_counts(conn, transfer_id)
+            return ImportResult(transfer_id, imported, skipped, True, replaced)
 
         tables: dict[str, _TableImport] = {}
         held: dict[str, int | None] | None = None  # the student's highest SQ per table
-        found: set[tuple[str, int]] = set()  # accepted conflicts seen in the transfer
+        found: set[tuple[str, int]] = set()  # chosen conflicts seen in the transfer
         for spec, indexes, checked in chunks:
             state = tables.get(spec.code)
             if state is None:
                 if held is None:
                     held = _highest_sqs(conn, pid)
                 state = tables[spec.code] = _TableImport.start(spec, held[spec.code])
-            if accepted:
-                found.update((spec.code, i) for i in indexes if (spec.code, i) in accepted)
-            state.write(conn, transfer_id, pid, indexes, checked, accept_all, accepted, at)
-        for code, index in sorted(accepted - found):
-            raise InvalidInput(f"{code} row {index}: accepted conflict is not in this transfer")
+            if chosen:
+                found.update((spec.code, i) for i in indexes if (spec.code, i) in chosen)
+            state.write(conn, transfer_id, pid, indexes, checked, choice)
+        for code, index in sorted(chosen - found):
+            which = "accepted" if (code, index) in choice.replace else "kept"
+            raise InvalidInput(f"{code} row {index}: {which} conflict is not in this transfer")
 
         # Each table's last run (it might have gone on), and the marker.
         runs = [(code, run) for code, t in tables.items() for run in t.runs]
@@ -209,9 +250,38 @@ def _import(
         bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, runs, at))
         imported_counts = {code: t.imported for code, t in tables.items() if t.imported}
         skipped_counts = {code: t.skipped for code, t in tables.items() if t.skipped}
+        replaced_counts = {code: len(t.replaced) for code, t in tables.items() if t.replaced}
         return ImportResult(
-            transfer_id, _ordered(imported_counts), _ordered(skipped_counts), already_imported=False
+            transfer_id,
+            _ordered(imported_counts),
+            _ordered(skipped_counts),
+            False,
+            _ordered(replaced_counts),
         )
+
+
+def _refs(chosen: AcceptConflicts) -> set[tuple[str, int]]:
+    return set() if isinstance(chosen, str) else {(table_spec(t).code, i) for t, i in chosen}
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What the registrar chose for the CONFLICT rows, and who did."""
+
+    replace_all: bool
+    keep_all: bool
+    replace: set[tuple[str, int]]  # (table code, index): update our row in place
+    keep: set[tuple[str, int]]  # (table code, index): add beside ours
+    actor: str
+    at: dt.datetime
+
+    def of(self, code: str, index: int) -> LedgerOutcome:
+        """What becomes of a CONFLICT row: REPLACED, IMPORTED (kept both) or SKIPPED_CONFLICT."""
+        if self.replace_all or (code, index) in self.replace:
+            return LedgerOutcome.REPLACED
+        if self.keep_all or (code, index) in self.keep:
+            return LedgerOutcome.IMPORTED
+        return LedgerOutcome.SKIPPED_CONFLICT
 
 
 # Rows are validated, classified, written and entered in the ledger this many
@@ -323,6 +393,7 @@ class _TableImport:
     next_sq: int
     imported: int = 0
     skipped: int = 0
+    replaced: dict[int, int] = field(default_factory=dict)  # our SQ -> the index replacing it
     # Ledger entries not yet written: the last one may go on in the next chunk.
     runs: list[_Run] = field(default_factory=list)
 
@@ -339,9 +410,7 @@ class _TableImport:
         pid: str,
         indexes: Sequence[int],
         checked: CheckedRows,
-        accept_all: bool,
-        accepted: set[tuple[str, int]],
-        at: dt.datetime,
+        choice: _Choice,
     ) -> None:
         spec = self.spec
         code = spec.code
@@ -350,6 +419,7 @@ class _TableImport:
             return
         names = spec.column_names
         written: int
+        replacing: list[tuple[int, Mapping[str, Any], Mapping[str, Any]]] = []
         if not self.holds_rows:
             # We hold nothing of this table for the student: every row is NEW.
             columns: dict[str, Sequence[Any]] = dict(zip(names, checked.columns, strict=True))
@@ -367,29 +437,85 @@ class _TableImport:
             rows = []
             sq = self.next_sq
             for result in classify_against(spec, held, zip(indexes, incoming, strict=True)):
-                wanted = result.row_class is RowClass.NEW or (
-                    result.row_class is RowClass.CONFLICT
-                    and (accept_all or (code, result.index) in accepted)
-                )
-                if wanted:
-                    rows.append({**result.incoming, "SQ": sq, "SRC": IMPORT_SOURCE})
-                    self._add_run(result.index, 1, LedgerOutcome.IMPORTED, sq)
-                    sq += 1
-                elif result.row_class is RowClass.DUPLICATE:
-                    self._add_run(result.index, 1, LedgerOutcome.SKIPPED_DUPLICATE, None)
+                if result.row_class is RowClass.DUPLICATE:
+                    outcome = LedgerOutcome.SKIPPED_DUPLICATE
+                elif result.row_class is RowClass.NEW:
+                    outcome = LedgerOutcome.IMPORTED
                 else:
-                    self._add_run(result.index, 1, LedgerOutcome.SKIPPED_CONFLICT, None)
+                    outcome = choice.of(code, result.index)
+                if outcome is LedgerOutcome.IMPORTED:
+                    rows.append({**result.incoming, "SQ": sq, "SRC": IMPORT_SOURCE})
+                    self._add_run(result.index, 1, outcome, sq)
+                    sq += 1
+                elif outcome is LedgerOutcome.REPLACED:
+                    assert result.existing is not None  # a CONFLICT is against a row of ours
+                    ours = result.existing
+                    earlier = self.replaced.setdefault(ours["SQ"], result.index)
+                    if earlier != result.index:
+                        raise InvalidInput(
+                            f"{code} rows {earlier} and {result.index} both conflict with our "
+                            f"row SQ {ours['SQ']}: accept only one of them (the other can be "
+                            "kept as an additional row)"
+                        )
+                    replacing.append((result.index, ours, result.incoming))
+                    self._add_run(result.index, 1, outcome, ours["SQ"])
+                else:
+                    self._add_run(result.index, 1, outcome, None)
             columns = {name: [row[name] for row in rows] for name in names}
             written = len(rows)
+            self._replace(conn, transfer_id, pid, replacing, choice)
         # One executemany per chunk and table: a bulk insert on both databases.
         bulk_insert(conn, RECORD_TABLES[code], {"PID": [pid] * written, **columns})
         if len(self.runs) > 1:  # runs that cannot go on any more
             done = [(code, run) for run in self.runs[:-1]]
-            bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, done, at))
+            bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, done, choice.at))
             del self.runs[:-1]
+        replaced = len(replacing)
         self.next_sq += written
         self.imported += written
-        self.skipped += count - written
+        self.skipped += count - written - replaced
+
+    def _replace(
+        self,
+        conn: Connection,
+        transfer_id: str,
+        pid: str,
+        replacing: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any]]],
+        choice: _Choice,
+    ) -> None:
+        """Update our rows in place with the accepted values; keep their old versions first."""
+        if not replacing:
+            return
+        spec = self.spec
+        record_replaced_rows(
+            conn,
+            spec,
+            pid,
+            transfer_id,
+            [(index, ours) for index, ours, _ in replacing],
+            actor=choice.actor,
+            at=choice.at,
+        )
+        table = RECORD_TABLES[spec.code]
+        # The natural key is the same by definition: the other data columns and SRC change.
+        changed = [name for name in spec.data_columns if name not in spec.natural_key]
+        statement = (
+            update(table)
+            .where(table.c.PID == bindparam("pid_"), table.c.SQ == bindparam("sq_"))
+            .values({name: bindparam(f"v_{name}") for name in [*changed, "SRC"]})
+        )
+        conn.execute(
+            statement,
+            [
+                {
+                    "pid_": pid,
+                    "sq_": ours["SQ"],
+                    "v_SRC": IMPORT_SOURCE,
+                    **{f"v_{name}": new[name] for name in changed},
+                }
+                for _, ours, new in replacing
+            ],
+        )
 
     def _add_run(self, index: int, count: int, outcome: LedgerOutcome, sq: int | None) -> None:
         if not self.runs or not self.runs[-1].extend(index, count, outcome, sq):

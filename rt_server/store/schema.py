@@ -57,6 +57,7 @@ __all__ = [
     "OUTBOX",
     "PFT",
     "RECORD_TABLES",
+    "REPLACED_ROWS",
     "REQUESTS",
     "SEEN_MESSAGES",
     "STUDENTS",
@@ -332,6 +333,32 @@ OUTBOX: Final = Table(
 
 # --- import, thread, logs --------------------------------------------------
 
+# Our record rows as they were before an import replaced them in place (an
+# accepted CONFLICT, DESIGN.md section 4 step 6): the old values of the row
+# ``table_code`` / (``student_local_id``, ``sq``), as the JSON of its proto row
+# (records.proto, field names as there). Student data, kept beside the audit
+# log (whose ``detail`` holds none) as long as the student's record; the audit
+# row of the replacement points here by table and SQ.
+REPLACED_ROWS: Final = Table(
+    "replaced_rows",
+    METADATA,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column(
+        "student_local_id",
+        String(LOCAL_ID_LEN),
+        ForeignKey("students.local_id", ondelete="RESTRICT"),
+        nullable=False,
+    ),
+    Column("table_code", String(3), nullable=False),
+    Column("sq", Integer, nullable=False, autoincrement=False),
+    Column("old_values", Text, nullable=False),
+    Column("transfer_id", String(UUID_LEN), nullable=False),
+    Column("row_index", Integer, nullable=False, autoincrement=False),  # in the transfer
+    Column("replaced_at", UtcDateTime, nullable=False),
+    Column("replaced_by", String(STAFF_LEN), nullable=False),
+    Index("ix_replaced_rows_student", "student_local_id", "table_code", "sq"),
+)
+
 # The outcome of every incoming row of an imported transfer, so importing twice
 # changes nothing. One row per run: the incoming rows row_index ..
 # row_index + row_count - 1 of one table, consecutive, with one outcome; an
@@ -339,7 +366,8 @@ OUTBOX: Final = Table(
 # rows we do not hold yet is one run per table, not one entry per row). Plus
 # one marker row per transfer: table_code '*', row_index -1, row_count 0.
 # Revision 0003 added row_count with DEFAULT 1: the rows before it are runs of
-# one (the importer always gives it).
+# one (the importer always gives it). A REPLACED run (an accepted conflict,
+# revision 0004) updated our rows local_sq, local_sq + 1, ... in place.
 IMPORT_LEDGER: Final = Table(
     "import_ledger",
     METADATA,
@@ -389,6 +417,8 @@ DISCLOSURES: Final = Table(
     Column("receiving_district", String(DISTRICT_LEN), nullable=False),
     Column("receiving_school", String(SCHOOL_LEN), nullable=False),
     Column("tables", String(TABLE_LIST_LEN), nullable=False),
+    # The rows sent of each table, "HIS=2,ENR=1" (revision 0004; NULL before it).
+    Column("table_counts", String(200)),
     Column("disclosed_at", UtcDateTime, nullable=False),
     Column("request_id", String(UUID_LEN), nullable=False),
     Column("legal_basis", String(200), nullable=False),

@@ -519,19 +519,41 @@ def test_review_classifies_and_import_takes_new_then_accepted(districts: Pair) -
     assert (his.new_rows, his.duplicate_rows, his.conflict_rows) == (0, 3, 2)
     assert sum(t.new_rows for t in tables.values()) == 0
     before_his = rows_of(p.b, "HIS", "B1")
+    # The review says, before the import, which row of ours accepting would replace.
+    replaces = {r.index: r.replaces_sq for r in his.rows if r.row_class == registrar_pb2.CONFLICT}
+    assert replaces == {1: b_held["HIS"][1]["SQ"], 2: b_held["HIS"][2]["SQ"]}
     result = import_(
         p, second, accept_conflicts=[registrar_pb2.RowRef(table=common_pb2.HIS, index=1)]
     )
-    assert counts(result.imported) == {"HIS": 1}
+    assert counts(result.imported) == {} and counts(result.replaced) == {"HIS": 1}
+    # Our row (MK "Z") now holds the received values, in place: same SQ, same natural key,
+    # source RT; no second row with that key, nothing else touched.
     after_his = rows_of(p.b, "HIS", "B1")
-    assert after_his[:-1] == before_his
-    assert data_columns(after_his[-1]) == data_columns(a_rows["HIS"][1])
-    assert (after_his[-1]["SQ"], after_his[-1]["SRC"]) == (before_his[-1]["SQ"] + 1, "RT")
+    assert len(after_his) == len(before_his)
+    replaced_sq = b_held["HIS"][1]["SQ"]
+    for old, new in zip(before_his, after_his, strict=True):
+        if old["SQ"] != replaced_sq:
+            assert new == old
+    updated = next(r for r in after_his if r["SQ"] == replaced_sq)
+    assert data_columns(updated) == data_columns(a_rows["HIS"][1])
+    assert updated["SRC"] == "RT"
+    # The old values are kept where the registrar and the auditors see them.
+    kept = p.b.rpc.GetStudent(registrar_pb2.StudentRef(local_id="B1"), timeout=10).replaced
+    assert len(kept) == 1 and kept[0].old.his[0].mk == "Z" and kept[0].old.his[0].sq == replaced_sq
+    assert (kept[0].transfer_id, kept[0].row_index, kept[0].replaced_by) == (
+        get(p.b, second).transfer_id,
+        1,
+        "bob",
+    )
     assert rows_of(p.b, "PFT", "B1")[:2] == b_held["PFT"]  # the unaccepted conflict stays ours only
-    # B now holds both versions of HIS row 1: the accepted one reviews as a DUPLICATE.
+    # The accepted row now reviews as a DUPLICATE; importing again changes nothing.
     tables = review(p, second)
     assert {r.index: r.row_class for r in tables[common_pb2.HIS].rows}[1] == registrar_pb2.DUPLICATE
     wait_status(p.a, second, Status.COMPLETE)
+    settle(p.a, p.b)
+    before_b = snapshot(p.b)
+    assert import_(p, second, accept_all_conflicts=True).already_imported
+    assert_unchanged(before_b, snapshot(p.b))
 
 
 # --- 6. nothing in the clear at rest -------------------------------------------------------------
@@ -647,6 +669,27 @@ def test_disclosure_is_recorded_when_sent(districts: Pair) -> None:
     import_(p, request_id)
     wait_status(p.a, request_id, Status.COMPLETE)
     assert count(p.a, DISCLOSURES) == 1
+
+
+def test_disclosure_records_the_tables_and_rows_actually_sent(districts: Pair) -> None:
+    """Issue 13 item 2: a transfer of HIS 2, ENR 1, IMM 2 was logged as all eight tables."""
+    p = districts
+    records = small_records(4)
+    add_student(p.a, "A1", {"HIS": records["HIS"][:2], "ENR": records["ENR"][:1],
+                            "IMM": records["IMM"][:2]})  # fmt: skip
+    add_student(p.b, "B1")
+    request_id = create_request(p)  # all eight tables asked for, and approved
+    received = approve(p, request_id)
+    assert len(received.tables) == 8
+    listed = p.a.rpc.ListDisclosures(
+        registrar_pb2.ListDisclosuresRequest(student_local_id="A1"), timeout=RPC_TIMEOUT
+    ).disclosures
+    assert len(listed) == 1
+    assert list(listed[0].tables) == [common_pb2.HIS, common_pb2.ENR, common_pb2.IMM]
+    assert counts(listed[0].counts) == {"HIS": 2, "ENR": 1, "IMM": 2}
+    with p.a.engine.connect() as conn:
+        stored = conn.execute(select(DISCLOSURES.c.tables, DISCLOSURES.c.table_counts)).all()
+    assert [tuple(r) for r in stored] == [("HIS,ENR,IMM", "HIS=2,ENR=1,IMM=2")]
 
 
 # --- 8. the thread -------------------------------------------------------------------------------

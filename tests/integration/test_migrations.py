@@ -31,7 +31,14 @@ from rt_client.config import write_config
 from rt_client.errors import SchemaVersionError
 from rt_server.core.validate import validate_row
 from rt_server.server import DistrictServer
-from rt_server.store import METADATA, importer, make_engine, migrations, students
+from rt_server.store import (
+    METADATA,
+    disclosures,
+    importer,
+    make_engine,
+    migrations,
+    students,
+)
 from rt_server.store.schema import (
     IMPORT_LEDGER,
     OUTBOX,
@@ -186,8 +193,11 @@ def test_from_the_first_revision_to_the_newest_with_data_in_it(
     assert migrations.HISTORY.upgrade(district_engine) == (FIRST, migrations.HISTORY.head)
     assert differences(district_engine, METADATA) == []
     after = everything(district_engine)
-    # Every row is still there, every value unchanged; new columns are empty.
-    assert set(after) == set(before)
+    # Every row is still there, every value unchanged; new columns and tables are empty.
+    assert set(before) <= set(after)
+    assert {name: rows for name, rows in after.items() if name not in before} == {
+        "replaced_rows": []
+    }
     for name, rows in before.items():
         kept = [{k: row[k] for k in rows[0]} for row in after[name]] if rows else after[name]
         assert kept == rows, name
@@ -327,6 +337,50 @@ def test_0003_turns_the_import_ledger_into_runs_and_back(district_engine: sa.Eng
         repeated = importer.import_transfer(district_engine, transfer, pid, [])
         assert repeated.already_imported
         assert (repeated.imported, repeated.skipped) == (result.imported, result.skipped)
+
+
+def test_0004_disclosures_keep_their_tables_and_gain_row_counts(
+    district_engine: sa.Engine,
+) -> None:
+    """An entry from before 0004 keeps its tables and has no counts; new ones have both."""
+    migrations.HISTORY.upgrade(district_engine, "0003")
+    pid = students.add_student(
+        district_engine, samples.sample_student(random.Random(4), 1), actor="registrar", now=NOW
+    )
+    with district_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO disclosures (student_local_id, receiving_district, receiving_school, "
+                "tables, disclosed_at, request_id, legal_basis, acting_staff) "
+                "VALUES (:p, '3768338', '37683383732997', 'TST,HIS', :at, 'r-1', 'basis', 'alice')"
+            ),
+            {"p": pid, "at": NOW.replace(tzinfo=None)},
+        )
+    migrations.HISTORY.upgrade(district_engine)
+    assert differences(district_engine, METADATA) == []
+    disclosures.write_disclosure(
+        district_engine,
+        student_local_id=pid,
+        receiving_district="3768338",
+        receiving_school="37683383732997",
+        counts={"HIS": 2},
+        request_id="r-2",
+        acting_staff="alice",
+        now=NOW,
+    )
+    listed = disclosures.list_disclosures(district_engine, pid)
+    assert [(x.tables, x.counts) for x in listed] == [
+        (("TST", "HIS"), None),
+        (("HIS",), (("HIS", 2),)),
+    ]
+
+    _downgrade(district_engine, "0003")
+    kept = everything(district_engine)
+    assert "replaced_rows" not in kept
+    assert sorted(r["tables"] for r in kept["disclosures"]) == ["HIS", "TST,HIS"]
+    assert all("table_counts" not in r for r in kept["disclosures"])
+    migrations.HISTORY.upgrade(district_engine)
+    assert differences(district_engine, METADATA) == []
 
 
 def test_registry_0002_lifts_district_locks_and_keeps_failure_counts(databases: Databases) -> None:

@@ -77,6 +77,7 @@ class Student(_message.Message):
     BIRTH_DATE_FIELD_NUMBER: _builtins.int
     GENDER_FIELD_NUMBER: _builtins.int
     SCHOOL_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     local_id: _builtins.str
     ssid: _builtins.str
     legal_first_name: _builtins.str
@@ -87,6 +88,12 @@ class Student(_message.Message):
     gender: _builtins.str
     school: _builtins.str
     """CDS code of the current school"""
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """AddStudent, EditStudent answers: what the registrar should check (a
+        likely duplicate: another student with the same name and birth date).
+        """
+
     def __init__(
         self,
         *,
@@ -98,10 +105,11 @@ class Student(_message.Message):
         birth_date: _builtins.str = ...,
         gender: _builtins.str = ...,
         school: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "gender", b"gender", "legal_first_name", b"legal_first_name", "legal_last_name", b"legal_last_name", "legal_middle_name", b"legal_middle_name", "local_id", b"local_id", "school", b"school", "ssid", b"ssid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "gender", b"gender", "legal_first_name", b"legal_first_name", "legal_last_name", b"legal_last_name", "legal_middle_name", b"legal_middle_name", "local_id", b"local_id", "school", b"school", "ssid", b"ssid", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,9 +656,12 @@ class ReviewedRow(_message.Message):
     INCOMING_FIELD_NUMBER: _builtins.int
     EXISTING_FIELD_NUMBER: _builtins.int
     DIFFERING_COLUMNS_FIELD_NUMBER: _builtins.int
+    REPLACES_SQ_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """position within its table in the transfer"""
     row_class: Global___RowClass.ValueType
+    replaces_sq: _builtins.int
+    """CONFLICT: the SQ of our row that accepting this one replaces in place."""
     @_builtins.property
     def incoming(self) -> _records_pb2.RecordBatch:
         """exactly one row"""
@@ -671,10 +682,11 @@ class ReviewedRow(_message.Message):
         incoming: _records_pb2.RecordBatch | None = ...,
         existing: _records_pb2.RecordBatch | None = ...,
         differing_columns: _abc.Iterable[_builtins.str] | None = ...,
+        replaces_sq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["existing", b"existing", "incoming", b"incoming"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["differing_columns", b"differing_columns", "existing", b"existing", "incoming", b"incoming", "index", b"index", "row_class", b"row_class"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["differing_columns", b"differing_columns", "existing", b"existing", "incoming", b"incoming", "index", b"index", "replaces_sq", b"replaces_sq", "row_class", b"row_class"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -771,15 +783,22 @@ class ImportTransferRequest(_message.Message):
     ACCEPT_CONFLICTS_FIELD_NUMBER: _builtins.int
     ACCEPT_ALL_CONFLICTS_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    KEEP_BOTH_FIELD_NUMBER: _builtins.int
+    KEEP_BOTH_ALL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     accept_all_conflicts: _builtins.bool
     actor: _builtins.str
+    keep_both_all: _builtins.bool
     @_builtins.property
     def accept_conflicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowRef]:
-        """NEW rows are always imported, DUPLICATE rows never. CONFLICT rows are
-        imported (as additional rows) only when accepted here.
+        """NEW rows are always imported, DUPLICATE rows never. An accepted CONFLICT
+        row replaces our row in place (its natural key and SQ stay; our old values
+        are kept in the record of replaced rows); one kept with keep_both is added
+        beside ours. Others are skipped.
         """
 
+    @_builtins.property
+    def keep_both(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowRef]: ...
     def __init__(
         self,
         *,
@@ -787,10 +806,12 @@ class ImportTransferRequest(_message.Message):
         accept_conflicts: _abc.Iterable[Global___RowRef] | None = ...,
         accept_all_conflicts: _builtins.bool = ...,
         actor: _builtins.str = ...,
+        keep_both: _abc.Iterable[Global___RowRef] | None = ...,
+        keep_both_all: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_all_conflicts", b"accept_all_conflicts", "accept_conflicts", b"accept_conflicts", "actor", b"actor", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_all_conflicts", b"accept_all_conflicts", "accept_conflicts", b"accept_conflicts", "actor", b"actor", "keep_both", b"keep_both", "keep_both_all", b"keep_both_all", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -804,12 +825,17 @@ class ImportResult(_message.Message):
     IMPORTED_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     ALREADY_IMPORTED_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     already_imported: _builtins.bool
     @_builtins.property
     def imported(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TableCount]: ...
     @_builtins.property
     def skipped(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TableCount]: ...
+    @_builtins.property
+    def replaced(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TableCount]:
+        """our rows updated in place (accepted conflicts)"""
+
     def __init__(
         self,
         *,
@@ -817,10 +843,11 @@ class ImportResult(_message.Message):
         imported: _abc.Iterable[_common_pb2.TableCount] | None = ...,
         skipped: _abc.Iterable[_common_pb2.TableCount] | None = ...,
         already_imported: _builtins.bool = ...,
+        replaced: _abc.Iterable[_common_pb2.TableCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_imported", b"already_imported", "imported", b"imported", "request_id", b"request_id", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_imported", b"already_imported", "imported", b"imported", "replaced", b"replaced", "request_id", b"request_id", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -839,6 +866,7 @@ class Disclosure(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     ACTING_STAFF_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
     student_local_id: _builtins.str
     student_name: _builtins.str
     receiving_district: _builtins.str
@@ -850,6 +878,12 @@ class Disclosure(_message.Message):
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.TableCode.ValueType]: ...
     @_builtins.property
     def disclosed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TableCount]:
+        """The rows sent of each table (34 CFR 99.32: what was disclosed); empty for
+        entries written before row counts were recorded.
+        """
+
     def __init__(
         self,
         *,
@@ -862,10 +896,11 @@ class Disclosure(_message.Message):
         request_id: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
         acting_staff: _builtins.str = ...,
+        counts: _abc.Iterable[_common_pb2.TableCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["disclosed_at", b"disclosed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting_staff", b"acting_staff", "disclosed_at", b"disclosed_at", "legal_basis", b"legal_basis", "receiving_district", b"receiving_district", "receiving_school", b"receiving_school", "request_id", b"request_id", "student_local_id", b"student_local_id", "student_name", b"student_name", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting_staff", b"acting_staff", "counts", b"counts", "disclosed_at", b"disclosed_at", "legal_basis", b"legal_basis", "receiving_district", b"receiving_district", "receiving_school", b"receiving_school", "request_id", b"request_id", "student_local_id", b"student_local_id", "student_name", b"student_name", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -996,3 +1031,150 @@ class ListMessagesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
+
+@_typing.final
+class StudentRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCAL_ID_FIELD_NUMBER: _builtins.int
+    local_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        local_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["local_id", b"local_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudentRef: _TypeAlias = StudentRef  # noqa: Y015
+
+@_typing.final
+class ReplacedRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_FIELD_NUMBER: _builtins.int
+    REPLACED_AT_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ROW_INDEX_FIELD_NUMBER: _builtins.int
+    replaced_by: _builtins.str
+    transfer_id: _builtins.str
+    row_index: _builtins.int
+    """the incoming row that replaced it"""
+    @_builtins.property
+    def old(self) -> _records_pb2.RecordBatch:
+        """exactly one row: our row as it was"""
+
+    @_builtins.property
+    def replaced_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        old: _records_pb2.RecordBatch | None = ...,
+        replaced_at: _timestamp_pb2.Timestamp | None = ...,
+        replaced_by: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        row_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["old", b"old", "replaced_at", b"replaced_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["old", b"old", "replaced_at", b"replaced_at", "replaced_by", b"replaced_by", "row_index", b"row_index", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplacedRow: _TypeAlias = ReplacedRow  # noqa: Y015
+
+@_typing.final
+class StudentDetail(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDENT_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def student(self) -> Global___Student: ...
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TableCount]:
+        """rows held of each table"""
+
+    @_builtins.property
+    def replaced(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplacedRow]:
+        """older versions of rows, replaced at import"""
+
+    def __init__(
+        self,
+        *,
+        student: Global___Student | None = ...,
+        rows: _abc.Iterable[_common_pb2.TableCount] | None = ...,
+        replaced: _abc.Iterable[Global___ReplacedRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["student", b"student"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replaced", b"replaced", "rows", b"rows", "student", b"student"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudentDetail: _TypeAlias = StudentDetail  # noqa: Y015
+
+@_typing.final
+class EditStudentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCAL_ID_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    local_id: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def changes(self) -> Global___Student:
+        """The fields set (non-empty) replace the student's; local_id, warnings ignored."""
+
+    @_builtins.property
+    def clear(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields to clear (only the optional ones: ssid, legal_middle_name, gender)."""
+
+    def __init__(
+        self,
+        *,
+        local_id: _builtins.str = ...,
+        changes: Global___Student | None = ...,
+        clear: _abc.Iterable[_builtins.str] | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "changes", b"changes", "clear", b"clear", "local_id", b"local_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditStudentRequest: _TypeAlias = EditStudentRequest  # noqa: Y015
+
+@_typing.final
+class AddStudentRecordsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCAL_ID_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    local_id: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_records_pb2.RecordBatch]: ...
+    def __init__(
+        self,
+        *,
+        local_id: _builtins.str = ...,
+        records: _abc.Iterable[_records_pb2.RecordBatch] | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "local_id", b"local_id", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddStudentRecordsRequest: _TypeAlias = AddStudentRecordsRequest  # noqa: Y015

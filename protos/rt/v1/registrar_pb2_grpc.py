@@ -109,6 +109,21 @@ class RegistrarStub:
                 request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.RequestRef.SerializeToString,
                 response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.GetStudent = channel.unary_unary(
+                '/rt.v1.Registrar/GetStudent',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentRef.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
+                _registered_method=True)
+        self.EditStudent = channel.unary_unary(
+                '/rt.v1.Registrar/EditStudent',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.EditStudentRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.Student.FromString,
+                _registered_method=True)
+        self.AddStudentRecords = channel.unary_unary(
+                '/rt.v1.Registrar/AddStudentRecords',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.AddStudentRecordsRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
+                _registered_method=True)
 
 
 class RegistrarServicer:
@@ -206,6 +221,27 @@ class RegistrarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStudent(self, request, context):
+        """One student: demographics, rows held per table, replaced row versions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditStudent(self, request, context):
+        """Correct a student's demographics (audited); the fields given change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddStudentRecords(self, request, context):
+        """Add records to a student who exists (validated as AddStudent's records).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +319,21 @@ def add_RegistrarServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.RequestRef.FromString,
                     response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'GetStudent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStudent,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentRef.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.SerializeToString,
+            ),
+            'EditStudent': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditStudent,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.EditStudentRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.Student.SerializeToString,
+            ),
+            'AddStudentRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddStudentRecords,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.AddStudentRecordsRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -690,6 +741,87 @@ class Registrar:
             '/rt.v1.Registrar/ListMessages',
             protos_dot_rt_dot_v1_dot_registrar__pb2.RequestRef.SerializeToString,
             protos_dot_rt_dot_v1_dot_registrar__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStudent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/GetStudent',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.StudentRef.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditStudent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/EditStudent',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.EditStudentRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.Student.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddStudentRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/AddStudentRecords',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.AddStudentRecordsRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
             options,
             channel_credentials,
             insecure,

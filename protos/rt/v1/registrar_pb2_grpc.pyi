@@ -51,6 +51,12 @@ class RegistrarStub:
     ListDisclosures: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.ListDisclosuresRequest, _registrar_pb2.ListDisclosuresResponse]
     PostMessage: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.PostMessageRequest, _registrar_pb2.ThreadEntry]
     ListMessages: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.RequestRef, _registrar_pb2.ListMessagesResponse]
+    GetStudent: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.StudentRef, _registrar_pb2.StudentDetail]
+    """One student: demographics, rows held per table, replaced row versions."""
+    EditStudent: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.EditStudentRequest, _registrar_pb2.Student]
+    """Correct a student's demographics (audited); the fields given change."""
+    AddStudentRecords: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.AddStudentRecordsRequest, _registrar_pb2.StudentDetail]
+    """Add records to a student who exists (validated as AddStudent's records)."""
 
 @_typing.type_check_only
 class RegistrarAsyncStub(RegistrarStub):
@@ -72,6 +78,12 @@ class RegistrarAsyncStub(RegistrarStub):
     ListDisclosures: _aio.UnaryUnaryMultiCallable[_registrar_pb2.ListDisclosuresRequest, _registrar_pb2.ListDisclosuresResponse]  # type: ignore[assignment]
     PostMessage: _aio.UnaryUnaryMultiCallable[_registrar_pb2.PostMessageRequest, _registrar_pb2.ThreadEntry]  # type: ignore[assignment]
     ListMessages: _aio.UnaryUnaryMultiCallable[_registrar_pb2.RequestRef, _registrar_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    GetStudent: _aio.UnaryUnaryMultiCallable[_registrar_pb2.StudentRef, _registrar_pb2.StudentDetail]  # type: ignore[assignment]
+    """One student: demographics, rows held per table, replaced row versions."""
+    EditStudent: _aio.UnaryUnaryMultiCallable[_registrar_pb2.EditStudentRequest, _registrar_pb2.Student]  # type: ignore[assignment]
+    """Correct a student's demographics (audited); the fields given change."""
+    AddStudentRecords: _aio.UnaryUnaryMultiCallable[_registrar_pb2.AddStudentRecordsRequest, _registrar_pb2.StudentDetail]  # type: ignore[assignment]
+    """Add records to a student who exists (validated as AddStudent's records)."""
 
 class RegistrarServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -180,5 +192,29 @@ class RegistrarServicer(metaclass=_abc_1.ABCMeta):
         request: _registrar_pb2.RequestRef,
         context: _ServicerContext,
     ) -> _typing.Union[_registrar_pb2.ListMessagesResponse, _abc.Awaitable[_registrar_pb2.ListMessagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetStudent(
+        self,
+        request: _registrar_pb2.StudentRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.StudentDetail, _abc.Awaitable[_registrar_pb2.StudentDetail]]:
+        """One student: demographics, rows held per table, replaced row versions."""
+
+    @_abc_1.abstractmethod
+    def EditStudent(
+        self,
+        request: _registrar_pb2.EditStudentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.Student, _abc.Awaitable[_registrar_pb2.Student]]:
+        """Correct a student's demographics (audited); the fields given change."""
+
+    @_abc_1.abstractmethod
+    def AddStudentRecords(
+        self,
+        request: _registrar_pb2.AddStudentRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.StudentDetail, _abc.Awaitable[_registrar_pb2.StudentDetail]]:
+        """Add records to a student who exists (validated as AddStudent's records)."""
 
 def add_RegistrarServicer_to_server(servicer: RegistrarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,7 +23,7 @@ from rt_server.core.validate import checked_batch, validate_batch, validate_row
 from rt_server.store._db import bulk_insert
 from rt_server.store.export import iter_batches
 from rt_server.store.importer import import_batches, import_transfer
-from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES
+from rt_server.store.schema import AUDIT_LOG, IMPORT_LEDGER, RECORD_TABLES, REPLACED_ROWS
 from scripts import samples
 
 TRANSFER = "0c9a6a2e-52c4-4a34-9d7e-5f1e1b7e2a10"
@@ -169,19 +169,28 @@ def test_import_batches_writes_what_import_transfer_writes(
     by_rows = _everything(engine)
     with engine.begin() as conn:  # undo, then the same through import_batches
         conn.execute(IMPORT_LEDGER.delete())
+        conn.execute(REPLACED_ROWS.delete())
+        conn.execute(AUDIT_LOG.delete().where(AUDIT_LOG.c.action == "import.replace_row"))
+        # The accepted conflict replaced our row SQ 903 in place: put it back ...
+        his = RECORD_TABLES["HIS"]
+        ours = {k: v for k, v in held[3][2].items() if k not in ("PID", "SQ")}
+        ours["SRC"] = "SIS"
+        conn.execute(his.update().where(his.c.PID == student_id, his.c.SQ == 903).values(ours))
+        # ... and remove the rows the import added.
         for code in ALL_TABLES:
             table = RECORD_TABLES[code]
             conn.execute(table.delete().where(table.c.SRC == "RT"))
     assert snapshot() == before
     second = import_batches(engine, TRANSFER, student_id, _as_checked(batches), {("HIS", 3)})
     assert second == first
-    assert dict(first.skipped) == {"HIS": 39} and first.imported["HIS"] == 2500 - 39
+    assert dict(first.skipped) == {"HIS": 39} and first.imported["HIS"] == 2500 - 40
+    assert dict(first.replaced) == {"HIS": 1}
     # The same ledger, however the rows were cut: runs go on from one chunk to the next.
     assert _everything(engine) == by_rows
     assert [entry[:4] for entry in by_rows["ledger"]] == [
         ("*", -1, 0, "TRANSFER"),
         ("HIS", 0, 3, "SKIPPED_DUPLICATE"),
-        ("HIS", 3, 1, "IMPORTED"),  # the accepted conflict
+        ("HIS", 3, 1, "REPLACED"),  # the accepted conflict: our SQ 903, in place
         ("HIS", 4, 36, "SKIPPED_DUPLICATE"),
         ("HIS", 40, 2460, "IMPORTED"),
         ("IMM", 0, 20, "IMPORTED"),

@@ -39,3 +39,21 @@ def test_disclosures(engine: Engine, student_id: str, inbound: str, now: dt.date
             request_id=inbound,
             acting_staff="registrar.a",
         )
+
+
+def test_a_disclosure_with_counts_names_only_the_tables_sent(
+    engine: Engine, student_id: str, inbound: str, now: dt.datetime
+) -> None:
+    entry = disclosures.write_disclosure(
+        engine,
+        student_local_id=student_id,
+        receiving_district="1964733",
+        receiving_school="19647331932334",
+        counts={"IMM": 2, "HIS": 2, "TST": 0, "ENR": 1},
+        request_id=inbound,
+        acting_staff="registrar.a",
+        now=now,
+    )
+    assert entry.tables == ("HIS", "ENR", "IMM")
+    assert entry.counts == (("HIS", 2), ("ENR", 1), ("IMM", 2))
+    assert disclosures.list_disclosures(engine, student_id) == [entry]

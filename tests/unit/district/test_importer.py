@@ -1,4 +1,5 @@
-"""Import: NEW always, DUPLICATE never, CONFLICT when accepted; once; all or nothing."""
+"""Import: NEW always, DUPLICATE never, CONFLICT when chosen (accepted: replaces ours in
+place, the old version kept; or kept beside ours); once; all or nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from rt_client.errors import InvalidInput, NotFound
 from rt_server.core.tables import ALL_TABLES
 from rt_server.core.validate import validate_row
 from rt_server.store.importer import import_transfer
-from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES
+from rt_server.store.replaced_rows import list_replaced_rows
+from rt_server.store.schema import AUDIT_LOG, IMPORT_LEDGER, RECORD_TABLES
 from scripts import samples
 
 TRANSFER = "7c0a5a52-1a3e-4c1e-9a53-3f1d2b9e6a10"
@@ -113,7 +115,7 @@ def test_the_ledger_holds_runs_of_one_outcome(
         (1, _his("1102")),  # duplicate
         (2, _his("3101")),  # new
         (3, _his("3102")),  # new
-        (4, _his("2301", "B+")),  # conflict, accepted: imported like the new ones around it
+        (4, _his("2301", "B+")),  # conflict, accepted: replaces our SQ 3 in place
         (5, _his("3103")),  # new
         (6, _his("2302", "C")),  # conflict, not accepted
         (7, _his("3104")),  # new
@@ -132,19 +134,24 @@ def test_the_ledger_holds_runs_of_one_outcome(
 
     first = import_transfer(engine, TRANSFER, student_id, incoming, accept)
 
-    assert (dict(first.imported), dict(first.skipped)) == ({"HIS": 7, "IMM": imm_rows}, {"HIS": 3})
+    assert (dict(first.imported), dict(first.skipped)) == ({"HIS": 6, "IMM": imm_rows}, {"HIS": 3})
+    assert dict(first.replaced) == {"HIS": 1}
     assert _ledger(engine) == [
         ("*", -1, 0, "TRANSFER", None),
         ("HIS", 0, 2, "SKIPPED_DUPLICATE", None),
-        ("HIS", 2, 4, "IMPORTED", 5),  # rows 2..5 as SQ 5..8 (we held 1..4)
+        ("HIS", 2, 2, "IMPORTED", 5),  # rows 2..3 as SQ 5..6 (we held 1..4)
+        ("HIS", 4, 1, "REPLACED", 3),  # row 4 replaced our SQ 3
+        ("HIS", 5, 1, "IMPORTED", 7),
         ("HIS", 6, 1, "SKIPPED_CONFLICT", None),
-        ("HIS", 7, 1, "IMPORTED", 9),
-        ("HIS", 9, 2, "IMPORTED", 10),
+        ("HIS", 7, 1, "IMPORTED", 8),
+        ("HIS", 9, 2, "IMPORTED", 9),
         ("IMM", 0, imm_rows, "IMPORTED", 1),
     ]
     # What the runs say was written under which SQ is what was written.
     written = [(r["SQ"], r["CN"]) for r in _rows(engine, "HIS", student_id) if r["SRC"] == "RT"]
-    assert written == list(enumerate(["3101", "3102", "2301", "3103", "3104", "3105", "3106"], 5))
+    assert written == [(3, "2301")] + list(
+        enumerate(["3101", "3102", "3103", "3104", "3105", "3106"], 5)
+    )
     assert [r["DN"] for r in _rows(engine, "IMM", student_id)] == list(range(1, imm_rows + 1))
 
     before = snapshot()
@@ -154,19 +161,92 @@ def test_the_ledger_holds_runs_of_one_outcome(
     assert snapshot() == before
 
 
-def test_accepted_conflicts_are_written_as_additional_rows(
+def test_an_accepted_conflict_replaces_our_row_in_place(
+    engine: Engine, student_id: str, held_and_incoming: Incoming, snapshot: Callable[[], Any]
+) -> None:
+    """Issue 13 item 1: accepting a conflict updated nothing and added a second row."""
+    result = import_transfer(
+        engine,
+        TRANSFER,
+        student_id,
+        held_and_incoming,
+        {(common_pb2.HIS, 1)},
+        actor="registrar.b",
+        now=dt.datetime(2025, 3, 14, tzinfo=dt.UTC),
+    )
+    assert dict(result.imported) == {"HIS": 2, "IMM": 1}
+    assert dict(result.replaced) == {"HIS": 1}
+    assert dict(result.skipped) == {"HIS": 1}  # the duplicate
+    his = _rows(engine, "HIS", student_id)
+    # Our 2301 row, same SQ and natural key, now holds the received values; no second 2301.
+    assert [(r["SQ"], r["CN"], r["MK"], r["SRC"]) for r in his] == [
+        (1, "1101", "A", "LOCAL"),
+        (2, "2301", "B+", "RT"),
+        (3, "3101", "A", "RT"),
+        (4, "4101", "A", "RT"),
+    ]
+    # The old version is kept (with who and when), and the audit log points to it
+    # without any record value.
+    kept = list_replaced_rows(engine, student_id)
+    assert [(k.table, k.sq, k.transfer_id, k.row_index, k.replaced_by) for k in kept] == [
+        ("HIS", 2, TRANSFER, 1, "registrar.b")
+    ]
+    assert '"mk": "B"' in kept[0].old_values and '"src": "LOCAL"' in kept[0].old_values
+    assert kept[0].replaced_at == dt.datetime(2025, 3, 14, tzinfo=dt.UTC)
+    with engine.connect() as conn:
+        audit = conn.execute(
+            select(AUDIT_LOG.c.actor, AUDIT_LOG.c.action, AUDIT_LOG.c.detail).where(
+                AUDIT_LOG.c.action == "import.replace_row"
+            )
+        ).all()
+    assert [(a, b) for a, b, _ in audit] == [("registrar.b", "import.replace_row")]
+    assert audit[0][2] == (
+        f"HIS SQ 2 replaced by row 1 of transfer {TRANSFER}; "
+        "its old values are kept in replaced_rows"
+    )
+    # Importing twice is still a no-op; a later transfer with the same row is a DUPLICATE.
+    state = snapshot()
+    again = import_transfer(engine, TRANSFER, student_id, held_and_incoming, "all")
+    assert again.already_imported and dict(again.replaced) == {"HIS": 1}
+    assert snapshot() == state
+    later = import_transfer(engine, "1" * 8 + TRANSFER[8:], student_id, held_and_incoming)
+    assert dict(later.imported) == {} and dict(later.skipped) == {"HIS": 4, "IMM": 1}
+
+
+def test_keep_both_adds_the_conflicting_row_beside_ours(
     engine: Engine, student_id: str, held_and_incoming: Incoming
 ) -> None:
-    result = import_transfer(engine, TRANSFER, student_id, held_and_incoming, {(common_pb2.HIS, 1)})
-    assert dict(result.imported) == {"HIS": 3, "IMM": 1}
+    result = import_transfer(
+        engine, TRANSFER, student_id, held_and_incoming, keep_both={(common_pb2.HIS, 1)}
+    )
+    assert dict(result.imported) == {"HIS": 3, "IMM": 1} and dict(result.replaced) == {}
     marks = [(r["CN"], r["MK"]) for r in _rows(engine, "HIS", student_id)]
     assert ("2301", "B") in marks and ("2301", "B+") in marks
+    assert list_replaced_rows(engine, student_id) == []
 
 
 def test_accept_all_conflicts(engine: Engine, student_id: str, held_and_incoming: Incoming) -> None:
     result = import_transfer(engine, TRANSFER, student_id, held_and_incoming, "all")
-    assert dict(result.imported) == {"HIS": 3, "IMM": 1}
+    assert dict(result.imported) == {"HIS": 2, "IMM": 1}
+    assert dict(result.replaced) == {"HIS": 1}
     assert dict(result.skipped) == {"HIS": 1}  # the duplicate, never
+
+
+def test_two_accepted_rows_cannot_replace_one_of_ours(
+    engine: Engine, student_id: str, snapshot: Callable[[], Any]
+) -> None:
+    _hold(engine, student_id, "HIS", [_his("2301", "B")])
+    incoming: Incoming = [("HIS", 0, _his("2301", "B+")), ("HIS", 1, _his("2301", "C"))]
+    before = snapshot()
+    with pytest.raises(InvalidInput, match="HIS rows 0 and 1 both conflict with our row SQ 1"):
+        import_transfer(engine, TRANSFER, student_id, incoming, "all")
+    assert snapshot() == before
+    # One replaces, the other is kept beside it.
+    result = import_transfer(
+        engine, TRANSFER, student_id, incoming, {("HIS", 0)}, keep_both={("HIS", 1)}
+    )
+    assert (dict(result.replaced), dict(result.imported)) == ({"HIS": 1}, {"HIS": 1})
+    assert [r["MK"] for r in _rows(engine, "HIS", student_id)] == ["B+", "C"]
 
 
 def test_second_import_is_a_no_op(
@@ -233,6 +313,7 @@ def test_import_inside_a_callers_transaction_rolls_back_only_itself(
         ([("HIS", -1, {"CN": "1"})], set(), "row index must be"),
         ([("XYZ", 0, {})], set(), "unknown record table"),
         ([("HIS", 0, {"CN": "1"})], {("HIS", 9)}, "HIS row 9: accepted conflict is not in"),
+        ([("HIS", 0, {"CN": "1"})], "both", "HIS row 0: either accept the conflict"),
         ([("HIS", 0, {"PID": "S999"})], set(), "no such column"),
     ],
 )
@@ -241,12 +322,17 @@ def test_bad_input_changes_nothing(
     student_id: str,
     snapshot: Callable[[], Any],
     incoming: Incoming,
-    accept: set[tuple[str, int]],
+    accept: Any,
     message: str,
 ) -> None:
     before = snapshot()
     with pytest.raises(InvalidInput, match=message):
-        import_transfer(engine, TRANSFER, student_id, incoming, accept)
+        if accept == "both":  # the same row accepted and kept
+            import_transfer(
+                engine, TRANSFER, student_id, incoming, {("HIS", 0)}, keep_both={("HIS", 0)}
+            )
+        else:
+            import_transfer(engine, TRANSFER, student_id, incoming, accept)
     assert snapshot() == before
 
 
