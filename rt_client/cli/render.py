@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
 from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_client.cli.review_rows import render_rows
 
 __all__ = [
     "render_candidates",
@@ -24,6 +24,7 @@ __all__ = [
     "render_review",
     "render_schools",
     "render_students",
+    "reason_words",
     "status_name",
     "table_names",
     "timestamp",
@@ -32,6 +33,14 @@ __all__ = [
 
 def table_names(codes: Sequence[common_pb2.TableCode.ValueType]) -> str:
     return ",".join(common_pb2.TableCode.Name(c) for c in codes) or "all"
+
+
+def reason_words(reason: str) -> str:
+    """A rejection reason code as words ("STUDENT_NOT_FOUND": "student not found");
+    any other reason (a sentence) as it is."""
+    if reason in common_pb2.RejectReason.keys():
+        return reason.replace("_", " ").lower()
+    return reason
 
 
 def status_name(code: common_pb2.RequestStatus.ValueType) -> str:
@@ -65,15 +74,16 @@ def render_schools(console: Console, reply: registrar_pb2.SchoolList) -> None:
 
 def render_requests(console: Console, reply: registrar_pb2.ListRequestsResponse) -> None:
     t = Table("request", "dir", "status", "other district", "student", "updated", "note")
+    t.columns[0].no_wrap = True  # a short id is typed back: never cut
     for r in reply.requests:
         t.add_row(
-            r.request_id,
+            r.short_id or r.request_id,
             "out" if r.direction == registrar_pb2.OUTBOUND else "in",
             status_name(r.status),
             r.other_district,
             r.student_name,
             timestamp(r.updated_at),
-            r.status_reason,
+            reason_words(r.status_reason),
         )
     console.print(t)
 
@@ -106,12 +116,12 @@ def render_detail(console: Console, d: registrar_pb2.RequestDetail) -> None:
         ("updated", timestamp(r.updated_at)),
     ]
     if r.status_reason:
-        rows.append(("reason", r.status_reason))
+        rows.append(("reason", reason_words(r.status_reason)))
     if d.reject_reason:
         rows.append(
             (
                 "rejected",
-                common_pb2.RejectReason.Name(d.reject_reason)
+                reason_words(common_pb2.RejectReason.Name(d.reject_reason))
                 + (f": {d.reject_text}" if d.reject_text else ""),
             )
         )
@@ -160,17 +170,7 @@ def render_review(console: Console, reply: registrar_pb2.TransferReview, rows: s
         )
     console.print(t)
     if rows:
-        for tr in reply.tables:
-            for row in tr.rows:
-                if row.row_class == registrar_pb2.NEW and rows != "all":
-                    continue
-                name = common_pb2.TableCode.Name(tr.table)
-                incoming = json_format.MessageToDict(getattr(row.incoming, name.lower())[0])
-                row_class = registrar_pb2.RowClass.Name(row.row_class)
-                line = f"{name}:{row.index} {row_class} {incoming}"
-                if row.differing_columns:
-                    line += f" differs in {', '.join(row.differing_columns)}"
-                console.print(line, markup=False)
+        render_rows(console, reply, rows)
 
 
 def render_import(console: Console, reply: registrar_pb2.ImportResult) -> None:
@@ -194,6 +194,7 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
         "staff",
         "legal basis",
     )
+    t.columns[5].no_wrap = True  # a short request id is typed back: never cut
     for d in reply.disclosures:
         t.add_row(
             timestamp(d.disclosed_at),
@@ -201,7 +202,7 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
             d.receiving_district,
             d.receiving_school,
             table_names(d.tables),
-            d.request_id,
+            d.short_request_id or d.request_id,
             d.acting_staff,
             d.legal_basis,
         )
