@@ -173,7 +173,9 @@ def _wait_delivery(
             if d.summary.status not in (common_pb2.PENDING,) or not d.approved:
                 return d
             if time.monotonic() > deadline:
-                raise CliError("the delivery has not finished yet; check with 'rt show'")
+                raise CliError(
+                    "the delivery has not finished yet; check with 'rt show'", "deadline_exceeded"
+                )
             time.sleep(0.1)
 
 
