@@ -37,6 +37,7 @@ from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPoli
 from rt_server.rpc.auth import PeerAuthInterceptor
 from rt_server.rpc.errors import ErrorMappingInterceptor
 from rt_server.rpc.registrar_service import RegistrarService
+from rt_server.rpc.request_refs import RequestRefResolver
 from rt_server.serve_lock import ServeLock
 from rt_server.store import migrations
 from rt_server.store.checkpoint import WalCheckpointer
@@ -226,7 +227,8 @@ class DistrictServer:
         path.unlink(missing_ok=True)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrar"),
-            interceptors=[ErrorMappingInterceptor(peer_facing=False)],
+            # Errors outermost: a prefix that names no request is a status like any other.
+            interceptors=[ErrorMappingInterceptor(peer_facing=False), RequestRefResolver(d)],
             maximum_concurrent_rpcs=32,
         )
         registrar_pb2_grpc.add_RegistrarServicer_to_server(

@@ -18,8 +18,10 @@ taking the parsed arguments and returning the exit code.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 # gRPC reads its TLS cipher list once, when it is first imported: restrict it
@@ -28,9 +30,16 @@ from rt_client.tls import configure_grpc_tls
 
 configure_grpc_tls()
 
-from rich.console import Console
-from rich.markup import escape
-
+from rt_client.cli.errors import (
+    INTERNAL,
+    RtArgumentParser,
+    UsageError,
+    check_text_arguments,
+    report,
+    report_error,
+    report_usage,
+    unexpected,
+)
 from rt_client.cli.registrar import add_registrar_commands
 from rt_client.cli.session import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Session
 from rt_client.errors import RecordsTransferError
@@ -50,7 +59,7 @@ COMMANDS_GROUP = "rt.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = RtArgumentParser(add_help=False)
     common.add_argument("--config", help="district config file (default: $RT_CONFIG)")
     common.add_argument(
         "--json", action="store_true", help="print JSON for scripts instead of tables"
@@ -59,13 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--as", dest="actor", help="staff member recorded in the audit trail (default: your login)"
     )
 
-    p = argparse.ArgumentParser(
+    p = RtArgumentParser(
         prog="rt",
         description=(
             "Records Transfer: request, approve, review and import student records "
             "between districts."
         ),
     )
+    p.add_argument("--version", action="version", version=f"rt {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from rt_client.enroll import add_enroll_parser
@@ -82,24 +92,40 @@ def _add_installed_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         entry_point.load()(sub, common)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "config"):
-        args.config = None
-    if not hasattr(args, "actor"):
-        args.actor = None
+def _version() -> str:
     try:
+        return version("records-transfer")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``rt`` command; returns the exit code. Reports every failure itself
+    (``rt_client.cli.errors``): no traceback reaches the user unless ``RT_DEBUG`` is set."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    json_mode = "--json" in args_list
+    try:
+        parser = build_parser()
+        check_text_arguments(parser, args_list)
+        args = parser.parse_args(args_list)
+        if not hasattr(args, "config"):
+            args.config = None
+        if not hasattr(args, "actor"):
+            args.actor = None
         if getattr(args, "func", None) is None:
             parser.print_help()
             return EXIT_USAGE
         session = Session(args)
         # The registrar's commands take the session; enroll and installed commands, the arguments.
         return int(args.func(session) if getattr(args, "session", False) else args.func(args))
+    except UsageError as exc:
+        return report_usage(exc, json_mode=json_mode)
     except RecordsTransferError as exc:
-        Console(stderr=True).print(
-            f"[red]error:[/red] {escape(exc.diagnostics())}", highlight=False
-        )
-        return EXIT_ERROR
+        return report_error(exc, json_mode=json_mode)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if os.environ.get("RT_DEBUG"):
+            raise
+        report(unexpected(exc), INTERNAL, json_mode=json_mode)
+        return EXIT_ERROR

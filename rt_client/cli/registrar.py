@@ -8,16 +8,15 @@ JSON with ``--json``). ``add_registrar_commands`` mounts them on ``rt``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2
-from rt_client.cli import render, waiting
+from rt_client.cli import arguments, render, waiting
+from rt_client.cli.records_file import read_records_file
 from rt_client.cli.session import (
     DIRECTIONS,
     EXIT_OK,
@@ -28,6 +27,8 @@ from rt_client.cli.session import (
 )
 
 __all__ = ["add_registrar_commands"]
+
+_REQUEST_ID_HELP = "the request's id, or its first 8 or more characters (as 'rt requests' shows it)"
 
 
 def _tables(text: str | None) -> list[common_pb2.TableCode.ValueType]:
@@ -130,14 +131,7 @@ def cmd_student_records(s: Session) -> int:
 
 def _read_records_file(path: Path) -> list[records_pb2.RecordBatch]:
     """Records as JSON: a list of RecordBatch objects in protobuf's JSON form."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return [json_format.ParseDict(item, records_pb2.RecordBatch()) for item in data]
-    except (OSError, ValueError, TypeError, AttributeError, json_format.ParseError) as exc:
-        raise CliError(
-            f"cannot read records from {path}: {exc} (expected a JSON list of RecordBatch "
-            'objects, e.g. [{"table": "HIS", "his": [{"yr": "2023-2024", "cn": "1101"}]}])'
-        ) from exc
+    return read_records_file(path)
 
 
 def cmd_student_list(s: Session) -> int:
@@ -233,6 +227,11 @@ def cmd_approve(s: Session) -> int:
 
 def cmd_reject(s: Session) -> int:
     a = s.args
+    if a.reason == "other" and not (a.text or "").strip():
+        raise CliError(
+            "a rejection with --reason other needs an explanation for the other registrar: "
+            'add --text "..."'
+        )
     reply = s.call(
         "RejectRequest",
         registrar_pb2.RejectRequestRequest(
@@ -345,7 +344,7 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     sa.add_argument("--first", required=True, help="legal first name")
     sa.add_argument("--middle", help="legal middle name")
     sa.add_argument("--last", required=True, help="legal last name")
-    sa.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
+    sa.add_argument("--birth-date", required=True, type=arguments.date, help="YYYY-MM-DD")
     sa.add_argument("--gender", required=True, help="gender code as recorded (e.g. F, M, X)")
     sa.add_argument("--school", required=True, help="CDS code of the student's school here")
     sa.add_argument(
@@ -387,14 +386,14 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     sr.set_defaults(func=cmd_student_records, session=True)
     sl = st_sub.add_parser("list", parents=[common], help="list or search local students")
     sl.add_argument("query", nargs="?", help="name, SSID or local id")
-    sl.add_argument("--limit", type=int, default=100)
+    sl.add_argument("--limit", type=arguments.limit, default=100)
     sl.set_defaults(func=cmd_student_list, session=True)
 
     sc = sub.add_parser("schools", help="registered schools of every district")
     sc_sub = sc.add_subparsers(dest="schools_command", required=True, metavar="ACTION")
     ss = sc_sub.add_parser("search", parents=[common], help="find a school by name or CDS code")
     ss.add_argument("query")
-    ss.add_argument("--limit", type=int, default=20)
+    ss.add_argument("--limit", type=arguments.limit, default=20)
     ss.set_defaults(func=cmd_schools_search, session=True)
 
     rq = sub.add_parser("request", help="ask another district for a student's records")
@@ -410,7 +409,9 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     rc.add_argument("--prior-local-id", help="the student's id at the prior district, if known")
     rc.add_argument(
-        "--tables", help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)"
+        "--tables",
+        type=arguments.table_list,
+        help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)",
     )
     rc.set_defaults(func=cmd_request_create, session=True)
 
@@ -420,13 +421,14 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     rl.add_argument(
         "--status",
+        type=arguments.request_status,
         help="QUEUED, PENDING, DATA_RECEIVED, IMPORTED, SENT, COMPLETE, REJECTED, FAILED, EXPIRED",
     )
-    rl.add_argument("--limit", type=int, default=100)
+    rl.add_argument("--limit", type=arguments.limit, default=100)
     rl.set_defaults(func=cmd_requests, session=True)
 
     sh = sub.add_parser("show", parents=[common], help="one request in detail")
-    sh.add_argument("request_id")
+    sh.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     sh.set_defaults(func=cmd_show, session=True)
 
     mt = sub.add_parser(
@@ -434,17 +436,19 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="local students that may be the one requested (prior district)",
     )
-    mt.add_argument("request_id")
+    mt.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     mt.set_defaults(func=cmd_match, session=True)
 
     ap = sub.add_parser(
         "approve", parents=[common], help="approve an inbound request and send the records"
     )
-    ap.add_argument("request_id")
+    ap.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     ap.add_argument(
         "--student", help="local id of the matched student (needed unless the SSID matched exactly)"
     )
-    ap.add_argument("--tables", help="tables to send (default: those requested)")
+    ap.add_argument(
+        "--tables", type=arguments.table_list, help="tables to send (default: those requested)"
+    )
     ap.add_argument(
         "--wait",
         action="store_true",
@@ -456,7 +460,7 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ap.set_defaults(func=cmd_approve, session=True)
 
     rj = sub.add_parser("reject", parents=[common], help="reject an inbound request with a reason")
-    rj.add_argument("request_id")
+    rj.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     rj.add_argument("--reason", required=True, choices=sorted(REASONS))
     rj.add_argument("--text", help="explanation for the other registrar (required with 'other')")
     rj.set_defaults(func=cmd_reject, session=True)
@@ -466,14 +470,14 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="start a FAILED request over, or push its waiting sends now (past their backoff)",
     )
-    rt.add_argument("request_id")
+    rt.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     rt.set_defaults(func=cmd_retry, session=True)
     waiting.add_wait_command(sub, common)
 
     rv = sub.add_parser(
         "review", parents=[common], help="compare received records with what we hold"
     )
-    rv.add_argument("request_id")
+    rv.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     rv.add_argument(
         "--rows",
         nargs="?",
@@ -488,9 +492,10 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="import received records (new rows; conflicts you accept replace ours)",
     )
-    im.add_argument("request_id")
+    im.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     im.add_argument(
         "--accept-conflicts",
+        type=arguments.accepted_conflicts,
         help=(
             "'all' or TABLE:INDEX,... as shown by 'rt review --rows': the received row "
             "replaces ours (our old values are kept; 'rt student show' lists them)"
@@ -498,6 +503,7 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     im.add_argument(
         "--keep-both",
+        type=arguments.accepted_conflicts,
         help="'all' or TABLE:INDEX,...: add the received conflicting row beside ours instead",
     )
     im.set_defaults(func=cmd_import, session=True)
@@ -509,6 +515,6 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ds.set_defaults(func=cmd_disclosures, session=True)
 
     ms = sub.add_parser("message", parents=[common], help="read a request's thread, or write to it")
-    ms.add_argument("request_id")
+    ms.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
     ms.add_argument("text", nargs="?", help="message to send (omit to read the thread)")
     ms.set_defaults(func=cmd_message, session=True)

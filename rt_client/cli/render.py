@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_client.cli.review_rows import render_rows
 
 __all__ = [
     "describe_send",
@@ -27,6 +28,7 @@ __all__ = [
     "render_schools",
     "render_student_detail",
     "render_students",
+    "reason_words",
     "status_name",
     "table_names",
     "timestamp",
@@ -35,6 +37,14 @@ __all__ = [
 
 def table_names(codes: Sequence[common_pb2.TableCode.ValueType]) -> str:
     return ",".join(common_pb2.TableCode.Name(c) for c in codes) or "all"
+
+
+def reason_words(reason: str) -> str:
+    """A rejection reason code as words ("STUDENT_NOT_FOUND": "student not found");
+    any other reason (a sentence) as it is."""
+    if reason in common_pb2.RejectReason.keys():
+        return reason.replace("_", " ").lower()
+    return reason
 
 
 def status_name(code: common_pb2.RequestStatus.ValueType) -> str:
@@ -104,15 +114,16 @@ def render_schools(console: Console, reply: registrar_pb2.SchoolList) -> None:
 
 def render_requests(console: Console, reply: registrar_pb2.ListRequestsResponse) -> None:
     t = Table("request", "dir", "status", "other district", "student", "updated", "note")
+    t.columns[0].no_wrap = True  # a short id is typed back: never cut
     for r in reply.requests:
         t.add_row(
-            r.request_id,
+            r.short_id or r.request_id,
             "out" if r.direction == registrar_pb2.OUTBOUND else "in",
             status_name(r.status),
             r.other_district,
             r.student_name,
             timestamp(r.updated_at),
-            r.status_reason,
+            reason_words(r.status_reason),
         )
     console.print(t)
 
@@ -145,12 +156,12 @@ def render_detail(console: Console, d: registrar_pb2.RequestDetail) -> None:
         ("updated", timestamp(r.updated_at)),
     ]
     if r.status_reason:
-        rows.append(("reason", r.status_reason))
+        rows.append(("reason", reason_words(r.status_reason)))
     if d.reject_reason:
         rows.append(
             (
                 "rejected",
-                common_pb2.RejectReason.Name(d.reject_reason)
+                reason_words(common_pb2.RejectReason.Name(d.reject_reason))
                 + (f": {d.reject_text}" if d.reject_text else ""),
             )
         )
@@ -229,19 +240,7 @@ def render_review(console: Console, reply: registrar_pb2.TransferReview, rows: s
         )
     console.print(t)
     if rows:
-        for tr in reply.tables:
-            for row in tr.rows:
-                if row.row_class == registrar_pb2.NEW and rows != "all":
-                    continue
-                name = common_pb2.TableCode.Name(tr.table)
-                incoming = json_format.MessageToDict(getattr(row.incoming, name.lower())[0])
-                row_class = registrar_pb2.RowClass.Name(row.row_class)
-                line = f"{name}:{row.index} {row_class} {incoming}"
-                if row.differing_columns:
-                    line += f" differs in {', '.join(row.differing_columns)}"
-                if row.row_class == registrar_pb2.CONFLICT:
-                    line += f"; accepting it replaces our row SQ {row.replaces_sq}"
-                console.print(line, markup=False)
+        render_rows(console, reply, rows)
     conflicts = sum(tr.conflict_rows for tr in reply.tables)
     if conflicts:
         console.print(
@@ -281,6 +280,7 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
         "staff",
         "legal basis",
     )
+    t.columns[5].no_wrap = True  # a short request id is typed back: never cut
     for d in reply.disclosures:
         t.add_row(
             timestamp(d.disclosed_at),
@@ -288,7 +288,7 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
             d.receiving_district,
             d.receiving_school,
             _disclosed(d),
-            d.request_id,
+            d.short_request_id or d.request_id,
             d.acting_staff,
             d.legal_basis,
         )

@@ -50,17 +50,30 @@ DIRECTIONS: dict[str, registrar_pb2.Direction.ValueType] = {
     "out": registrar_pb2.OUTBOUND,
 }
 TABLE_NAMES = [n for n in common_pb2.TableCode.keys() if n != "TABLE_CODE_UNSPECIFIED"]
+_SERVER_FAILED = (
+    "the district server failed unexpectedly on this (a bug; its log says why): "
+    "check with 'rt show' or 'rt requests' what was done before trying again, "
+    "and tell your IT staff"
+)
 
 
 class CliError(RecordsTransferError):
-    """A problem the user can fix by changing the command line or the config."""
+    """A problem the user can fix by changing the command line or the config.
+
+    ``code`` is the stable name ``--json`` reports it under (``rt_client.cli.errors``):
+    ``usage`` unless the district refused (the status code's name, lower case).
+    """
+
+    def __init__(self, message: str, code: str = "usage") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def district_config_path(args: argparse.Namespace) -> Path:
     """The district config file: ``--config``, else ``$RT_CONFIG``. Raises ``CliError``."""
     config_path = getattr(args, "config", None) or os.environ.get("RT_CONFIG")
     if not config_path:
-        raise CliError("no district config: pass --config FILE or set RT_CONFIG")
+        raise CliError("no district config: pass --config FILE or set RT_CONFIG", "config")
     return Path(config_path)
 
 
@@ -97,10 +110,14 @@ class Session:
             ):
                 raise CliError(
                     f"the district server is not running (no answer on {self._socket}); "
-                    "start it with 'rt serve'"
+                    "start it with 'rt serve'",
+                    "server_not_running",
                 ) from exc
-            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            raise CliError(detail or (code.name if code else "the call failed")) from exc
+            name = code.name.lower() if code else "internal"
+            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, None):
+                raise CliError(_SERVER_FAILED, "internal") from exc
+            detail = exc.details() if isinstance(exc, grpc.Call) else ""
+            raise CliError(detail or f"the district refused this ({name})", name) from exc
 
     def emit(self, message: Message | list[Message], render: Callable[[], None]) -> None:
         if self.json:

@@ -88,10 +88,14 @@ def parse_local_id(value: object, max_len: int) -> str | None:
 
 def parse_gender(value: object) -> str | None:
     """ "M", "F" or "X" (any case given), or ``None`` if empty. Raises ``InvalidInput``."""
-    gender = parse_text(value, "gender", 1)
-    if gender is not None and gender.upper() not in _GENDERS:
-        raise InvalidInput("gender must be M, F or X")
-    return gender.upper() if gender else None
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("gender must be text")
+    gender = (value or "").strip().upper()
+    if not gender:
+        return None
+    if gender not in _GENDERS:
+        raise InvalidInput("gender must be one letter: M (male), F (female) or X (nonbinary)")
+    return gender
 
 
 def parse_birth_date(value: object, *, required: bool) -> dt.date | None:
@@ -110,8 +114,11 @@ def parse_birth_date(value: object, *, required: bool) -> dt.date | None:
             raise InvalidInput(f"birth date: {exc}") from None
     if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
         raise InvalidInput("birth date must be a date")
-    if not dt.date(1900, 1, 1) <= value <= dt.date.today():
-        raise InvalidInput("birth date is not plausible")
+    earliest, today = dt.date(1900, 1, 1), dt.date.today()
+    if not earliest <= value <= today:
+        raise InvalidInput(
+            f"birth date must be between {earliest.isoformat()} and today ({today.isoformat()})"
+        )
     return value
 
 

@@ -2,7 +2,8 @@
 
 Nothing here changes a request: these are the reads behind ``rt student list``,
 ``rt requests``, ``rt show`` (with what its outbox still has to send),
-``rt disclosures`` and a request's thread, and the writes that start every
+``rt disclosures`` and a request's thread (and the request a registrar names
+by a prefix of its id), and the writes that start every
 flow on the requesting side (DESIGN.md section 4, step 1: the registrar
 enrolls the student locally, corrects their demographics, adds the records
 we hold). They go through this floor so that
@@ -18,13 +19,21 @@ namesakes born the same day exist); the same SSID is refused by the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from protos.rt.v1 import common_pb2, records_pb2
-from rt_client.errors import InvalidInput, PeerUnavailable, RegistryError
+from rt_client.errors import InvalidInput, NotFound, PeerUnavailable, RegistryError
 from rt_client.ids import RequestId, TransferId, district_of_school, parse_school_code
+from rt_client.request_refs import (
+    MIN_PREFIX,
+    is_full_request_id,
+    parse_request_ref,
+    request_not_found,
+    shortest_unique_prefix,
+)
 from rt_server.core.model import (
     DisclosureRecord,
     RequestRecord,
@@ -48,9 +57,13 @@ __all__ = [
     "pending_sends",
     "received_counts",
     "request",
+    "resolve_request_ref",
+    "short_request_ids",
     "student",
     "thread_of",
 ]
+
+_LOCAL_ID_SHAPE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")  # as core.inputs checks
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,41 @@ def request(d: District, request_id: RequestId) -> RequestRecord:
     return requests.get_request(d.engine, request_id)
 
 
+def resolve_request_ref(d: District, value: str) -> RequestId:
+    """The request a registrar names by its id or a unique prefix of it (8 or more characters).
+
+    A whole id is returned as it is (the command then says if we hold no such
+    request). Raises ``InvalidInput`` (not a request id, too short, or a prefix
+    of several requests: their short ids are named) or ``NotFound``.
+    """
+    ref = parse_request_ref(value)
+    if is_full_request_id(ref):
+        return RequestId(ref)
+    shown = 5
+    found = requests.ids_starting_with(d.engine, ref, limit=shown + 1)
+    if not found:
+        raise request_not_found(ref)
+    if len(found) > 1:
+        shorts = short_request_ids(d, found[:shown])
+        names = ", ".join(shorts[i] for i in found[:shown])
+        more = " and more" if len(found) > shown else ""
+        raise InvalidInput(
+            f"request id {ref} is ambiguous: it starts the requests {names}{more}; "
+            "type more of the id"
+        )
+    return RequestId(found[0])
+
+
+def short_request_ids(d: District, request_ids: Iterable[str]) -> dict[str, str]:
+    """Each request id's shortest prefix (8 characters or more) no other request here starts."""
+    ids = list(dict.fromkeys(request_ids))
+    starts = {i[:MIN_PREFIX] for i in ids}
+    sharing: dict[str, list[str]] = {}
+    for other in requests.ids_sharing_start(d.engine, starts):
+        sharing.setdefault(other[:MIN_PREFIX], []).append(other)
+    return {i: shortest_unique_prefix(i, sharing.get(i[:MIN_PREFIX], ())) for i in ids}
+
+
 def find_requests(
     d: District,
     direction: Direction | str | None,
@@ -197,7 +245,20 @@ def pending_sends(d: District, request_id: RequestId) -> list[PendingSend]:
 
 
 def disclosures_of(d: District, student_local_id: str | None) -> list[DisclosureRecord]:
-    """The record of disclosures (34 CFR 99.32) of one student, or of all (None)."""
+    """The record of disclosures (34 CFR 99.32) of one student, or of all (None).
+
+    Raises ``NotFound`` for a student we do not hold (not an empty record).
+    """
+    if student_local_id is not None:
+        try:
+            students.get_student(d.engine, student_local_id)
+        except NotFound:
+            shown = (
+                student_local_id if _LOCAL_ID_SHAPE.fullmatch(student_local_id) else "with this id"
+            )
+            raise NotFound(
+                f"no student {shown} here ('rt student list' lists this district's students)"
+            ) from None
     return disclosures.list_disclosures(d.engine, student_local_id)
 
 

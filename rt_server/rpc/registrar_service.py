@@ -185,7 +185,11 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         }.get(request.direction)
         status = common_pb2.RequestStatus.Name(request.status) if request.status else None
         rows = lookups.find_requests(self._d, direction, status, request.limit or 100)
-        return registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
+        out = registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
+        shorts = lookups.short_request_ids(self._d, (r.request_id for r in rows))
+        for summary in out.requests:
+            summary.short_id = shorts[summary.request_id]
+        return out
 
     def GetRequest(
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
@@ -306,7 +310,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.ListDisclosuresRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.ListDisclosuresResponse:
         out = registrar_pb2.ListDisclosuresResponse()
-        for x in lookups.disclosures_of(self._d, request.student_local_id or None):
+        found = lookups.disclosures_of(self._d, request.student_local_id or None)
+        shorts = lookups.short_request_ids(self._d, (x.request_id for x in found))
+        for x in found:
             item = out.disclosures.add(
                 student_local_id=x.student_local_id,
                 student_name=x.student_name,
@@ -316,6 +322,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
                 request_id=x.request_id,
                 legal_basis=x.legal_basis,
                 acting_staff=x.acting_staff,
+                short_request_id=shorts[x.request_id],
             )
             item.disclosed_at.FromDatetime(x.disclosed_at)
             for code, rows in x.counts or ():

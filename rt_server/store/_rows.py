@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, RowMapping, Select, bindparam, select
 
-from rt_client.errors import NotFound
 from rt_client.ids import RequestId
+from rt_client.request_refs import request_not_found
 from rt_server.core.model import RequestRecord, ThreadMessageRecord
 from rt_server.core.statuses import Direction, Status
 from rt_server.core.tables import parse_table_list
@@ -86,7 +86,7 @@ def load_request(conn: Connection, request_id: RequestId, *, lock: bool = False)
     """The ``requests`` row ``request_id`` (``lock``: FOR UPDATE). Raises ``NotFound``."""
     row = conn.execute(_request_query(lock), {"request_id": request_id}).mappings().first()
     if row is None:
-        raise NotFound("no request with this id")
+        raise request_not_found(request_id)
     return row
 
 

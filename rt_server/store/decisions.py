@@ -165,7 +165,10 @@ def _rejection_columns(decision: Decision, reason_text: str | None) -> dict[str,
     """The columns a rejection writes: a reason code, and the text OTHER needs."""
     code = parse_reject_reason(decision.reason)
     if code == "OTHER" and reason_text is None:
-        raise InvalidInput("a rejection for another reason needs an explanation")
+        raise InvalidInput(
+            "a rejection for another reason (OTHER) needs an explanation for the other "
+            "registrar: the text ('rt reject --text')"
+        )
     return {"reject_reason": code, "reject_text": reason_text}
 
 
@@ -176,7 +179,8 @@ def _thread_line(side: Direction, columns: dict[str, Any]) -> str:
             " Records will be sent." if side is Direction.INBOUND else " Records to follow."
         )
     reject_text = columns["reject_text"]
-    return f"Rejected by {columns['decided_by']}: {columns['reject_reason']}" + (
+    reason = str(columns["reject_reason"]).replace("_", " ").lower()  # "student not found"
+    return f"Rejected by {columns['decided_by']}: {reason}" + (
         f" ({reject_text})." if reject_text else "."
     )
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
-from rt_client.errors import NotFound
+from rt_client.request_refs import request_not_found
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Direction
 from rt_server.store._db import Bind, reading
@@ -43,7 +43,7 @@ def load_request(
     """
     row = _fetch(bind, request_id, direction, lock)
     if row is None:
-        raise NotFound(f"no request {request_id} here; list requests with 'rt requests'")
+        raise request_not_found(request_id)
     return row
 
 

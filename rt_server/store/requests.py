@@ -13,10 +13,10 @@ sections 4 and 6). Status changes are in ``request_status``, decisions in
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from protos.rt.v1 import peer_pb2
 from rt_client.errors import Duplicate, InvalidInput, NotFound
@@ -48,6 +48,8 @@ from rt_server.store.students import is_enrolled
 
 __all__ = [
     "get_request",
+    "ids_sharing_start",
+    "ids_starting_with",
     "list_requests",
     "received_counts",
     "record_inbound_request",
@@ -280,3 +282,27 @@ def received_counts(bind: Bind, transfer_id: TransferId) -> str:
             select(TRANSFERS.c.table_counts).where(TRANSFERS.c.transfer_id == transfer_id)
         ).scalar()
     return counts or ""
+
+
+def ids_starting_with(bind: Bind, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` request ids that start with ``prefix`` (hex digits and dashes), sorted."""
+    column = REQUESTS.c.request_id
+    query = (
+        select(column)
+        .where(func.substr(column, 1, len(prefix)) == prefix)
+        .order_by(column)
+        .limit(limit)
+    )
+    with reading(bind) as conn:
+        return list(conn.execute(query).scalars())
+
+
+def ids_sharing_start(bind: Bind, starts: Collection[str]) -> list[str]:
+    """Every request id whose first characters are one of ``starts`` (all of one length)."""
+    if not starts:
+        return []
+    length = len(next(iter(starts)))
+    column = REQUESTS.c.request_id
+    query = select(column).where(func.substr(column, 1, length).in_(sorted(set(starts))))
+    with reading(bind) as conn:
+        return list(conn.execute(query).scalars())

@@ -232,7 +232,8 @@ def test_rejection_with_coded_reason(districts: Pair, reason: int, text: str) ->
     assert seen.reject_reason == reason
     assert seen.reject_text == text
     b_log = " | ".join(m.body for m in messages(p.b, request_id) if m.system)
-    assert f"Rejected by alice: {common_pb2.RejectReason.Name(reason)}" in b_log, b_log
+    words = common_pb2.RejectReason.Name(reason).replace("_", " ").lower()  # not the enum name
+    assert f"Rejected by alice: {words}" in b_log, b_log
     assert not seen.approved and not seen.transfer_id and not seen.received
     assert get(p.a, request_id).summary.status == Status.REJECTED
     # No delivery, no disclosure, anywhere.

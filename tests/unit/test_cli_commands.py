@@ -72,7 +72,7 @@ def test_without_the_server_rt_still_serves_the_registrar(
     parser = rt_cli.build_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["serve"])
-    args = parser.parse_args(["show", "R1"])
+    args = parser.parse_args(["show", "354b6766"])
     assert args.session and args.func.__name__ == "cmd_show"
 
 

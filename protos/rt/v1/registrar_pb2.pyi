@@ -331,6 +331,7 @@ class RequestSummary(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
+    SHORT_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     direction: Global___Direction.ValueType
     status: _common_pb2.RequestStatus.ValueType
@@ -338,6 +339,10 @@ class RequestSummary(_message.Message):
     student_name: _builtins.str
     ssid: _builtins.str
     status_reason: _builtins.str
+    short_id: _builtins.str
+    """The shortest prefix of request_id (8 characters or more) that names no
+    other request of this district: what tables show, and what commands take.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -354,10 +359,11 @@ class RequestSummary(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         status_reason: _builtins.str = ...,
+        short_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "direction", b"direction", "other_district", b"other_district", "request_id", b"request_id", "ssid", b"ssid", "status", b"status", "status_reason", b"status_reason", "student_name", b"student_name", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "direction", b"direction", "other_district", b"other_district", "request_id", b"request_id", "short_id", b"short_id", "ssid", b"ssid", "status", b"status", "status_reason", b"status_reason", "student_name", b"student_name", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -867,6 +873,7 @@ class Disclosure(_message.Message):
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     ACTING_STAFF_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
+    SHORT_REQUEST_ID_FIELD_NUMBER: _builtins.int
     student_local_id: _builtins.str
     student_name: _builtins.str
     receiving_district: _builtins.str
@@ -874,6 +881,8 @@ class Disclosure(_message.Message):
     request_id: _builtins.str
     legal_basis: _builtins.str
     acting_staff: _builtins.str
+    short_request_id: _builtins.str
+    """as RequestSummary.short_id"""
     @_builtins.property
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.TableCode.ValueType]: ...
     @_builtins.property
@@ -897,10 +906,11 @@ class Disclosure(_message.Message):
         legal_basis: _builtins.str = ...,
         acting_staff: _builtins.str = ...,
         counts: _abc.Iterable[_common_pb2.TableCount] | None = ...,
+        short_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["disclosed_at", b"disclosed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting_staff", b"acting_staff", "counts", b"counts", "disclosed_at", b"disclosed_at", "legal_basis", b"legal_basis", "receiving_district", b"receiving_district", "receiving_school", b"receiving_school", "request_id", b"request_id", "student_local_id", b"student_local_id", "student_name", b"student_name", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting_staff", b"acting_staff", "counts", b"counts", "disclosed_at", b"disclosed_at", "legal_basis", b"legal_basis", "receiving_district", b"receiving_district", "receiving_school", b"receiving_school", "request_id", b"request_id", "short_request_id", b"short_request_id", "student_local_id", b"student_local_id", "student_name", b"student_name", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

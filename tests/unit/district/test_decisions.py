@@ -85,14 +85,14 @@ def test_inbound_rejection(engine: Engine, inbound: str) -> None:
     )
     assert outbox_rows(engine) == [("decision", "1964733", b"signed-decision", "QUEUED")]
     assert thread_messages.list_messages(engine, inbound)[-1].body == (
-        "Rejected by registrar.a: STUDENT_NOT_FOUND."
+        "Rejected by registrar.a: student not found."
     )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"approved": False, "reason": "OTHER"}, InvalidInput, "needs an explanation"),
+        ({"approved": False, "reason": "OTHER"}, InvalidInput, r"needs an explanation.*--text"),
         ({"approved": False}, InvalidInput, "needs a reason code"),
         ({"approved": False, "reason": "REJECT_REASON_UNSPECIFIED"}, InvalidInput, "reason code"),
         ({"approved": False, "reason": "BORED"}, InvalidInput, "reason code"),
