@@ -280,7 +280,9 @@ def render_disclosures(console: Console, reply: registrar_pb2.ListDisclosuresRes
         "staff",
         "legal basis",
     )
-    t.columns[5].no_wrap = True  # a short request id is typed back: never cut
+    # Codes and ids are read and typed back: never cut (the prose columns fold instead).
+    for column in (t.columns[2], t.columns[3], t.columns[5]):
+        column.no_wrap = True
     for d in reply.disclosures:
         t.add_row(
             timestamp(d.disclosed_at),
