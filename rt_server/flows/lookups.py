@@ -45,6 +45,9 @@ from rt_server.flows.district import District
 from rt_server.store import disclosures, replaced_rows, requests, students, thread_messages
 from rt_server.store.outbox import PendingSend, pending_sends_of
 
+# The student fields a registrar may correct (``edit_student``).
+EDITABLE_FIELDS = students.EDITABLE_FIELDS
+
 __all__ = [
     "StudentDetail",
     "add_student_records",

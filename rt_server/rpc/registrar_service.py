@@ -368,7 +368,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.EditStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
         c = request.changes
-        given = {name: getattr(c, name) for name in _EDITABLE if getattr(c, name)}
+        given = {name: getattr(c, name) for name in lookups.EDITABLE_FIELDS if getattr(c, name)}
         clear = [_CLEARABLE_NAMES.get(name, name) for name in request.clear]
         student, warnings = lookups.correct_student(
             self._d, request.local_id, given, clear, actor=_actor(request.actor)
@@ -386,16 +386,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         return _student_detail(detail)
 
 
-# The Student fields EditStudent corrects; what the CLI may call the ones it can clear.
-_EDITABLE = (
-    "ssid",
-    "legal_first_name",
-    "legal_middle_name",
-    "legal_last_name",
-    "birth_date",
-    "gender",
-    "school",
-)
+# What the CLI may call the fields it can clear.
 _CLEARABLE_NAMES = {"middle": "legal_middle_name"}
 
 
