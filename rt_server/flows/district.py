@@ -31,7 +31,7 @@ from rt_server.core.statuses import Direction
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.outbox import Outbox, RetryPolicy
 from rt_server.flows.streams import OutgoingStreams
-from rt_server.store import flow_requests, units
+from rt_server.store import requests, units
 from rt_server.store.outbox_queue import OutboxClaim
 
 # The database could not complete a unit of work (busy, full, unreachable): it
@@ -155,7 +155,7 @@ def load_peer_request(
     Another district's request is "not found" to it: raises ``PeerAuthError``
     for both, as the claim check does.
     """
-    request = flow_requests.find_request(conn, request_id, direction)
+    request = requests.find_request(conn, request_id, direction)
     other = None if request is None else request.other_district
     require_claimed(other, peer, f"the other district of request {request_id}")
     assert request is not None  # refused just above otherwise

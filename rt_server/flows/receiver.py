@@ -37,7 +37,7 @@ from rt_server.core.statuses import Action, Direction, Status, TransferState
 from rt_server.core.table_codes import format_counts, parse_counts
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request
-from rt_server.store import flow_requests, request_status, spool, transfers, units
+from rt_server.store import request_status, requests, spool, transfers, units
 from rt_server.store.transfers import Transfer
 
 log = logging.getLogger("rt_server.flows.receiver")
@@ -203,7 +203,7 @@ def receive_delivery(
             reason=f"Received {rows} rows; ready for review.",
             now=now,
         )
-        flow_requests.set_transfer_id(conn, request_id, header.transfer_id, now)
+        requests.set_transfer_id(conn, request_id, header.transfer_id, now)
         row = transfers.inbound_transfer(conn, header.transfer_id)
     assert row is not None  # stored in this very transaction
     return _receipt(d, row)

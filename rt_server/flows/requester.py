@@ -33,7 +33,7 @@ from rt_server.core.table_codes import table_enums
 from rt_server.flows import outbox
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request, new_id
-from rt_server.store import decisions, flow_requests, request_status, requests, students, units
+from rt_server.store import decisions, request_status, requests, students, units
 from rt_server.store import outbox as queue
 
 
@@ -121,7 +121,7 @@ def send_request(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> N
         # ALREADY_EXISTS: an earlier attempt got through, only the answer was lost.
         note = f"District {item.to_district} already had the request."
     with units.write_not_durable(d.engine) as conn:  # lost, it is sent again: A answers Duplicate
-        row = flow_requests.load_request(conn, item.request_id, direction=Direction.OUTBOUND)
+        row = requests.load_request(conn, item.request_id, direction=Direction.OUTBOUND)
         if row.status is Status.QUEUED:
             request_status.set_status(
                 conn,

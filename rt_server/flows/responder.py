@@ -44,7 +44,6 @@ from rt_server.flows.district import District, load_peer_request, new_id
 from rt_server.store import (
     candidates,
     decisions,
-    flow_requests,
     request_status,
     requests,
     seen_messages,
@@ -80,7 +79,7 @@ def receive_request(
     created = validate.peer_time("the request's created-at", request.created_at, now)
     expires = validate.datetime_of("the request's expires-at", request.expires_at)
     validate.check_request_expiry(created, expires, now)
-    held = flow_requests.request_side(d.engine, request_id)
+    held = requests.request_side(d.engine, request_id)
     if held is not None:
         # Only a re-send of the peer's own request: an id that is another
         # district's (or one of our own requests') has no requester the peer can
@@ -147,7 +146,7 @@ def _identity_of(row: RequestRecord) -> matching.StudentIdentity:
 def match_candidates(d: District, request_id: RequestId) -> list[matching.Candidate]:
     """Our students who may be the one the request names, best first. Raises ``NotFound``."""
     with d.reading() as conn:
-        row = flow_requests.load_request(conn, request_id, direction=Direction.INBOUND)
+        row = requests.load_request(conn, request_id, direction=Direction.INBOUND)
         return candidates.match_student(conn, _identity_of(row))
 
 

@@ -30,11 +30,11 @@ from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Action, Direction, Status
 from rt_server.flows.district import District, new_id
 from rt_server.store import (
-    flow_requests,
     held_rows,
     importer,
     outbox_queue,
     request_status,
+    requests,
     spool,
     transfers,
 )
@@ -60,7 +60,7 @@ _REVIEWABLE = (Status.DATA_RECEIVED, Status.IMPORTED)
 def _received_transfer(d: District, request_id: RequestId) -> tuple[RequestRecord, Transfer]:
     """The request and its RECEIVED transfer. Raises ``NotFound`` and ``WrongStatus``."""
     with d.reading() as conn:
-        request = flow_requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
+        request = requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
         if request.status not in _REVIEWABLE:
             raise WrongStatus(
                 f"request is {request.status}; only {' or '.join(_REVIEWABLE)} requests "
@@ -215,7 +215,7 @@ def import_received_transfer(
             actor=actor,
             now=now,
         )
-        current = flow_requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
+        current = requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
         if not result.already_imported and current.status is Status.DATA_RECEIVED:
             request_status.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)
             notice = peer_pb2.ImportNotice(

@@ -37,7 +37,7 @@ from rt_server.core.table_codes import parse_counts
 from rt_server.core.tables import parse_table_list
 from rt_server.flows import outbox
 from rt_server.flows.district import District
-from rt_server.store import disclosures, export, flow_requests, request_status, spool, transfers
+from rt_server.store import disclosures, export, request_status, requests, spool, transfers
 from rt_server.store.spool import SpoolWriter
 
 log = logging.getLogger("rt_server.flows.sender")
@@ -53,7 +53,7 @@ def seal(d: District, request_id: RequestId, transfer_id: TransferId) -> bool:
     existing = transfers.outbound_transfer(d.engine, transfer_id)
     if existing is not None and existing.state is TransferState.SEALED:
         return False
-    row = flow_requests.load_request(d.engine, request_id, direction=Direction.INBOUND)
+    row = requests.load_request(d.engine, request_id, direction=Direction.INBOUND)
     receiver = d.entry_of(DistrictCode(row.requesting_district))
     tables = parse_table_list(row.tables_approved)
 
@@ -164,7 +164,7 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     with d.writing() as conn:
         # Locked: another replica may be finishing the same delivery (its lease
         # ran out while it waited for B); only one of them records it.
-        row = flow_requests.load_request(conn, request_id, direction=Direction.INBOUND, lock=True)
+        row = requests.load_request(conn, request_id, direction=Direction.INBOUND, lock=True)
         if row.status is Status.PENDING:
             rows = sum(counts.values())
             request_status.set_status(
@@ -175,7 +175,7 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
                 reason=f"Delivered {rows} rows; receipt verified.",
                 now=now,
             )
-            flow_requests.set_delivery_bytes(conn, request_id, now, done=sealed.ciphertext_bytes)
+            requests.set_delivery_bytes(conn, request_id, now, done=sealed.ciphertext_bytes)
             assert row.local_student_id is not None  # approved: the student is confirmed
             # 34 CFR 99.32: what was disclosed is what the sealed transfer carried
             # (its header's counts, which B's receipt confirmed just above), not
@@ -209,4 +209,4 @@ def _progress(d: District, request_id: RequestId, sent: int, total: int) -> None
     """
     if sent >= total or sent % (8 * d.limits.frame_bytes) >= d.limits.frame_bytes:
         return
-    flow_requests.record_delivery_progress(d.engine, request_id, sent)
+    requests.record_delivery_progress(d.engine, request_id, sent)

@@ -8,15 +8,20 @@ request's thread and, for ours, the outbox item that sends it to the prior
 district, in the same transaction, so nothing is lost on a crash (DESIGN.md
 sections 4 and 6). Status changes are in ``request_status``, decisions in
 ``decisions``.
+
+The registrar reads them with ``get_request`` / ``list_requests``; the flow
+steps with ``load_request`` / ``find_request``, inside their own unit of work
+and often under the row lock, and set the few columns a delivery moves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
 
 from protos.rt.v1 import peer_pb2
 from rt_client.errors import Duplicate, InvalidInput, NotFound
@@ -28,6 +33,7 @@ from rt_client.ids import (
     parse_school_code,
     parse_uuid,
 )
+from rt_client.request_refs import request_not_found
 from rt_server.core.inputs import (
     list_limit,
     parse_actor,
@@ -40,20 +46,29 @@ from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Direction, Status
 from rt_server.core.tables import format_table_list, table_set
 from rt_server.store._db import Bind, aware, reading, transaction
-from rt_server.store._rows import load_request, request_from_row
+from rt_server.store._rows import load_request as _load_row
+from rt_server.store._rows import request_from_row
 from rt_server.store.audit import system_message, write_audit
+from rt_server.store.engine import begin_not_durable
 from rt_server.store.outbox_queue import OutboxClaim, enqueue
 from rt_server.store.schema import LOCAL_ID_LEN, NAME_LEN, REQUESTS, STAFF_LEN, TRANSFERS
 from rt_server.store.students import is_enrolled
+from rt_server.store.units import Database
 
 __all__ = [
+    "find_request",
     "get_request",
     "ids_sharing_start",
     "ids_starting_with",
     "list_requests",
+    "load_request",
     "received_counts",
+    "record_delivery_progress",
     "record_inbound_request",
     "record_outbound_request",
+    "request_side",
+    "set_delivery_bytes",
+    "set_transfer_id",
 ]
 
 _NONCE_LEN: Final = 16
@@ -119,7 +134,7 @@ def record_outbound_request(
             f"queued for district {values['prior_district']}.",
             at,
         )
-        return request_from_row(load_request(conn, values["request_id"]))
+        return request_from_row(_load_row(conn, values["request_id"]))
 
 
 def record_inbound_request(
@@ -168,7 +183,7 @@ def record_inbound_request(
             f" for tables {values['tables_requested']}; awaiting a decision.",
             at,
         )
-        return request_from_row(load_request(conn, values["request_id"]))
+        return request_from_row(_load_row(conn, values["request_id"]))
 
 
 def _request_values(request: peer_pb2.RecordsRequest, at: dt.datetime) -> dict[str, Any]:
@@ -244,7 +259,7 @@ def _insert_request(conn: Connection, values: Mapping[str, Any]) -> None:
 def get_request(bind: Bind, request_id: RequestId) -> RequestRecord:
     """The request ``request_id``. Raises ``NotFound``."""
     with reading(bind) as conn:
-        return request_from_row(load_request(conn, request_id))
+        return request_from_row(_load_row(conn, request_id))
 
 
 def list_requests(
@@ -306,3 +321,94 @@ def ids_sharing_start(bind: Bind, starts: Collection[str]) -> list[str]:
     query = select(column).where(func.substr(column, 1, length).in_(sorted(set(starts))))
     with reading(bind) as conn:
         return list(conn.execute(query).scalars())
+
+
+# --- a request as the flows load and touch it -------------------------------------
+# The flow steps read a request inside their own unit of work (rt_server.store.units),
+# often under its row lock, and set the few columns a delivery moves. Hot: every
+# statement is built once.
+
+
+def load_request(
+    bind: Bind, request_id: str, *, direction: Direction | None = None, lock: bool = False
+) -> RequestRecord:
+    """The request (of our ``direction`` side, when given).
+
+    ``lock`` holds its row until the caller's transaction ends (FOR UPDATE).
+    Raises ``NotFound``.
+    """
+    row = _fetch(bind, request_id, direction, lock)
+    if row is None:
+        raise request_not_found(request_id)
+    return row
+
+
+def find_request(bind: Bind, request_id: str, direction: Direction) -> RequestRecord | None:
+    """The request of our ``direction`` side, or None: for a peer's claim to check."""
+    return _fetch(bind, request_id, direction, False)
+
+
+def request_side(bind: Bind, request_id: str) -> tuple[Direction, str] | None:
+    """(our side, the other district) of the request ``request_id``, if we hold it."""
+    with reading(bind) as conn:
+        held = conn.execute(_REQUEST_SIDE, {"request_id": request_id}).first()
+    return None if held is None else (Direction(held.direction), held.other_district)
+
+
+def set_delivery_bytes(
+    conn: Connection, request_id: str, now: dt.datetime, *, done: int, total: int | None = None
+) -> None:
+    """How much of the delivery is sent (of ``total``, when it changes), in the caller's unit."""
+    values: dict[str, Any] = {"delivery_bytes_done": done}
+    if total is not None:
+        values["delivery_bytes_total"] = total
+    _set_request(conn, request_id, now, values)
+
+
+def set_transfer_id(conn: Connection, request_id: str, transfer_id: str, now: dt.datetime) -> None:
+    """The transfer that brought the request's records, in the caller's unit."""
+    _set_request(conn, request_id, now, {"transfer_id": transfer_id})
+
+
+def record_delivery_progress(db: Database, request_id: str, sent: int) -> None:
+    """Delivery progress for 'rt show' (best effort: ``NOT_DURABLE``, and no ``updated_at``)."""
+    with begin_not_durable(db) as conn:
+        conn.execute(
+            REQUESTS.update()
+            .where(REQUESTS.c.request_id == request_id)
+            .values(delivery_bytes_done=sent)
+        )
+
+
+def _fetch(
+    bind: Bind, request_id: str, direction: Direction | None, lock: bool
+) -> RequestRecord | None:
+    params = {"request_id": request_id}
+    if direction:
+        params["direction"] = direction.value
+    with reading(bind) as conn:
+        row = conn.execute(_request_query(bool(direction), lock), params).mappings().first()
+    return None if row is None else request_from_row(row)
+
+
+@functools.cache
+def _request_query(by_direction: bool, lock: bool) -> Select[Any]:
+    """Built once: a statement built anew costs SQLAlchemy its cache key on every call."""
+    query = select(REQUESTS).where(REQUESTS.c.request_id == bindparam("request_id"))
+    if by_direction:
+        query = query.where(REQUESTS.c.direction == bindparam("direction"))
+    return query.with_for_update() if lock else query
+
+
+_REQUEST_SIDE: Final = select(REQUESTS.c.direction, REQUESTS.c.other_district).where(
+    REQUESTS.c.request_id == bindparam("request_id")
+)
+
+
+def _set_request(
+    conn: Connection, request_id: str, now: dt.datetime, values: dict[str, Any]
+) -> None:
+    # SET from the parameters: cheaper than .values(), which builds the statement anew.
+    conn.execute(
+        update(REQUESTS).where(REQUESTS.c.request_id == request_id), {"updated_at": now, **values}
+    )

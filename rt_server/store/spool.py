@@ -24,8 +24,8 @@ from rt_client.transfer import SealedTransfer
 from rt_server.core.statuses import Direction, TransferState
 from rt_server.core.table_codes import format_counts
 from rt_server.store.engine import READ_ONLY, begin_not_durable
-from rt_server.store.flow_requests import set_delivery_bytes
 from rt_server.store.outbox import ClaimLost
+from rt_server.store.requests import set_delivery_bytes
 from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 from rt_server.store.units import Database
 
