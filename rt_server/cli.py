@@ -1,4 +1,4 @@
-"""The district server's own ``rt`` commands: ``rt serve`` and ``rt db upgrade|status``.
+"""The district server's own ``rt`` commands: ``rt serve``, ``rt db``, ``rt sis load``.
 
 They run the server and its database, so they live with the server, not in
 ``rt_client`` (the library every party uses, which imports nothing of
@@ -10,15 +10,26 @@ subcommand, whose ``func`` takes the parsed arguments and returns the exit code.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from rt_client.cli.session import EXIT_OK, district_config_path
+from rt_client.cli.session import EXIT_OK, CliError, district_config_path
 from rt_client.config import load_config
 
-__all__ = ["add_db_command", "add_serve_command", "db_command", "serve_command"]
+__all__ = [
+    "add_db_command",
+    "add_serve_command",
+    "add_sis_command",
+    "db_command",
+    "serve_command",
+    "sis_command",
+]
 
 
 def add_serve_command(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -103,3 +114,92 @@ def db_command(args: argparse.Namespace) -> int:
     else:
         Console().print(text, markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def add_sis_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Mount ``rt sis load FOLDER [--dry-run]``."""
+    sis = sub.add_parser("sis", help="the district's student information system (SIS)")
+    sis_sub = sis.add_subparsers(dest="sis_command", required=True, metavar="ACTION")
+    load = sis_sub.add_parser(
+        "load",
+        parents=[common],
+        help="load students and records from an Aeries table export (a folder of CSV files)",
+        description=(
+            "Load an Aeries table export into the district database, directly (not through "
+            "the running server): STU.csv and any of TST, CST, CTS, HIS, ENR, IMM, LAC, PFT "
+            ".csv, header row = Aeries column codes. Students are matched by ID, record rows "
+            "by student and each table's key: loading the same export again changes nothing. "
+            "One transaction: a file with any problem is refused whole, every problem named, "
+            "and nothing is written."
+        ),
+    )
+    load.add_argument("folder", help="the folder holding the export's CSV files")
+    load.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the new, changed and unchanged rows of each table without writing",
+    )
+    load.set_defaults(func=sis_command)
+
+
+def sis_command(args: argparse.Namespace) -> int:
+    """``rt sis load``: an Aeries export into the database. Raises ``CliError``,
+    ``ConfigError``, ``ExportRefused`` (the problems; nothing written)."""
+    from rt_server.sis.load import load_export
+    from rt_server.store import make_engine, migrations
+
+    config = load_config(district_config_path(args))
+    engine = make_engine(config.database_url)
+    progress = _Progress() if sys.stderr.isatty() and not getattr(args, "json", False) else None
+    try:
+        state = migrations.HISTORY.state(engine)
+        if not state.at_head:
+            raise CliError(
+                "the district database is not at this version's schema: run 'rt db upgrade' first",
+                "config",
+            )
+        report = load_export(
+            engine,
+            Path(args.folder),
+            actor=getattr(args, "actor", None) or getpass.getuser(),
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.done()
+        engine.dispose()
+    if getattr(args, "json", False):
+        print(json.dumps(report.as_json()))
+        return EXIT_OK
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    head = "Dry run: nothing written. " if report.dry_run else ""
+    print(f"{head}{report.rows} rows read in {report.seconds:.1f} s ({rate:,.0f} rows/s).")
+    verb = "would be" if report.dry_run else ""
+    print(f"{'table':<6} {'new':>10} {'changed':>10} {'unchanged':>10}  {verb}".rstrip())
+    for code, counts in report.tables.items():
+        print(f"{code:<6} {counts.new:>10} {counts.changed:>10} {counts.unchanged:>10}")
+    return EXIT_OK
+
+
+class _Progress:
+    """Rows read and rows/s on one stderr line, redrawn at most every half second."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.monotonic()
+        self._shown = False
+
+    def __call__(self, rows: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.5:
+            return
+        self._last = now
+        rate = rows / (now - self._start) if now > self._start else 0.0
+        sys.stderr.write(f"\rloading: {rows:,} rows read ({rate:,.0f} rows/s)")
+        sys.stderr.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -41,11 +41,13 @@ __all__ = [
     "EDITABLE_FIELDS",
     "add_records",
     "add_student",
+    "check_student_field",
     "edit_student",
     "get_student",
     "is_enrolled",
     "likely_duplicates",
     "list_students",
+    "name_keys",
     "row_counts",
 ]
 
@@ -108,6 +110,21 @@ def add_student(
             now=at,
         )
     return local_id
+
+
+def check_student_field(name: str, value: object) -> Any:
+    """One field of ``EDITABLE_FIELDS`` (or ``local_id``), checked as ``add_student`` checks it.
+
+    Raises ``InvalidInput``.
+    """
+    if name == "local_id":
+        return parse_local_id(value, LOCAL_ID_LEN)
+    return _field(name, value)
+
+
+def name_keys(first: str, last: str) -> dict[str, str]:
+    """The folded name columns stored beside a student's legal names (for matching)."""
+    return _name_keys(first, last)
 
 
 def _field(name: str, value: object) -> Any:
