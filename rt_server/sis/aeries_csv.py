@@ -76,6 +76,7 @@ _STUDENT_REQUIRED: Final = ("ID", "LN", "FN", "BD")
 MAX_LINE_BYTES: Final = 1024 * 1024
 MAX_FIELD_BYTES: Final = 64 * 1024
 _QUOTE_LEN: Final = 40
+_CACHE_SIZE: Final = 4096  # distinct dates / decimals remembered per column
 _YEAR_RE: Final = re.compile(r"[0-9]{4}(?:-[0-9]{2}(?:[0-9]{2})?)?")
 _INT_RE: Final = re.compile(r"-?[0-9]{1,10}")
 _US_DATE_RE: Final = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
@@ -351,6 +352,35 @@ _CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, str], Any]]] = {
 }
 
 
+def _cached(column: ColumnSpec, convert: Callable[[ColumnSpec, str], Any]) -> Callable[[str], Any]:
+    """``convert`` for one column, each distinct text converted once (dates and decimals
+    repeat); the cache is emptied when it fills, so memory stays flat."""
+    cache: dict[str, Any] = {}
+
+    def converted(text: str) -> Any:
+        value = cache.get(text)
+        if value is None:
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            value = cache[text] = convert(column, text)
+        return value
+
+    return converted
+
+
+def _plain(convert: Callable[[ColumnSpec, str], Any], column: ColumnSpec) -> Callable[[str], Any]:
+    return lambda text: convert(column, text)
+
+
+def _converter_of(column: ColumnSpec) -> Callable[[str], Any] | None:
+    """How a column's text becomes its value (``None``: the text is the value)."""
+    if column.kind is ColumnKind.STRING and column.name != "YR":
+        return None
+    if column.kind in (ColumnKind.DATE, ColumnKind.DECIMAL):
+        return _cached(column, _CONVERTERS[column.kind])
+    return _plain(_CONVERTERS[column.kind], column)
+
+
 def _record_converter(
     file: ExportFile, header: Sequence[str]
 ) -> Callable[
@@ -358,30 +388,34 @@ def _record_converter(
     Iterator[tuple[int, dict[str, Any]] | Problem],
 ]:
     spec = TABLES[file.code]
-    # (position, column code, spec or None for PID, converter); SQ is not read.
-    plan = [(i, name, spec.by_name.get(name)) for i, name in enumerate(header) if name != "SQ"]
+    pid_at = header.index("PID")
+    # (position, column code, converter) of every data column; SQ is not read.
+    plan = [
+        (i, name, _converter_of(spec.by_name[name]))
+        for i, name in enumerate(header)
+        if name not in ("SQ", "PID")
+    ]
 
     def convert(
         file: ExportFile, header: Sequence[str], line: int, fields: Sequence[str]
     ) -> Iterator[tuple[int, dict[str, Any]] | Problem]:
-        row: dict[str, Any] = {}
-        bad = False
-        for i, name, column in plan:
+        pid = fields[pid_at].strip()
+        row: dict[str, Any] = {"PID": pid}
+        bad = not pid
+        if bad:
+            yield Problem(file.name, line, "PID", "the student id is empty")
+        for i, name, to_value in plan:
             text = fields[i]
-            if column is None:  # PID
-                row[name] = text.strip() or None
-                if row[name] is None:
-                    bad = True
-                    yield Problem(file.name, line, name, "the student id is empty")
-                continue
             if text == "":
                 row[name] = None
-                continue
-            try:
-                row[name] = _CONVERTERS[column.kind](column, text)
-            except Unconvertible as exc:
-                bad = True
-                yield Problem(file.name, line, name, f"{quoted(text)} {_is(str(exc))}")
+            elif to_value is None:
+                row[name] = text
+            else:
+                try:
+                    row[name] = to_value(text)
+                except Unconvertible as exc:
+                    bad = True
+                    yield Problem(file.name, line, name, f"{quoted(text)} {_is(str(exc))}")
         if not bad:
             yield line, row
 
