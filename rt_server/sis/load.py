@@ -157,6 +157,12 @@ def _load_file(
                 Problem(file.name, line, None, f"the same {_key_text(file.code)} as line {earlier}")
             )
             continue
+        if is_students and row.get("ssid"):
+            # An SSID is one student's: two rows holding one would meet in the database.
+            earlier = seen.setdefault(hash(("ssid", row["ssid"])), line)
+            if earlier != line:
+                problems.add(Problem(file.name, line, "CID", f"the same SSID as line {earlier}"))
+                continue
         batch.append(row)
         lines.append(line)
         if len(batch) >= BATCH_ROWS:

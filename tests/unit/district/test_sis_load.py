@@ -330,7 +330,23 @@ def _too_long(folder: Path) -> str:
     return 'HIS.csv line 3, column CN: "CCCCCCCCCCCCC" is longer than 12 characters'
 
 
+def _ssid_twice(folder: Path) -> str:
+    stu = read_csv(folder / "STU.csv")
+    stu[9][STU_HEADER.index("CID")] = stu[2][STU_HEADER.index("CID")]
+    write_csv(folder / "STU.csv", stu[0], stu[1:])
+    return "STU.csv line 10, column CID: the same SSID as line 3"
+
+
+def _ssid_of_another(folder: Path) -> str:
+    stu = read_csv(folder / "STU.csv")
+    stu[1][STU_HEADER.index("ID")] = "NEW0001"  # a new student with S000001's SSID
+    write_csv(folder / "STU.csv", stu[0], stu[1:])
+    return 'STU.csv line 2, column CID: "1000000001": the SSID is already student S000001\'s'
+
+
 BAD_FILES = {
+    "ssid twice": _ssid_twice,
+    "ssid of another student": _ssid_of_another,
     "bad value": _bad_value,
     "wrong header": _wrong_header,
     "missing key column": _missing_key_column,
