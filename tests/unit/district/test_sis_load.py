@@ -497,3 +497,10 @@ def test_rt_sis_load_through_the_declared_entry_point(
     assert "Traceback" not in err
     assert rt_cli.main(["sis", "load", str(tmp_path / "nowhere"), "--config", str(config)]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_progress_is_reported_as_rows_are_read(engine: Engine, tmp_path: Path) -> None:
+    rows = generate_export(tmp_path / "export", 400)
+    seen: list[int] = []
+    load(engine, tmp_path / "export", progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == sum(rows.values()) and len(seen) > 8
