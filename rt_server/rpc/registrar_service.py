@@ -17,7 +17,7 @@ from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
 from rt_server.core.statuses import Direction
 from rt_server.core.table_codes import parse_counts
-from rt_server.flows import lookups, messages, requester, responder, review
+from rt_server.flows import batches, lookups, messages, requester, responder, review
 from rt_server.flows.district import District
 
 _ROW_CLASS = {
@@ -384,6 +384,62 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             self._d, request.local_id, list(request.records), actor=_actor(request.actor)
         )
         return _student_detail(detail)
+
+    def CreateRequests(
+        self, request: registrar_pb2.CreateRequestsRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.BatchResult:
+        labels = list(request.labels)
+        items = [
+            batches.CreateItem(
+                label=labels[n] if n < len(labels) else f"item {n + 1}",
+                student_local_id=r.student_local_id,
+                prior_school=r.prior_school,
+                prior_local_id=r.prior_local_id,
+                tables=list(r.tables),
+            )
+            for n, r in enumerate(request.requests)
+        ]
+        return self._batch(batches.create_requests(self._d, items, _actor(request.actor)))
+
+    def ApproveExactMatches(
+        self, request: registrar_pb2.BatchRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.BatchResult:
+        return self._batch(batches.approve_exact_matches(self._d, _actor(request.actor)), True)
+
+    def ImportAllNew(
+        self, request: registrar_pb2.BatchRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.BatchResult:
+        return self._batch(batches.import_all_new(self._d, _actor(request.actor)), True)
+
+    def _batch(
+        self, outcomes: list[batches.ItemOutcome], label_by_id: bool = False
+    ) -> registrar_pb2.BatchResult:
+        shorts = lookups.short_request_ids(
+            self._d, (o.request_id for o in outcomes if o.request_id)
+        )
+        out = registrar_pb2.BatchResult()
+        for o in outcomes:
+            short = shorts.get(o.request_id, "")
+            out.items.add(
+                label=short if label_by_id and short else o.label,
+                request_id=o.request_id,
+                short_id=short,
+                student_local_id=o.student_local_id,
+                outcome=_OUTCOME[o.outcome],
+                message=o.message,
+                error_code=o.error_code,
+            )
+        out.done = sum(1 for o in outcomes if o.outcome == "done")
+        out.left = sum(1 for o in outcomes if o.outcome == "left")
+        out.failed = sum(1 for o in outcomes if o.outcome == "failed")
+        return out
+
+
+_OUTCOME = {
+    "done": registrar_pb2.ITEM_DONE,
+    "left": registrar_pb2.ITEM_LEFT,
+    "failed": registrar_pb2.ITEM_FAILED,
+}
 
 
 # What the CLI may call the fields it can clear.
