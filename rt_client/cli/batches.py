@@ -15,7 +15,10 @@ The CSV file of ``--from-csv`` (UTF-8, a header row, comma-separated):
 
 ``local_id`` (the student, enrolled here) and ``prior_school`` (the prior
 school's CDS code) are needed; ``prior_local_id`` and ``tables`` (default:
-all eight) may be left out or empty. A file that is not such a CSV (not
+all eight) may be left out or empty. With the columns ``ssid``, ``first``,
+``middle``, ``last``, ``birth_date``, ``gender`` and ``school`` filled, a
+student not enrolled yet is enrolled under ``local_id`` in the same
+transaction as the request (the README has the details). A file that is not such a CSV (not
 UTF-8, an unknown or missing column, a line with too many fields, an empty
 required value, an unknown table code) is refused whole, every problem named
 by its line, and nothing is sent. What only the district can judge (a student
@@ -24,6 +27,7 @@ not enrolled, a school not registered) fails that line alone.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 from pathlib import Path
@@ -33,6 +37,7 @@ from google.protobuf.message import Message
 from rich.markup import escape
 
 from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_client.cli import arguments
 from rt_client.cli.errors import report
 from rt_client.cli.session import EXIT_ERROR, EXIT_OK, TABLE_NAMES, CliError, Session
 
@@ -45,8 +50,20 @@ __all__ = [
     "read_request_csv",
 ]
 
-CSV_COLUMNS: Final = ("local_id", "prior_school", "prior_local_id", "tables")
+_REQUEST_COLUMNS: Final = ("local_id", "prior_school", "prior_local_id", "tables")
+# The student's demographics (optional): to enroll a student not enrolled yet.
+_STUDENT_COLUMNS: Final = {
+    "ssid": "ssid",
+    "first": "legal_first_name",
+    "middle": "legal_middle_name",
+    "last": "legal_last_name",
+    "birth_date": "birth_date",
+    "gender": "gender",
+    "school": "school",
+}
+CSV_COLUMNS: Final = (*_REQUEST_COLUMNS, *_STUDENT_COLUMNS)
 _REQUIRED: Final = ("local_id", "prior_school")
+_ENROLL_NEEDS: Final = ("first", "last", "birth_date", "school")
 MAX_CSV_ROWS: Final = 10_000  # one call: beyond this, split the file
 _MAX_FIELD: Final = 100  # characters in one value (ids and codes are far shorter)
 _MAX_BYTES: Final = 4 * 1024 * 1024
@@ -70,8 +87,8 @@ def _table_codes(text: str) -> list[common_pb2.TableCode.ValueType] | None:
     return [common_pb2.TableCode.Value(n) for n in names]
 
 
-def read_request_csv(path: Path) -> tuple[list[registrar_pb2.CreateRequestRequest], list[str]]:
-    """The requests of a ``--from-csv`` file and their labels ("line 4").
+def read_request_csv(path: Path) -> list[registrar_pb2.CreateRequestsItem]:
+    """The requests of a ``--from-csv`` file, each labelled by its line ("line 4").
 
     Raises ``CliError`` naming every problem (the first 20, and the count).
     """
@@ -106,24 +123,23 @@ def read_request_csv(path: Path) -> tuple[list[registrar_pb2.CreateRequestReques
             + (f"; {unknown[0][:30]!r} is not one" if unknown else "")
             + (f"; {missing[0]} is missing" if missing and not unknown else "")
         )
-    requests: list[registrar_pb2.CreateRequestRequest] = []
-    labels: list[str] = []
+    items: list[registrar_pb2.CreateRequestsItem] = []
     problems: list[str] = []
     try:
         for fields in reader:
             line = reader.line_num
             if not any(f.strip() for f in fields):
                 continue  # a blank line
-            if len(requests) + len(problems) >= MAX_CSV_ROWS:
+            if len(items) + len(problems) >= MAX_CSV_ROWS:
                 raise CliError(
                     f"the CSV file {where} has more than {MAX_CSV_ROWS} students; split it"
                 )
-            problem, request = _request_of(header, fields)
+            problem, item = _item_of(header, fields)
             if problem:
                 problems.append(f"line {line}: {problem}")
-            elif request is not None:
-                requests.append(request)
-                labels.append(f"line {line}")
+            elif item is not None:
+                item.label = f"line {line}"
+                items.append(item)
     except csv.Error as exc:
         problems.append(f"line {reader.line_num}: {exc}")
     if problems:
@@ -132,15 +148,15 @@ def read_request_csv(path: Path) -> tuple[list[registrar_pb2.CreateRequestReques
         raise CliError(
             f"the CSV file {where} has {len(problems)} problem(s), nothing was sent: {shown}{more}"
         )
-    if not requests:
+    if not items:
         raise CliError(f"the CSV file {where} lists no students (a header row, then a line each)")
-    return requests, labels
+    return items
 
 
-def _request_of(
+def _item_of(
     header: list[str], fields: list[str]
-) -> tuple[str, registrar_pb2.CreateRequestRequest | None]:
-    """(problem, None) or ("", the request) for one line of the CSV file."""
+) -> tuple[str, registrar_pb2.CreateRequestsItem | None]:
+    """(problem, None) or ("", the item) for one line of the CSV file."""
     if len(fields) > len(header):
         return f"{len(fields)} values, but the header names {len(header)} columns", None
     row = {name: value.strip() for name, value in zip(header, fields, strict=False)}
@@ -153,12 +169,31 @@ def _request_of(
     tables = _table_codes(row.get("tables", ""))
     if tables is None:
         return f'tables takes codes from {", ".join(TABLE_NAMES)}, e.g. "HIS,ENR"', None
-    return "", registrar_pb2.CreateRequestRequest(
-        student_local_id=row["local_id"],
-        prior_school=row["prior_school"],
-        prior_local_id=row.get("prior_local_id", ""),
-        tables=tables,
+    item = registrar_pb2.CreateRequestsItem(
+        request=registrar_pb2.CreateRequestRequest(
+            student_local_id=row["local_id"],
+            prior_school=row["prior_school"],
+            prior_local_id=row.get("prior_local_id", ""),
+            tables=tables,
+        )
     )
+    if any(row.get(name) for name in _STUDENT_COLUMNS):
+        missing = [name for name in _ENROLL_NEEDS if not row.get(name)]
+        if missing:
+            return (
+                f"to enroll the student, {', '.join(missing)} cannot be empty "
+                "(or leave every demographic column empty for a student enrolled already)"
+            ), None
+        try:
+            arguments.date(row["birth_date"])
+        except argparse.ArgumentTypeError as exc:
+            return f"birth_date {exc}", None
+        item.enroll.CopyFrom(
+            registrar_pb2.Student(
+                **{field: row.get(name, "") for name, field in _STUDENT_COLUMNS.items()}
+            )
+        )
+    return "", item
 
 
 def _show(s: Session, reply: registrar_pb2.BatchResult, done_word: str) -> int:
@@ -206,10 +241,10 @@ def _refuse_with(s: Session, batch_option: str, *options: str) -> None:
 
 def cmd_request_create_csv(s: Session) -> int:
     _refuse_with(s, "--from-csv", "--student", "--prior-school", "--prior-local-id", "--tables")
-    requests, labels = read_request_csv(Path(s.args.from_csv))
+    items = read_request_csv(Path(s.args.from_csv))
     reply = s.call(
         "CreateRequests",
-        registrar_pb2.CreateRequestsRequest(requests=requests, labels=labels, actor=s.actor),
+        registrar_pb2.CreateRequestsRequest(items=items, actor=s.actor),
         timeout=BATCH_TIMEOUT,
     )
     return _show(s, reply, "requested")

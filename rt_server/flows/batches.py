@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from protos.rt.v1 import common_pb2
 from rt_client.errors import RecordsTransferError
@@ -28,7 +28,7 @@ from rt_client.ids import RequestId
 from rt_client.status_codes import status_for
 from rt_server.core import matching
 from rt_server.core.statuses import Direction, Status
-from rt_server.flows import requester, responder, review
+from rt_server.flows import lookups, requester, responder, review
 from rt_server.flows.district import DatabaseFailure, District
 from rt_server.store import requests
 
@@ -70,6 +70,9 @@ class CreateItem:
     prior_school: str
     prior_local_id: str = ""
     tables: Sequence[common_pb2.TableCode.ValueType] = ()
+    # The student's demographics (keys of ``registrar_pb2.Student``): enroll them
+    # first, in the same transaction, if no student has ``student_local_id``.
+    enroll: Mapping[str, Any] | None = None
 
 
 def _attempt(
@@ -93,7 +96,8 @@ def create_requests(d: District, items: Sequence[CreateItem], actor: str) -> lis
     """Create (and send at once) one request per item, as ``CreateRequest`` does."""
 
     def create(item: CreateItem) -> ItemOutcome:
-        request_id = requester.create_request(
+        request = functools.partial(
+            requester.create_request,
             d,
             student_local_id=item.student_local_id,
             prior_school=item.prior_school,
@@ -101,6 +105,14 @@ def create_requests(d: District, items: Sequence[CreateItem], actor: str) -> lis
             tables=item.tables,
             actor=actor,
         )
+        enrolled = False
+        if item.enroll is None:
+            request_id = request()
+        else:
+            with d.writing() as unit:  # the enrollment and the request, together
+                values = {**item.enroll, "local_id": item.student_local_id}
+                enrolled = lookups.enroll_if_absent(d, unit, values, actor=actor)
+                request_id = request(unit=unit)
         try:
             requester.send_now(d, request_id)
         except Exception:  # it is queued: the delivery worker sends it
@@ -108,7 +120,7 @@ def create_requests(d: District, items: Sequence[CreateItem], actor: str) -> lis
                 "batch item %s: sending request %s at once failed", item.label, request_id
             )
         status = requests.get_request(d.engine, request_id).status
-        where = f"requested from school {item.prior_school}"
+        where = ("enrolled; " if enrolled else "") + f"requested from school {item.prior_school}"
         note = where + (
             "; the prior district has it"
             if status is Status.PENDING

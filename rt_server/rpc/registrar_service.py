@@ -47,6 +47,20 @@ def _student_proto(s: Any) -> registrar_pb2.Student:
     )
 
 
+def _student_values(s: registrar_pb2.Student) -> dict[str, Any]:
+    """A ``Student`` message as the flows enroll one (empty optional fields: None)."""
+    return {
+        "local_id": s.local_id or None,
+        "ssid": s.ssid or None,
+        "legal_first_name": s.legal_first_name,
+        "legal_middle_name": s.legal_middle_name or None,
+        "legal_last_name": s.legal_last_name,
+        "birth_date": s.birth_date,
+        "gender": s.gender or None,
+        "school": s.school or None,
+    }
+
+
 def _summary(r: Any) -> registrar_pb2.RequestSummary:
     out = registrar_pb2.RequestSummary(
         request_id=r.request_id,
@@ -120,19 +134,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def AddStudent(
         self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
-        s = request.student
         enrolled, warnings = lookups.enroll_student(
             self._d,
-            {
-                "local_id": s.local_id or None,
-                "ssid": s.ssid or None,
-                "legal_first_name": s.legal_first_name,
-                "legal_middle_name": s.legal_middle_name or None,
-                "legal_last_name": s.legal_last_name,
-                "birth_date": s.birth_date,
-                "gender": s.gender or None,
-                "school": s.school or None,
-            },
+            _student_values(request.student),
             list(request.records),
             actor=_actor(request.actor),
         )
@@ -388,16 +392,16 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def CreateRequests(
         self, request: registrar_pb2.CreateRequestsRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.BatchResult:
-        labels = list(request.labels)
         items = [
             batches.CreateItem(
-                label=labels[n] if n < len(labels) else f"item {n + 1}",
-                student_local_id=r.student_local_id,
-                prior_school=r.prior_school,
-                prior_local_id=r.prior_local_id,
-                tables=list(r.tables),
+                label=item.label or f"item {n}",
+                student_local_id=item.request.student_local_id,
+                prior_school=item.request.prior_school,
+                prior_local_id=item.request.prior_local_id,
+                tables=list(item.request.tables),
+                enroll=_student_values(item.enroll) if item.HasField("enroll") else None,
             )
-            for n, r in enumerate(request.requests)
+            for n, item in enumerate(request.items, start=1)
         ]
         return self._batch(batches.create_requests(self._d, items, _actor(request.actor)))
 

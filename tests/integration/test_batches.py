@@ -34,7 +34,7 @@ from tests.harness.flow import (
     snapshot,
     wait_status,
 )
-from tests.harness.world import PRIOR_SCHOOL, Pair, Side
+from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL, Pair, Side
 
 UNREGISTERED_SCHOOL = "19647330000000"  # district A's code, a school A never registered
 
@@ -147,6 +147,50 @@ def test_requests_from_csv_with_bad_lines_in_the_middle(
     ]
     assert items[1]["error_code"] == "not_found" and items[0]["student_local_id"] == "B2"
     assert json.loads(as_json.err)["error"]["code"] == "batch_items_failed"
+
+
+def test_a_csv_line_with_demographics_enrolls_the_student_with_the_request(
+    districts: Pair, rt: Rt, tmp_path: Path
+) -> None:
+    """Enrolling and requesting are one transaction: a line whose request fails enrolls nobody."""
+    p = districts
+    add_student(p.b, "B1", ssid="4000000001")
+    csv_file = tmp_path / "new-students.csv"
+    csv_file.write_text(
+        "local_id,prior_school,ssid,first,middle,last,birth_date,gender,school\n"
+        f"N1,{PRIOR_SCHOOL},4000000002,Ana,,Nuñez,2011-04-02,F,{NEW_SCHOOL}\n"
+        f"N2,{UNREGISTERED_SCHOOL},4000000003,Luis,,Ortega,2010-09-01,M,{NEW_SCHOOL}\n"
+        f"N3,{PRIOR_SCHOOL},4000000001,Mia,,Chen,2012-01-05,F,{NEW_SCHOOL}\n"  # B1's SSID
+        f"B1,{PRIOR_SCHOOL},4000000001,Ana,,Nuñez,2011-04-02,F,{NEW_SCHOOL}\n"  # enrolled
+        f"N4,{PRIOR_SCHOOL},,Eva,,Díaz,2011-06-30,,{NEW_SCHOOL}\n",
+        encoding="utf-8",
+    )
+    run = rt(p.b, "request", "create", "--from-csv", str(csv_file), "--json")
+    assert run.code == 1, run
+    items = json.loads(run.out)
+    assert [i["outcome"] for i in items] == [
+        "ITEM_DONE",
+        "ITEM_FAILED",
+        "ITEM_FAILED",
+        "ITEM_DONE",
+        "ITEM_DONE",
+    ], items
+    assert items[0]["message"].startswith("enrolled; requested")
+    assert items[3]["message"].startswith("requested")  # B1 was enrolled already
+    assert "SSID" in items[2]["message"]
+
+    def enrolled(local_id: str) -> bool:
+        found = p.b.rpc.ListStudents(
+            registrar_pb2.ListStudentsRequest(query=local_id), timeout=RPC_TIMEOUT
+        )
+        return any(s.local_id == local_id for s in found.students)
+
+    assert enrolled("N1") and enrolled("N4")
+    assert not enrolled("N2") and not enrolled("N3")  # their requests failed: rolled back
+    n1 = p.b.rpc.GetStudent(registrar_pb2.StudentRef(local_id="N1"), timeout=RPC_TIMEOUT)
+    assert (n1.student.legal_last_name, n1.student.birth_date) == ("Nuñez", "2011-04-02")
+    made = {get(p.b, i).local_student_id for i in _outbound(p.b)}
+    assert made == {"N1", "B1", "N4"}
 
 
 @pytest.mark.parametrize(

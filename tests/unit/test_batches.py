@@ -80,13 +80,29 @@ def test_the_csv_file_a_request_a_line(tmp_path: Path) -> None:
         "\r\n"
         'B2, 19647331932334 ,"his, enr"\r\n',
     )
-    requests, labels = read_request_csv(path)
-    assert labels == ["line 2", "line 4"]
-    assert [(r.student_local_id, r.prior_school) for r in requests] == [
+    items = read_request_csv(path)
+    assert [i.label for i in items] == ["line 2", "line 4"]
+    assert [(i.request.student_local_id, i.request.prior_school) for i in items] == [
         ("B1", "19647331932334"),
         ("B2", "19647331932334"),
     ]
-    assert list(requests[1].tables) == [common_pb2.HIS, common_pb2.ENR]
+    assert list(items[1].request.tables) == [common_pb2.HIS, common_pb2.ENR]
+    assert not any(i.HasField("enroll") for i in items)
+
+
+def test_a_line_with_demographics_enrolls_the_student(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        "local_id,prior_school,ssid,first,middle,last,birth_date,gender,school\n"
+        "B7,19647331932334,1234567890,Ana,,Nuñez,2011-04-02,F,37683383732997\n"
+        "B8,19647331932334,,,,,,,\n",
+    )
+    enrolling, enrolled = read_request_csv(path)
+    assert enrolling.enroll.legal_first_name == "Ana"
+    assert enrolling.enroll.legal_last_name == "Nuñez"
+    assert enrolling.enroll.birth_date == "2011-04-02" and enrolling.enroll.ssid == "1234567890"
+    assert enrolling.enroll.school == "37683383732997"
+    assert not enrolled.HasField("enroll")
 
 
 @pytest.mark.parametrize(
@@ -103,6 +119,11 @@ def test_the_csv_file_a_request_a_line(tmp_path: Path) -> None:
         ("local_id,prior_school\n" + "x" * 101 + ",1\n", "longer than 100 characters"),
         ("local_id,prior_school\n\n\n", "lists no students"),
         ('local_id,prior_school\n"B1,1\n', "line"),  # an unclosed quote
+        ("local_id,prior_school,first,last\nB1,1,Ana,\n", "last, birth_date, school cannot"),
+        (
+            "local_id,prior_school,first,last,birth_date,school\nB1,1,Ana,Ruiz,2011-02-30,1\n",
+            "line 2: birth_date must be a real date",
+        ),
     ],
 )
 def test_a_bad_csv_file_says_what_and_where(tmp_path: Path, text: str | bytes, says: str) -> None:

@@ -1215,31 +1215,58 @@ class AddStudentRecordsRequest(_message.Message):
 Global___AddStudentRecordsRequest: _TypeAlias = AddStudentRecordsRequest  # noqa: Y015
 
 @_typing.final
-class CreateRequestsRequest(_message.Message):
+class CreateRequestsItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    REQUESTS_FIELD_NUMBER: _builtins.int
-    LABELS_FIELD_NUMBER: _builtins.int
-    ACTOR_FIELD_NUMBER: _builtins.int
-    actor: _builtins.str
+    LABEL_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ENROLL_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """what the outcome calls it (e.g. "line 4")"""
     @_builtins.property
-    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateRequestRequest]:
-        """Each as CreateRequest takes it (its actor is ignored: the batch's is used)."""
+    def request(self) -> Global___CreateRequestRequest:
+        """As CreateRequest takes it (its actor is ignored: the batch's is used)."""
 
     @_builtins.property
-    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """What each item is called in the outcome (e.g. "line 4"), in order; may be shorter."""
+    def enroll(self) -> Global___Student:
+        """Optional: the student's demographics, to enroll them (local id
+        request.student_local_id) first if no student here has that local id,
+        in the same transaction as the request.
+        """
 
     def __init__(
         self,
         *,
-        requests: _abc.Iterable[Global___CreateRequestRequest] | None = ...,
-        labels: _abc.Iterable[_builtins.str] | None = ...,
+        label: _builtins.str = ...,
+        request: Global___CreateRequestRequest | None = ...,
+        enroll: Global___Student | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enroll", b"enroll", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enroll", b"enroll", "label", b"label", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateRequestsItem: _TypeAlias = CreateRequestsItem  # noqa: Y015
+
+@_typing.final
+class CreateRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateRequestsItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CreateRequestsItem] | None = ...,
         actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "labels", b"labels", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "items", b"items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
