@@ -22,6 +22,7 @@ from rt_client.request_refs import parse_request_ref
 __all__ = [
     "MAX_LIMIT",
     "accepted_conflicts",
+    "csv_file",
     "date",
     "limit",
     "request_ref",
@@ -109,3 +110,13 @@ def accepted_conflicts(text: str) -> str:
     if not items:
         raise argparse.ArgumentTypeError("takes 'all' or rows as TABLE:INDEX, e.g. HIS:0")
     return ",".join(items)
+
+
+def csv_file(text: str) -> str:
+    """A CSV file's path: one that names something (what is in it is checked when read)."""
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("takes the path of a CSV file, e.g. students.csv")
+    if len(value) > 4096:
+        raise argparse.ArgumentTypeError("is not a file's path (longer than 4096 characters)")
+    return value

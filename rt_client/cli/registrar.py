@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2
-from rt_client.cli import arguments, render, waiting
+from rt_client.cli import arguments, batches, render, waiting
 from rt_client.cli.records_file import read_records_file
 from rt_client.cli.session import (
     DIRECTIONS,
@@ -153,6 +153,13 @@ def cmd_schools_search(s: Session) -> int:
 
 def cmd_request_create(s: Session) -> int:
     a = s.args
+    if a.from_csv:
+        return batches.cmd_request_create_csv(s)
+    if not a.student or not a.prior_school:
+        raise CliError(
+            "give the student and the prior school (--student ID --prior-school CDS), "
+            "or a CSV file of them (--from-csv FILE)"
+        )
     reply = s.call(
         "CreateRequest",
         registrar_pb2.CreateRequestRequest(
@@ -205,6 +212,10 @@ def cmd_match(s: Session) -> int:
 
 def cmd_approve(s: Session) -> int:
     a = s.args
+    if a.all_exact:
+        return batches.cmd_approve_all_exact(s)
+    if not a.request_id:
+        raise CliError("give the request to approve (or --all-exact for every exact match)")
     if a.wait:
         # Approved already (e.g. waiting was stopped with Ctrl-C): follow it again.
         followed = waiting.reattach(s, a.request_id)
@@ -284,6 +295,10 @@ def _row_refs(option: str, text: str | None) -> tuple[bool, list[registrar_pb2.R
 
 def cmd_import(s: Session) -> int:
     a = s.args
+    if a.all_new:
+        return batches.cmd_import_all_new(s)
+    if not a.request_id:
+        raise CliError("give the request to import (or --all-new for every all-new transfer)")
     accept_all, refs = _row_refs("--accept-conflicts", a.accept_conflicts)
     keep_all, keep = _row_refs("--keep-both", a.keep_both)
     columns = [TextColumn("importing"), BarColumn(), TimeElapsedColumn()]
@@ -401,17 +416,22 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     rc = rq_sub.add_parser(
         "create", parents=[common], help="request a student's records from the prior school"
     )
-    rc.add_argument("--student", required=True, help="local id of the student, enrolled here")
-    rc.add_argument(
-        "--prior-school",
-        required=True,
-        help="CDS code of the prior school (see 'rt schools search')",
-    )
+    rc.add_argument("--student", help="local id of the student, enrolled here")
+    rc.add_argument("--prior-school", help="CDS code of the prior school (see 'rt schools search')")
     rc.add_argument("--prior-local-id", help="the student's id at the prior district, if known")
     rc.add_argument(
         "--tables",
         type=arguments.table_list,
         help=f"comma-separated subset of {','.join(TABLE_NAMES)} (default: all)",
+    )
+    rc.add_argument(
+        "--from-csv",
+        metavar="FILE",
+        type=arguments.csv_file,
+        help=(
+            "many students at once: a CSV file with a header row, columns local_id, "
+            "prior_school (and optionally prior_local_id, tables); one request a line"
+        ),
     )
     rc.set_defaults(func=cmd_request_create, session=True)
 
@@ -442,7 +462,15 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ap = sub.add_parser(
         "approve", parents=[common], help="approve an inbound request and send the records"
     )
-    ap.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
+    ap.add_argument("request_id", nargs="?", type=arguments.request_ref, help=_REQUEST_ID_HELP)
+    ap.add_argument(
+        "--all-exact",
+        action="store_true",
+        help=(
+            "approve every pending request whose student matches exactly (SSID, birth date, "
+            "first and last name); the others stay pending for a person"
+        ),
+    )
     ap.add_argument(
         "--student", help="local id of the matched student (needed unless the SSID matched exactly)"
     )
@@ -492,7 +520,12 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="import received records (new rows; conflicts you accept replace ours)",
     )
-    im.add_argument("request_id", type=arguments.request_ref, help=_REQUEST_ID_HELP)
+    im.add_argument("request_id", nargs="?", type=arguments.request_ref, help=_REQUEST_ID_HELP)
+    im.add_argument(
+        "--all-new",
+        action="store_true",
+        help="import every received transfer whose rows are all new; the others stay for review",
+    )
     im.add_argument(
         "--accept-conflicts",
         type=arguments.accepted_conflicts,

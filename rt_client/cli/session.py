@@ -100,9 +100,9 @@ class Session:
             self._stub = registrar_pb2_grpc.RegistrarStub(channel)
         return self._stub
 
-    def call(self, method: str, request: Message) -> Any:
+    def call(self, method: str, request: Message, timeout: float = RPC_TIMEOUT) -> Any:
         try:
-            return getattr(self.stub, method)(request, timeout=RPC_TIMEOUT)
+            return getattr(self.stub, method)(request, timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code == grpc.StatusCode.UNAVAILABLE and "connect" in str(

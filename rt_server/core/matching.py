@@ -27,6 +27,7 @@ __all__ = [
     "NAME_KEY_LEN",
     "Candidate",
     "StudentIdentity",
+    "exact_match",
     "name_key",
     "rank_candidates",
 ]
@@ -192,3 +193,34 @@ def rank_candidates(
     scored.sort(key=lambda c: (-c.confidence, c.student.local_id))
     results.extend(scored)
     return results[:MAX_CANDIDATES]
+
+
+def exact_match(identity: StudentIdentity, candidates: Iterable[Candidate]) -> Candidate | str:
+    """The one candidate that is ``identity`` beyond doubt, or why there is none.
+
+    Beyond doubt: its SSID is the request's (``exact``), and so are its birth
+    date and legal first and last names (compared as ``name_key`` compares them:
+    no case, accents, spaces or punctuation). What a batch approves unseen;
+    anything less is for a person to confirm (``rt match``).
+    """
+    if not identity.ssid:
+        return "the request gives no SSID"
+    by_ssid = next((c for c in candidates if c.exact), None)
+    if by_ssid is None:
+        return "no student here has the request's SSID"
+    student = by_ssid.student
+    differ = []
+    if identity.birth_date is None or identity.birth_date != student.birth_date:
+        differ.append("birth date")
+    if not name_key(identity.legal_first_name) or name_key(identity.legal_first_name) != name_key(
+        student.legal_first_name
+    ):
+        differ.append("first name")
+    if not name_key(identity.legal_last_name) or name_key(identity.legal_last_name) != name_key(
+        student.legal_last_name
+    ):
+        differ.append("last name")
+    if differ:
+        verb = "differs" if len(differ) == 1 else "differ"
+        return f"the SSID matches student {student.local_id}, but the {' and '.join(differ)} {verb}"
+    return by_ssid

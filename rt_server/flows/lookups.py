@@ -42,7 +42,14 @@ from rt_server.core.model import (
 )
 from rt_server.core.statuses import Direction, Status
 from rt_server.flows.district import District
-from rt_server.store import disclosures, replaced_rows, requests, students, thread_messages
+from rt_server.store import (
+    disclosures,
+    replaced_rows,
+    requests,
+    students,
+    thread_messages,
+    units,
+)
 from rt_server.store.outbox import PendingSend, pending_sends_of
 
 # The student fields a registrar may correct (``edit_student``).
@@ -93,6 +100,21 @@ def enroll_student(
         _require_our_school(d, values["school"])
     local_id = students.add_student(d.engine, values, batches, actor=actor, now=d.clock())
     return students.get_student(d.engine, local_id), _duplicate_warnings(d, local_id)
+
+
+def enroll_if_absent(
+    d: District, unit: units.Unit, values: Mapping[str, Any], *, actor: str
+) -> bool:
+    """Enroll a student (no records) in ``unit`` unless one has ``values["local_id"]``.
+
+    Returns whether it enrolled them. Raises as ``enroll_student`` does.
+    """
+    if students.is_enrolled(unit, str(values.get("local_id") or "")):
+        return False
+    if values.get("school"):
+        _require_our_school(d, values["school"])
+    students.add_student(unit, values, (), actor=actor, now=d.clock())
+    return True
 
 
 def correct_student(

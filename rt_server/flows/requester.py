@@ -45,11 +45,15 @@ def create_request(
     prior_local_id: str,
     tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
+    unit: units.Unit | None = None,
 ) -> RequestId:
     """Sign and queue a request for a student enrolled here. Returns its id.
 
-    Raises ``InvalidInput`` and ``NotFound`` (no such school or student).
+    In ``unit`` if given (a caller's transaction, e.g. one that enrolls the
+    student too), else a transaction of its own. Raises ``InvalidInput`` and
+    ``NotFound`` (no such school or student).
     """
+    bind = d.engine if unit is None else unit
     school = parse_school_code(prior_school)
     prior = district_of_school(school)
     if prior == d.code:
@@ -62,7 +66,7 @@ def create_request(
             f"school {school} is not registered to district {prior}; see 'rt schools search'"
         )
     chosen = table_enums(tables)
-    student = students.get_student(d.engine, student_local_id)
+    student = students.get_student(bind, student_local_id)
     if not student.school:
         raise InvalidInput("the student has no current school; set it when enrolling them")
     now = d.clock()
@@ -89,7 +93,7 @@ def create_request(
     message.expires_at.FromDatetime(now + timedelta(days=d.limits.request_ttl_days))
     signed = d.sign(envelope.LABEL_REQUEST, message)
     requests.record_outbound_request(
-        d.engine,
+        bind,
         message,
         signed.SerializeToString(),
         local_student_id=student_local_id,

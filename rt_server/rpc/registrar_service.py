@@ -17,7 +17,7 @@ from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
 from rt_server.core.statuses import Direction
 from rt_server.core.table_codes import parse_counts
-from rt_server.flows import lookups, messages, requester, responder, review
+from rt_server.flows import batches, lookups, messages, requester, responder, review
 from rt_server.flows.district import District
 
 _ROW_CLASS = {
@@ -45,6 +45,20 @@ def _student_proto(s: Any) -> registrar_pb2.Student:
         gender=s.gender or "",
         school=s.school or "",
     )
+
+
+def _student_values(s: registrar_pb2.Student) -> dict[str, Any]:
+    """A ``Student`` message as the flows enroll one (empty optional fields: None)."""
+    return {
+        "local_id": s.local_id or None,
+        "ssid": s.ssid or None,
+        "legal_first_name": s.legal_first_name,
+        "legal_middle_name": s.legal_middle_name or None,
+        "legal_last_name": s.legal_last_name,
+        "birth_date": s.birth_date,
+        "gender": s.gender or None,
+        "school": s.school or None,
+    }
 
 
 def _summary(r: Any) -> registrar_pb2.RequestSummary:
@@ -120,19 +134,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def AddStudent(
         self, request: registrar_pb2.AddStudentRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.Student:
-        s = request.student
         enrolled, warnings = lookups.enroll_student(
             self._d,
-            {
-                "local_id": s.local_id or None,
-                "ssid": s.ssid or None,
-                "legal_first_name": s.legal_first_name,
-                "legal_middle_name": s.legal_middle_name or None,
-                "legal_last_name": s.legal_last_name,
-                "birth_date": s.birth_date,
-                "gender": s.gender or None,
-                "school": s.school or None,
-            },
+            _student_values(request.student),
             list(request.records),
             actor=_actor(request.actor),
         )
@@ -384,6 +388,62 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             self._d, request.local_id, list(request.records), actor=_actor(request.actor)
         )
         return _student_detail(detail)
+
+    def CreateRequests(
+        self, request: registrar_pb2.CreateRequestsRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.BatchResult:
+        items = [
+            batches.CreateItem(
+                label=item.label or f"item {n}",
+                student_local_id=item.request.student_local_id,
+                prior_school=item.request.prior_school,
+                prior_local_id=item.request.prior_local_id,
+                tables=list(item.request.tables),
+                enroll=_student_values(item.enroll) if item.HasField("enroll") else None,
+            )
+            for n, item in enumerate(request.items, start=1)
+        ]
+        return self._batch(batches.create_requests(self._d, items, _actor(request.actor)))
+
+    def ApproveExactMatches(
+        self, request: registrar_pb2.BatchRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.BatchResult:
+        return self._batch(batches.approve_exact_matches(self._d, _actor(request.actor)), True)
+
+    def ImportAllNew(
+        self, request: registrar_pb2.BatchRef, context: grpc.ServicerContext
+    ) -> registrar_pb2.BatchResult:
+        return self._batch(batches.import_all_new(self._d, _actor(request.actor)), True)
+
+    def _batch(
+        self, outcomes: list[batches.ItemOutcome], label_by_id: bool = False
+    ) -> registrar_pb2.BatchResult:
+        shorts = lookups.short_request_ids(
+            self._d, (o.request_id for o in outcomes if o.request_id)
+        )
+        out = registrar_pb2.BatchResult()
+        for o in outcomes:
+            short = shorts.get(o.request_id, "")
+            out.items.add(
+                label=short if label_by_id and short else o.label,
+                request_id=o.request_id,
+                short_id=short,
+                student_local_id=o.student_local_id,
+                outcome=_OUTCOME[o.outcome],
+                message=o.message,
+                error_code=o.error_code,
+            )
+        out.done = sum(1 for o in outcomes if o.outcome == "done")
+        out.left = sum(1 for o in outcomes if o.outcome == "left")
+        out.failed = sum(1 for o in outcomes if o.outcome == "failed")
+        return out
+
+
+_OUTCOME = {
+    "done": registrar_pb2.ITEM_DONE,
+    "left": registrar_pb2.ITEM_LEFT,
+    "failed": registrar_pb2.ITEM_FAILED,
+}
 
 
 # What the CLI may call the fields it can clear.

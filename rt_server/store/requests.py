@@ -286,6 +286,24 @@ def list_requests(
     return [request_from_row(r) for r in rows]
 
 
+def ids_awaiting(
+    bind: Bind, direction: Direction, status: Status, *, undecided: bool = False
+) -> list[RequestId]:
+    """Every request of ``direction`` in ``status``, oldest first (a batch's work list).
+
+    ``undecided``: only those not approved or rejected yet (``approved`` NULL).
+    """
+    query = (
+        select(REQUESTS.c.request_id)
+        .where(REQUESTS.c.direction == direction.value, REQUESTS.c.status == status.value)
+        .order_by(REQUESTS.c.created_at, REQUESTS.c.request_id)
+    )
+    if undecided:
+        query = query.where(REQUESTS.c.approved.is_(None))
+    with reading(bind) as conn:
+        return [RequestId(r) for r in conn.execute(query).scalars()]
+
+
 def received_counts(bind: Bind, transfer_id: TransferId) -> str:
     """The row counts a transfer's header announced, as stored: "TST=120,HIS=64" ("" if none).
 

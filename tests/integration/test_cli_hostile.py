@@ -115,6 +115,7 @@ class Values:
             "prior_local_id": "A1",
             "tables": "HIS,ENR",
             "records": str(records),
+            "from_csv": _write(tmp / "rush.csv", f"local_id,prior_school\nB1,{PRIOR_SCHOOL}\n"),
             "query": "Ana",
             "limit": "5",
             "status": "PENDING",
@@ -181,7 +182,7 @@ def _hostile(action: argparse.Action, values: Values) -> list[tuple[str, str, bo
             ("bad index", "HIS:-1", True),
             ("huge index", f"HIS:{BIG}", True),
         ]
-    if dest in ("records", "registry_ca"):
+    if dest in ("records", "registry_ca", "from_csv"):
         return generic + [(f"file: {k}", v, True) for k, v in values.files.items()]
     if dest in ("student", "school", "prior_school", "ssid", "gender"):
         return generic + [("unknown", "ZZ999", True), ("negative", "-1", True)]

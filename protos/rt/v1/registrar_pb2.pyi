@@ -65,6 +65,31 @@ DUPLICATE: RowClass.ValueType  # 2
 CONFLICT: RowClass.ValueType  # 3
 Global___RowClass: _TypeAlias = RowClass  # noqa: Y015
 
+class _BatchOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BatchOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BATCH_OUTCOME_UNSPECIFIED: _BatchOutcome.ValueType  # 0
+    ITEM_DONE: _BatchOutcome.ValueType  # 1
+    """created, approved, imported"""
+    ITEM_LEFT: _BatchOutcome.ValueType  # 2
+    """not for a batch: left for a person (why says why)"""
+    ITEM_FAILED: _BatchOutcome.ValueType  # 3
+    """refused or failed: nothing of this item changed"""
+
+class BatchOutcome(_BatchOutcome, metaclass=_BatchOutcomeEnumTypeWrapper): ...
+
+BATCH_OUTCOME_UNSPECIFIED: BatchOutcome.ValueType  # 0
+ITEM_DONE: BatchOutcome.ValueType  # 1
+"""created, approved, imported"""
+ITEM_LEFT: BatchOutcome.ValueType  # 2
+"""not for a batch: left for a person (why says why)"""
+ITEM_FAILED: BatchOutcome.ValueType  # 3
+"""refused or failed: nothing of this item changed"""
+Global___BatchOutcome: _TypeAlias = BatchOutcome  # noqa: Y015
+
 @_typing.final
 class Student(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1188,3 +1213,151 @@ class AddStudentRecordsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddStudentRecordsRequest: _TypeAlias = AddStudentRecordsRequest  # noqa: Y015
+
+@_typing.final
+class CreateRequestsItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    ENROLL_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """what the outcome calls it (e.g. "line 4")"""
+    @_builtins.property
+    def request(self) -> Global___CreateRequestRequest:
+        """As CreateRequest takes it (its actor is ignored: the batch's is used)."""
+
+    @_builtins.property
+    def enroll(self) -> Global___Student:
+        """Optional: the student's demographics, to enroll them (local id
+        request.student_local_id) first if no student here has that local id,
+        in the same transaction as the request.
+        """
+
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        request: Global___CreateRequestRequest | None = ...,
+        enroll: Global___Student | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enroll", b"enroll", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enroll", b"enroll", "label", b"label", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateRequestsItem: _TypeAlias = CreateRequestsItem  # noqa: Y015
+
+@_typing.final
+class CreateRequestsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateRequestsItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CreateRequestsItem] | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateRequestsRequest: _TypeAlias = CreateRequestsRequest  # noqa: Y015
+
+@_typing.final
+class BatchRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRef: _TypeAlias = BatchRef  # noqa: Y015
+
+@_typing.final
+class BatchItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SHORT_ID_FIELD_NUMBER: _builtins.int
+    STUDENT_LOCAL_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """the item: "line 4", or the request's short id"""
+    request_id: _builtins.str
+    """the request made or acted on ("" if none)"""
+    short_id: _builtins.str
+    """as RequestSummary.short_id"""
+    student_local_id: _builtins.str
+    outcome: Global___BatchOutcome.ValueType
+    message: _builtins.str
+    """what happened, or why not, for a registrar"""
+    error_code: _builtins.str
+    """FAILED: the status code's name, lower case"""
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        short_id: _builtins.str = ...,
+        student_local_id: _builtins.str = ...,
+        outcome: Global___BatchOutcome.ValueType = ...,
+        message: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "label", b"label", "message", b"message", "outcome", b"outcome", "request_id", b"request_id", "short_id", b"short_id", "student_local_id", b"student_local_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchItem: _TypeAlias = BatchItem  # noqa: Y015
+
+@_typing.final
+class BatchResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    LEFT_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    done: _builtins.int
+    left: _builtins.int
+    failed: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___BatchItem] | None = ...,
+        done: _builtins.int = ...,
+        left: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "items", b"items", "left", b"left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchResult: _TypeAlias = BatchResult  # noqa: Y015

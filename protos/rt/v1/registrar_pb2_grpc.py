@@ -124,6 +124,21 @@ class RegistrarStub:
                 request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.AddStudentRecordsRequest.SerializeToString,
                 response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
                 _registered_method=True)
+        self.CreateRequests = channel.unary_unary(
+                '/rt.v1.Registrar/CreateRequests',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.CreateRequestsRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
+                _registered_method=True)
+        self.ApproveExactMatches = channel.unary_unary(
+                '/rt.v1.Registrar/ApproveExactMatches',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
+                _registered_method=True)
+        self.ImportAllNew = channel.unary_unary(
+                '/rt.v1.Registrar/ImportAllNew',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
+                _registered_method=True)
 
 
 class RegistrarServicer:
@@ -242,6 +257,30 @@ class RegistrarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRequests(self, request, context):
+        """Batches (the summer rush): each item is its own transaction, so a failed
+        item leaves the items before it done and the items after it tried.
+        Requests for many students at once (one CreateRequest per item).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveExactMatches(self, request, context):
+        """Approve every PENDING inbound request whose student matches exactly (SSID,
+        birth date, legal first and last name); the others stay for a person.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportAllNew(self, request, context):
+        """Import every received transfer whose rows are all NEW; the others stay for review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -334,6 +373,21 @@ def add_RegistrarServicer_to_server(servicer, server):
                     servicer.AddStudentRecords,
                     request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.AddStudentRecordsRequest.FromString,
                     response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.SerializeToString,
+            ),
+            'CreateRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRequests,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.CreateRequestsRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.SerializeToString,
+            ),
+            'ApproveExactMatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveExactMatches,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.SerializeToString,
+            ),
+            'ImportAllNew': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportAllNew,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -822,6 +876,87 @@ class Registrar:
             '/rt.v1.Registrar/AddStudentRecords',
             protos_dot_rt_dot_v1_dot_registrar__pb2.AddStudentRecordsRequest.SerializeToString,
             protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/CreateRequests',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.CreateRequestsRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveExactMatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/ApproveExactMatches',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportAllNew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/ImportAllNew',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,17 @@ class RegistrarStub:
     """Correct a student's demographics (audited); the fields given change."""
     AddStudentRecords: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.AddStudentRecordsRequest, _registrar_pb2.StudentDetail]
     """Add records to a student who exists (validated as AddStudent's records)."""
+    CreateRequests: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.CreateRequestsRequest, _registrar_pb2.BatchResult]
+    """Batches (the summer rush): each item is its own transaction, so a failed
+    item leaves the items before it done and the items after it tried.
+    Requests for many students at once (one CreateRequest per item).
+    """
+    ApproveExactMatches: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]
+    """Approve every PENDING inbound request whose student matches exactly (SSID,
+    birth date, legal first and last name); the others stay for a person.
+    """
+    ImportAllNew: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]
+    """Import every received transfer whose rows are all NEW; the others stay for review."""
 
 @_typing.type_check_only
 class RegistrarAsyncStub(RegistrarStub):
@@ -84,6 +95,17 @@ class RegistrarAsyncStub(RegistrarStub):
     """Correct a student's demographics (audited); the fields given change."""
     AddStudentRecords: _aio.UnaryUnaryMultiCallable[_registrar_pb2.AddStudentRecordsRequest, _registrar_pb2.StudentDetail]  # type: ignore[assignment]
     """Add records to a student who exists (validated as AddStudent's records)."""
+    CreateRequests: _aio.UnaryUnaryMultiCallable[_registrar_pb2.CreateRequestsRequest, _registrar_pb2.BatchResult]  # type: ignore[assignment]
+    """Batches (the summer rush): each item is its own transaction, so a failed
+    item leaves the items before it done and the items after it tried.
+    Requests for many students at once (one CreateRequest per item).
+    """
+    ApproveExactMatches: _aio.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]  # type: ignore[assignment]
+    """Approve every PENDING inbound request whose student matches exactly (SSID,
+    birth date, legal first and last name); the others stay for a person.
+    """
+    ImportAllNew: _aio.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]  # type: ignore[assignment]
+    """Import every received transfer whose rows are all NEW; the others stay for review."""
 
 class RegistrarServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -216,5 +238,34 @@ class RegistrarServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registrar_pb2.StudentDetail, _abc.Awaitable[_registrar_pb2.StudentDetail]]:
         """Add records to a student who exists (validated as AddStudent's records)."""
+
+    @_abc_1.abstractmethod
+    def CreateRequests(
+        self,
+        request: _registrar_pb2.CreateRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.BatchResult, _abc.Awaitable[_registrar_pb2.BatchResult]]:
+        """Batches (the summer rush): each item is its own transaction, so a failed
+        item leaves the items before it done and the items after it tried.
+        Requests for many students at once (one CreateRequest per item).
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveExactMatches(
+        self,
+        request: _registrar_pb2.BatchRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.BatchResult, _abc.Awaitable[_registrar_pb2.BatchResult]]:
+        """Approve every PENDING inbound request whose student matches exactly (SSID,
+        birth date, legal first and last name); the others stay for a person.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportAllNew(
+        self,
+        request: _registrar_pb2.BatchRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.BatchResult, _abc.Awaitable[_registrar_pb2.BatchResult]]:
+        """Import every received transfer whose rows are all NEW; the others stay for review."""
 
 def add_RegistrarServicer_to_server(servicer: RegistrarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
