@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import decimal
-import random
 from pathlib import Path
 from typing import Any
 
