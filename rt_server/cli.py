@@ -117,7 +117,7 @@ def db_command(args: argparse.Namespace) -> int:
 
 
 def add_sis_command(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Mount ``rt sis load FOLDER [--dry-run]``."""
+    """Mount ``rt sis load FOLDER [--dry-run]`` and ``rt sis export``."""
     sis = sub.add_parser("sis", help="the district's student information system (SIS)")
     sis_sub = sis.add_subparsers(dest="sis_command", required=True, metavar="ACTION")
     load = sis_sub.add_parser(
@@ -140,6 +140,9 @@ def add_sis_command(sub: Any, common: argparse.ArgumentParser) -> None:
         help="count the new, changed and unchanged rows of each table without writing",
     )
     load.set_defaults(func=sis_command)
+    from rt_server.sis.cli_export import add_export_command
+
+    add_export_command(sis_sub, common)
 
 
 def sis_command(args: argparse.Namespace) -> int:
