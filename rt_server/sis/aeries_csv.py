@@ -127,12 +127,20 @@ def export_files(folder: Path) -> tuple[list[ExportFile], list[Problem]]:
     Files not ending in ``.csv`` are ignored. Raises ``InvalidInput`` if
     ``folder`` is not a folder or holds no CSV file.
     """
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder}: no such folder (give the folder of the Aeries export)")
+    shown = str(folder)[:200]
+    hint = "give the folder of the Aeries export"
+    try:
+        paths = sorted(folder.iterdir())
+    except FileNotFoundError:
+        raise InvalidInput(f"{shown}: no such folder ({hint})") from None
+    except NotADirectoryError:
+        raise InvalidInput(f"{shown}: not a folder ({hint})") from None
+    except OSError as exc:  # unreadable, or a name too long for the file system
+        raise InvalidInput(f"{shown}: cannot read this folder ({exc.strerror}); {hint}") from None
     known = (STUDENT_FILE, *ALL_TABLES)
     found: dict[str, ExportFile] = {}
     problems = []
-    for path in sorted(folder.iterdir()):
+    for path in paths:
         if not path.is_file() or path.suffix.lower() != ".csv":
             continue
         code = path.stem.upper()

@@ -105,7 +105,7 @@ def export_command(args: argparse.Namespace) -> int:
     """``rt sis export``. Raises ``CliError``, ``ConfigError``, ``InvalidInput``."""
     from rt_server.store import make_engine
 
-    since = _since(args.imported_since) if args.imported_since else None
+    since = _since(args.imported_since) if args.imported_since is not None else None
     config = load_config(district_config_path(args))
     namespace = args.namespace or f"uri://{config.district_code.lower()}.rt"
     if not namespace.startswith("uri://") or "#" in namespace:
