@@ -39,7 +39,14 @@ from rich.markup import escape
 from protos.rt.v1 import common_pb2, registrar_pb2
 from rt_client.cli import arguments
 from rt_client.cli.errors import report
-from rt_client.cli.session import EXIT_ERROR, EXIT_OK, TABLE_NAMES, CliError, Session
+from rt_client.cli.session import (
+    EXIT_ERROR,
+    EXIT_OK,
+    STUDENT_FIELDS,
+    TABLE_NAMES,
+    CliError,
+    Session,
+)
 
 __all__ = [
     "CSV_COLUMNS",
@@ -52,15 +59,8 @@ __all__ = [
 
 _REQUEST_COLUMNS: Final = ("local_id", "prior_school", "prior_local_id", "tables")
 # The student's demographics (optional): to enroll a student not enrolled yet.
-_STUDENT_COLUMNS: Final = {
-    "ssid": "ssid",
-    "first": "legal_first_name",
-    "middle": "legal_middle_name",
-    "last": "legal_last_name",
-    "birth_date": "birth_date",
-    "gender": "gender",
-    "school": "school",
-}
+# Columns are named as `rt student edit`'s options.
+_STUDENT_COLUMNS: Final = STUDENT_FIELDS
 CSV_COLUMNS: Final = (*_REQUEST_COLUMNS, *_STUDENT_COLUMNS)
 _REQUIRED: Final = ("local_id", "prior_school")
 _ENROLL_NEEDS: Final = ("first", "last", "birth_date", "school")

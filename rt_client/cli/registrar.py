@@ -21,6 +21,7 @@ from rt_client.cli.session import (
     DIRECTIONS,
     EXIT_OK,
     REASONS,
+    STUDENT_FIELDS,
     TABLE_NAMES,
     CliError,
     Session,
@@ -79,15 +80,7 @@ def cmd_student_show(s: Session) -> int:
 
 
 # ``rt student edit`` options -> Student fields.
-_EDIT_OPTIONS = {
-    "ssid": "ssid",
-    "first": "legal_first_name",
-    "middle": "legal_middle_name",
-    "last": "legal_last_name",
-    "birth_date": "birth_date",
-    "gender": "gender",
-    "school": "school",
-}
+_EDIT_OPTIONS = STUDENT_FIELDS
 
 
 def cmd_student_edit(s: Session) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "DIRECTIONS",
     "EXIT_ERROR",
     "EXIT_OK",
+    "STUDENT_FIELDS",
     "EXIT_USAGE",
     "REASONS",
     "RPC_TIMEOUT",
@@ -50,6 +51,17 @@ DIRECTIONS: dict[str, registrar_pb2.Direction.ValueType] = {
     "out": registrar_pb2.OUTBOUND,
 }
 TABLE_NAMES = [n for n in common_pb2.TableCode.keys() if n != "TABLE_CODE_UNSPECIFIED"]
+# A student's fields as the commands name them (`rt student edit --last`, the columns of
+# `rt request create --from-csv`) -> the Student message's fields.
+STUDENT_FIELDS = {
+    "ssid": "ssid",
+    "first": "legal_first_name",
+    "middle": "legal_middle_name",
+    "last": "legal_last_name",
+    "birth_date": "birth_date",
+    "gender": "gender",
+    "school": "school",
+}
 _SERVER_FAILED = (
     "the district server failed unexpectedly on this (a bug; its log says why): "
     "check with 'rt show' or 'rt requests' what was done before trying again, "
