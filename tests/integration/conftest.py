@@ -57,6 +57,7 @@ from rt_client.tls import negotiated_tls_version
 from rt_server.flows.claims import require_claimed
 from rt_server.rpc.auth import PeerAuthInterceptor, current_peer
 from tests._databases import Databases
+from tests.harness.cli import Rt, rt_runner
 from tests.harness.world import EnrolledDistrict, MutableClock, Pair, RegistryHandle, World
 
 
@@ -214,3 +215,9 @@ def gated_peer_server() -> Iterator[Callable[[EnrolledDistrict, Directory], Gate
     yield start
     for server in started:
         server.stop(None).wait()
+
+
+@pytest.fixture
+def rt(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Rt:
+    """``rt(side, *args)``: the ``rt`` CLI in this process against ``side`` (a ``Run``)."""
+    return rt_runner(capfd, monkeypatch)

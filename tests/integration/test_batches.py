@@ -10,17 +10,16 @@ items before it done and the items after it tried. ``rt`` runs in this process
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import rt_client.cli as rt_cli
 from protos.rt.v1 import registrar_pb2
 from rt_client.errors import IntegrityError
 from rt_server.flows import requester, responder, review
+from tests.harness.cli import Rt
 from tests.harness.flow import (
     RPC_TIMEOUT,
     Status,
@@ -37,32 +36,6 @@ from tests.harness.flow import (
 from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL, Pair, Side
 
 UNREGISTERED_SCHOOL = "19647330000000"  # district A's code, a school A never registered
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-Rt = Callable[..., Run]
-
-
-@pytest.fixture
-def rt(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Rt]:
-    monkeypatch.delenv("RT_CONFIG", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(side: Side, *args: str) -> Run:
-        capfd.readouterr()
-        config = str(side.enrolled.config.data_dir / "district.toml")
-        code = rt_cli.main([*args, "--config", config, "--as", "registrar"])
-        out, err = capfd.readouterr()
-        assert "Traceback" not in out + err
-        return Run(code, out, err)
-
-    yield run
 
 
 def _ordered_id(n: int) -> str:

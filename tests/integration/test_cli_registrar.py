@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import pytest
 import rt_client.cli as rt_cli
 from protos.rt.v1 import registrar_pb2
 from rt_server.flows import requester
+from tests.harness.cli import Rt
 from tests.harness.flow import (
     Status,
     add_student,
@@ -32,37 +31,10 @@ from tests.harness.flow import (
     snapshot,
     wait_status,
 )
-from tests.harness.world import PRIOR_SCHOOL, Pair, Side
+from tests.harness.world import PRIOR_SCHOOL, Pair
 
 REPO = Path(__file__).resolve().parents[2]
 UNKNOWN_ID = "11111111-2222-4333-8444-555555555555"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-Rt = Callable[..., Run]
-
-
-@pytest.fixture
-def rt(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Rt]:
-    """``rt(side, *args)``: run ``rt ARGS --config <side's config>`` here; returns a ``Run``."""
-    monkeypatch.delenv("RT_CONFIG", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def run(side: Side, *args: str) -> Run:
-        capfd.readouterr()
-        config = str(side.enrolled.config.data_dir / "district.toml")
-        code = rt_cli.main([*args, "--config", config, "--as", "registrar"])
-        out, err = capfd.readouterr()
-        assert "Traceback" not in out + err
-        return Run(code, out, err)
-
-    yield run
 
 
 def _request_with_id(p: Pair, request_id: str) -> str:

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import Engine, select
 
-from rt_server.store import decisions, disclosures, thread_messages
-from rt_server.store.decisions import Decision
+from rt_server.store import disclosures, thread_messages
 from rt_server.store.schema import AUDIT_LOG, REQUESTS, STUDENTS, THREAD_MESSAGES
+from tests.unit.district._store_rows import decide
 
 
 def test_audit_log_holds_no_student_data(
     engine: Engine, outbound: str, inbound: str, student_id: str
 ) -> None:
-    decisions.record_decision(
+    decide(
         engine,
-        Decision(
-            request_id=inbound,
-            decision_id=str(uuid.uuid4()),
-            approved=False,
-            actor="registrar.a",
-            envelope=b"d",
-            reason="OTHER",
-            reason_text="María Nuñez moved to Fresno",
-        ),
+        inbound,
+        approved=False,
+        actor="registrar.a",
+        envelope=b"d",
+        reason="OTHER",
+        reason_text="María Nuñez moved to Fresno",
     )
     disclosures.write_disclosure(
         engine,

@@ -16,7 +16,7 @@ from protos.rt.v1 import common_pb2
 from rt_client.errors import InvalidInput, NotFound, WrongStatus
 from rt_server.store import decisions, request_status, thread_messages
 from rt_server.store.decisions import Decision
-from tests.unit.district._store_rows import outbox_rows
+from tests.unit.district._store_rows import decide, outbox_rows
 
 Snap = Callable[[], Any]
 
@@ -25,17 +25,14 @@ def test_inbound_approval_queues_decision_and_delivery(
     engine: Engine, inbound: str, student_id: str
 ) -> None:
     transfer_id = str(uuid.uuid4())
-    record = decisions.record_decision(
+    record = decide(
         engine,
-        Decision(
-            request_id=inbound,
-            decision_id=str(uuid.uuid4()),
-            approved=True,
-            actor="registrar.a",
-            envelope=b"signed-decision",
-            transfer_id=transfer_id,
-            local_student_id=student_id,
-        ),
+        inbound,
+        approved=True,
+        actor="registrar.a",
+        envelope=b"signed-decision",
+        transfer_id=transfer_id,
+        local_student_id=student_id,
     )
     assert (record.status, record.approved, record.local_student_id) == (
         "PENDING",
@@ -49,17 +46,14 @@ def test_inbound_approval_queues_decision_and_delivery(
         ("delivery", "1964733", transfer_id.encode(), "QUEUED"),
     ]
     with pytest.raises(WrongStatus, match="already approved"):
-        decisions.record_decision(
+        decide(
             engine,
-            Decision(
-                request_id=inbound,
-                decision_id=str(uuid.uuid4()),
-                approved=False,
-                actor="registrar.a",
-                envelope=b"d",
-                reason="OTHER",
-                reason_text="x",
-            ),
+            inbound,
+            approved=False,
+            actor="registrar.a",
+            envelope=b"d",
+            reason="OTHER",
+            reason_text="x",
         )
     sent = request_status.set_status(engine, inbound, "SEND", actor="worker")
     assert sent.status == "SENT"
@@ -67,16 +61,13 @@ def test_inbound_approval_queues_decision_and_delivery(
 
 
 def test_inbound_rejection(engine: Engine, inbound: str) -> None:
-    record = decisions.record_decision(
+    record = decide(
         engine,
-        Decision(
-            request_id=inbound,
-            decision_id=str(uuid.uuid4()),
-            approved=False,
-            actor="registrar.a",
-            envelope=b"signed-decision",
-            reason=common_pb2.STUDENT_NOT_FOUND,
-        ),
+        inbound,
+        approved=False,
+        actor="registrar.a",
+        envelope=b"signed-decision",
+        reason=common_pb2.STUDENT_NOT_FOUND,
     )
     assert (record.status, record.approved, record.reject_reason) == (
         "REJECTED",
@@ -162,39 +153,30 @@ def test_outbound_approval_of_tables_not_requested_is_refused(
 ) -> None:
     before = snapshot()
     with pytest.raises(InvalidInput, match="not requested: IMM"):
-        decisions.record_decision(
+        decide(
             engine,
-            Decision(
-                request_id=outbound,
-                decision_id=str(uuid.uuid4()),
-                approved=True,
-                actor="district 0161192",
-                tables=["HIS", "IMM"],
-                transfer_id=str(uuid.uuid4()),
-            ),
+            outbound,
+            approved=True,
+            actor="district 0161192",
+            tables=["HIS", "IMM"],
+            transfer_id=str(uuid.uuid4()),
         )
     assert snapshot() == before
 
 
 def test_decision_on_a_decided_outbound_request(engine: Engine, outbound: str) -> None:
-    decisions.record_decision(
+    decide(
         engine,
-        Decision(
-            request_id=outbound,
-            decision_id=str(uuid.uuid4()),
-            approved=False,
-            actor="district 0161192",
-            reason="RECORDS_WITHHELD",
-        ),
+        outbound,
+        approved=False,
+        actor="district 0161192",
+        reason="RECORDS_WITHHELD",
     )
     with pytest.raises(WrongStatus, match="request is REJECTED"):
-        decisions.record_decision(
+        decide(
             engine,
-            Decision(
-                request_id=outbound,
-                decision_id=str(uuid.uuid4()),
-                approved=True,
-                actor="district 0161192",
-                transfer_id=str(uuid.uuid4()),
-            ),
+            outbound,
+            approved=True,
+            actor="district 0161192",
+            transfer_id=str(uuid.uuid4()),
         )

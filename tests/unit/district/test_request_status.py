@@ -16,7 +16,7 @@ from rt_server.core.statuses import Action
 from rt_server.store import decisions, disclosures, request_status, requests, thread_messages
 from rt_server.store.decisions import Decision
 from rt_server.store.schema import OUTBOX
-from tests.unit.district._store_rows import audit_rows
+from tests.unit.district._store_rows import audit_rows, decide
 
 Snap = Callable[[], Any]
 
@@ -123,17 +123,14 @@ def test_fail_keeps_the_reason_and_retry_requeues_the_outbox(
 def test_several_calls_compose_into_one_transaction(
     engine: Engine, inbound: str, student_id: str, snapshot: Snap
 ) -> None:
-    decisions.record_decision(
+    decide(
         engine,
-        Decision(
-            request_id=inbound,
-            decision_id=str(uuid.uuid4()),
-            approved=True,
-            actor="registrar.a",
-            envelope=b"d",
-            transfer_id=str(uuid.uuid4()),
-            local_student_id=student_id,
-        ),
+        inbound,
+        approved=True,
+        actor="registrar.a",
+        envelope=b"d",
+        transfer_id=str(uuid.uuid4()),
+        local_student_id=student_id,
     )
     before = snapshot()
     with pytest.raises(InvalidInput), engine.begin() as conn:
