@@ -11,6 +11,7 @@ the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tempfile
@@ -91,6 +92,12 @@ class DistrictConfig:
     # that receives it; a larger one is stored frame by frame, so a cut one
     # resumes where it stopped. 0: every delivery frame by frame.
     buffered_delivery_bytes: int = 1024 * 1024
+    # Prometheus metrics over HTTP ([metrics] listen = "127.0.0.1:9464"); off when
+    # empty. Loopback only unless [metrics] allow_non_loopback = true.
+    metrics_listen: str = ""
+    metrics_allow_non_loopback: bool = False
+    # "text" (one human line per event) or "json" (one JSON object per line).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         try:
@@ -140,6 +147,7 @@ class DistrictConfig:
             )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
+        _check_observability(self)
 
     @property
     def registry_signing_key_bytes(self) -> bytes:
@@ -181,6 +189,10 @@ class RegistryConfig:
     # A call whose single message has not arrived this long after its headers is cut.
     message_wait_seconds: float = 10.0
     server_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+    # As a district's: Prometheus metrics on [metrics] listen, and the log format.
+    metrics_listen: str = ""
+    metrics_allow_non_loopback: bool = False
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         _set(self, "data_dir", Path(self.data_dir))
@@ -213,6 +225,7 @@ class RegistryConfig:
         if not hosts:
             raise ConfigError("server_hosts: list at least one host name or address")
         _set(self, "server_hosts", hosts)
+        _check_observability(self)
 
 
 _C = TypeVar("_C", DistrictConfig, RegistryConfig)
@@ -248,6 +261,7 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
         elif isinstance(value, tuple):
             value = list(value)
         table[field.name] = value
+    table = _nest_tables(table)
     try:
         base.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=base, prefix=f".{target.name}.", suffix=".tmp")
@@ -279,6 +293,7 @@ def _load(cls: type[_C], path: Path) -> _C:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     base = path.absolute().parent
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    raw = _flatten_tables(path, raw)
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}")
@@ -312,6 +327,10 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         return tuple(value)
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
     if type_name == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a whole number")
@@ -327,6 +346,79 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
         if db_path and db_path != ":memory:" and not db_path.startswith("/"):
             return _SQLITE_PREFIX + str(base / db_path)
     return value
+
+
+# TOML tables of the config: ``[metrics] listen`` is the field ``metrics_listen``.
+_TABLES: Final = ("metrics",)
+
+
+def _flatten_tables(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: {key} must be a table ([{key}])")
+            unknown = sorted(k for k in value if isinstance(value[k], dict))
+            if unknown:
+                raise ConfigError(f"config file {path}: unknown table(s) {key}.{unknown[0]}")
+            flat.update({f"{key}_{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _nest_tables(table: dict[str, Any]) -> dict[str, Any]:
+    """Fields of a table under it; a table left at its defaults (off) is not written."""
+    nested: dict[str, Any] = {}
+    for key, value in table.items():
+        prefix, _, rest = key.partition("_")
+        if prefix in _TABLES and rest:
+            nested.setdefault(prefix, {})[rest] = value
+        else:
+            nested[key] = value
+    if nested.get("metrics") == {"listen": "", "allow_non_loopback": False}:
+        del nested["metrics"]
+    return nested
+
+
+def _check_observability(config: DistrictConfig | RegistryConfig) -> None:
+    if not isinstance(config.metrics_listen, str):
+        raise ConfigError("metrics.listen: must be host:port, e.g. 127.0.0.1:9464")
+    if not isinstance(config.metrics_allow_non_loopback, bool):
+        raise ConfigError("metrics.allow_non_loopback: must be true or false")
+    _check_metrics_listen(config.metrics_listen, config.metrics_allow_non_loopback)
+    if config.log_format not in ("text", "json"):
+        raise ConfigError('log_format: must be "text" or "json"')
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) names this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def _check_metrics_listen(listen: str, allow_non_loopback: bool) -> None:
+    """Refuse a metrics address that is malformed, or not loopback unless allowed.
+
+    Raises ``ConfigError`` saying what to change.
+    """
+    if not listen:
+        return
+    try:
+        host, _port = split_host_port(listen)
+    except InvalidInput as exc:
+        raise ConfigError(f"metrics.listen: {exc}") from exc
+    if not allow_non_loopback and not _is_loopback(host):
+        raise ConfigError(
+            f"metrics.listen: {listen} is not a loopback address; the metrics listener has "
+            "no authentication, so it listens on 127.0.0.1 or [::1] only. Put a scraper or "
+            "proxy on this machine, or set allow_non_loopback = true under [metrics] if a "
+            "firewall keeps everyone else out"
+        )
 
 
 def _relative_to(path: Path, base: Path) -> str:

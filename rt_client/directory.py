@@ -329,6 +329,9 @@ class DirectoryClient:
         # One fetch at a time per district, so two racing fetches cannot look
         # like a rollback to each other.
         self._fetch_locks: dict[DistrictCode, threading.Lock] = {}
+        # When each cached entry was last verified with the registry (unlike
+        # ``_Cached.fetched_at``, not moved on during an outage): for metrics.
+        self._verified_at: dict[DistrictCode, datetime] = {}
 
     @classmethod
     def for_registry(
@@ -429,6 +432,7 @@ class DirectoryClient:
                         )
                 self._highest[district] = (entry.version, bytes(envelope.body))
                 self._cache[district] = _Cached(entry=entry, fetched_at=now)
+                self._verified_at[district] = now
         return _usable(entry)
 
     def search_schools(self, query: str, limit: int = 20) -> list[SchoolMatch]:
@@ -440,6 +444,16 @@ class DirectoryClient:
         if self._search_fn is None:
             raise RegistryError("this directory client cannot search schools")
         return self._search_fn(query, limit)
+
+    def cache_age_seconds(self) -> float | None:
+        """Seconds since the oldest cached entry was verified with the registry (None: none).
+
+        It grows past the TTL only while the registry cannot be reached.
+        """
+        now = self._clock()
+        with self._lock:
+            times = [self._verified_at[code] for code in self._cache if code in self._verified_at]
+        return max((now - t).total_seconds() for t in times) if times else None
 
     def forget(self, code: str) -> None:
         """Drop a cached entry (not the rollback floor), e.g. after the peer presented a new key."""

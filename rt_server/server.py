@@ -15,14 +15,16 @@ import os
 import socket
 import uuid
 from concurrent import futures
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc, registrar_pb2, registrar_pb2_grpc
+from rt_client._metrics_http import MetricsListener
 from rt_client._serving import configure_logging, wait_for_stop_signal
 from rt_client.config import DistrictConfig
 from rt_client.directory import DirectoryClient, registry_channel
@@ -33,6 +35,7 @@ from rt_client.peers import PeerClients
 from rt_client.tls import configure_grpc_tls
 from rt_server.flows import messages, requester, responder, sender
 from rt_server.flows.district import District, Limits
+from rt_server.flows.metrics import DistrictMetrics, ScrapeSources
 from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
 from rt_server.rpc.auth import PeerAuthInterceptor
 from rt_server.rpc.errors import ErrorMappingInterceptor
@@ -94,6 +97,13 @@ class DistrictServer:
         self._health: list[health.HealthServicer] = []
         self._lock = ServeLock(Path(config.registrar_socket))
         self.district: District | None = None
+        self.metrics = DistrictMetrics()
+        self._metrics_listener: MetricsListener | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of the metrics listener (0: off)."""
+        return 0 if self._metrics_listener is None else self._metrics_listener.port
 
     @property
     def peer_gate(self) -> PeerAuthInterceptor | None:
@@ -144,6 +154,7 @@ class DistrictServer:
             peers=peers,
             retry=self._retry,
             limits=self._limits,
+            metrics=self.metrics,
         )
         # Unique per server, not per process: in-process replicas (tests) share a pid.
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -166,8 +177,9 @@ class DistrictServer:
                 "import_notice": signed("NotifyImport"),
                 "message": message,
             },
-            lambda item, reason: requester.mark_failed(d, item, reason),
+            lambda item, reason: _gave_up(d, item, reason),
             threads=self._worker_threads,
+            metrics=self.metrics,
         )
         d.wake_worker = worker.wake
         d.outbox_claim = worker.claim
@@ -175,9 +187,19 @@ class DistrictServer:
         d.run_outbox_now = lambda request_id: _drain(worker, request_id)
         self.district = d
         self._worker = worker
+        if config.metrics_listen:
+            self._metrics_listener = MetricsListener(config.metrics_listen, self.metrics.registry)
         self._checkpointer = WalCheckpointer(engine)
         self._checkpointer.start()
 
+        self.metrics.watch(
+            ScrapeSources(
+                engine=engine,
+                clock=d.clock,
+                certificates=_certificates(identity.certificate, config.registry_ca_path),
+                directory_cache_age=directory.cache_age_seconds,
+            )
+        )
         self._peer_server = self._start_peer_server(d, directory)
         self._registrar_server = self._start_registrar_server(d, directory)
         worker.start()
@@ -196,7 +218,10 @@ class DistrictServer:
             futures.ThreadPoolExecutor(
                 max_workers=config.max_concurrent_rpcs + 4, thread_name_prefix="peer"
             ),
-            interceptors=[ErrorMappingInterceptor(peer_facing=True), self._gate],
+            interceptors=[
+                ErrorMappingInterceptor(peer_facing=True, metrics=self.metrics),
+                self._gate,
+            ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=SERVER_OPTIONS,
         )
@@ -228,7 +253,10 @@ class DistrictServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="registrar"),
             # Errors outermost: a prefix that names no request is a status like any other.
-            interceptors=[ErrorMappingInterceptor(peer_facing=False), RequestRefResolver(d)],
+            interceptors=[
+                ErrorMappingInterceptor(peer_facing=False, metrics=self.metrics),
+                RequestRefResolver(d),
+            ],
             maximum_concurrent_rpcs=32,
         )
         registrar_pb2_grpc.add_RegistrarServicer_to_server(
@@ -281,6 +309,8 @@ class DistrictServer:
             self.district.engine.dispose()
         if self._registry_channel is not None:
             self._registry_channel.close()
+        if self._metrics_listener is not None:
+            self._metrics_listener.stop()
         # Last: the registrar socket is gone with its server, so a new server may start.
         self._lock.release()
 
@@ -299,6 +329,22 @@ def retry_policy(config: DistrictConfig) -> RetryPolicy:
         horizon=timedelta(seconds=config.retry_horizon_seconds),
         lease=timedelta(seconds=config.delivery_lease_seconds),
     )
+
+
+def _gave_up(d: District, item: OutboxItem, reason: str) -> None:
+    d.metrics.outbox_failed(item.kind)
+    requester.mark_failed(d, item, reason)
+
+
+def _certificates(ours: x509.Certificate, registry_ca: Path) -> dict[str, datetime]:
+    """When the certificates the server relies on expire: its own and the registry's CA."""
+    expiry = {"district": ours.not_valid_after_utc}
+    try:
+        ca = x509.load_pem_x509_certificate(registry_ca.read_bytes())
+    except (OSError, ValueError):
+        return expiry  # already refused elsewhere if it matters; not a metrics concern
+    expiry["registry_ca"] = ca.not_valid_after_utc
+    return expiry
 
 
 def _drain(worker: DeliveryWorker, request_id: RequestId) -> None:

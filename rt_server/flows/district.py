@@ -29,6 +29,7 @@ from rt_client.signed_messages import open_message, sign_message
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Direction
 from rt_server.flows.claims import require_claimed
+from rt_server.flows.metrics import DistrictMetrics
 from rt_server.flows.outbox import Outbox, RetryPolicy
 from rt_server.flows.streams import OutgoingStreams
 from rt_server.store import requests, units
@@ -95,6 +96,8 @@ class District:
     run_outbox_now: Callable[[RequestId], None] = lambda request_id: None
     # Deliveries we are streaming, cancelled (to resume later) when the server stops.
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
+    # Counters and histograms (``flows.metrics``), served if [metrics] listen is set.
+    metrics: DistrictMetrics = field(default_factory=DistrictMetrics)
 
     def reading(self) -> units.Unit:
         """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""

@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError, RetrySoon
 from rt_client.ids import RequestId
+from rt_server.flows.metrics import DistrictMetrics, retry_reason
 from rt_server.store import outbox as queue
 from rt_server.store.outbox import ClaimLost, OutboxItem
 from rt_server.store.outbox_queue import OutboxClaim
@@ -187,8 +188,10 @@ class DeliveryWorker:
         *,
         threads: int = 4,
         idle_poll_seconds: float = 1.0,
+        metrics: DistrictMetrics | None = None,
     ) -> None:
         self._outbox = outbox
+        self._metrics = metrics or DistrictMetrics()
         self._handlers = handlers
         self._on_failure = on_failure
         self._threads = [
@@ -319,7 +322,9 @@ class DeliveryWorker:
                 # Cut by our own shutdown (see ``stop``): not the other side's
                 # failure, so no attempt is counted; it resumes on restart.
                 self._outbox.release(item, "interrupted by a shutdown; resumes on restart")
-            elif not self._outbox.reschedule(
+                return
+            self._metrics.outbox_retry(item.kind, retry_reason(exc))
+            if not self._outbox.reschedule(
                 item, exc.diagnostics(), exc.retry_after if isinstance(exc, RetrySoon) else None
             ):
                 self._on_failure(
@@ -338,11 +343,13 @@ class DeliveryWorker:
                 item.id, item.kind, exc.orig,
             )  # fmt: skip
             reason = "this district's database could not complete it (busy, full or unreachable)"
+            self._metrics.outbox_retry(item.kind, retry_reason(exc))
             if not self._outbox.reschedule(item, reason):
                 self._on_failure(item, reason)
-        except Exception:
+        except Exception as exc:
             # A bug: keep the item, try again later.
             log.exception("outbox item %s (%s) raised unexpectedly", item.id, item.kind)
+            self._metrics.outbox_retry(item.kind, retry_reason(exc))
             if not self._outbox.reschedule(item, "internal error"):
                 self._on_failure(item, "internal error")
 

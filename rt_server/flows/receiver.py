@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
@@ -73,6 +74,7 @@ def receive_delivery(
     of the transfer under way: retry), ``Duplicate`` and ``WrongStatus``.
     """
     first = next(frames, None)
+    started = time.monotonic()
     if first is None or first.WhichOneof("frame") != "start":
         raise InvalidInput("a delivery must start with its header")
     start = first.start
@@ -162,6 +164,7 @@ def receive_delivery(
             d, header, digest, start.wrapped_key, trailer, sender.signing_public_key, ciphertext
         )
     except RecordsTransferError:
+        d.metrics.refused()
         # Bad bytes from the sender: keep nothing of them, so a corrected re-send starts clean.
         if not buffered:
             transfers.discard(d.engine, header.transfer_id)
@@ -206,6 +209,7 @@ def receive_delivery(
         requests.set_transfer_id(conn, request_id, header.transfer_id, now)
         row = transfers.inbound_transfer(conn, header.transfer_id)
     assert row is not None  # stored in this very transaction
+    d.metrics.received(received_bytes=offset - start.offset, rows=rows, started=started)
     return _receipt(d, row)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -192,6 +193,7 @@ def import_received_transfer(
     notice for the prior district: importing twice changes nothing. Raises
     ``NotFound``, ``WrongStatus``, ``IntegrityError`` (nothing is imported).
     """
+    started = time.monotonic()
     request, transfer = _received_transfer(d, request_id)
     student = request.local_student_id
     assert student is not None  # we asked for a student of ours
@@ -237,5 +239,8 @@ def import_received_transfer(
                 claim=d.outbox_claim(),
             )
         _testhooks.pause("import.before_commit")
+    if not result.already_imported:
+        rows = sum(result.imported.values()) + sum(result.replaced.values())
+        d.metrics.imported(rows=rows, started=started)
     d.hand_over(request_id)
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -79,6 +80,7 @@ def seal(d: District, request_id: RequestId, transfer_id: TransferId) -> bool:
 
 def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
     """Outbox handler: seal if needed, stream from B's offset, verify the receipt."""
+    started = time.monotonic()
     transfer_id = TransferId(item.payload.decode())
     request_id = item.request_id
     fresh = seal(d, request_id, transfer_id)
@@ -193,6 +195,9 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
         # B holds it, receipt verified: the spool has done its job.
         transfers.close_outbound(conn, transfer_id, now)
         done.complete(conn, item)
+    d.metrics.delivered(
+        sent_bytes=sealed.ciphertext_bytes - offset, rows=sum(counts.values()), started=started
+    )
     log.info(
         "transfer %s delivered to %s (%d bytes, sha512 %s...)",
         transfer_id,

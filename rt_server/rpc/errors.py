@@ -19,6 +19,7 @@ from rt_client import errors
 from rt_client.interceptors import HandlerInterceptor
 from rt_client.status_codes import peer_text, status_for
 from rt_server.flows.district import DatabaseFailure
+from rt_server.flows.metrics import DistrictMetrics
 
 log = logging.getLogger("rt_server.errors")
 
@@ -55,10 +56,18 @@ def wrap_behavior(
 
 
 class ErrorMappingInterceptor(HandlerInterceptor):
-    """Turns domain errors into status codes for every method of a server."""
+    """Turns domain errors into status codes for every method of a server.
 
-    def __init__(self, *, peer_facing: bool) -> None:
+    Being outermost, it also counts every call by method and status code
+    (``metrics``; ``server`` names which server's calls they are).
+    """
+
+    def __init__(
+        self, *, peer_facing: bool, metrics: DistrictMetrics | None = None, server: str = ""
+    ) -> None:
         self._peer_facing = peer_facing
+        self._metrics = metrics or DistrictMetrics()
+        self._server = server or ("peer" if peer_facing else "registrar")
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         return wrap_behavior(handler, lambda b, req, ctx: self._call(method, b, req, ctx))
@@ -67,7 +76,9 @@ class ErrorMappingInterceptor(HandlerInterceptor):
         self, method: str, behavior: Callable[..., Any], request: Any, context: grpc.ServicerContext
     ) -> Any:
         try:
-            return behavior(request, context)
+            result = behavior(request, context)
+            self._metrics.rpc(self._server, method, "OK")
+            return result
         except errors.RecordsTransferError as exc:
             code = status_for(exc)
             log.info("%s refused: %s: %s", method, type(exc).__name__, exc)
@@ -83,8 +94,11 @@ class ErrorMappingInterceptor(HandlerInterceptor):
             text = peer_text(code) if self._peer_facing else DATABASE_UNAVAILABLE
         except Exception:
             if context.code() is not None:  # already aborted (e.g. by the peer gate)
+                aborted = context.code()
+                self._metrics.rpc(self._server, method, getattr(aborted, "name", str(aborted)))
                 raise
             # A bug, not a refusal: keep the traceback local, tell the caller nothing.
             log.exception("%s failed unexpectedly", method)
             code, text = grpc.StatusCode.INTERNAL, "internal error"
+        self._metrics.rpc(self._server, method, code.name)
         context.abort(code, text)
