@@ -226,8 +226,8 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    configure_logging()
     config, service, keys = open_registry(_home(args))
+    configure_logging(config.log_format)
     running = start_registry_server(
         config, service, keys.server_tls, listen=args.listen, enroll_listen=args.enroll_listen
     )

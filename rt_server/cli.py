@@ -37,6 +37,11 @@ def add_serve_command(sub: Any, common: argparse.ArgumentParser) -> None:
     sp = sub.add_parser(
         "serve", parents=[common], help="run this district's server (peer + registrar services)"
     )
+    sp.add_argument(
+        "--log-json",
+        action="store_true",
+        help='log one JSON object a line (as log_format = "json" in the config)',
+    )
     sp.set_defaults(func=serve_command)
 
 
@@ -63,7 +68,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """``rt serve``: run the district server until stopped. Raises ``CliError``, ``ConfigError``."""
     from rt_server.server import serve_forever
 
-    serve_forever(load_config(district_config_path(args)))
+    serve_forever(load_config(district_config_path(args)), log_json=args.log_json)
     return EXIT_OK
 
 

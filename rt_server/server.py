@@ -364,10 +364,13 @@ def _add_health_and_reflection(server: grpc.Server, service_name: str) -> health
     return servicer
 
 
-def serve_forever(config: DistrictConfig) -> None:
-    """``rt serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
+def serve_forever(config: DistrictConfig, *, log_json: bool = False) -> None:
+    """``rt serve``: run until SIGTERM or SIGINT, then shut down gracefully.
+
+    ``log_json`` (``--log-json``) logs JSON lines whatever ``log_format`` says.
+    """
     configure_grpc_tls()
-    configure_logging()
+    configure_logging("json" if log_json else config.log_format, config.district_code)
     server = DistrictServer(config)
     server.start()
     wait_for_stop_signal(

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from rt_client._serving import logged_request
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError, RetrySoon
 from rt_client.ids import RequestId
 from rt_server.flows.metrics import DistrictMetrics, retry_reason
@@ -292,9 +293,11 @@ class DeliveryWorker:
 
     def process(self, item: OutboxItem) -> None:
         self._hold(item)
+        token = logged_request.set(item.request_id)
         try:
             self._process(item)
         finally:
+            logged_request.reset(token)
             self._let_go(item)
 
     def _hold(self, item: OutboxItem) -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,10 @@ class DistrictProcess:
 
     # --- the process -------------------------------------------------------------
 
-    def start(self, env: Mapping[str, str] | None = None, wait: bool = True) -> DistrictProcess:
+    def start(
+        self, env: Mapping[str, str] | None = None, wait: bool = True, args: Sequence[str] = ()
+    ) -> DistrictProcess:
+        """Run ``rt serve`` (``args``: more of its options), by default until it is ready."""
         assert not self.running, f"district {self.code} is already running"
         self.starts += 1
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -83,7 +86,7 @@ class DistrictProcess:
                 full_env.pop(name, None)
         self.server = spawn(
             f"district-{self.code}",
-            [*rt_command(), "serve", "--config", str(self.config_path)],
+            [*rt_command(), "serve", "--config", str(self.config_path), *args],
             self.log_path,
             env=full_env,
             banner=f"\n===== start {self.starts} {dict(env or {})} =====\n",
