@@ -79,6 +79,8 @@ def one_line(r: dict[str, Any]) -> str:
             f"ratio {_f(r['ratio_vs_peer'], 3)}; rss growth "
             f"{_pair(r['rss_growth']['sender'], r['rss_growth']['receiver'], digits=3)}"
         )
+    if name == "idle":
+        return f"idle: district server RSS {_f(r['idle_rss_mb'])} MB after {r['settle_s']:g} s"
     return f"transport_limit: {_f(r['mb_s'], 0)} MB/s"
 
 
@@ -127,6 +129,9 @@ def table(document: dict[str, Any]) -> str:
         rows.append(
             ("transport_limit", "raw gRPC mTLS stream, 1 MiB frames", f"{_f(t['mb_s'], 0)} MB/s")
         )
+    if idle := results.get("idle"):
+        rows.append(("idle", "idle_rss_mb: rt serve RSS, started and settled",
+                     f"{_f(idle['idle_rss_mb'])} MB"))  # fmt: skip
     lines = ["| scenario | figure | value |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", "| target | value | limit | holds |", "|---|---|---|---|"]

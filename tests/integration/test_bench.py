@@ -37,7 +37,10 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert result.returncode == 0, output[-6000:]
     document = json.loads(out.read_text())
     by_name = {s["scenario"]: s for s in document["scenarios"]}
-    assert set(by_name) == {"one_student", "summer_rush", "consolidation", "transport_limit"}
+    assert set(by_name) == {
+        "one_student", "summer_rush", "consolidation", "transport_limit", "idle"
+    }  # fmt: skip
+    assert 10 < by_name["idle"]["idle_rss_mb"] < 1000
 
     b1 = by_name["one_student"]
     assert b1["rows_per_transfer"] == 300
