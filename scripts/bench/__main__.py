@@ -29,13 +29,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from scripts.bench import footprint, report, scenarios  # noqa: E402
+from scripts.bench import footprint, lookups, report, scenarios  # noqa: E402
 from scripts.bench.cluster import BenchError, Cluster  # noqa: E402
 from scripts.bench.peer import PeerPipeline, ensure_tools  # noqa: E402
 from scripts.bench.profile import Profiler  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ("B1", "B2", "B3", "transport", "idle")
+SCENARIOS = ("B1", "B2", "B3", "transport", "idle", "lookups")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                     result = scenarios.summer_rush(cluster, templates, settings, peer, students)
                 elif name == "B3":
                     result = scenarios.consolidation(cluster, templates, settings, peer)
+                elif name == "lookups":
+                    result = lookups.registry_lookups(
+                        cluster, *((50, 100) if args.quick else (1000, 5000))
+                    )
                 elif name == "idle":
                     result = footprint.idle_rss(cluster, 0.5 if args.quick else 5.0)
                 else:

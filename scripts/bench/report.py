@@ -79,6 +79,11 @@ def one_line(r: dict[str, Any]) -> str:
             f"ratio {_f(r['ratio_vs_peer'], 3)}; rss growth "
             f"{_pair(r['rss_growth']['sender'], r['rss_growth']['receiver'], digits=3)}"
         )
+    if name == "registry_lookups":
+        return (
+            f"registry_lookups: {_f(r['registry_lookups_per_s'], 0)} LookupDistrict/s "
+            f"({r['districts']:,} districts, {r['threads']} threads)"
+        )
     if name == "idle":
         return f"idle: district server RSS {_f(r['idle_rss_mb'])} MB after {r['settle_s']:g} s"
     return f"transport_limit: {_f(r['mb_s'], 0)} MB/s"
@@ -132,6 +137,10 @@ def table(document: dict[str, Any]) -> str:
     if idle := results.get("idle"):
         rows.append(("idle", "idle_rss_mb: rt serve RSS, started and settled",
                      f"{_f(idle['idle_rss_mb'])} MB"))  # fmt: skip
+    if lk := results.get("registry_lookups"):
+        rows.append(("registry_lookups",
+                     f"LookupDistrict/s, {lk['districts']:,} districts, {lk['threads']} threads",
+                     _f(lk["registry_lookups_per_s"], 0)))  # fmt: skip
     lines = ["| scenario | figure | value |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", "| target | value | limit | holds |", "|---|---|---|---|"]

@@ -38,8 +38,11 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     by_name = {s["scenario"]: s for s in document["scenarios"]}
     assert set(by_name) == {
-        "one_student", "summer_rush", "consolidation", "transport_limit", "idle"
+        "one_student", "summer_rush", "consolidation", "transport_limit", "idle",
+        "registry_lookups",
     }  # fmt: skip
+    assert by_name["registry_lookups"]["districts"] == 52  # --quick registers 50
+    assert by_name["registry_lookups"]["registry_lookups_per_s"] > 0
     assert 10 < by_name["idle"]["idle_rss_mb"] < 1000
 
     b1 = by_name["one_student"]
