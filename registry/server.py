@@ -27,9 +27,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.rt.v1 import registry_pb2, registry_pb2_grpc
+from registry.metrics import RegistryMetrics
 from registry.service import RegistryService
 from registry.servicer import EnrollOnlyServicer, RegistryServicer
 from registry.store import DatabaseFailure
+from rt_client._metrics_http import MetricsListener
 from rt_client.callgate import NOT_AUTHORIZED, Admission, CallGate, caller_address, refuse
 from rt_client.config import RegistryConfig
 from rt_client.errors import CallerNotAuthenticated, ConfigError, PeerAuthError
@@ -57,6 +59,8 @@ class RunningRegistry:
     _servers: list[grpc.Server] = field(repr=False)
     _health: list[health.HealthServicer] = field(repr=False)
     _gates: list[CallGate] = field(repr=False, default_factory=list)
+    metrics_port: int = 0  # 0: no metrics listener
+    _metrics_listener: MetricsListener | None = field(repr=False, default=None)
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Report NOT_SERVING to health checkers, then stop both listeners."""
@@ -67,6 +71,9 @@ class RunningRegistry:
             event.wait()
         for gate in self._gates:
             gate.stop()
+        if self._metrics_listener is not None:
+            self._metrics_listener.stop()
+            self._metrics_listener = None
 
     def wait_for_termination(self, timeout: float | None = None) -> None:
         for server in self._servers:
@@ -91,8 +98,11 @@ def start_registry_server(
         message_wait_seconds=config.message_wait_seconds,
         idle_seconds=config.message_wait_seconds,
     )
+    metrics = RegistryMetrics()
     mtls = _new_server(config.max_concurrent_rpcs, mtls_gate)
-    registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(service), mtls)
+    registry_pb2_grpc.add_RegistryServicer_to_server(
+        RegistryServicer(service, metrics=metrics), mtls
+    )
     mtls_health = _add_health_and_reflection(mtls)
     enroll_gate = CallGate(
         _admit_source,
@@ -101,7 +111,9 @@ def start_registry_server(
         idle_seconds=config.message_wait_seconds,
     )
     enroll = _new_server(config.enroll_max_concurrent_rpcs, enroll_gate)
-    registry_pb2_grpc.add_RegistryServicer_to_server(EnrollOnlyServicer(service), enroll)
+    registry_pb2_grpc.add_RegistryServicer_to_server(
+        EnrollOnlyServicer(service, metrics=metrics), enroll
+    )
     enroll_health = _add_health_and_reflection(enroll)
 
     mtls_address = listen or config.listen
@@ -110,11 +122,16 @@ def start_registry_server(
     enroll_port = _bind(
         enroll, enroll_address, server_only_credentials(server_tls.key_pem, server_tls.cert_pem)
     )
+    listener = None
+    if config.metrics_listen:
+        listener = MetricsListener(config.metrics_listen, metrics.registry)
     mtls.start()
     enroll.start()
     return RunningRegistry(
         port=port,
         enroll_port=enroll_port,
+        metrics_port=listener.port if listener else 0,
+        _metrics_listener=listener,
         _servers=[mtls, enroll],
         _health=[mtls_health, enroll_health],
         _gates=[mtls_gate, enroll_gate],

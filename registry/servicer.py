@@ -23,6 +23,7 @@ import grpc
 
 from protos.rt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from registry.enrollment import REFUSED, EnrollResult
+from registry.metrics import RegistryMetrics
 from registry.service import RegistryService
 from registry.store import DatabaseFailure
 from registry.submission import KeySubmission
@@ -56,14 +57,21 @@ _SAYS_WHY: frozenset[grpc.StatusCode] = frozenset(
 )
 
 
+# Where a servicer built without metrics (tests of the servicer alone) counts.
+_UNCOUNTED = RegistryMetrics()
+
+
 def _rpc(method: _Handler) -> _Handler:
     """Map the service's errors to status codes (``rt_client.status_codes``), in one place."""
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         name = method.__name__
+        metrics: RegistryMetrics = getattr(self, "metrics", None) or _UNCOUNTED
         try:
-            return method(self, request, context)
+            result = method(self, request, context)
+            metrics.rpc(name, "OK")
+            return result
         except RecordsTransferError as exc:
             code = status_for(exc)
             if isinstance(exc, EnrollmentRefused):
@@ -80,9 +88,11 @@ def _rpc(method: _Handler) -> _Handler:
                 else:
                     log.exception("%s failed", name)
                 text = peer_text(code)
+            metrics.rpc(name, code.name)
             context.abort(code, text)
         except DatabaseFailure:
             log.exception("%s: database unavailable", name)
+            metrics.rpc(name, grpc.StatusCode.UNAVAILABLE.name)
             context.abort(grpc.StatusCode.UNAVAILABLE, "registry busy, try again later")
 
     return wrapper  # type: ignore[return-value]
@@ -97,8 +107,9 @@ def _not_served(self: object, request: object, context: grpc.ServicerContext) ->
 class EnrollOnlyServicer(registry_pb2_grpc.RegistryServicer):
     """The enrollment listener's servicer: ``Enroll`` only, everything else UNIMPLEMENTED."""
 
-    def __init__(self, service: RegistryService) -> None:
+    def __init__(self, service: RegistryService, metrics: RegistryMetrics | None = None) -> None:
         self._service = service
+        self.metrics = metrics
 
     @_rpc
     def Enroll(  # noqa: N802 (gRPC's method name)
@@ -124,8 +135,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     (pytest-grpc, no TLS) substitute it.
     """
 
-    def __init__(self, service: RegistryService, caller_auth: CallerAuth | None = None) -> None:
+    def __init__(
+        self,
+        service: RegistryService,
+        caller_auth: CallerAuth | None = None,
+        metrics: RegistryMetrics | None = None,
+    ) -> None:
         self._service = service
+        self.metrics = metrics
         self._caller_auth = caller_auth or self._caller_from_certificate
 
     Enroll = _not_served  # noqa: N815 (served on the enrollment listener only)

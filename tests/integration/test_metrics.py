@@ -12,11 +12,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from protos.rt.v1 import registrar_pb2
+from protos.rt.v1 import registrar_pb2, registry_pb2, registry_pb2_grpc
 from rt_client.config import DistrictConfig, load_config, write_config
+from rt_client.directory import registry_channel
 from rt_client.errors import ConfigError
 from tests.harness.flow import (
     BIRTH,
@@ -34,7 +36,7 @@ from tests.harness.flow import (
     wait_status,
     wait_until,
 )
-from tests.harness.world import Pair, Side, World
+from tests.harness.world import PRIOR, Pair, Side, World
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -190,3 +192,39 @@ def test_metrics_table_in_district_toml(pair: Pair, tmp_path: Path) -> None:
     path.write_text(text.replace("allow_non_loopback = false", "allow_non_loopback = 1"))
     with pytest.raises(ConfigError, match="metrics_allow_non_loopback must be true or false"):
         load_config(path)
+
+
+def test_registry_counts_enrollments_and_lookups(tmp_path: Path) -> None:
+    world = World.start(tmp_path, metrics_listen="127.0.0.1:0")
+    try:
+        port = world.registry.running.metrics_port
+        assert port
+        district = world.enroll(PRIOR)
+        channel = registry_channel(world.registry.address, district.identity.tls)
+        try:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            for _ in range(3):
+                stub.LookupDistrict(
+                    registry_pb2.LookupDistrictRequest(district_code=PRIOR), timeout=RPC_TIMEOUT
+                )
+            with pytest.raises(grpc.RpcError):
+                stub.LookupDistrict(
+                    registry_pb2.LookupDistrictRequest(district_code="9999999"),
+                    timeout=RPC_TIMEOUT,
+                )
+        finally:
+            channel.close()
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
+            page = response.read().decode()
+    finally:
+        world.close()
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+    }
+    assert value(samples, "rt_registry_rpcs_total", method="Enroll", code="OK") == 1
+    assert value(samples, "rt_registry_rpcs_total", method="LookupDistrict", code="OK") == 3
+    assert value(samples, "rt_registry_rpcs_total", method="LookupDistrict", code="NOT_FOUND") == 1
+    assert PRIOR not in page
