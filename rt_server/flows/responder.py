@@ -33,7 +33,7 @@ from rt_client.ids import (
     parse_transfer_id,
 )
 from rt_client.peers import call_peer
-from rt_server.core import matching, validate
+from rt_server.core import due_dates, matching, validate
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Action, Direction, Status
 from rt_server.core.table_codes import table_enums
@@ -42,6 +42,7 @@ from rt_server.flows import outbox
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request, new_id
 from rt_server.store import (
+    calendars,
     candidates,
     decisions,
     request_status,
@@ -90,7 +91,18 @@ def receive_request(
             peer,
             f"the requester of the request {request_id} we hold",
         )
-    requests.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now)
+    # The law's clock starts at receipt (EC 49068, 49069.5, 48915.1), counted
+    # in the responding school's calendar.
+    due = due_dates.due_date(
+        due_dates.RequestFacts(
+            received_at=now,
+            school=prior_school,
+            foster_youth=request.foster_youth,
+            discipline_requested=request.discipline_records_requested,
+        ),
+        calendars.calendar_of(d.engine, prior_school),
+    )
+    requests.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now, due=due)
     receipt = peer_pb2.RequestReceipt(
         request_id=request.request_id,
         prior_district=d.code,
