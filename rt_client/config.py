@@ -91,6 +91,9 @@ class DistrictConfig:
     # that receives it; a larger one is stored frame by frame, so a cut one
     # resumes where it stopped. 0: every delivery frame by frame.
     buffered_delivery_bytes: int = 1024 * 1024
+    # EC 49068.6: who is alerted when a student flagged missing is requested
+    # (an e-mail address of the law enforcement agency); empty: none configured.
+    law_enforcement_contact: str = ""
 
     def __post_init__(self) -> None:
         try:

@@ -148,6 +148,7 @@ class DistrictServer:
             retry=self._retry,
             limits=self._limits,
             clock=self._clock,
+            law_enforcement_contact=config.law_enforcement_contact,
         )
         # Unique per server, not per process: in-process replicas (tests) share a pid.
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -84,6 +84,7 @@ class District:
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
+    law_enforcement_contact: str = ""  # EC 49068.6 alerts (district.toml)
     outbox: Outbox | None = None  # set by the server once the worker exists
     wake_worker: Callable[[], None] = lambda: None
     # Outbox items a change queues are claimed for this server's worker in the

@@ -190,10 +190,19 @@ def receive_decision(
             reason_text=decision.reason_text or None,
             decided_by=decision.decided_by[:100] or None,
             decided_at=decided_at,
+            discipline_answer=_ANSWERS.get(decision.discipline_answer),
+            grades_withheld=decision.approved and decision.grades_withheld,
         ),
         now=now,
     )
     return d.ack(decision_id)
+
+
+# EC 48201(b): the prior district's answer about suspension/expulsion records.
+_ANSWERS = {
+    common_pb2.DISCIPLINE_RECORDS_SENT: "SENT",
+    common_pb2.DISCIPLINE_NONE_ON_FILE: "NONE_ON_FILE",
+}
 
 
 def send_now(d: District, request_id: RequestId) -> None:

@@ -257,6 +257,7 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
             student_local_id=request.student_local_id,
             tables=list(request.tables),
             actor=_actor(request.actor),
+            discipline_answer=request.discipline_answer,
         )
         return _detail(self._d, request.request_id)
 

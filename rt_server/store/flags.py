@@ -20,7 +20,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from rt_client.errors import InvalidInput, NotFound
 from rt_server.store._db import Bind, aware, reading, transaction
 from rt_server.store.audit import write_audit
-from rt_server.store.schema import COMPLIANCE_NOTICES, STUDENT_FLAGS
+from rt_server.store.schema import COMPLIANCE_NOTICES, REQUESTS, STUDENT_FLAGS
 from rt_server.store.students import is_enrolled
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "StudentFlagRecord",
     "add_notice",
     "flags_of",
+    "hold_for_missing_child",
     "mark_notice_sent",
     "notices",
     "parse_flag",
@@ -136,6 +137,47 @@ def set_flag(
             now=at,
         )
         return True
+
+
+def hold_for_missing_child(
+    bind: Bind,
+    *,
+    request_id: str,
+    student_local_id: str,
+    recipient: str,
+    details: str,
+    now: dt.datetime,
+) -> None:
+    """EC 49068.6: the request's approval held; an audit row and one alert notice (per
+    request) for the law enforcement contact. ``details`` name the requesting
+    district and school, never the student (the notice's request id leads to them)."""
+    at = aware(now)
+    with transaction(bind) as conn:
+        conn.execute(
+            update(REQUESTS)
+            .where(REQUESTS.c.request_id == request_id)
+            .values(
+                held_reason="EC 49068.6: the student is flagged missing; law enforcement alerted"
+            )
+        )
+        new = add_notice(
+            conn,
+            dedupe_key=f"MISSING_CHILD_ALERT:{request_id}",
+            kind="MISSING_CHILD_ALERT",
+            request_id=request_id,
+            recipient=recipient,
+            detail=details,
+            now=at,
+        )
+        write_audit(
+            conn,
+            actor="system",
+            action="missing_child.alert" if new else "missing_child.held",
+            request_id=request_id,  # type: ignore[arg-type]
+            student_local_id=student_local_id,
+            detail=f"EC 49068.6 alert to {recipient[:80]}: {details}"[:500],
+            now=at,
+        )
 
 
 def add_notice(
