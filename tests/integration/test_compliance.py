@@ -210,6 +210,15 @@ def test_calendars_load_show_and_redate_open_requests_and_a_bad_file_changes_not
     before = snapshot(p.a)
     refusal = rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL, str(bad))
     assert refusal.code != 0 and "iCalendar" in refusal.err
+    good = str(write_school_calendar(tmp_path))
+    for args, says in [
+        (("--school", PRIOR_SCHOOL, str(tmp_path / "absent.ics")), "cannot read"),
+        (("--school", "01611920130229", good), "not one of this district's schools"),
+        (("--school", PRIOR_SCHOOL, good, "--first-day", "2026-08-12"), "both"),
+        (("--school", PRIOR_SCHOOL, str(tmp_path)), "cannot read"),
+    ]:
+        refused_load = rt(p.a, "calendar", "load", *args)
+        assert refused_load.code != 0 and says in refused_load.err, refused_load.err
     assert_unchanged(before, snapshot(p.a))
 
     loaded = rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL,
