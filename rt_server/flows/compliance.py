@@ -30,7 +30,9 @@ __all__ = [
     "due_list",
     "is_overdue",
     "load_calendar",
+    "notice_sent",
     "notices_due",
+    "pending_notices",
     "our_schools",
     "today",
 ]
@@ -177,3 +179,13 @@ def set_student_flag(
 
 def flags_of(d: District, local_id: str) -> list[flags.StudentFlagRecord]:
     return flags.flags_of(d.engine, local_id)
+
+
+def pending_notices(d: District) -> list[flags.ComplianceNotice]:
+    """Stored notices not yet sent (e.g. the EC 49068.6 alert), oldest first: the mail
+    side sends each and calls ``notice_sent``."""
+    return flags.notices(d.engine, unsent_only=True)
+
+
+def notice_sent(d: District, dedupe_key: str) -> None:
+    flags.mark_notice_sent(d.engine, dedupe_key, d.clock())

@@ -15,6 +15,7 @@ import grpc
 from sqlalchemy import select
 
 from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_server.flows import compliance
 from rt_server.store.schema import AUDIT_LOG, COMPLIANCE_NOTICES, STUDENT_FLAGS
 from tests.harness.calendars import write_school_calendar
 from tests.harness.cli import Rt
@@ -196,7 +197,7 @@ def test_calendars_load_show_and_redate_open_requests_and_a_bad_file_changes_not
     districts: Pair, rt: Rt, tmp_path: Path
 ) -> None:
     p = districts
-    _same_clock(p, dt.datetime(2026, 12, 15, 20, 0, tzinfo=dt.UTC))
+    clock = _same_clock(p, dt.datetime(2026, 12, 15, 20, 0, tzinfo=dt.UTC))
     add_student(p.a, "A1", small_records(5, 2))
     add_student(p.b, "B1")
     shown = rt(p.a, "calendar", "show")
@@ -227,5 +228,18 @@ def test_calendars_load_show_and_redate_open_requests_and_a_bad_file_changes_not
     assert json.loads(loaded.out)["requests_redated"] == 1
     # The winter break is not school: 16, 17, 18, then Jan 4..8, 11, 12.
     assert get(p.a, request_id).summary.due_on == "2027-01-12"
+    assert p.a.server is not None and p.a.server.district is not None
+    assert compliance.notices_due(p.a.server.district) == []
+
+    # The clock moves on: 3 schooldays before, a reminder is due; after, overdue.
+    clock.set(dt.datetime(2027, 1, 7, 20, 0, tzinfo=dt.UTC))
+    (reminder,) = compliance.notices_due(p.a.server.district)
+    assert reminder.dedupe_key == f"REMINDER:{request_id}:2027-01-12"
+    assert rt(p.a, "due", "--overdue", "--json").out.strip() == "[]"
+    clock.set(dt.datetime(2027, 1, 13, 20, 0, tzinfo=dt.UTC))
+    (overdue,) = compliance.notices_due(p.a.server.district)
+    assert overdue.kind == "OVERDUE"
+    late = rt(p.a, "due", "--overdue")
+    assert request_id[:8] in late.out and "OVERDUE 2027-01-12 (EC 49068)" in late.out
     table = rt(p.a, "calendar", "show", "--days")
     assert "2026-08-12" in table.out and "2027-08-11" in table.out and "2026-12-21" in table.out
