@@ -117,6 +117,7 @@ def test_withheld_grades_travel_with_the_transfer_and_are_kept_at_the_new_distri
     assert _flags(p.b, "B1") == {"WITHHOLD_GRADES"}  # EC 48904.3: kept here
     student = rt(p.b, "student", "show", "B1", "--json")
     assert json.loads(student.out)["flags"][0]["source"] == f"district {p.a.code}"
+    assert "grades withheld (EC 48904.3)" in rt(p.b, "student", "show", "B1").out
 
 
 def test_a_request_for_a_missing_child_holds_approval_and_alerts_law_enforcement(
