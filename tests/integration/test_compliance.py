@@ -107,6 +107,12 @@ def test_withheld_grades_travel_with_the_transfer_and_are_kept_at_the_new_distri
     p = districts
     add_student(p.a, "A1", small_records(2, 2))
     add_student(p.b, "B1")
+    before = snapshot(p.a)
+    unknown = rt(p.a, "student", "flag", "A1", "expelled")
+    assert unknown.code != 0 and "WITHHOLD_GRADES, MISSING_CHILD" in unknown.err
+    nobody = rt(p.a, "student", "flag", "NOBODY", "withhold-grades")
+    assert nobody.code != 0 and "no student" in nobody.err
+    assert_unchanged(before, snapshot(p.a))
     assert rt(p.a, "student", "flag", "A1", "withhold-grades").code == 0
     request_id = _request(rt, p)
     assert rt(p.a, "approve", request_id, "--student", "A1").code == 0
