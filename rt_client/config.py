@@ -98,6 +98,9 @@ class DistrictConfig:
     metrics_allow_non_loopback: bool = False
     # "text" (one human line per event) or "json" (one JSON object per line).
     log_format: str = "text"
+    # EC 49068.6: who is alerted when a student flagged missing is requested
+    # (an e-mail address of the law enforcement agency); empty: none configured.
+    law_enforcement_contact: str = ""
 
     def __post_init__(self) -> None:
         try:
