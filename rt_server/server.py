@@ -33,6 +33,7 @@ from rt_client.peers import PeerClients
 from rt_client.tls import configure_grpc_tls
 from rt_server.flows import messages, requester, responder, sender
 from rt_server.flows.district import District, Limits
+from rt_server.flows.mail import MailWorker
 from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
 from rt_server.rpc.auth import PeerAuthInterceptor
 from rt_server.rpc.errors import ErrorMappingInterceptor
@@ -89,6 +90,7 @@ class DistrictServer:
         self._registrar_server: grpc.Server | None = None
         self._worker: DeliveryWorker | None = None
         self._checkpointer: WalCheckpointer | None = None
+        self.mail_worker: MailWorker | None = None
         self._registry_channel: grpc.Channel | None = None
         self._gate: PeerAuthInterceptor | None = None
         self._health: list[health.HealthServicer] = []
@@ -181,6 +183,16 @@ class DistrictServer:
         self._peer_server = self._start_peer_server(d, directory)
         self._registrar_server = self._start_registrar_server(d, directory)
         worker.start()
+        if config.mail is not None:
+            # Notices queued by any replica are sent by whichever claims them first.
+            self.mail_worker = MailWorker(
+                engine,
+                config.district_code,
+                config.mail,
+                d.clock,
+                poll_seconds=min(5.0, config.mail.retry_base_seconds),
+            )
+            self.mail_worker.start()
         log.info("district %s serving peers on port %d", config.district_code, self.peer_port)
 
     def _start_peer_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
@@ -272,6 +284,8 @@ class DistrictServer:
             self._worker.stop(grace, cut=self.district.outgoing.cut_all)
         for event in events:
             event.wait(grace + 1)
+        if self.mail_worker is not None:
+            self.mail_worker.stop(grace)
         if self._gate is not None:
             self._gate.stop()
         if self._checkpointer is not None:
