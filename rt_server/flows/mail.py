@@ -17,6 +17,7 @@ send (unless ``starttls = false`` for a relay on localhost).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -32,6 +33,7 @@ from rt_client.errors import ConfigError, NotFound
 from rt_client.ids import RequestId
 from rt_client.mail_config import MailConfig
 from rt_server.core.notices import NoticeFacts, Recipients, recipients_of, render_notice
+from rt_server.flows.reminders import ReminderSource
 from rt_server.store import mail_outbox, requests
 from rt_server.store.units import Database
 
@@ -83,7 +85,7 @@ class MailWorker:
         *,
         sender: SmtpSender | None = None,
         poll_seconds: float = 5.0,
-        before_pass: Callable[[dt.datetime], None] | None = None,
+        reminders: ReminderSource | None = None,
     ) -> None:
         self._engine = engine
         self._district = district
@@ -91,7 +93,8 @@ class MailWorker:
         self._clock = clock
         self._sender = sender or SmtpSender(config)
         self._poll = poll_seconds
-        self._before_pass = before_pass  # queues time-driven notices (reminders, digest)
+        # Queues the time-driven notices (reminders, overdue, digest) on each pass.
+        self._reminders = reminders or ReminderSource(engine, config)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,8 +130,7 @@ class MailWorker:
     def run_once(self) -> int:
         """Send what is due now. Returns how many notices the mail server accepted."""
         now = self._clock()
-        if self._before_pass is not None:
-            self._before_pass(now)
+        self._reminders.queue_due(now)
         sent = 0
         for notice in mail_outbox.claim_due(self._engine, now=now, lease=_LEASE):
             if self._stop.is_set():
@@ -143,6 +145,17 @@ class MailWorker:
         except NotFound:
             mail_outbox.mark_failed(self._engine, notice.id, error="its request no longer exists")
             return 0
+        if notice.kind in ("due_reminder", "overdue"):
+            due = self._reminders.due_of(facts.request_id or "")
+            if due is None:
+                # Answered between the pass that queued it and this one: no reminder.
+                mail_outbox.mark_failed(
+                    self._engine, notice.id, error="not sent: the request was answered first"
+                )
+                return 0
+            facts = dataclasses.replace(facts, due=due.due_on, rule=str(due.rule))
+        elif notice.kind == "digest":
+            facts = dataclasses.replace(facts, lines=tuple(self._reminders.digest_lines(now)))
         to = recipients_of(facts, self._recipients)
         subject, body = render_notice(facts, self._config.console_url)
         message = EmailMessage()

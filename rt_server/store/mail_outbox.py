@@ -28,6 +28,7 @@ __all__ = [
     "mark_failed",
     "mark_sent",
     "notices",
+    "queue_missing",
     "queue_notice",
     "reschedule",
 ]
@@ -75,6 +76,33 @@ def queue_notice(
         },
     )
     return True
+
+
+def queue_missing(
+    bind: Bind, wanted: Sequence[tuple[str, str, str | None]], *, now: dt.datetime
+) -> int:
+    """Queue each (kind, dedupe key, request id) not queued yet. Returns how many were new.
+
+    Reads first and writes only when something is new, so a pass with nothing
+    to add takes no write lock.
+    """
+    if not wanted:
+        return 0
+    keys = [key for _, key, _ in wanted]
+    with reading(bind) as conn:
+        held = set(
+            conn.execute(
+                select(MAIL_OUTBOX.c.dedupe_key).where(MAIL_OUTBOX.c.dedupe_key.in_(keys))
+            ).scalars()
+        )
+    new = [w for w in wanted if w[1] not in held]
+    if not new:
+        return 0
+    added = 0
+    with transaction(bind) as conn:
+        for kind, key, request_id in new:
+            added += queue_notice(conn, kind=kind, dedupe_key=key, request_id=request_id, now=now)
+    return added
 
 
 # The notices a status change causes (direction, new status) -> kind.
