@@ -146,6 +146,7 @@ class DistrictServer:
             peers=peers,
             retry=self._retry,
             limits=self._limits,
+            parent_notice_owed=not config.annual_notice_covers_transfers,
         )
         # Unique per server, not per process: in-process replicas (tests) share a pid.
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -95,6 +95,9 @@ class District:
     run_outbox_now: Callable[[RequestId], None] = lambda request_id: None
     # Deliveries we are streaming, cancelled (to resume later) when the server stops.
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
+    # 34 CFR 99.34(a)(1): each disclosure owes the parent a notice (the annual
+    # notice does not cover transfers: annual_notice_covers_transfers = false).
+    parent_notice_owed: bool = False
 
     def reading(self) -> units.Unit:
         """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""

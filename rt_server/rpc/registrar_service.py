@@ -254,6 +254,13 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.TransferReview:
         row, by_table = review.review_transfer(self._d, RequestId(request.request_id))
+        lookups.record_view(
+            self._d,
+            _actor(request.actor),
+            "records.review",
+            row.local_student_id,
+            RequestId(row.request_id),
+        )
         out = registrar_pb2.TransferReview(
             request_id=row.request_id,
             transfer_id=row.transfer_id or "",
@@ -366,7 +373,9 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def GetStudent(
         self, request: registrar_pb2.StudentRef, context: grpc.ServicerContext
     ) -> registrar_pb2.StudentDetail:
-        return _student_detail(lookups.student_detail(self._d, request.local_id))
+        return _student_detail(
+            lookups.student_detail(self._d, request.local_id, _actor(request.actor))
+        )
 
     def EditStudent(
         self, request: registrar_pb2.EditStudentRequest, context: grpc.ServicerContext
