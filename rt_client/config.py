@@ -155,6 +155,8 @@ class DistrictConfig:
         if not isinstance(self.annual_notice_covers_transfers, bool):
             raise ConfigError("annual_notice_covers_transfers: must be true or false")
         _check_positive("received_retention_days", self.received_retention_days)
+        if self.received_retention_days > 36500:
+            raise ConfigError("received_retention_days: at most 36500 (100 years)")
 
     @property
     def registry_signing_key_bytes(self) -> bytes:

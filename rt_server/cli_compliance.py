@@ -126,6 +126,16 @@ def _database(args: argparse.Namespace) -> Iterator[tuple[DistrictConfig, Engine
         engine.dispose()
 
 
+def _student(value: str) -> str:
+    """A local student id as given. Raises ``InvalidInput`` (letters, digits, - and _, up to 16)."""
+    from rt_server.core.inputs import parse_local_id
+
+    local_id = parse_local_id(value, 16)
+    if local_id is None:
+        raise CliError("name the student by their local id (see 'rt student list')", "usage")
+    return local_id
+
+
 def _actor(args: argparse.Namespace) -> str:
     return getattr(args, "actor", None) or getpass.getuser()
 
@@ -152,6 +162,8 @@ def notices_command(args: argparse.Namespace) -> int:
 
     now = dt.datetime.now(dt.UTC)
     action = args.notices_action or "list"
+    if not 0 < getattr(args, "notice_id", 1) < 2**62:
+        raise CliError("a notice id is a positive number, as 'rt notices' lists them", "usage")
     with _database(args) as (config, engine):
         code = config.district_code
         if action == "letter":
@@ -167,7 +179,9 @@ def notices_command(args: argparse.Namespace) -> int:
             fmt = out.suffix.lower().lstrip(".")
             if fmt not in ("pdf", "csv"):
                 raise CliError("--out must name a .pdf or a .csv file", "usage")
-            data = notices.disclosed_copy(engine, code, args.student, args.request, fmt, now.date())
+            data = notices.disclosed_copy(
+                engine, code, _student(args.student), args.request, fmt, now.date()
+            )
             _write_new(out, data)
             _print(f"The parent's copy of what was disclosed written to {out}.")
             return EXIT_OK
@@ -212,7 +226,7 @@ def access_log_command(args: argparse.Namespace) -> int:
     from rt_server.store import access_log
 
     with _database(args) as (_, engine):
-        events = access_log.access_events(engine, args.student)
+        events = access_log.access_events(engine, _student(args.student))
     if getattr(args, "json", False):
         print(
             json.dumps(
@@ -257,8 +271,8 @@ def purge_command(args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     with _database(args) as (config, engine):
         days = config.received_retention_days if args.days is None else args.days
-        if days < 0:
-            raise CliError("--days must be 0 or more", "usage")
+        if not 0 <= days <= 36500:
+            raise CliError("--days must be a number of days from 0 to 36500", "usage")
         items = access_log.purgeable(engine, imported_before=now - dt.timedelta(days=days))
         done = 0 if args.dry_run else access_log.purge(engine, items, actor=_actor(args), now=now)
     if getattr(args, "json", False):

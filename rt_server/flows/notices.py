@@ -54,7 +54,7 @@ def disclosed_copy(
     if fmt not in ("pdf", "csv"):
         raise InvalidInput("the copy is made as pdf or csv")
     ref = request_ref.strip().lower()
-    if len(ref) < 8:
+    if len(ref) < 8 or len(ref) > 36 or not all(c in "0123456789abcdef-" for c in ref):
         raise InvalidInput("name the request by its id or its first 8 or more characters")
     found = [
         d

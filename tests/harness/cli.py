@@ -30,7 +30,7 @@ Rt = Callable[..., Run]
 
 def rt_runner(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Rt:
     """``rt(side, *args)``: run ``rt ARGS --config <side's config>``; no traceback may show."""
-    monkeypatch.setattr(rt_cli, "entry_points", _declared_entry_points)
+    monkeypatch.setattr(rt_cli, "entry_points", declared_entry_points)
     monkeypatch.delenv("RT_CONFIG", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
 
@@ -45,7 +45,7 @@ def rt_runner(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     return run
 
 
-def _declared_entry_points(*, group: str) -> list[EntryPoint]:
+def declared_entry_points(*, group: str) -> list[EntryPoint]:
     """The installed ``group`` entry points, plus those this checkout's pyproject.toml declares.
 
     A checkout's new ``rt`` commands are found before it is installed again
