@@ -101,6 +101,9 @@ class DistrictConfig:
     # Received ciphertext is purged this many days after the import (rt purge);
     # the record of disclosures (34 CFR 99.32) is kept.
     received_retention_days: int = 90
+    # EC 49068.6: who is alerted when a student flagged missing is requested
+    # (an e-mail address of the law enforcement agency); empty: none configured.
+    law_enforcement_contact: str = ""
 
     def __post_init__(self) -> None:
         try:

@@ -11,7 +11,6 @@ host = "smtp.district.example"
 port = 587
 from_address = "records-transfer@district.example"
 records_administrator = "records-admin@district.example"
-law_enforcement = "youth-services@police.example"
 username = "rt"
 password_file = "smtp-password"          # or password_env = "RT_SMTP_PASSWORD"
 ca_file = "smtp-ca.pem"                  # default: the system's CAs
@@ -23,6 +22,9 @@ digest = false
 [mail.staff]                             # who asked (--as NAME) -> their address
 "jdoe" = "jdoe@district.example"
 ```
+
+The EC 49068.6 missing-child alert goes to ``law_enforcement_contact`` (a
+top-level key: the alert is recorded whether or not mail is set up).
 
 Every problem is a ``ConfigError`` naming the key; an address with a line
 break (header injection) or without a domain is refused.
@@ -62,7 +64,6 @@ class MailConfig:
     username: str = ""
     password_file: Path | None = None
     password_env: str = ""
-    law_enforcement: str = ""
     schools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     staff: Mapping[str, str] = field(default_factory=dict)
     digest: bool = False
@@ -94,8 +95,6 @@ class MailConfig:
             )
         _check_address("mail.from_address", self.from_address)
         _check_address("mail.records_administrator", self.records_administrator)
-        if self.law_enforcement:
-            _check_address("mail.law_enforcement", self.law_enforcement)
         if self.password_file is not None and self.password_env:
             raise ConfigError("mail: give password_file or password_env, not both")
         if (self.password_file is not None or self.password_env) and not self.username:

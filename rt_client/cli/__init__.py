@@ -30,6 +30,7 @@ from rt_client.tls import configure_grpc_tls
 
 configure_grpc_tls()
 
+from rt_client.cli.compliance import add_compliance_commands
 from rt_client.cli.errors import (
     INTERNAL,
     RtArgumentParser,
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_enroll_parser(sub)
     _add_installed_commands(sub, common)
     add_registrar_commands(sub, common)
+    add_compliance_commands(sub, common)
     return p
 
 

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from protos.rt.v1 import common_pb2, records_pb2, registrar_pb2
 from rt_client.cli import arguments, batches, render, waiting
+from rt_client.cli.compliance import cmd_student_flag
 from rt_client.cli.records_file import read_records_file
 from rt_client.cli.session import (
     DIRECTIONS,
@@ -29,6 +30,11 @@ from rt_client.cli.session import (
 
 __all__ = ["add_registrar_commands"]
 
+_DISCIPLINE_ANSWERS = {
+    "": common_pb2.DISCIPLINE_ANSWER_UNSPECIFIED,
+    "sent": common_pb2.DISCIPLINE_RECORDS_SENT,
+    "none-on-file": common_pb2.DISCIPLINE_NONE_ON_FILE,
+}
 _REQUEST_ID_HELP = "the request's id, or its first 8 or more characters (as 'rt requests' shows it)"
 
 
@@ -161,6 +167,8 @@ def cmd_request_create(s: Session) -> int:
             prior_local_id=a.prior_local_id or "",
             tables=_tables(a.tables),
             actor=s.actor,
+            foster_youth=a.foster_youth,
+            discipline_records_requested=a.discipline_records,
         ),
     )
     s.emit(reply, lambda: render.render_detail(s.console, reply))
@@ -221,6 +229,7 @@ def cmd_approve(s: Session) -> int:
             student_local_id=a.student or "",
             tables=_tables(a.tables),
             actor=s.actor,
+            discipline_answer=_DISCIPLINE_ANSWERS[a.discipline_records or ""],
         ),
     )
     if a.wait:
@@ -359,6 +368,16 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--records", help="JSON file of existing records (a list of RecordBatch objects)"
     )
     sa.set_defaults(func=cmd_student_add, session=True)
+    sf = st_sub.add_parser(
+        "flag",
+        parents=[common],
+        help="set or clear a flag that follows the student: withhold-grades, missing-child",
+    )
+    sf.add_argument("local_id", help="local student id")
+    sf.add_argument("flag", help="withhold-grades (EC 48904.3) or missing-child (EC 49068.6)")
+    sf.add_argument("--clear", action="store_true", help="clear the flag")
+    sf.set_defaults(func=cmd_student_flag, session=True)
+
     sw = st_sub.add_parser(
         "show", parents=[common], help="one student: demographics, records held, replaced rows"
     )
@@ -426,6 +445,16 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             "prior_school (and optionally prior_local_id, tables); one request a line"
         ),
     )
+    rc.add_argument(
+        "--foster-youth",
+        action="store_true",
+        help="the student is a foster youth: records due in 2 business days (EC 49069.5)",
+    )
+    rc.add_argument(
+        "--discipline-records",
+        action="store_true",
+        help="also ask for suspension and expulsion records (EC 48201(b))",
+    )
     rc.set_defaults(func=cmd_request_create, session=True)
 
     rl = sub.add_parser("requests", parents=[common], help="list requests, both directions")
@@ -477,6 +506,11 @@ def add_registrar_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             "wait until the records are delivered, saying why when they wait; on a request "
             "already approved, follow its delivery (as 'rt wait')"
         ),
+    )
+    ap.add_argument(
+        "--discipline-records",
+        choices=["sent", "none-on-file"],
+        help="answer to a request for suspension/expulsion records (EC 48201(b)); required then",
     )
     ap.set_defaults(func=cmd_approve, session=True)
 

@@ -113,7 +113,7 @@ def render_schools(console: Console, reply: registrar_pb2.SchoolList) -> None:
 
 
 def render_requests(console: Console, reply: registrar_pb2.ListRequestsResponse) -> None:
-    t = Table("request", "dir", "status", "other district", "student", "updated", "note")
+    t = Table("request", "dir", "status", "other district", "student", "updated", "due", "note")
     t.columns[0].no_wrap = True  # a short id is typed back: never cut
     for r in reply.requests:
         t.add_row(
@@ -123,6 +123,7 @@ def render_requests(console: Console, reply: registrar_pb2.ListRequestsResponse)
             r.other_district,
             r.student_name,
             timestamp(r.updated_at),
+            due_text(r) if r.status == common_pb2.PENDING else "",
             reason_words(r.status_reason),
         )
     console.print(t)
@@ -157,6 +158,7 @@ def render_detail(console: Console, d: registrar_pb2.RequestDetail) -> None:
     ]
     if r.status_reason:
         rows.append(("reason", reason_words(r.status_reason)))
+    rows.extend(_compliance_rows(d))
     if d.reject_reason:
         rows.append(
             (
@@ -184,6 +186,43 @@ def render_detail(console: Console, d: registrar_pb2.RequestDetail) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+
+
+def due_text(r: registrar_pb2.RequestSummary) -> str:
+    """ "2026-10-20 (EC 49068)", "OVERDUE ...", "waiting (EC 49068)" (summer), or ""."""
+    if not r.due_rule:
+        return ""
+    if not r.due_on:
+        return f"waiting ({r.due_rule})"
+    return f"{'OVERDUE ' if r.overdue else ''}{r.due_on} ({r.due_rule})"
+
+
+_ANSWERS = {
+    common_pb2.DISCIPLINE_RECORDS_SENT: "sent (there are some)",
+    common_pb2.DISCIPLINE_NONE_ON_FILE: "none on file",
+}
+
+
+def _compliance_rows(d: registrar_pb2.RequestDetail) -> list[tuple[str, str]]:
+    """Due date, foster youth, discipline records (EC 48201(b)), withheld grades, hold."""
+    r = d.summary
+    rows: list[tuple[str, str]] = []
+    if r.due_rule:
+        rows.append(("due", due_text(r) + (f": {r.due_note}" if r.due_note else "")))
+    if d.foster_youth:
+        rows.append(("foster youth", "yes (EC 49069.5: 2 business days; no hold may block)"))
+    if d.discipline_records_requested:
+        answer = _ANSWERS.get(d.discipline_answer, "not answered yet")
+        rows.append(("suspension/expulsion records", f"asked (EC 48201(b)); answer: {answer}"))
+    if d.teachers_to_be_informed:
+        rows.append(
+            ("teachers", "inform the student's teachers of the suspension/expulsion records")
+        )
+    if d.grades_withheld:
+        rows.append(("grades withheld", "yes (EC 48904.3): keep withholding them"))
+    if d.held_reason:
+        rows.append(("HELD", d.held_reason))
+    return rows
 
 
 def describe_send(send: registrar_pb2.PendingSend, now: dt.datetime) -> str:

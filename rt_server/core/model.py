@@ -96,6 +96,16 @@ class RequestRecord:
     next_attempt_at: dt.datetime | None
     delivery_bytes_total: int
     delivery_bytes_done: int
+    # The law's clocks and duties (revision 0005; rt_server.core.due_dates).
+    foster_youth: bool = False  # EC 49069.5, as the requester marked it
+    discipline_requested: bool = False  # EC 48201(b)
+    discipline_answer: str | None = None  # "SENT" / "NONE_ON_FILE"
+    grades_withheld: bool = False  # EC 48904.3, as the decision said
+    due_on: dt.date | None = None  # INBOUND: None while the schoolday clock waits
+    due_rule: str | None = None
+    due_note: str | None = None
+    held_reason: str | None = None  # EC 49068.6: why approval is held
+    received_at: dt.datetime | None = None  # INBOUND: when it reached us
 
     @property
     def student(self) -> StudentIdentity:

@@ -134,7 +134,9 @@ def render_notice(facts: NoticeFacts, console_url: str = "") -> tuple[str, str]:
             f"Records request for a student flagged missing (request {short})",
             f"District {facts.other_district} (school {facts.requesting_school}) requested the "
             "records of a student this district has flagged as missing (EC 49068.6). The "
-            "approval is held. Contact the district's records administrator for the details.",
+            "approval is held.\n\n"
+            + "\n".join(facts.lines)
+            + "\n\nContact the district's records administrator for the student's details.",
         ),
         "digest": (
             f"Records Transfer daily digest, district {facts.district}",

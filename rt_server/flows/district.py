@@ -26,6 +26,7 @@ from rt_client.identity import DistrictIdentity
 from rt_client.ids import DistrictCode, RequestId
 from rt_client.peers import PeerClients
 from rt_client.signed_messages import open_message, sign_message
+from rt_server.core import due_dates
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Direction
 from rt_server.flows.claims import require_claimed
@@ -39,7 +40,9 @@ from rt_server.store.outbox_queue import OutboxClaim
 DatabaseFailure = units.DatabaseFailure
 
 M = TypeVar("M", bound=Message)
-Clock = Callable[[], datetime]
+# The one clock of the district: the server's real one by default (``utc_now``);
+# tests inject one they move (the law's clocks, rt_server.core.due_dates, read it).
+Clock = due_dates.Clock
 
 
 def utc_now() -> datetime:
@@ -84,6 +87,7 @@ class District:
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
+    law_enforcement_contact: str = ""  # EC 49068.6 alerts (district.toml)
     outbox: Outbox | None = None  # set by the server once the worker exists
     wake_worker: Callable[[], None] = lambda: None
     # Outbox items a change queues are claimed for this server's worker in the

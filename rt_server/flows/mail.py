@@ -24,7 +24,6 @@ import logging
 import smtplib
 import ssl
 import threading
-from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Final
@@ -33,6 +32,7 @@ from rt_client.errors import ConfigError, NotFound
 from rt_client.ids import RequestId
 from rt_client.mail_config import MailConfig
 from rt_server.core.notices import NoticeFacts, Recipients, recipients_of, render_notice
+from rt_server.flows.district import District
 from rt_server.flows.reminders import ReminderSource
 from rt_server.store import mail_outbox, requests
 from rt_server.store.units import Database
@@ -78,23 +78,21 @@ class MailWorker:
 
     def __init__(
         self,
-        engine: Database,
-        district: str,
+        d: District,
         config: MailConfig,
-        clock: Callable[[], dt.datetime],
         *,
         sender: SmtpSender | None = None,
         poll_seconds: float = 5.0,
-        reminders: ReminderSource | None = None,
     ) -> None:
-        self._engine = engine
-        self._district = district
+        self._d = d
+        self._engine = d.engine
+        self._district = d.code
         self._config = config
-        self._clock = clock
+        self._clock = d.clock
         self._sender = sender or SmtpSender(config)
         self._poll = poll_seconds
-        # Queues the time-driven notices (reminders, overdue, digest) on each pass.
-        self._reminders = reminders or ReminderSource(engine, config)
+        # Queues the time-driven notices (reminders, overdue, digest, alerts) on each pass.
+        self._reminders = ReminderSource(d, config)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,7 +100,7 @@ class MailWorker:
             schools=config.schools,
             staff=config.staff,
             records_administrator=config.records_administrator,
-            law_enforcement=config.law_enforcement,
+            law_enforcement=d.law_enforcement_contact,
         )
 
     def start(self) -> None:
@@ -146,16 +144,22 @@ class MailWorker:
             mail_outbox.mark_failed(self._engine, notice.id, error="its request no longer exists")
             return 0
         if notice.kind in ("due_reminder", "overdue"):
-            due = self._reminders.due_of(facts.request_id or "")
-            if due is None:
+            waiting = self._reminders.waiting(facts.request_id or "")
+            if waiting is None:
                 # Answered between the pass that queued it and this one: no reminder.
                 mail_outbox.mark_failed(
                     self._engine, notice.id, error="not sent: the request was answered first"
                 )
                 return 0
-            facts = dataclasses.replace(facts, due=due.due_on, rule=str(due.rule))
+            facts = dataclasses.replace(
+                facts, due=waiting.due_on, rule=waiting.due_rule or "EC 49068"
+            )
         elif notice.kind == "digest":
-            facts = dataclasses.replace(facts, lines=tuple(self._reminders.digest_lines(now)))
+            facts = dataclasses.replace(facts, lines=tuple(self._reminders.digest_lines()))
+        else:
+            detail = self._reminders.adopted_detail(notice.dedupe_key)
+            if detail is not None:
+                facts = dataclasses.replace(facts, lines=(detail,))
         to = recipients_of(facts, self._recipients)
         subject, body = render_notice(facts, self._config.console_url)
         message = EmailMessage()
@@ -196,6 +200,7 @@ class MailWorker:
             )
             return 0
         mail_outbox.mark_sent(self._engine, notice.id, now=now)
+        self._reminders.mark_adopted_sent(notice.dedupe_key)
         log.info("mail notice %s (%s) sent to %d recipient(s)", notice.id, notice.kind, len(to))
         return 1
 

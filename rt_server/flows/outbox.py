@@ -34,10 +34,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from rt_client.errors import Duplicate, PeerUnavailable, RecordsTransferError, RetrySoon
 from rt_client.ids import RequestId
+from rt_server.core import due_dates
 from rt_server.store import outbox as queue
 from rt_server.store.outbox import ClaimLost, OutboxItem
 from rt_server.store.outbox_queue import OutboxClaim
@@ -55,7 +56,7 @@ __all__ = [
 
 log = logging.getLogger("rt_server.flows.outbox")
 
-Clock = Callable[[], datetime]
+Clock = due_dates.Clock
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,14 @@ def create_request(
     tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
     unit: units.Unit | None = None,
+    foster_youth: bool = False,
+    discipline_records_requested: bool = False,
 ) -> RequestId:
     """Sign and queue a request for a student enrolled here. Returns its id.
+
+    ``foster_youth`` marks the student a foster youth (EC 49069.5: records due in
+    2 business days); ``discipline_records_requested`` asks for suspension and
+    expulsion records (EC 48201(b)).
 
     In ``unit`` if given (a caller's transaction, e.g. one that enrolls the
     student too), else a transaction of its own. Raises ``InvalidInput`` and
@@ -88,6 +94,8 @@ def create_request(
         tables=chosen,
         nonce=os.urandom(16),
         requested_by=actor,
+        foster_youth=foster_youth,
+        discipline_records_requested=discipline_records_requested,
     )
     message.created_at.FromDatetime(now)
     message.expires_at.FromDatetime(now + timedelta(days=d.limits.request_ttl_days))
@@ -182,10 +190,19 @@ def receive_decision(
             reason_text=decision.reason_text or None,
             decided_by=decision.decided_by[:100] or None,
             decided_at=decided_at,
+            discipline_answer=_ANSWERS.get(decision.discipline_answer),
+            grades_withheld=decision.approved and decision.grades_withheld,
         ),
         now=now,
     )
     return d.ack(decision_id)
+
+
+# EC 48201(b): the prior district's answer about suspension/expulsion records.
+_ANSWERS = {
+    common_pb2.DISCIPLINE_RECORDS_SENT: "SENT",
+    common_pb2.DISCIPLINE_NONE_ON_FILE: "NONE_ON_FILE",
+}
 
 
 def send_now(d: District, request_id: RequestId) -> None:

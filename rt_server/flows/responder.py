@@ -19,6 +19,7 @@ from rt_client.errors import (
     InvalidInput,
     NotFound,
     PeerUnavailable,
+    RecordsTransferError,
     WrongStatus,
 )
 from rt_client.ids import (
@@ -33,7 +34,7 @@ from rt_client.ids import (
     parse_transfer_id,
 )
 from rt_client.peers import call_peer
-from rt_server.core import matching, validate
+from rt_server.core import due_dates, matching, validate
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Action, Direction, Status
 from rt_server.core.table_codes import table_enums
@@ -42,8 +43,10 @@ from rt_server.flows import outbox
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request, new_id
 from rt_server.store import (
+    calendars,
     candidates,
     decisions,
+    flags,
     request_status,
     requests,
     seen_messages,
@@ -90,7 +93,26 @@ def receive_request(
             peer,
             f"the requester of the request {request_id} we hold",
         )
-    requests.record_inbound_request(d.engine, request, signed.SerializeToString(), now=now)
+    # The law's clock starts at receipt (EC 49068, 49069.5, 48915.1), counted
+    # in the responding school's calendar.
+    due = due_dates.due_date(
+        due_dates.RequestFacts(
+            received_at=now,
+            school=prior_school,
+            foster_youth=request.foster_youth,
+            discipline_requested=request.discipline_records_requested,
+        ),
+        calendars.calendar_of(d.engine, prior_school),
+    )
+    record = requests.record_inbound_request(
+        d.engine, request, signed.SerializeToString(), now=now, due=due
+    )
+    # EC 49068.6: a request for a student flagged missing alerts law enforcement
+    # as soon as it arrives (by exact SSID match; a confirmed match at approval).
+    for found in match_candidates(d, request_id):
+        missing = flags.StudentFlag.MISSING_CHILD
+        if found.exact and missing in {f.flag for f in flags.flags_of(d.engine, found.local_id)}:
+            _hold_for_missing_child(d, record, found.local_id)
     receipt = peer_pb2.RequestReceipt(
         request_id=request.request_id,
         prior_district=d.code,
@@ -108,8 +130,14 @@ def approve_request(
     student_local_id: str,
     tables: Sequence[common_pb2.TableCode.ValueType],
     actor: str,
+    discipline_answer: int = common_pb2.DISCIPLINE_ANSWER_UNSPECIFIED,
 ) -> str:
-    """Approve: record the signed decision, queue it and the delivery. Returns the transfer id."""
+    """Approve: record the signed decision, queue it and the delivery. Returns the transfer id.
+
+    Raises ``InvalidInput`` (e.g. a request for suspension/expulsion records not
+    answered, EC 48201(b)) and ``WrongStatus`` (held: the student is flagged
+    missing, EC 49068.6).
+    """
     request = requests.get_request(d.engine, request_id)
     if request.direction is not Direction.INBOUND:
         raise WrongStatus("only requests we received can be approved")
@@ -121,16 +149,76 @@ def approve_request(
                 "with --student (see 'rt match')"
             )
         student_local_id = exact[0].local_id
+    if request.discipline_requested and discipline_answer not in _ANSWERS:
+        raise InvalidInput(
+            "this request asks for suspension and expulsion records (EC 48201(b)): answer "
+            "that part, --discipline-records sent (there are some) or none-on-file"
+        )
+    flagged = {f.flag for f in flags.flags_of(d.engine, student_local_id)}
+    if flags.StudentFlag.MISSING_CHILD in flagged:
+        _hold_for_missing_child(d, request, student_local_id)
+        raise WrongStatus(
+            "approval held: this student is flagged missing (EC 49068.6); law enforcement is "
+            "being alerted with the requesting district's details. Do not send the records "
+            "until law enforcement says so and the flag is cleared ('rt student flag ID "
+            "missing-child --clear')."
+        )
+    # EC 48904.3 withholding travels with the records, but never a foster
+    # youth's (EC 49069.5): their approval goes ahead without it.
+    withhold = flags.StudentFlag.WITHHOLD_GRADES in flagged and not request.foster_youth
     chosen = table_enums(tables) if tables else table_enums(request.tables_requested)
     decision = _decide(
         d,
         request_id,
         request,
         actor,
-        peer_pb2.Decision(approved=True, tables=chosen, transfer_id=new_id()),
+        peer_pb2.Decision(
+            approved=True,
+            tables=chosen,
+            transfer_id=new_id(),
+            discipline_answer=(
+                discipline_answer  # type: ignore[arg-type]
+                if request.discipline_requested
+                else common_pb2.DISCIPLINE_ANSWER_UNSPECIFIED
+            ),
+            grades_withheld=withhold,
+        ),
         local_student_id=student_local_id,
     )
     return decision.transfer_id
+
+
+_ANSWERS = {
+    common_pb2.DISCIPLINE_RECORDS_SENT: "SENT",
+    common_pb2.DISCIPLINE_NONE_ON_FILE: "NONE_ON_FILE",
+}
+
+
+def _hold_for_missing_child(d: District, request: RequestRecord, student_local_id: str) -> None:
+    """EC 49068.6: hold the approval, alert law enforcement (through the mail side's
+    notices, once per request) with the requesting district's details, in the audit log."""
+    requester = request.requesting_district
+    try:
+        entry = d.entry_of(DistrictCode(requester))
+        name = entry.name
+        school = next(
+            (s.name for s in entry.schools if s.cds_code == request.requesting_school), ""
+        )
+    except RecordsTransferError:  # the directory is out of reach: the codes alone
+        name, school = "", ""
+    details = (
+        f"Records requested by district {requester} {name}, school "
+        f"{request.requesting_school} {school}, request {request.request_id}, "
+        f"asked by {request.requested_by or 'unknown'}"
+    )
+    flags.hold_for_missing_child(
+        d.engine,
+        request_id=request.request_id,
+        student_local_id=student_local_id,
+        recipient=d.law_enforcement_contact or "(no law_enforcement_contact configured)",
+        details=details,
+        now=d.clock(),
+    )
 
 
 def _identity_of(row: RequestRecord) -> matching.StudentIdentity:
@@ -161,6 +249,10 @@ def reject_request(
     request = requests.get_request(d.engine, request_id)
     if request.direction is not Direction.INBOUND:
         raise WrongStatus("only requests we received can be rejected")
+    if request.foster_youth and reason == common_pb2.RECORDS_WITHHELD:
+        raise InvalidInput(
+            "a foster youth's records may not be withheld (EC 49069.5): approve the request"
+        )
     _decide(
         d,
         request_id,
@@ -210,6 +302,8 @@ def _decide(
             local_student_id=local_student_id,
             reason=None if decision.approved else decision.reason,
             reason_text=decision.reason_text or None,
+            discipline_answer=_ANSWERS.get(decision.discipline_answer),
+            grades_withheld=decision.grades_withheld,
         ),
         now=now,
         claim=d.outbox_claim(),

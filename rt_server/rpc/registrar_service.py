@@ -17,13 +17,20 @@ from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
 from rt_server.core.statuses import Direction
 from rt_server.core.table_codes import parse_counts
-from rt_server.flows import batches, lookups, messages, requester, responder, review
+from rt_server.flows import batches, compliance, lookups, messages, requester, responder, review
 from rt_server.flows.district import District
+from rt_server.rpc.compliance_rpcs import ComplianceRpcs, flag_protos
 
 _ROW_CLASS = {
     "NEW": registrar_pb2.NEW,
     "DUPLICATE": registrar_pb2.DUPLICATE,
     "CONFLICT": registrar_pb2.CONFLICT,
+}
+
+
+_DISCIPLINE_ANSWER = {
+    "SENT": common_pb2.DISCIPLINE_RECORDS_SENT,
+    "NONE_ON_FILE": common_pb2.DISCIPLINE_NONE_ON_FILE,
 }
 
 
@@ -61,7 +68,7 @@ def _student_values(s: registrar_pb2.Student) -> dict[str, Any]:
     }
 
 
-def _summary(r: Any) -> registrar_pb2.RequestSummary:
+def _summary(d: District, r: Any) -> registrar_pb2.RequestSummary:
     out = registrar_pb2.RequestSummary(
         request_id=r.request_id,
         direction=(
@@ -75,13 +82,18 @@ def _summary(r: Any) -> registrar_pb2.RequestSummary:
     )
     out.created_at.FromDatetime(r.created_at)
     out.updated_at.FromDatetime(r.updated_at)
+    if r.direction == Direction.INBOUND and r.due_rule:
+        out.due_on = r.due_on.isoformat() if r.due_on else ""
+        out.due_rule = r.due_rule
+        out.due_note = r.due_note or ""
+        out.overdue = compliance.is_overdue(d, r)
     return out
 
 
 def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
     r = lookups.request(d, RequestId(request_id))
     detail = registrar_pb2.RequestDetail(
-        summary=_summary(r),
+        summary=_summary(d, r),
         requesting_school=r.requesting_school,
         prior_school=r.prior_school,
         tables=[
@@ -101,6 +113,16 @@ def _detail(d: District, request_id: str) -> registrar_pb2.RequestDetail:
         attempts=r.attempts or 0,
         prior_local_id=r.prior_local_id or "",
         approved=bool(r.approved),
+        foster_youth=r.foster_youth,
+        discipline_records_requested=r.discipline_requested,
+        discipline_answer=_DISCIPLINE_ANSWER.get(
+            r.discipline_answer or "", common_pb2.DISCIPLINE_ANSWER_UNSPECIFIED
+        ),
+        grades_withheld=r.grades_withheld,
+        held_reason=r.held_reason or "",
+        teachers_to_be_informed=(
+            r.direction == Direction.OUTBOUND and r.discipline_answer == "SENT"
+        ),
     )
     received = lookups.received_counts(d, TransferId(r.transfer_id)) if r.transfer_id else ""
     for table, rows in sorted(parse_counts(received).items()):
@@ -126,7 +148,7 @@ def _row_choice(every: bool, refs: Any) -> review.AcceptConflicts:
     return {(tables.table_spec(r.table).code, r.index) for r in refs}
 
 
-class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
+class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
     def __init__(self, district: District, search_schools: Any) -> None:
         self._d = district
         self._search_schools = search_schools
@@ -176,6 +198,8 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             prior_local_id=request.prior_local_id,
             tables=list(request.tables),
             actor=_actor(request.actor),
+            foster_youth=request.foster_youth,
+            discipline_records_requested=request.discipline_records_requested,
         )
         requester.send_now(self._d, request_id)
         return _detail(self._d, request_id)
@@ -189,10 +213,20 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
         }.get(request.direction)
         status = common_pb2.RequestStatus.Name(request.status) if request.status else None
         rows = lookups.find_requests(self._d, direction, status, request.limit or 100)
-        out = registrar_pb2.ListRequestsResponse(requests=[_summary(r) for r in rows])
+        return registrar_pb2.ListRequestsResponse(requests=self._summaries(rows))
+
+    def _summaries(self, rows: Any) -> list[registrar_pb2.RequestSummary]:
+        out = [_summary(self._d, r) for r in rows]
         shorts = lookups.short_request_ids(self._d, (r.request_id for r in rows))
-        for summary in out.requests:
+        for summary in out:
             summary.short_id = shorts[summary.request_id]
+        return out
+
+    def _student_detail_of(
+        self, local_id: str, actor: str = "unknown"
+    ) -> registrar_pb2.StudentDetail:
+        out = _student_detail(lookups.student_detail(self._d, local_id, actor))
+        out.flags.extend(flag_protos(compliance.flags_of(self._d, local_id)))
         return out
 
     def GetRequest(
@@ -225,6 +259,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
             student_local_id=request.student_local_id,
             tables=list(request.tables),
             actor=_actor(request.actor),
+            discipline_answer=request.discipline_answer,
         )
         return _detail(self._d, request.request_id)
 
@@ -373,9 +408,7 @@ class RegistrarService(registrar_pb2_grpc.RegistrarServicer):
     def GetStudent(
         self, request: registrar_pb2.StudentRef, context: grpc.ServicerContext
     ) -> registrar_pb2.StudentDetail:
-        return _student_detail(
-            lookups.student_detail(self._d, request.local_id, _actor(request.actor))
-        )
+        return self._student_detail_of(request.local_id, _actor(request.actor))
 
     def EditStudent(
         self, request: registrar_pb2.EditStudentRequest, context: grpc.ServicerContext

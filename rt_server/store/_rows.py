@@ -65,6 +65,15 @@ def request_from_row(row: RowMapping) -> RequestRecord:
         next_attempt_at=row["next_attempt_at"],
         delivery_bytes_total=row["delivery_bytes_total"],
         delivery_bytes_done=row["delivery_bytes_done"],
+        foster_youth=bool(row["foster_youth"]),
+        discipline_requested=bool(row["discipline_requested"]),
+        discipline_answer=row["discipline_answer"],
+        grades_withheld=bool(row["grades_withheld"]),
+        due_on=row["due_on"],
+        due_rule=row["due_rule"],
+        due_note=row["due_note"],
+        held_reason=row["held_reason"],
+        received_at=row["received_at"],
     )
 
 

@@ -32,6 +32,7 @@ from rt_server.core.tables import TableRef, format_table_list, parse_table_list,
 from rt_server.store._db import Bind, aware, transaction
 from rt_server.store._rows import load_request, request_from_row
 from rt_server.store.audit import system_message, write_audit
+from rt_server.store.flags import StudentFlag, set_flag
 from rt_server.store.outbox_queue import OutboxClaim, enqueue
 from rt_server.store.request_status import change_status
 from rt_server.store.schema import REQUESTS, STAFF_LEN
@@ -69,6 +70,9 @@ class Decision:
     reason_text: str | None = None
     decided_by: str | None = None
     decided_at: dt.datetime | None = None
+    # EC 48201(b) "SENT" / "NONE_ON_FILE"; EC 48904.3 grades withheld.
+    discipline_answer: str | None = None
+    grades_withheld: bool = False
 
 
 def record_decision(
@@ -119,6 +123,8 @@ def record_decision(
         else:
             columns |= _rejection_columns(decision, reason_text)
         _apply(conn, row, side, columns, actor=who, at=at)
+        if side is Direction.OUTBOUND and decision.approved:
+            _duties_that_arrive(conn, row, columns, actor=who, at=at)
         if side is Direction.INBOUND:
             _queue_for_requester(conn, row, columns, at=at, claim=claim)
         return request_from_row(load_request(conn, decision.request_id))
@@ -151,6 +157,8 @@ def _approval_columns(
     columns = {
         "transfer_id": parse_uuid(decision.transfer_id, "transfer id"),
         "tables_approved": format_table_list(chosen),
+        "discipline_answer": decision.discipline_answer,
+        "grades_withheld": decision.grades_withheld,
     }
     if side is Direction.INBOUND:
         if not decision.local_student_id:
@@ -158,7 +166,52 @@ def _approval_columns(
         if not is_enrolled(conn, decision.local_student_id):
             raise NotFound("no student with this local id")
         columns["local_student_id"] = decision.local_student_id
+        columns["held_reason"] = None  # a hold (EC 49068.6) lifted: the flag was cleared
     return columns
+
+
+def _duties_that_arrive(
+    conn: Connection, row: RowMapping, columns: dict[str, Any], *, actor: str, at: dt.datetime
+) -> None:
+    """What an approval brings the requester: the prior district's withholding of
+    grades, kept here (EC 48904.3), and, when suspension/expulsion records come,
+    the duty to inform the student's teachers (EC 48201(b), 49079)."""
+    student = row["local_student_id"]
+    if columns.get("grades_withheld") and student:
+        set_flag(
+            conn,
+            student,
+            StudentFlag.WITHHOLD_GRADES,
+            on=True,
+            source=f"district {row['other_district']}",
+            actor=actor,
+            now=at,
+            request_id=row["request_id"],
+        )
+        system_message(
+            conn,
+            row["request_id"],
+            "The prior district withholds this student's grades (EC 48904.3): "
+            "the flag is set here and kept.",
+            at,
+        )
+    if columns.get("discipline_answer") == "SENT":
+        write_audit(
+            conn,
+            actor=actor,
+            action="duty.inform_teachers",
+            request_id=row["request_id"],
+            student_local_id=student,
+            detail="EC 48201(b): suspension/expulsion records sent; inform the teachers",
+            now=at,
+        )
+        system_message(
+            conn,
+            row["request_id"],
+            "Suspension/expulsion records are on their way (EC 48201(b)): inform the "
+            "student's teachers (EC 49079).",
+            at,
+        )
 
 
 def _rejection_columns(decision: Decision, reason_text: str | None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from rt_client.ids import (
     parse_uuid,
 )
 from rt_client.request_refs import request_not_found
+from rt_server.core.due_dates import DueDate
 from rt_server.core.inputs import (
     list_limit,
     parse_actor,
@@ -69,7 +70,9 @@ __all__ = [
     "record_outbound_request",
     "request_side",
     "set_delivery_bytes",
+    "set_due",
     "set_transfer_id",
+    "unanswered_inbound",
 ]
 
 _NONCE_LEN: Final = 16
@@ -144,11 +147,13 @@ def record_inbound_request(
     envelope: bytes,
     *,
     now: dt.datetime | None = None,
+    due: DueDate | None = None,
 ) -> RequestRecord:
-    """Store a verified request from another district as PENDING.
+    """Store a verified request from another district as PENDING, with its due date.
 
     The caller has verified ``envelope``'s signature and that the requesting
-    district is the TLS peer and the prior district is us. Raises
+    district is the TLS peer and the prior district is us; ``due`` is the
+    deadline the flow computed (``rt_server.core.due_dates``). Raises
     ``InvalidInput`` (malformed or expired request) or ``Duplicate`` (this
     request id was received before: a replay or a re-send; nothing changes).
     """
@@ -167,6 +172,8 @@ def record_inbound_request(
                 "other_district": values["requesting_district"],
                 "local_student_id": None,
                 "request_envelope": envelope,
+                "received_at": at,
+                **_due_values(due),
             },
         )
         write_audit(
@@ -174,7 +181,8 @@ def record_inbound_request(
             actor=actor,
             action="request.receive",
             request_id=values["request_id"],
-            detail=f"from {values['requesting_district']}; tables {values['tables_requested']}",
+            detail=f"from {values['requesting_district']}; tables {values['tables_requested']}"
+            + (f"; due {due.due_on or 'waiting'} ({due.rule.value})" if due else ""),
             now=at,
         )
         system_message(
@@ -193,6 +201,20 @@ def record_inbound_request(
             now=at,
         )
         return request_from_row(_load_row(conn, values["request_id"]))
+
+
+def _due_values(due: DueDate | None) -> dict[str, Any]:
+    if due is None:
+        return {}
+    return {"due_on": due.due_on, "due_rule": due.rule.value, "due_note": due.note[:300]}
+
+
+def set_due(bind: Bind, request_id: str, due: DueDate) -> None:
+    """Give an inbound request a new due date (a calendar was loaded)."""
+    with transaction(bind) as conn:
+        conn.execute(
+            update(REQUESTS).where(REQUESTS.c.request_id == request_id).values(**_due_values(due))
+        )
 
 
 def _request_values(request: peer_pb2.RecordsRequest, at: dt.datetime) -> dict[str, Any]:
@@ -253,6 +275,8 @@ def _request_values(request: peer_pb2.RecordsRequest, at: dt.datetime) -> dict[s
         "attempts": 0,
         "delivery_bytes_total": 0,
         "delivery_bytes_done": 0,
+        "foster_youth": request.foster_youth,
+        "discipline_requested": request.discipline_records_requested,
     }
 
 
@@ -292,6 +316,27 @@ def list_requests(
         raise InvalidInput("unknown request direction or status") from None
     with reading(bind) as conn:
         rows = conn.execute(query.limit(list_limit(limit, 100))).mappings().all()
+    return [request_from_row(r) for r in rows]
+
+
+def unanswered_inbound(
+    bind: Bind, *, school: str | None = None, limit: int = 1000
+) -> list[RequestRecord]:
+    """Inbound requests still awaiting a decision (the ones a due date binds), soonest
+    due first, those whose clock waits last; optionally of one of our schools."""
+    query = (
+        select(REQUESTS)
+        .where(
+            REQUESTS.c.direction == Direction.INBOUND.value,
+            REQUESTS.c.status == Status.PENDING.value,
+            REQUESTS.c.approved.is_(None),
+        )
+        .order_by(REQUESTS.c.due_on.is_(None), REQUESTS.c.due_on, REQUESTS.c.created_at)
+    )
+    if school is not None:
+        query = query.where(REQUESTS.c.prior_school == school)
+    with reading(bind) as conn:
+        rows = conn.execute(query.limit(list_limit(limit, 1000))).mappings().all()
     return [request_from_row(r) for r in rows]
 
 

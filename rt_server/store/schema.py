@@ -45,6 +45,7 @@ from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, TableSpec
 
 __all__ = [
     "AUDIT_LOG",
+    "COMPLIANCE_NOTICES",
     "CST",
     "CTS",
     "DISCLOSURES",
@@ -60,6 +61,8 @@ __all__ = [
     "PFT",
     "RECORD_TABLES",
     "REPLACED_ROWS",
+    "SCHOOL_CALENDARS",
+    "STUDENT_FLAGS",
     "REQUESTS",
     "SEEN_MESSAGES",
     "STUDENTS",
@@ -246,6 +249,16 @@ REQUESTS: Final = Table(
     Column("next_attempt_at", UtcDateTime),
     Column("delivery_bytes_total", BigInteger, nullable=False, default=0),
     Column("delivery_bytes_done", BigInteger, nullable=False, default=0),
+    # Revision 0005, the law's clocks (rt_server.core.due_dates); NULL before it.
+    Column("foster_youth", Boolean),  # EC 49069.5, as the requester marked it
+    Column("discipline_requested", Boolean),  # EC 48201(b)
+    Column("discipline_answer", String(16)),  # SENT / NONE_ON_FILE
+    Column("grades_withheld", Boolean),  # EC 48904.3, as the decision said
+    Column("due_on", Date),  # INBOUND: NULL while the schoolday clock waits
+    Column("due_rule", String(20)),
+    Column("due_note", String(300)),
+    Column("held_reason", String(300)),  # EC 49068.6: approval held
+    Column("received_at", UtcDateTime),  # INBOUND: when it reached us (the clocks' start)
     CheckConstraint("direction IN ('OUTBOUND', 'INBOUND')", name="direction"),
     Index("ix_requests_direction_status", "direction", "status"),
     Index("ix_requests_created_at", "created_at"),
@@ -486,6 +499,54 @@ PARENT_NOTICES: Final = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("mailed_at", UtcDateTime),
     Column("mailed_by", String(STAFF_LEN)),
+)
+
+# A school's instructional calendar, one row per school year (term): the
+# weekdays without school inside it are ``closed_days`` ("YYYY-MM-DD,...").
+SCHOOL_CALENDARS: Final = Table(
+    "school_calendars",
+    METADATA,
+    Column("school", String(SCHOOL_LEN), nullable=False),
+    Column("first_day", Date, nullable=False),
+    Column("last_day", Date, nullable=False),
+    Column("closed_days", Text, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("loaded_at", UtcDateTime, nullable=False),
+    Column("loaded_by", String(STAFF_LEN), nullable=False),
+    PrimaryKeyConstraint("school", "first_day"),
+)
+
+# Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD
+# (EC 49068.6). ``source`` is "local" or the district a transfer brought it from.
+STUDENT_FLAGS: Final = Table(
+    "student_flags",
+    METADATA,
+    Column(
+        "student_local_id",
+        String(LOCAL_ID_LEN),
+        ForeignKey("students.local_id", ondelete="RESTRICT"),
+        nullable=False,
+    ),
+    Column("flag", String(24), nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("set_at", UtcDateTime, nullable=False),
+    Column("set_by", String(STAFF_LEN), nullable=False),
+    PrimaryKeyConstraint("student_local_id", "flag"),
+)
+
+# Notices the law calls for, for the mail side to send (each ``dedupe_key``
+# once): e.g. the EC 49068.6 alert to law enforcement. ``detail`` names
+# districts and schools, never the student.
+COMPLIANCE_NOTICES: Final = Table(
+    "compliance_notices",
+    METADATA,
+    Column("dedupe_key", String(120), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("request_id", String(UUID_LEN), index=True),
+    Column("recipient", String(200), nullable=False),
+    Column("detail", String(1000), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
 )
 
 # Ids of decisions, notices, receipts and messages already processed: replays

@@ -1,176 +1,245 @@
-"""FERPA 34 CFR 99.34 parent notices and copies, the EC 49064 access log, and retention
-(34 CFR 99.32(a)(2)), through the ``rt`` commands against two real district servers.
+"""The law's clocks and flags on two real running districts, through the ``rt`` CLI.
 
-PDFs are checked by reading their text back (pypdf).
+An injected clock (the same ``Clock`` on both districts) puts the requests on
+chosen days; the prior district's calendar is a real generated ``.ics`` file
+loaded with ``rt calendar load``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import datetime as dt
+import json
 from pathlib import Path
 
-from pypdf import PdfReader
+import grpc
 from sqlalchemy import select
 
-from protos.rt.v1 import registrar_pb2
-from rt_server.store.schema import DISCLOSURES, TRANSFER_CHUNKS, TRANSFERS
+from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_server.flows import compliance
+from rt_server.store.schema import AUDIT_LOG, COMPLIANCE_NOTICES, STUDENT_FLAGS
+from tests.harness.calendars import write_school_calendar
 from tests.harness.cli import Rt
 from tests.harness.flow import (
-    FIRST,
-    LAST,
-    RPC_TIMEOUT,
     Status,
     add_student,
-    approve,
-    count,
+    assert_unchanged,
+    get,
+    refused,
+    settle,
     small_records,
+    snapshot,
     wait_status,
 )
-from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, Pair, World
+from tests.harness.world import PRIOR_SCHOOL, MutableClock, Pair, Side
+
+# Wednesday before Thanksgiving, midday in California.
+BEFORE_THANKSGIVING = dt.datetime(2026, 11, 25, 20, 0, tzinfo=dt.UTC)
 
 
-def pdf_text(path: Path) -> str:
-    text = " ".join((page.extract_text() or "") for page in PdfReader(path).pages)
-    return " ".join(text.split())
+def _same_clock(p: Pair, at: dt.datetime) -> MutableClock:
+    clock = MutableClock(at)
+    for side in (p.a, p.b):
+        assert side.server is not None and side.server.district is not None
+        side.server.district.clock = clock
+    return clock
 
 
-def started(harness: World, **config: object) -> Pair:
-    pair = harness.pair(**config)
-    pair.start(pair.a)
-    pair.start(pair.b)
-    return pair
-
-
-def request_and_send(pair: Pair, rt: Rt) -> str:
-    add_student(pair.a, "A1", small_records(7))
-    add_student(pair.b, "B1")
-    run = rt(pair.b, "request", "create", "--student", "B1", "--prior-school", pair.a.school)
-    assert run.code == 0, run.err
-    (request_id,) = [
-        r.request_id
-        for r in pair.b.rpc.ListRequests(
-            registrar_pb2.ListRequestsRequest(), timeout=RPC_TIMEOUT
-        ).requests
-    ]
-    wait_status(pair.a, request_id, Status.PENDING)
-    approve(pair, request_id, student="A1")
+def _request(rt: Rt, p: Pair, *options: str) -> str:
+    made = rt(p.b, "request", "create", "--student", "B1", "--prior-school", PRIOR_SCHOOL,
+              *options, "--json")  # fmt: skip
+    assert made.code == 0, made.err
+    request_id = str(json.loads(made.out)["summary"]["request_id"])
+    wait_status(p.a, request_id, Status.PENDING)
     return request_id
 
 
-def test_each_disclosure_owes_a_parent_notice_letter_listed_until_mailed(
-    harness: World, rt: Rt, tmp_path: Path
+def _flags(side: Side, local_id: str) -> set[str]:
+    with side.engine.connect() as conn:
+        rows = conn.execute(
+            select(STUDENT_FLAGS.c.flag).where(STUDENT_FLAGS.c.student_local_id == local_id)
+        )
+        return {r.flag for r in rows}
+
+
+def _audit(side: Side, action: str) -> list[str]:
+    with side.engine.connect() as conn:
+        rows = conn.execute(select(AUDIT_LOG.c.detail).where(AUDIT_LOG.c.action == action))
+        return [r.detail for r in rows]
+
+
+def test_a_foster_youth_request_is_due_in_two_business_days_and_approved_despite_withheld_grades(
+    districts: Pair, rt: Rt, tmp_path: Path
 ) -> None:
-    pair = started(harness, annual_notice_covers_transfers=False)
-    request_id = request_and_send(pair, rt)
-    listed = rt(pair.a, "notices")
-    assert listed.code == 0 and "A1" in listed.out and request_id[:8] in listed.out
-    letter = tmp_path / "notice.pdf"
-    assert rt(pair.a, "notices", "letter", "1", "--out", str(letter)).code == 0
-    text = pdf_text(letter)
-    assert f"{LAST}, {FIRST}" in text
-    assert NEW in text and NEW_SCHOOL in text
-    assert "34 CFR 99.34" in text and "copy of the records" in text
-    assert (letter.stat().st_mode & 0o777) == 0o600
-    again = rt(pair.a, "notices", "letter", "1", "--out", str(letter))
-    assert again.code == 2 and "exists" in again.err
-    assert rt(pair.a, "notices", "mark-mailed", "1").code == 0
-    assert "No parent notice is waiting" in rt(pair.a, "notices").out
-    twice = rt(pair.a, "notices", "mark-mailed", "1")
-    assert twice.code == 1 and "already marked mailed" in twice.err
-    assert "registrar" in rt(pair.a, "notices", "--all").out
-    # B disclosed nothing: it owes nothing.
-    assert "No parent notice" in rt(pair.b, "notices").out
+    p = districts
+    _same_clock(p, BEFORE_THANKSGIVING)
+    assert rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL,
+              str(write_school_calendar(tmp_path))).code == 0  # fmt: skip
+    add_student(p.a, "A1", small_records(1, 2))
+    add_student(p.b, "B1")
+    flagged = rt(p.a, "student", "flag", "A1", "withhold-grades")
+    assert flagged.code == 0 and "WITHHOLD_GRADES" in _flags(p.a, "A1"), flagged.err
+
+    request_id = _request(rt, p, "--foster-youth")
+
+    listed = {r["request_id"]: r for r in json.loads(rt(p.a, "requests", "--json").out)}
+    # Thanksgiving and the day after are state holidays; Monday, Tuesday are the two.
+    assert listed[request_id]["due_on"] == "2026-12-01"
+    assert listed[request_id]["due_rule"] == "EC 49069.5"
+    shown = rt(p.a, "show", request_id[:8])
+    assert "2026-12-01 (EC 49069.5)" in shown.out and "foster youth" in shown.out
+    assert request_id[:8] in rt(p.a, "due").out
+
+    refusal = rt(p.a, "reject", request_id, "--reason", "records-withheld")
+    assert refusal.code != 0 and "EC 49069.5" in refusal.err
+    done = rt(p.a, "approve", request_id, "--student", "A1")
+    assert done.code == 0, done.err
+    received = wait_status(p.b, request_id, Status.DATA_RECEIVED)
+    settle(p.a, p.b)
+    # Never for a foster youth (EC 49069.5): the withholding does not travel.
+    assert not get(p.b, request_id).grades_withheld and received.summary.ssid
+    assert _flags(p.b, "B1") == set()
+    assert "WITHHOLD_GRADES" in _flags(p.a, "A1")
 
 
-def test_no_parent_notice_when_the_annual_notice_covers_transfers(harness: World, rt: Rt) -> None:
-    pair = started(harness)  # annual_notice_covers_transfers = true (the default)
-    request_and_send(pair, rt)
-    assert "No parent notice is waiting" in rt(pair.a, "notices").out
-
-
-def test_the_parents_copy_of_what_was_disclosed_as_pdf_and_csv(
-    harness: World, rt: Rt, tmp_path: Path
+def test_withheld_grades_travel_with_the_transfer_and_are_kept_at_the_new_district(
+    districts: Pair, rt: Rt
 ) -> None:
-    pair = started(harness)
-    request_id = request_and_send(pair, rt)
-    records = small_records(7)
-    courses = {row.get("CO") or row.get("co") for row in records["HIS"]} - {None, ""}
-    assert courses
-    pdf, sheet = tmp_path / "copy.pdf", tmp_path / "copy.csv"
-    assert rt(pair.a, "notices", "copy", "A1", request_id[:8], "--out", str(pdf)).code == 0
-    text = pdf_text(pdf)
-    assert f"{LAST}, {FIRST}" in text and all(c in text for c in courses)
-    assert rt(pair.a, "notices", "copy", "A1", request_id, "--out", str(sheet)).code == 0
-    lines = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8"))))
-    assert {line["table"] for line in lines} == set(records)
-    assert {line["value"] for line in lines if line["column"] == "CO"} == courses
-    wrong = rt(pair.a, "notices", "copy", "A1", "ffffffff", "--out", str(tmp_path / "x.csv"))
-    assert wrong.code == 1 and "no disclosure" in wrong.err
-    assert not (tmp_path / "x.csv").exists()
+    p = districts
+    add_student(p.a, "A1", small_records(2, 2))
+    add_student(p.b, "B1")
+    assert rt(p.a, "student", "flag", "A1", "withhold-grades").code == 0
+    request_id = _request(rt, p)
+    assert rt(p.a, "approve", request_id, "--student", "A1").code == 0
+    wait_status(p.b, request_id, Status.DATA_RECEIVED)
+    settle(p.a, p.b)
+    assert get(p.b, request_id).grades_withheld
+    assert "grades withheld" in rt(p.b, "show", request_id).out
+    assert _flags(p.b, "B1") == {"WITHHOLD_GRADES"}  # EC 48904.3: kept here
+    student = rt(p.b, "student", "show", "B1", "--json")
+    assert json.loads(student.out)["flags"][0]["source"] == f"district {p.a.code}"
 
 
-def test_the_access_log_names_who_viewed_sent_and_imported_and_when(harness: World, rt: Rt) -> None:
-    pair = started(harness)
-    request_id = request_and_send(pair, rt)
-    assert rt(pair.a, "student", "show", "A1").code == 0
-    assert rt(pair.b, "review", request_id[:8]).code == 0
-    assert rt(pair.b, "import", request_id[:8]).code == 0
-    at_a = rt(pair.a, "access-log", "A1")
-    assert at_a.code == 0, at_a.err
-    assert "viewed (rt student show)" in at_a.out and "sent (disclosed)" in at_a.out
-    assert f"district {NEW}" in at_a.out  # who asked
-    at_b = rt(pair.b, "access-log", "B1", "--json")
-    whats = {e["what"] for e in __import__("json").loads(at_b.out)}
-    assert {"viewed (review of received records)", "imported", "received"} <= whats
-    unknown = rt(pair.a, "access-log", "NOBODY")
-    assert unknown.code == 1
-
-
-def test_a_purge_deletes_received_ciphertext_and_keeps_the_disclosure_log(
-    harness: World, rt: Rt
+def test_a_request_for_a_missing_child_holds_approval_and_alerts_law_enforcement(
+    districts: Pair, rt: Rt
 ) -> None:
-    pair = started(harness)
-    # A discloses to B; then B discloses to A, which imports: A holds both a
-    # disclosure and a received transfer.
-    request_and_send(pair, rt)
-    add_student(pair.b, "B2", small_records(9), ssid="2234567890")
-    add_student(pair.a, "A2", ssid="2234567890")
-    created = pair.a.rpc.CreateRequest(
-        registrar_pb2.CreateRequestRequest(
-            student_local_id="A2", prior_school=NEW_SCHOOL, actor="alice"
-        ),
-        timeout=RPC_TIMEOUT,
+    p = districts
+    add_student(p.a, "A1", small_records(3, 2))
+    add_student(p.b, "B1")
+    assert rt(p.a, "student", "flag", "A1", "missing-child").code == 0
+
+    request_id = _request(rt, p)
+
+    held = get(p.a, request_id)
+    assert "EC 49068.6" in held.held_reason
+    with p.a.engine.connect() as conn:
+        (notice,) = conn.execute(select(COMPLIANCE_NOTICES)).mappings().all()
+    assert notice["kind"] == "MISSING_CHILD_ALERT" and notice["request_id"] == request_id
+    assert p.b.code in notice["detail"] and held.requesting_school in notice["detail"]
+    (alert,) = _audit(p.a, "missing_child.alert")
+    assert p.b.code in alert
+
+    before = snapshot(p.a)
+    details = refused(
+        p.a.rpc.ApproveRequest,
+        registrar_pb2.ApproveRequestRequest(request_id=request_id, student_local_id="A1"),
+        grpc.StatusCode.FAILED_PRECONDITION,
     )
-    back = created.summary.request_id
-    wait_status(pair.b, back, Status.PENDING)
-    pair.b.rpc.ApproveRequest(
-        registrar_pb2.ApproveRequestRequest(request_id=back, student_local_id="B2", actor="bob"),
-        timeout=RPC_TIMEOUT,
-    )
-    wait_status(pair.a, back, Status.DATA_RECEIVED)
-    assert rt(pair.a, "import", back[:8]).code == 0
-    with pair.a.engine.connect() as conn:
-        disclosures_before = conn.execute(select(DISCLOSURES)).all()
-    chunks_before = count(pair.a, TRANSFER_CHUNKS)
-    assert disclosures_before and chunks_before
+    assert "EC 49068.6" in details
+    after = snapshot(p.a)
+    # Held: no decision, no delivery; only the hold's audit row was added.
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed <= {"audit_log"}
+    assert get(p.b, request_id).summary.status == Status.PENDING
+    with p.a.engine.connect() as conn:
+        assert len(conn.execute(select(COMPLIANCE_NOTICES)).all()) == 1  # alerted once
 
-    kept = rt(pair.a, "purge", "--dry-run")  # imported today: within the 90 days
-    assert kept.code == 0 and "0 received transfer(s)" in kept.out
-    dry = rt(pair.a, "purge", "--dry-run", "--days", "0")
-    assert "1 received transfer(s)" in dry.out and "Dry run" in dry.out
-    assert count(pair.a, TRANSFER_CHUNKS) == chunks_before
-    done = rt(pair.a, "purge", "--days", "0")
-    assert done.code == 0 and "deleted" in done.out
-    assert count(pair.a, TRANSFER_CHUNKS) == 0
-    with pair.a.engine.connect() as conn:
-        assert conn.execute(select(DISCLOSURES)).all() == disclosures_before
-        (purged,) = conn.execute(
-            select(TRANSFERS.c.purged_at).where(TRANSFERS.c.request_id == back)
-        ).all()
-    assert purged[0] is not None
-    assert "0 received transfer(s)" in rt(pair.a, "purge", "--days", "0").out
-    review = rt(pair.a, "review", back[:8])
-    assert review.code == 1 and "deleted" in review.err
-    assert "received copy deleted (retention)" in rt(pair.a, "access-log", "A2").out
-    assert PRIOR
+    # Law enforcement says the records may go: the flag is cleared, approval goes ahead.
+    assert rt(p.a, "student", "flag", "A1", "missing-child", "--clear").code == 0
+    assert rt(p.a, "approve", request_id, "--student", "A1").code == 0
+    wait_status(p.b, request_id, Status.DATA_RECEIVED)
+    assert get(p.a, request_id).held_reason == ""
+
+
+def test_a_request_for_discipline_records_must_be_answered_and_the_teachers_duty_recorded(
+    districts: Pair, rt: Rt
+) -> None:
+    p = districts
+    _same_clock(p, dt.datetime(2026, 12, 18, 20, 0, tzinfo=dt.UTC))
+    add_student(p.a, "A1", small_records(4, 2))
+    add_student(p.b, "B1")
+    request_id = _request(rt, p, "--discipline-records")
+    inbound = get(p.a, request_id)
+    assert inbound.discipline_records_requested
+    # 5 working days (EC 48915.1/48918), over Christmas; no calendar loaded is said.
+    assert (inbound.summary.due_on, inbound.summary.due_rule) == (
+        "2026-12-28",
+        "EC 48915.1/48918",
+    )
+
+    before = snapshot(p.a)
+    unanswered = rt(p.a, "approve", request_id, "--student", "A1")
+    assert unanswered.code != 0 and "48201(b)" in unanswered.err
+    assert_unchanged(before, snapshot(p.a))
+
+    done = rt(p.a, "approve", request_id, "--student", "A1", "--discipline-records", "sent")
+    assert done.code == 0, done.err
+    wait_status(p.b, request_id, Status.DATA_RECEIVED)
+    settle(p.a, p.b)
+    outbound = get(p.b, request_id)
+    assert outbound.discipline_answer == common_pb2.DISCIPLINE_RECORDS_SENT
+    assert outbound.teachers_to_be_informed
+    assert "inform the student's teachers" in rt(p.b, "show", request_id).out
+    assert _audit(p.b, "duty.inform_teachers")
+    assert get(p.a, request_id).discipline_answer == common_pb2.DISCIPLINE_RECORDS_SENT
+
+
+def test_calendars_load_show_and_redate_open_requests_and_a_bad_file_changes_nothing(
+    districts: Pair, rt: Rt, tmp_path: Path
+) -> None:
+    p = districts
+    clock = _same_clock(p, dt.datetime(2026, 12, 15, 20, 0, tzinfo=dt.UTC))
+    add_student(p.a, "A1", small_records(5, 2))
+    add_student(p.b, "B1")
+    shown = rt(p.a, "calendar", "show")
+    assert "no calendar loaded" in shown.out and "business days" in shown.out
+    request_id = _request(rt, p)
+    # Without a calendar, schooldays are business days: 16..24, 28, 29 (25 Christmas).
+    assert get(p.a, request_id).summary.due_on == "2026-12-30"
+
+    bad = tmp_path / "calendar.ics"
+    bad.write_bytes(b"BEGIN:VCALENDAR\r\nthis is not a calendar")
+    before = snapshot(p.a)
+    refusal = rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL, str(bad))
+    assert refusal.code != 0 and "iCalendar" in refusal.err
+    good = str(write_school_calendar(tmp_path))
+    for args, says in [
+        (("--school", PRIOR_SCHOOL, str(tmp_path / "absent.ics")), "cannot read"),
+        (("--school", "01611920130229", good), "not one of this district's schools"),
+        (("--school", PRIOR_SCHOOL, good, "--first-day", "2026-08-12"), "both"),
+        (("--school", PRIOR_SCHOOL, str(tmp_path)), "cannot read"),
+    ]:
+        refused_load = rt(p.a, "calendar", "load", *args)
+        assert refused_load.code != 0 and says in refused_load.err, refused_load.err
+    assert_unchanged(before, snapshot(p.a))
+
+    loaded = rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL,
+                str(write_school_calendar(tmp_path, next_year=True)), "--json")  # fmt: skip
+    assert loaded.code == 0, loaded.err
+    assert json.loads(loaded.out)["requests_redated"] == 1
+    # The winter break is not school: 16, 17, 18, then Jan 4..8, 11, 12.
+    assert get(p.a, request_id).summary.due_on == "2027-01-12"
+    assert p.a.server is not None and p.a.server.district is not None
+    assert compliance.notices_due(p.a.server.district) == []
+
+    # The clock moves on: 3 schooldays before, a reminder is due; after, overdue.
+    clock.set(dt.datetime(2027, 1, 7, 20, 0, tzinfo=dt.UTC))
+    (reminder,) = compliance.notices_due(p.a.server.district)
+    assert reminder.dedupe_key == f"REMINDER:{request_id}:2027-01-12"
+    assert rt(p.a, "due", "--overdue", "--json").out.strip() == "[]"
+    clock.set(dt.datetime(2027, 1, 13, 20, 0, tzinfo=dt.UTC))
+    (overdue,) = compliance.notices_due(p.a.server.district)
+    assert overdue.kind == "OVERDUE"
+    late = rt(p.a, "due", "--overdue")
+    assert request_id[:8] in late.out and "OVERDUE 2027-01-12 (EC 49068)" in late.out
+    table = rt(p.a, "calendar", "show", "--days")
+    assert "2026-08-12" in table.out and "2027-08-11" in table.out and "2026-12-21" in table.out

@@ -9,16 +9,21 @@ certificate does not verify gets nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from rt_client.mail_config import MailConfig
+from rt_server.flows.district import District
 from rt_server.flows.mail import MailWorker
 from rt_server.store import mail_outbox
+from rt_server.store.schema import COMPLIANCE_NOTICES
+from tests.harness.cli import Rt
 from tests.harness.flow import FIRST, LAST, SSID, add_student, approve, create_request
 from tests.harness.smtp import PASSWORD, USERNAME, SmtpServer, make_ca_and_server_cert
 from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL, MutableClock, Pair, World
@@ -26,6 +31,7 @@ from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL, MutableClock, Pair, Wo
 LINCOLN_LIST = "incoming@lincoln.example"
 BOB = "bob@roosevelt.example"
 ADMIN = "records-admin@district.example"
+POLICE = "youth-services@police.example"
 
 
 @pytest.fixture
@@ -56,6 +62,12 @@ def mail_config(tmp_path: Path, port: int, ca: Path, **kw: object) -> MailConfig
     }
     settings.update(kw)
     return MailConfig(**settings)  # type: ignore[arg-type]
+
+
+def on_clock(pair: Pair, clock: MutableClock) -> District:
+    """District A as its server holds it, read on ``clock`` (the Clock protocol)."""
+    assert pair.a.server is not None and pair.a.server.district is not None
+    return dataclasses.replace(pair.a.server.district, clock=clock)
 
 
 def started(harness: World, mail: MailConfig) -> Pair:
@@ -141,7 +153,7 @@ def test_a_day_long_outage_under_an_injected_clock(
     smtp.stop()
     request_id = create_request(pair)
     clock = MutableClock(dt.datetime.now(dt.UTC))
-    worker = MailWorker(pair.a.engine, pair.a.code, mail, clock)
+    worker = MailWorker(on_clock(pair, clock), mail)
     passes = 0
     end = clock() + dt.timedelta(hours=24)
     while clock() < end:
@@ -192,3 +204,28 @@ def test_an_event_seen_twice_queues_one_notice(
     assert again is False
     assert len(mail_outbox.notices(pair.a.engine)) == 1
     assert NEW_SCHOOL  # B's school has no list: B's notices go to the requester
+
+
+def test_a_missing_child_alert_reaches_law_enforcement_once_with_the_requesters_details(
+    harness: World, smtp: SmtpServer, tmp_path: Path, rt: Rt
+) -> None:
+    pair = harness.pair(
+        mail=mail_config(tmp_path, smtp.port, smtp.ca), law_enforcement_contact=POLICE
+    )
+    pair.start(pair.a)
+    pair.start(pair.b)
+    add_student(pair.a, "A1")
+    add_student(pair.b, "B1")
+    assert rt(pair.a, "student", "flag", "A1", "missing-child").code == 0
+    request_id = create_request(pair)
+    wait_for("the alert", lambda: any(m.rcpt_tos == [POLICE] for m in smtp.received))
+    time.sleep(1.0)
+    (alert,) = [m for m in smtp.received if m.rcpt_tos == [POLICE]]
+    text = alert.message.get_content()
+    assert "EC 49068.6" in text and pair.b.code in text and NEW_SCHOOL in text
+    assert request_id in text
+    for secret in (FIRST, LAST, SSID):
+        assert secret not in text
+    with pair.a.engine.connect() as conn:
+        (sent_at,) = conn.execute(select(COMPLIANCE_NOTICES.c.sent_at)).one()
+    assert sent_at is not None  # the due-date side sees it sent

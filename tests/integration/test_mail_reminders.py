@@ -20,7 +20,7 @@ from rt_server.store import mail_outbox, requests
 from tests.harness.flow import add_student, create_request
 from tests.harness.smtp import SmtpServer
 from tests.harness.world import PRIOR_SCHOOL, MutableClock, Pair, World
-from tests.integration.test_mail import ADMIN, LINCOLN_LIST, mail_config
+from tests.integration.test_mail import ADMIN, LINCOLN_LIST, mail_config, on_clock
 
 
 @pytest.fixture
@@ -50,11 +50,13 @@ def test_a_reminder_three_schooldays_before_and_an_overdue_notice_after_once_eac
     mail = mail_config(tmp_path, smtp.port, smtp.ca)
     pair = quiet_pair(harness, mail)
     request_id = create_request(pair)
-    received = requests.get_request(pair.a.engine, request_id).created_at  # type: ignore[arg-type]
-    due = due_date(RequestFacts(received_at=received, school=PRIOR_SCHOOL), None).due_on
+    stored = requests.get_request(pair.a.engine, request_id)  # type: ignore[arg-type]
+    received, due = stored.created_at, stored.due_on
+    # Stored at receipt by the due-date side: no calendar loaded, business days.
+    assert due == due_date(RequestFacts(received_at=received, school=PRIOR_SCHOOL), None).due_on
     assert due is not None
     clock = MutableClock(received)
-    worker = MailWorker(pair.a.engine, pair.a.code, mail, clock)
+    worker = MailWorker(on_clock(pair, clock), mail)
     seen: dict[str, list[dt.date]] = {}
     for hours in range(0, 24 * 30, 6):  # a month, four passes a day
         clock.set(received + dt.timedelta(hours=hours))
@@ -88,7 +90,7 @@ def test_a_request_answered_before_its_due_date_gets_no_reminder(
 
     approve(pair, request_id, student="A1")
     clock = MutableClock(dt.datetime.now(dt.UTC))
-    worker = MailWorker(pair.a.engine, pair.a.code, mail, clock)
+    worker = MailWorker(on_clock(pair, clock), mail)
     for _ in range(30):
         worker.run_once()
         clock.advance(24 * 3600)
@@ -103,7 +105,7 @@ def test_the_daily_digest_goes_once_a_day_instead_of_one_mail_per_reminder(
     pair = quiet_pair(harness, mail)
     request_id = create_request(pair)
     clock = MutableClock(dt.datetime.now(dt.UTC))
-    worker = MailWorker(pair.a.engine, pair.a.code, mail, clock)
+    worker = MailWorker(on_clock(pair, clock), mail)
     for _ in range(4 * 20):  # twenty days, four passes a day
         worker.run_once()
         clock.advance(6 * 3600)

@@ -199,6 +199,9 @@ def test_from_the_first_revision_to_the_newest_with_data_in_it(
         "replaced_rows": [],
         "mail_outbox": [],
         "parent_notices": [],
+        "school_calendars": [],
+        "student_flags": [],
+        "compliance_notices": [],
     }
     for name, rows in before.items():
         kept = [{k: row[k] for k in rows[0]} for row in after[name]] if rows else after[name]

@@ -27,7 +27,6 @@ MAIL = """
 host = "smtp.district.example"
 from_address = "rt@district.example"
 records_administrator = "admin@district.example"
-law_enforcement = "youth@police.example"
 username = "rt"
 password_file = "smtp-password"
 ca_file = "smtp-ca.pem"
@@ -73,7 +72,7 @@ def test_no_mail_table_means_no_mail(tmp_path: Path) -> None:
         ('from_address = "rt@district.example\\r\\nBcc: x@evil.example"', "mail.from_address"),
         ('records_administrator = "nobody"', "mail.records_administrator"),
         ('username = "rt"\nport = 70000', "mail.port"),
-        ('law_enforcement = "youth@police.example"\nsmtp_debug = true', "smtp_debug"),
+        ("digest = true\nsmtp_debug = true", "smtp_debug"),
     ],
 )
 def test_bad_mail_settings_are_refused_by_name(tmp_path: Path, change: str, message: str) -> None:

@@ -156,6 +156,32 @@ DUPLICATE_REQUEST: RejectReason.ValueType  # 4
 OTHER: RejectReason.ValueType  # 5
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
+class _DisciplineAnswer:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisciplineAnswerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisciplineAnswer.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCIPLINE_ANSWER_UNSPECIFIED: _DisciplineAnswer.ValueType  # 0
+    """not asked, or not answered"""
+    DISCIPLINE_RECORDS_SENT: _DisciplineAnswer.ValueType  # 1
+    """there are some: sent with the records"""
+    DISCIPLINE_NONE_ON_FILE: _DisciplineAnswer.ValueType  # 2
+    """none on file"""
+
+class DisciplineAnswer(_DisciplineAnswer, metaclass=_DisciplineAnswerEnumTypeWrapper):
+    """EC 48201(b): the prior district's explicit answer to a request for the
+    student's suspension and expulsion records.
+    """
+
+DISCIPLINE_ANSWER_UNSPECIFIED: DisciplineAnswer.ValueType  # 0
+"""not asked, or not answered"""
+DISCIPLINE_RECORDS_SENT: DisciplineAnswer.ValueType  # 1
+"""there are some: sent with the records"""
+DISCIPLINE_NONE_ON_FILE: DisciplineAnswer.ValueType  # 2
+"""none on file"""
+Global___DisciplineAnswer: _TypeAlias = DisciplineAnswer  # noqa: Y015
+
 @_typing.final
 class SignedEnvelope(_message.Message):
     """A body signed by a district (or by the registry, signer "registry").

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.rt.v1 import common_pb2 as protos_dot_rt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/rt/v1/peer.proto\x12\x05rt.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19protos/rt/v1/common.proto\"\xa9\x01\n\x0fStudentIdentity\x12\x0c\n\x04ssid\x18\x01 \x01(\t\x12\x18\n\x10legal_first_name\x18\x02 \x01(\t\x12\x19\n\x11legal_middle_name\x18\x03 \x01(\t\x12\x17\n\x0flegal_last_name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12\x0e\n\x06gender\x18\x06 \x01(\t\x12\x16\n\x0eprior_local_id\x18\x07 \x01(\t\"\xda\x02\n\x0eRecordsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1b\n\x13requesting_district\x18\x02 \x01(\t\x12\x19\n\x11requesting_school\x18\x03 \x01(\t\x12\x16\n\x0eprior_district\x18\x04 \x01(\t\x12\x14\n\x0cprior_school\x18\x05 \x01(\t\x12\'\n\x07student\x18\x06 \x01(\x0b\x32\x16.rt.v1.StudentIdentity\x12 \n\x06tables\x18\x07 \x03(\x0e\x32\x10.rt.v1.TableCode\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\n \x01(\x0c\x12\x14\n\x0crequested_by\x18\x0b \x01(\t\"\xb0\x01\n\x0eRequestReceipt\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0eprior_district\x18\x02 \x01(\t\x12\x1b\n\x13requesting_district\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.rt.v1.RequestStatus\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x02\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0eprior_district\x18\x03 \x01(\t\x12\x1b\n\x13requesting_district\x18\x04 \x01(\t\x12\x10\n\x08\x61pproved\x18\x05 \x01(\x08\x12#\n\x06reason\x18\x06 \x01(\x0e\x32\x13.rt.v1.RejectReason\x12\x13\n\x0breason_text\x18\x07 \x01(\t\x12 \n\x06tables\x18\x08 \x03(\x0e\x32\x10.rt.v1.TableCode\x12\x13\n\x0btransfer_id\x18\t \x01(\t\x12\x12\n\ndecided_by\x18\n \x01(\t\x12.\n\ndecided_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\rDeliveryStart\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.rt.v1.SignedEnvelope\x12\x13\n\x0bwrapped_key\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"$\n\x0fTransferTrailer\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"\x80\x01\n\rDeliveryFrame\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.rt.v1.DeliveryStartH\x00\x12\x14\n\nciphertext\x18\x02 \x01(\x0cH\x00\x12)\n\x07trailer\x18\x03 \x01(\x0b\x32\x16.rt.v1.TransferTrailerH\x00\x42\x07\n\x05\x66rame\"\xdd\x01\n\x0f\x44\x65liveryReceipt\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0fsender_district\x18\x03 \x01(\t\x12\x19\n\x11receiver_district\x18\x04 \x01(\t\x12\x19\n\x11\x63iphertext_sha512\x18\x05 \x01(\x0c\x12!\n\x06tables\x18\x06 \x03(\x0b\x32\x11.rt.v1.TableCount\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x15\x44\x65liveryOffsetRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\"G\n\x0e\x44\x65liveryOffset\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\"\xae\x01\n\rThreadMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rfrom_district\x18\x03 \x01(\t\x12\x13\n\x0bto_district\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12+\n\x07sent_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x01\n\x0cImportNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0btransfer_id\x18\x03 \x01(\t\x12\x1b\n\x13requesting_district\x18\x04 \x01(\t\x12\x16\n\x0eprior_district\x18\x05 \x01(\t\x12#\n\x08imported\x18\x06 \x03(\x0b\x32\x11.rt.v1.TableCount\x12/\n\x0bimported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x93\x03\n\x0c\x44istrictPeer\x12=\n\rSubmitRequest\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelope\x12>\n\x0eSubmitDecision\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelope\x12?\n\x0e\x44\x65liverRecords\x12\x14.rt.v1.DeliveryFrame\x1a\x15.rt.v1.SignedEnvelope(\x01\x12H\n\x11GetDeliveryOffset\x12\x1c.rt.v1.DeliveryOffsetRequest\x1a\x15.rt.v1.DeliveryOffset\x12;\n\x0bPostMessage\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelope\x12<\n\x0cNotifyImport\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/rt/v1/peer.proto\x12\x05rt.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19protos/rt/v1/common.proto\"\xa9\x01\n\x0fStudentIdentity\x12\x0c\n\x04ssid\x18\x01 \x01(\t\x12\x18\n\x10legal_first_name\x18\x02 \x01(\t\x12\x19\n\x11legal_middle_name\x18\x03 \x01(\t\x12\x17\n\x0flegal_last_name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12\x0e\n\x06gender\x18\x06 \x01(\t\x12\x16\n\x0eprior_local_id\x18\x07 \x01(\t\"\x96\x03\n\x0eRecordsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1b\n\x13requesting_district\x18\x02 \x01(\t\x12\x19\n\x11requesting_school\x18\x03 \x01(\t\x12\x16\n\x0eprior_district\x18\x04 \x01(\t\x12\x14\n\x0cprior_school\x18\x05 \x01(\t\x12\'\n\x07student\x18\x06 \x01(\x0b\x32\x16.rt.v1.StudentIdentity\x12 \n\x06tables\x18\x07 \x03(\x0e\x32\x10.rt.v1.TableCode\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\n \x01(\x0c\x12\x14\n\x0crequested_by\x18\x0b \x01(\t\x12\x14\n\x0c\x66oster_youth\x18\x0c \x01(\x08\x12$\n\x1c\x64iscipline_records_requested\x18\r \x01(\x08\"\xb0\x01\n\x0eRequestReceipt\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0eprior_district\x18\x02 \x01(\t\x12\x1b\n\x13requesting_district\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.rt.v1.RequestStatus\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x02\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0eprior_district\x18\x03 \x01(\t\x12\x1b\n\x13requesting_district\x18\x04 \x01(\t\x12\x10\n\x08\x61pproved\x18\x05 \x01(\x08\x12#\n\x06reason\x18\x06 \x01(\x0e\x32\x13.rt.v1.RejectReason\x12\x13\n\x0breason_text\x18\x07 \x01(\t\x12 \n\x06tables\x18\x08 \x03(\x0e\x32\x10.rt.v1.TableCode\x12\x13\n\x0btransfer_id\x18\t \x01(\t\x12\x12\n\ndecided_by\x18\n \x01(\t\x12.\n\ndecided_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x11\x64iscipline_answer\x18\x0c \x01(\x0e\x32\x17.rt.v1.DisciplineAnswer\x12\x17\n\x0fgrades_withheld\x18\r \x01(\x08\"S\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istrict\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\rDeliveryStart\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.rt.v1.SignedEnvelope\x12\x13\n\x0bwrapped_key\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"$\n\x0fTransferTrailer\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"\x80\x01\n\rDeliveryFrame\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.rt.v1.DeliveryStartH\x00\x12\x14\n\nciphertext\x18\x02 \x01(\x0cH\x00\x12)\n\x07trailer\x18\x03 \x01(\x0b\x32\x16.rt.v1.TransferTrailerH\x00\x42\x07\n\x05\x66rame\"\xdd\x01\n\x0f\x44\x65liveryReceipt\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\x0fsender_district\x18\x03 \x01(\t\x12\x19\n\x11receiver_district\x18\x04 \x01(\t\x12\x19\n\x11\x63iphertext_sha512\x18\x05 \x01(\x0c\x12!\n\x06tables\x18\x06 \x03(\x0b\x32\x11.rt.v1.TableCount\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x15\x44\x65liveryOffsetRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\"G\n\x0e\x44\x65liveryOffset\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\"\xae\x01\n\rThreadMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rfrom_district\x18\x03 \x01(\t\x12\x13\n\x0bto_district\x18\x04 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12+\n\x07sent_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x01\n\x0cImportNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0btransfer_id\x18\x03 \x01(\t\x12\x1b\n\x13requesting_district\x18\x04 \x01(\t\x12\x16\n\x0eprior_district\x18\x05 \x01(\t\x12#\n\x08imported\x18\x06 \x03(\x0b\x32\x11.rt.v1.TableCount\x12/\n\x0bimported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x93\x03\n\x0c\x44istrictPeer\x12=\n\rSubmitRequest\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelope\x12>\n\x0eSubmitDecision\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelope\x12?\n\x0e\x44\x65liverRecords\x12\x14.rt.v1.DeliveryFrame\x1a\x15.rt.v1.SignedEnvelope(\x01\x12H\n\x11GetDeliveryOffset\x12\x1c.rt.v1.DeliveryOffsetRequest\x1a\x15.rt.v1.DeliveryOffset\x12;\n\x0bPostMessage\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelope\x12<\n\x0cNotifyImport\x12\x15.rt.v1.SignedEnvelope\x1a\x15.rt.v1.SignedEnvelopeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,29 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STUDENTIDENTITY']._serialized_start=95
   _globals['_STUDENTIDENTITY']._serialized_end=264
   _globals['_RECORDSREQUEST']._serialized_start=267
-  _globals['_RECORDSREQUEST']._serialized_end=613
-  _globals['_REQUESTRECEIPT']._serialized_start=616
-  _globals['_REQUESTRECEIPT']._serialized_end=792
-  _globals['_DECISION']._serialized_start=795
-  _globals['_DECISION']._serialized_end=1098
-  _globals['_ACK']._serialized_start=1100
-  _globals['_ACK']._serialized_end=1183
-  _globals['_DELIVERYSTART']._serialized_start=1185
-  _globals['_DELIVERYSTART']._serialized_end=1276
-  _globals['_TRANSFERTRAILER']._serialized_start=1278
-  _globals['_TRANSFERTRAILER']._serialized_end=1314
-  _globals['_DELIVERYFRAME']._serialized_start=1317
-  _globals['_DELIVERYFRAME']._serialized_end=1445
-  _globals['_DELIVERYRECEIPT']._serialized_start=1448
-  _globals['_DELIVERYRECEIPT']._serialized_end=1669
-  _globals['_DELIVERYOFFSETREQUEST']._serialized_start=1671
-  _globals['_DELIVERYOFFSETREQUEST']._serialized_end=1715
-  _globals['_DELIVERYOFFSET']._serialized_start=1717
-  _globals['_DELIVERYOFFSET']._serialized_end=1788
-  _globals['_THREADMESSAGE']._serialized_start=1791
-  _globals['_THREADMESSAGE']._serialized_end=1965
-  _globals['_IMPORTNOTICE']._serialized_start=1968
-  _globals['_IMPORTNOTICE']._serialized_end=2181
-  _globals['_DISTRICTPEER']._serialized_start=2184
-  _globals['_DISTRICTPEER']._serialized_end=2587
+  _globals['_RECORDSREQUEST']._serialized_end=673
+  _globals['_REQUESTRECEIPT']._serialized_start=676
+  _globals['_REQUESTRECEIPT']._serialized_end=852
+  _globals['_DECISION']._serialized_start=855
+  _globals['_DECISION']._serialized_end=1235
+  _globals['_ACK']._serialized_start=1237
+  _globals['_ACK']._serialized_end=1320
+  _globals['_DELIVERYSTART']._serialized_start=1322
+  _globals['_DELIVERYSTART']._serialized_end=1413
+  _globals['_TRANSFERTRAILER']._serialized_start=1415
+  _globals['_TRANSFERTRAILER']._serialized_end=1451
+  _globals['_DELIVERYFRAME']._serialized_start=1454
+  _globals['_DELIVERYFRAME']._serialized_end=1582
+  _globals['_DELIVERYRECEIPT']._serialized_start=1585
+  _globals['_DELIVERYRECEIPT']._serialized_end=1806
+  _globals['_DELIVERYOFFSETREQUEST']._serialized_start=1808
+  _globals['_DELIVERYOFFSETREQUEST']._serialized_end=1852
+  _globals['_DELIVERYOFFSET']._serialized_start=1854
+  _globals['_DELIVERYOFFSET']._serialized_end=1925
+  _globals['_THREADMESSAGE']._serialized_start=1928
+  _globals['_THREADMESSAGE']._serialized_end=2102
+  _globals['_IMPORTNOTICE']._serialized_start=2105
+  _globals['_IMPORTNOTICE']._serialized_end=2318
+  _globals['_DISTRICTPEER']._serialized_start=2321
+  _globals['_DISTRICTPEER']._serialized_end=2724
 # @@protoc_insertion_point(module_scope)

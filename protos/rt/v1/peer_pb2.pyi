@@ -78,6 +78,8 @@ class RecordsRequest(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
     REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    FOSTER_YOUTH_FIELD_NUMBER: _builtins.int
+    DISCIPLINE_RECORDS_REQUESTED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """UUID, chosen by the requester"""
     requesting_district: _builtins.str
@@ -90,6 +92,14 @@ class RecordsRequest(_message.Message):
     """16 random bytes"""
     requested_by: _builtins.str
     """the registrar who asked"""
+    foster_youth: _builtins.bool
+    """EC 49069.5: the requester says the student is a foster youth (records due
+    in 2 business days; no hold for fees or fines may block them).
+    """
+    discipline_records_requested: _builtins.bool
+    """EC 48201(b): the requester asks for suspension and expulsion records
+    (the prior district must answer that part: DisciplineAnswer).
+    """
     @_builtins.property
     def student(self) -> Global___StudentIdentity: ...
     @_builtins.property
@@ -114,10 +124,12 @@ class RecordsRequest(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         nonce: _builtins.bytes = ...,
         requested_by: _builtins.str = ...,
+        foster_youth: _builtins.bool = ...,
+        discipline_records_requested: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "student", b"student"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "nonce", b"nonce", "prior_district", b"prior_district", "prior_school", b"prior_school", "request_id", b"request_id", "requested_by", b"requested_by", "requesting_district", b"requesting_district", "requesting_school", b"requesting_school", "student", b"student", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "discipline_records_requested", b"discipline_records_requested", "expires_at", b"expires_at", "foster_youth", b"foster_youth", "nonce", b"nonce", "prior_district", b"prior_district", "prior_school", b"prior_school", "request_id", b"request_id", "requested_by", b"requested_by", "requesting_district", b"requesting_district", "requesting_school", b"requesting_school", "student", b"student", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,6 +183,8 @@ class Decision(_message.Message):
     TRANSFER_ID_FIELD_NUMBER: _builtins.int
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DISCIPLINE_ANSWER_FIELD_NUMBER: _builtins.int
+    GRADES_WITHHELD_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """UUID: receivers deduplicate on it"""
     request_id: _builtins.str
@@ -184,6 +198,12 @@ class Decision(_message.Message):
     transfer_id: _builtins.str
     """when approved"""
     decided_by: _builtins.str
+    discipline_answer: _common_pb2.DisciplineAnswer.ValueType
+    """EC 48201(b): when approved and the request asked for them."""
+    grades_withheld: _builtins.bool
+    """EC 48904.3: the prior district withholds the student's grades; the new
+    district keeps withholding them. Never set for a foster youth (EC 49069.5).
+    """
     @_builtins.property
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.TableCode.ValueType]:
         """when approved: the tables to be sent"""
@@ -204,10 +224,12 @@ class Decision(_message.Message):
         transfer_id: _builtins.str = ...,
         decided_by: _builtins.str = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        discipline_answer: _common_pb2.DisciplineAnswer.ValueType = ...,
+        grades_withheld: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_id", b"decision_id", "prior_district", b"prior_district", "reason", b"reason", "reason_text", b"reason_text", "request_id", b"request_id", "requesting_district", b"requesting_district", "tables", b"tables", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_id", b"decision_id", "discipline_answer", b"discipline_answer", "grades_withheld", b"grades_withheld", "prior_district", b"prior_district", "reason", b"reason", "reason_text", b"reason_text", "request_id", b"request_id", "requesting_district", b"requesting_district", "tables", b"tables", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

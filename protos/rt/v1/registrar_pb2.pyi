@@ -293,6 +293,8 @@ class CreateRequestRequest(_message.Message):
     PRIOR_LOCAL_ID_FIELD_NUMBER: _builtins.int
     TABLES_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    FOSTER_YOUTH_FIELD_NUMBER: _builtins.int
+    DISCIPLINE_RECORDS_REQUESTED_FIELD_NUMBER: _builtins.int
     student_local_id: _builtins.str
     """the student, enrolled here"""
     prior_school: _builtins.str
@@ -300,6 +302,10 @@ class CreateRequestRequest(_message.Message):
     prior_local_id: _builtins.str
     """optional"""
     actor: _builtins.str
+    foster_youth: _builtins.bool
+    """EC 49069.5"""
+    discipline_records_requested: _builtins.bool
+    """EC 48201(b)"""
     @_builtins.property
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.TableCode.ValueType]:
         """empty: all eight"""
@@ -312,10 +318,12 @@ class CreateRequestRequest(_message.Message):
         prior_local_id: _builtins.str = ...,
         tables: _abc.Iterable[_common_pb2.TableCode.ValueType] | None = ...,
         actor: _builtins.str = ...,
+        foster_youth: _builtins.bool = ...,
+        discipline_records_requested: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "prior_local_id", b"prior_local_id", "prior_school", b"prior_school", "student_local_id", b"student_local_id", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "discipline_records_requested", b"discipline_records_requested", "foster_youth", b"foster_youth", "prior_local_id", b"prior_local_id", "prior_school", b"prior_school", "student_local_id", b"student_local_id", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,6 +365,10 @@ class RequestSummary(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
     SHORT_ID_FIELD_NUMBER: _builtins.int
+    DUE_ON_FIELD_NUMBER: _builtins.int
+    DUE_RULE_FIELD_NUMBER: _builtins.int
+    DUE_NOTE_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     direction: Global___Direction.ValueType
     status: _common_pb2.RequestStatus.ValueType
@@ -368,6 +380,14 @@ class RequestSummary(_message.Message):
     """The shortest prefix of request_id (8 characters or more) that names no
     other request of this district: what tables show, and what commands take.
     """
+    due_on: _builtins.str
+    """Inbound: when the answer is due ("YYYY-MM-DD"; "" while the schoolday clock
+    waits for the next school day), the section that set it, and why.
+    """
+    due_rule: _builtins.str
+    due_note: _builtins.str
+    overdue: _builtins.bool
+    """unanswered and past due_on, today in California"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -385,10 +405,14 @@ class RequestSummary(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         status_reason: _builtins.str = ...,
         short_id: _builtins.str = ...,
+        due_on: _builtins.str = ...,
+        due_rule: _builtins.str = ...,
+        due_note: _builtins.str = ...,
+        overdue: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "direction", b"direction", "other_district", b"other_district", "request_id", b"request_id", "short_id", b"short_id", "ssid", b"ssid", "status", b"status", "status_reason", b"status_reason", "student_name", b"student_name", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "direction", b"direction", "due_note", b"due_note", "due_on", b"due_on", "due_rule", b"due_rule", "other_district", b"other_district", "overdue", b"overdue", "request_id", b"request_id", "short_id", b"short_id", "ssid", b"ssid", "status", b"status", "status_reason", b"status_reason", "student_name", b"student_name", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -415,6 +439,12 @@ class RequestDetail(_message.Message):
     APPROVED_FIELD_NUMBER: _builtins.int
     PENDING_SENDS_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
+    FOSTER_YOUTH_FIELD_NUMBER: _builtins.int
+    DISCIPLINE_RECORDS_REQUESTED_FIELD_NUMBER: _builtins.int
+    DISCIPLINE_ANSWER_FIELD_NUMBER: _builtins.int
+    GRADES_WITHHELD_FIELD_NUMBER: _builtins.int
+    HELD_REASON_FIELD_NUMBER: _builtins.int
+    TEACHERS_TO_BE_INFORMED_FIELD_NUMBER: _builtins.int
     requesting_school: _builtins.str
     prior_school: _builtins.str
     local_student_id: _builtins.str
@@ -430,6 +460,19 @@ class RequestDetail(_message.Message):
     """inbound: approved, delivery under way"""
     outcome: _builtins.str
     """RetryRequest: what the call did, for the registrar ("pushed ... now")."""
+    foster_youth: _builtins.bool
+    """EC 49069.5"""
+    discipline_records_requested: _builtins.bool
+    """EC 48201(b)"""
+    discipline_answer: _common_pb2.DisciplineAnswer.ValueType
+    grades_withheld: _builtins.bool
+    """EC 48904.3, as the decision said"""
+    held_reason: _builtins.str
+    """why approval is held (EC 49068.6)"""
+    teachers_to_be_informed: _builtins.bool
+    """Outbound, discipline records sent: the requester must inform the
+    student's teachers (EC 49079).
+    """
     @_builtins.property
     def summary(self) -> Global___RequestSummary: ...
     @_builtins.property
@@ -464,10 +507,16 @@ class RequestDetail(_message.Message):
         approved: _builtins.bool = ...,
         pending_sends: _abc.Iterable[Global___PendingSend] | None = ...,
         outcome: _builtins.str = ...,
+        foster_youth: _builtins.bool = ...,
+        discipline_records_requested: _builtins.bool = ...,
+        discipline_answer: _common_pb2.DisciplineAnswer.ValueType = ...,
+        grades_withheld: _builtins.bool = ...,
+        held_reason: _builtins.str = ...,
+        teachers_to_be_informed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "attempts", b"attempts", "delivery_bytes_done", b"delivery_bytes_done", "delivery_bytes_total", b"delivery_bytes_total", "local_student_id", b"local_student_id", "next_attempt_at", b"next_attempt_at", "outcome", b"outcome", "pending_sends", b"pending_sends", "prior_local_id", b"prior_local_id", "prior_school", b"prior_school", "received", b"received", "reject_reason", b"reject_reason", "reject_text", b"reject_text", "requesting_school", b"requesting_school", "summary", b"summary", "tables", b"tables", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "attempts", b"attempts", "delivery_bytes_done", b"delivery_bytes_done", "delivery_bytes_total", b"delivery_bytes_total", "discipline_answer", b"discipline_answer", "discipline_records_requested", b"discipline_records_requested", "foster_youth", b"foster_youth", "grades_withheld", b"grades_withheld", "held_reason", b"held_reason", "local_student_id", b"local_student_id", "next_attempt_at", b"next_attempt_at", "outcome", b"outcome", "pending_sends", b"pending_sends", "prior_local_id", b"prior_local_id", "prior_school", b"prior_school", "received", b"received", "reject_reason", b"reject_reason", "reject_text", b"reject_text", "requesting_school", b"requesting_school", "summary", b"summary", "tables", b"tables", "teachers_to_be_informed", b"teachers_to_be_informed", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,10 +675,13 @@ class ApproveRequestRequest(_message.Message):
     STUDENT_LOCAL_ID_FIELD_NUMBER: _builtins.int
     TABLES_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    DISCIPLINE_ANSWER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     student_local_id: _builtins.str
     """the confirmed match (empty: exact SSID match)"""
     actor: _builtins.str
+    discipline_answer: _common_pb2.DisciplineAnswer.ValueType
+    """Required when the request asked for suspension/expulsion records (EC 48201(b))."""
     @_builtins.property
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.TableCode.ValueType]:
         """empty: what was requested"""
@@ -641,10 +693,11 @@ class ApproveRequestRequest(_message.Message):
         student_local_id: _builtins.str = ...,
         tables: _abc.Iterable[_common_pb2.TableCode.ValueType] | None = ...,
         actor: _builtins.str = ...,
+        discipline_answer: _common_pb2.DisciplineAnswer.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "request_id", b"request_id", "student_local_id", b"student_local_id", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "discipline_answer", b"discipline_answer", "request_id", b"request_id", "student_local_id", b"student_local_id", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1133,6 +1186,7 @@ class StudentDetail(_message.Message):
     STUDENT_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     REPLACED_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def student(self) -> Global___Student: ...
     @_builtins.property
@@ -1143,20 +1197,291 @@ class StudentDetail(_message.Message):
     def replaced(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplacedRow]:
         """older versions of rows, replaced at import"""
 
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___StudentFlag]: ...
     def __init__(
         self,
         *,
         student: Global___Student | None = ...,
         rows: _abc.Iterable[_common_pb2.TableCount] | None = ...,
         replaced: _abc.Iterable[Global___ReplacedRow] | None = ...,
+        flags: _abc.Iterable[Global___StudentFlag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["student", b"student"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["replaced", b"replaced", "rows", b"rows", "student", b"student"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "replaced", b"replaced", "rows", b"rows", "student", b"student"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudentDetail: _TypeAlias = StudentDetail  # noqa: Y015
+
+@_typing.final
+class StudentFlag(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAG_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SET_AT_FIELD_NUMBER: _builtins.int
+    SET_BY_FIELD_NUMBER: _builtins.int
+    flag: _builtins.str
+    """WITHHOLD_GRADES, MISSING_CHILD"""
+    source: _builtins.str
+    """"local", or the district it came from"""
+    set_by: _builtins.str
+    @_builtins.property
+    def set_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        flag: _builtins.str = ...,
+        source: _builtins.str = ...,
+        set_at: _timestamp_pb2.Timestamp | None = ...,
+        set_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["set_at", b"set_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flag", b"flag", "set_at", b"set_at", "set_by", b"set_by", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudentFlag: _TypeAlias = StudentFlag  # noqa: Y015
+
+@_typing.final
+class SetStudentFlagRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCAL_ID_FIELD_NUMBER: _builtins.int
+    FLAG_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    local_id: _builtins.str
+    flag: _builtins.str
+    clear: _builtins.bool
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        local_id: _builtins.str = ...,
+        flag: _builtins.str = ...,
+        clear: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "clear", b"clear", "flag", b"flag", "local_id", b"local_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStudentFlagRequest: _TypeAlias = SetStudentFlagRequest  # noqa: Y015
+
+@_typing.final
+class LoadCalendarRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHOOL_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FILE_FORMAT_FIELD_NUMBER: _builtins.int
+    FIRST_DAY_FIELD_NUMBER: _builtins.int
+    LAST_DAY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    school: _builtins.str
+    """CDS code of one of our schools"""
+    content: _builtins.bytes
+    """the file"""
+    file_format: _builtins.str
+    """"ics" or "csv" """
+    first_day: _builtins.str
+    """optional, with last_day: the school year"""
+    last_day: _builtins.str
+    actor: _builtins.str
+    file_name: _builtins.str
+    """for the record"""
+    def __init__(
+        self,
+        *,
+        school: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+        file_format: _builtins.str = ...,
+        first_day: _builtins.str = ...,
+        last_day: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "content", b"content", "file_format", b"file_format", "file_name", b"file_name", "first_day", b"first_day", "last_day", b"last_day", "school", b"school"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadCalendarRequest: _TypeAlias = LoadCalendarRequest  # noqa: Y015
+
+@_typing.final
+class CalendarTerm(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_DAY_FIELD_NUMBER: _builtins.int
+    LAST_DAY_FIELD_NUMBER: _builtins.int
+    SCHOOL_DAYS_FIELD_NUMBER: _builtins.int
+    CLOSED_DAYS_FIELD_NUMBER: _builtins.int
+    first_day: _builtins.str
+    last_day: _builtins.str
+    school_days: _builtins.int
+    @_builtins.property
+    def closed_days(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """weekdays without school, "YYYY-MM-DD" """
+
+    def __init__(
+        self,
+        *,
+        first_day: _builtins.str = ...,
+        last_day: _builtins.str = ...,
+        school_days: _builtins.int = ...,
+        closed_days: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_days", b"closed_days", "first_day", b"first_day", "last_day", b"last_day", "school_days", b"school_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalendarTerm: _TypeAlias = CalendarTerm  # noqa: Y015
+
+@_typing.final
+class CalendarView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHOOL_FIELD_NUMBER: _builtins.int
+    TERMS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LOADED_AT_FIELD_NUMBER: _builtins.int
+    LOADED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTS_REDATED_FIELD_NUMBER: _builtins.int
+    school: _builtins.str
+    source: _builtins.str
+    loaded_by: _builtins.str
+    requests_redated: _builtins.int
+    """LoadCalendar: open requests given new due dates"""
+    @_builtins.property
+    def terms(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalendarTerm]: ...
+    @_builtins.property
+    def loaded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        school: _builtins.str = ...,
+        terms: _abc.Iterable[Global___CalendarTerm] | None = ...,
+        source: _builtins.str = ...,
+        loaded_at: _timestamp_pb2.Timestamp | None = ...,
+        loaded_by: _builtins.str = ...,
+        requests_redated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["loaded_at", b"loaded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loaded_at", b"loaded_at", "loaded_by", b"loaded_by", "requests_redated", b"requests_redated", "school", b"school", "source", b"source", "terms", b"terms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalendarView: _TypeAlias = CalendarView  # noqa: Y015
+
+@_typing.final
+class ShowCalendarsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHOOL_FIELD_NUMBER: _builtins.int
+    school: _builtins.str
+    """empty: every school of ours"""
+    def __init__(
+        self,
+        *,
+        school: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["school", b"school"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShowCalendarsRequest: _TypeAlias = ShowCalendarsRequest  # noqa: Y015
+
+@_typing.final
+class CalendarList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDARS_FIELD_NUMBER: _builtins.int
+    SCHOOLS_WITHOUT_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    TODAY_FIELD_NUMBER: _builtins.int
+    fallback: _builtins.str
+    """what counts as a schoolday without one"""
+    today: _builtins.str
+    @_builtins.property
+    def calendars(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalendarView]: ...
+    @_builtins.property
+    def schools_without(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """our schools with no calendar loaded"""
+
+    def __init__(
+        self,
+        *,
+        calendars: _abc.Iterable[Global___CalendarView] | None = ...,
+        schools_without: _abc.Iterable[_builtins.str] | None = ...,
+        fallback: _builtins.str = ...,
+        today: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendars", b"calendars", "fallback", b"fallback", "schools_without", b"schools_without", "today", b"today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalendarList: _TypeAlias = CalendarList  # noqa: Y015
+
+@_typing.final
+class ListDueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERDUE_ONLY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    overdue_only: _builtins.bool
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        overdue_only: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "overdue_only", b"overdue_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDueRequest: _TypeAlias = ListDueRequest  # noqa: Y015
+
+@_typing.final
+class ListDueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    TODAY_FIELD_NUMBER: _builtins.int
+    today: _builtins.str
+    """California's date the list was made on"""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestSummary]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RequestSummary] | None = ...,
+        today: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests", "today", b"today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDueResponse: _TypeAlias = ListDueResponse  # noqa: Y015
 
 @_typing.final
 class EditStudentRequest(_message.Message):

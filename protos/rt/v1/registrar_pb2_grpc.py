@@ -139,6 +139,26 @@ class RegistrarStub:
                 request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.SerializeToString,
                 response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
                 _registered_method=True)
+        self.LoadCalendar = channel.unary_unary(
+                '/rt.v1.Registrar/LoadCalendar',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.LoadCalendarRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.CalendarView.FromString,
+                _registered_method=True)
+        self.ShowCalendars = channel.unary_unary(
+                '/rt.v1.Registrar/ShowCalendars',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ShowCalendarsRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.CalendarList.FromString,
+                _registered_method=True)
+        self.ListDue = channel.unary_unary(
+                '/rt.v1.Registrar/ListDue',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListDueRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListDueResponse.FromString,
+                _registered_method=True)
+        self.SetStudentFlag = channel.unary_unary(
+                '/rt.v1.Registrar/SetStudentFlag',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.SetStudentFlagRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
+                _registered_method=True)
 
 
 class RegistrarServicer:
@@ -281,6 +301,33 @@ class RegistrarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadCalendar(self, request, context):
+        """School calendars (the schooldays of EC 49068 due dates).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShowCalendars(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDue(self, request, context):
+        """Inbound requests not yet answered, with their due dates, soonest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetStudentFlag(self, request, context):
+        """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -388,6 +435,26 @@ def add_RegistrarServicer_to_server(servicer, server):
                     servicer.ImportAllNew,
                     request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.FromString,
                     response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.SerializeToString,
+            ),
+            'LoadCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadCalendar,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.LoadCalendarRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.CalendarView.SerializeToString,
+            ),
+            'ShowCalendars': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShowCalendars,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ShowCalendarsRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.CalendarList.SerializeToString,
+            ),
+            'ListDue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDue,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListDueRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListDueResponse.SerializeToString,
+            ),
+            'SetStudentFlag': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStudentFlag,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.SetStudentFlagRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -957,6 +1024,114 @@ class Registrar:
             '/rt.v1.Registrar/ImportAllNew',
             protos_dot_rt_dot_v1_dot_registrar__pb2.BatchRef.SerializeToString,
             protos_dot_rt_dot_v1_dot_registrar__pb2.BatchResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/LoadCalendar',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.LoadCalendarRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.CalendarView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShowCalendars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/ShowCalendars',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.ShowCalendarsRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.CalendarList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/ListDue',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.ListDueRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.ListDueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStudentFlag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/SetStudentFlag',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.SetStudentFlagRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
             options,
             channel_credentials,
             insecure,

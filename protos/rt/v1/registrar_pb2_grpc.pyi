@@ -68,6 +68,13 @@ class RegistrarStub:
     """
     ImportAllNew: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]
     """Import every received transfer whose rows are all NEW; the others stay for review."""
+    LoadCalendar: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.LoadCalendarRequest, _registrar_pb2.CalendarView]
+    """School calendars (the schooldays of EC 49068 due dates)."""
+    ShowCalendars: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.ShowCalendarsRequest, _registrar_pb2.CalendarList]
+    ListDue: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.ListDueRequest, _registrar_pb2.ListDueResponse]
+    """Inbound requests not yet answered, with their due dates, soonest first."""
+    SetStudentFlag: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.SetStudentFlagRequest, _registrar_pb2.StudentDetail]
+    """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6)."""
 
 @_typing.type_check_only
 class RegistrarAsyncStub(RegistrarStub):
@@ -106,6 +113,13 @@ class RegistrarAsyncStub(RegistrarStub):
     """
     ImportAllNew: _aio.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]  # type: ignore[assignment]
     """Import every received transfer whose rows are all NEW; the others stay for review."""
+    LoadCalendar: _aio.UnaryUnaryMultiCallable[_registrar_pb2.LoadCalendarRequest, _registrar_pb2.CalendarView]  # type: ignore[assignment]
+    """School calendars (the schooldays of EC 49068 due dates)."""
+    ShowCalendars: _aio.UnaryUnaryMultiCallable[_registrar_pb2.ShowCalendarsRequest, _registrar_pb2.CalendarList]  # type: ignore[assignment]
+    ListDue: _aio.UnaryUnaryMultiCallable[_registrar_pb2.ListDueRequest, _registrar_pb2.ListDueResponse]  # type: ignore[assignment]
+    """Inbound requests not yet answered, with their due dates, soonest first."""
+    SetStudentFlag: _aio.UnaryUnaryMultiCallable[_registrar_pb2.SetStudentFlagRequest, _registrar_pb2.StudentDetail]  # type: ignore[assignment]
+    """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6)."""
 
 class RegistrarServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -267,5 +281,36 @@ class RegistrarServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registrar_pb2.BatchResult, _abc.Awaitable[_registrar_pb2.BatchResult]]:
         """Import every received transfer whose rows are all NEW; the others stay for review."""
+
+    @_abc_1.abstractmethod
+    def LoadCalendar(
+        self,
+        request: _registrar_pb2.LoadCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.CalendarView, _abc.Awaitable[_registrar_pb2.CalendarView]]:
+        """School calendars (the schooldays of EC 49068 due dates)."""
+
+    @_abc_1.abstractmethod
+    def ShowCalendars(
+        self,
+        request: _registrar_pb2.ShowCalendarsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.CalendarList, _abc.Awaitable[_registrar_pb2.CalendarList]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDue(
+        self,
+        request: _registrar_pb2.ListDueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.ListDueResponse, _abc.Awaitable[_registrar_pb2.ListDueResponse]]:
+        """Inbound requests not yet answered, with their due dates, soonest first."""
+
+    @_abc_1.abstractmethod
+    def SetStudentFlag(
+        self,
+        request: _registrar_pb2.SetStudentFlagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.StudentDetail, _abc.Awaitable[_registrar_pb2.StudentDetail]]:
+        """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6)."""
 
 def add_RegistrarServicer_to_server(servicer: RegistrarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
