@@ -129,6 +129,15 @@ def claim_due(
     """Claim up to ``limit`` due notices for ``lease`` (each claim a guarded update)."""
     at = aware(now)
     claimed: list[MailNotice] = []
+    due = (
+        MAIL_OUTBOX.c.status == QUEUED,
+        MAIL_OUTBOX.c.next_attempt_at <= at,
+        or_(MAIL_OUTBOX.c.claimed_until.is_(None), MAIL_OUTBOX.c.claimed_until < at),
+    )
+    # Polled every few seconds: a read first, so an idle pass takes no write lock.
+    with reading(bind) as conn:
+        if conn.execute(select(MAIL_OUTBOX.c.id).where(*due).limit(1)).first() is None:
+            return claimed
     with transaction(bind) as conn:
         rows = conn.execute(
             select(MAIL_OUTBOX)
