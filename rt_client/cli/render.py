@@ -84,6 +84,10 @@ def render_student_detail(console: Console, d: registrar_pb2.StudentDetail) -> N
         ("records", ", ".join(f"{common_pb2.TableCode.Name(c.table)} {c.rows}" for c in d.rows)),
     ):
         t.add_row(k, v or "-")
+    for f in d.flags:
+        t.add_row(
+            "flag", f"{_FLAG_WORDS.get(f.flag, f.flag)} (from {f.source}, {timestamp(f.set_at)})"
+        )
     console.print(t)
     if d.replaced:
         console.print("Rows replaced at import (their old values):")
@@ -101,6 +105,12 @@ def render_student_detail(console: Console, d: registrar_pb2.StudentDetail) -> N
                 f"{item.transfer_id} {table}:{item.row_index}",
             )
         console.print(r)
+
+
+_FLAG_WORDS = {
+    "WITHHOLD_GRADES": "WITHHOLD_GRADES: grades withheld (EC 48904.3)",
+    "MISSING_CHILD": "MISSING_CHILD: reported missing (EC 49068.6); requests are held",
+}
 
 
 def render_schools(console: Console, reply: registrar_pb2.SchoolList) -> None:

@@ -107,6 +107,12 @@ def test_withheld_grades_travel_with_the_transfer_and_are_kept_at_the_new_distri
     p = districts
     add_student(p.a, "A1", small_records(2, 2))
     add_student(p.b, "B1")
+    before = snapshot(p.a)
+    unknown = rt(p.a, "student", "flag", "A1", "expelled")
+    assert unknown.code != 0 and "WITHHOLD_GRADES, MISSING_CHILD" in unknown.err
+    nobody = rt(p.a, "student", "flag", "NOBODY", "withhold-grades")
+    assert nobody.code != 0 and "no student" in nobody.err
+    assert_unchanged(before, snapshot(p.a))
     assert rt(p.a, "student", "flag", "A1", "withhold-grades").code == 0
     request_id = _request(rt, p)
     assert rt(p.a, "approve", request_id, "--student", "A1").code == 0
@@ -117,6 +123,7 @@ def test_withheld_grades_travel_with_the_transfer_and_are_kept_at_the_new_distri
     assert _flags(p.b, "B1") == {"WITHHOLD_GRADES"}  # EC 48904.3: kept here
     student = rt(p.b, "student", "show", "B1", "--json")
     assert json.loads(student.out)["flags"][0]["source"] == f"district {p.a.code}"
+    assert "grades withheld (EC 48904.3)" in rt(p.b, "student", "show", "B1").out
 
 
 def test_a_request_for_a_missing_child_holds_approval_and_alerts_law_enforcement(
@@ -243,3 +250,27 @@ def test_calendars_load_show_and_redate_open_requests_and_a_bad_file_changes_not
     assert request_id[:8] in late.out and "OVERDUE 2027-01-12 (EC 49068)" in late.out
     table = rt(p.a, "calendar", "show", "--days")
     assert "2026-08-12" in table.out and "2027-08-11" in table.out and "2026-12-21" in table.out
+
+
+def test_in_summer_the_schoolday_clock_waits_and_says_so_until_next_year_is_loaded(
+    districts: Pair, rt: Rt, tmp_path: Path
+) -> None:
+    p = districts
+    _same_clock(p, dt.datetime(2027, 6, 21, 20, 0, tzinfo=dt.UTC))
+    this_year = tmp_path / "this-year"
+    this_year.mkdir()
+    assert rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL,
+              str(write_school_calendar(this_year))).code == 0  # fmt: skip
+    assert "no school day ahead" in rt(p.a, "calendar", "show").out
+    add_student(p.a, "A1", small_records(6, 2))
+    add_student(p.b, "B1")
+    request_id = _request(rt, p)
+    waiting = get(p.a, request_id).summary
+    assert (waiting.due_on, waiting.due_rule) == ("", "EC 49068")
+    assert "Waiting for the next school day" in waiting.due_note
+    assert "waiting (EC 49068)" in rt(p.a, "due").out
+
+    assert rt(p.a, "calendar", "load", "--school", PRIOR_SCHOOL,
+              str(write_school_calendar(tmp_path, next_year=True))).code == 0  # fmt: skip
+    # The first day of school, 2027-08-11, is day 1 of 10.
+    assert get(p.a, request_id).summary.due_on == "2027-08-24"
