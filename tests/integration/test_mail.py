@@ -18,13 +18,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from protos.rt.v1 import common_pb2, registrar_pb2
 from rt_client.mail_config import MailConfig
 from rt_server.flows.district import District
 from rt_server.flows.mail import MailWorker
 from rt_server.store import mail_outbox
 from rt_server.store.schema import COMPLIANCE_NOTICES
 from tests.harness.cli import Rt
-from tests.harness.flow import FIRST, LAST, SSID, add_student, approve, create_request
+from tests.harness.flow import (
+    FIRST,
+    LAST,
+    RPC_TIMEOUT,
+    SSID,
+    add_student,
+    approve,
+    create_request,
+)
 from tests.harness.smtp import PASSWORD, USERNAME, SmtpServer, make_ca_and_server_cert
 from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL, MutableClock, Pair, World
 
@@ -229,3 +238,27 @@ def test_a_missing_child_alert_reaches_law_enforcement_once_with_the_requesters_
     with pair.a.engine.connect() as conn:
         (sent_at,) = conn.execute(select(COMPLIANCE_NOTICES.c.sent_at)).one()
     assert sent_at is not None  # the due-date side sees it sent
+
+
+def test_a_rejection_reaches_the_requester_once(
+    harness: World, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    pair = started(harness, mail_config(tmp_path, smtp.port, smtp.ca))
+    request_id = create_request(pair)
+    pair.a.rpc.RejectRequest(
+        registrar_pb2.RejectRequestRequest(
+            request_id=request_id,
+            reason=common_pb2.RejectReason.Value("STUDENT_NOT_FOUND"),
+            text="Ana Nuñez never attended Lincoln",  # free text: stays out of mail
+            actor="alice",
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    wait_for("the rejection", lambda: any(m.rcpt_tos == [BOB] for m in smtp.received))
+    time.sleep(1.0)
+    (rejected,) = [m for m in smtp.received if m.rcpt_tos == [BOB]]
+    assert rejected.message["Subject"] == (
+        f"Request {request_id[:8]} was rejected by district {pair.a.code}"
+    )
+    text = rejected.message.get_content()
+    assert "STUDENT_NOT_FOUND" in text and "never attended" not in text and LAST not in text
