@@ -25,6 +25,7 @@ import tomli_w
 
 from rt_client.errors import ConfigError, InvalidInput
 from rt_client.ids import DistrictCode, parse_district_code
+from rt_client.mail_config import MailConfig, mail_config_from_table, mail_config_to_table
 from rt_client.tls import REGISTRY_SERVER_NAME, split_host_port
 
 __all__ = [
@@ -98,6 +99,15 @@ class DistrictConfig:
     metrics_allow_non_loopback: bool = False
     # "text" (one human line per event) or "json" (one JSON object per line).
     log_format: str = "text"
+    # Notices by e-mail ([mail], rt_client.mail_config); none sent without it.
+    mail: MailConfig | None = None
+    # 34 CFR 99.34(a)(1): false when the district's annual FERPA notice does not
+    # say it forwards records to a school where the student seeks to enroll;
+    # then every such disclosure makes a parent notice letter (rt notices).
+    annual_notice_covers_transfers: bool = True
+    # Received ciphertext is purged this many days after the import (rt purge);
+    # the record of disclosures (34 CFR 99.32) is kept.
+    received_retention_days: int = 90
     # EC 49068.6: who is alerted when a student flagged missing is requested
     # (an e-mail address of the law enforcement agency); empty: none configured.
     law_enforcement_contact: str = ""
@@ -151,6 +161,13 @@ class DistrictConfig:
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
         _check_observability(self)
+        if self.mail is not None and not isinstance(self.mail, MailConfig):
+            raise ConfigError("mail: must be a [mail] table")
+        if not isinstance(self.annual_notice_covers_transfers, bool):
+            raise ConfigError("annual_notice_covers_transfers: must be true or false")
+        _check_positive("received_retention_days", self.received_retention_days)
+        if self.received_retention_days > 36500:
+            raise ConfigError("received_retention_days: at most 36500 (100 years)")
 
     @property
     def registry_signing_key_bytes(self) -> bytes:
@@ -263,6 +280,10 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
             value = _SQLITE_PREFIX + _relative_to(Path(value[len(_SQLITE_PREFIX) :]), base)
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, MailConfig):
+            value = mail_config_to_table(value, lambda p: _relative_to(p, base))
+        elif value is None:
+            continue
         table[field.name] = value
     table = _nest_tables(table)
     try:
@@ -326,6 +347,12 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be a path")
         return base / Path(value).expanduser()
+    if name == "mail":
+        return mail_config_from_table(value, base, where)
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
     if type_name.startswith("tuple"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")

@@ -1,4 +1,5 @@
-"""The district server's own ``rt`` commands: ``rt serve``, ``rt db``, ``rt sis load``.
+"""The district server's own ``rt`` commands: ``rt serve``, ``rt db``, ``rt sis load``;
+``rt notices``, ``rt access-log`` and ``rt purge`` (from ``rt_server.cli_compliance``).
 
 They run the server and its database, so they live with the server, not in
 ``rt_client`` (the library every party uses, which imports nothing of
@@ -21,9 +22,17 @@ from rich.console import Console
 
 from rt_client.cli.session import EXIT_OK, CliError, district_config_path
 from rt_client.config import load_config
+from rt_server.cli_compliance import (
+    add_access_log_command,
+    add_notices_command,
+    add_purge_command,
+)
 
 __all__ = [
+    "add_access_log_command",
     "add_db_command",
+    "add_notices_command",
+    "add_purge_command",
     "add_serve_command",
     "add_sis_command",
     "db_command",

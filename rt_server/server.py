@@ -35,6 +35,7 @@ from rt_client.peers import PeerClients
 from rt_client.tls import configure_grpc_tls
 from rt_server.flows import messages, requester, responder, sender
 from rt_server.flows.district import Clock, District, Limits, utc_now
+from rt_server.flows.mail import MailWorker
 from rt_server.flows.metrics import DistrictMetrics, ScrapeSources
 from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
 from rt_server.rpc.auth import PeerAuthInterceptor
@@ -95,6 +96,7 @@ class DistrictServer:
         self._registrar_server: grpc.Server | None = None
         self._worker: DeliveryWorker | None = None
         self._checkpointer: WalCheckpointer | None = None
+        self.mail_worker: MailWorker | None = None
         self._registry_channel: grpc.Channel | None = None
         self._gate: PeerAuthInterceptor | None = None
         self._health: list[health.HealthServicer] = []
@@ -158,6 +160,7 @@ class DistrictServer:
             retry=self._retry,
             limits=self._limits,
             metrics=self.metrics,
+            parent_notice_owed=not config.annual_notice_covers_transfers,
             clock=self._clock,
             law_enforcement_contact=config.law_enforcement_contact,
         )
@@ -208,6 +211,12 @@ class DistrictServer:
         self._peer_server = self._start_peer_server(d, directory)
         self._registrar_server = self._start_registrar_server(d, directory)
         worker.start()
+        if config.mail is not None:
+            # Notices queued by any replica are sent by whichever claims them first.
+            self.mail_worker = MailWorker(
+                d, config.mail, poll_seconds=min(5.0, config.mail.retry_base_seconds)
+            )
+            self.mail_worker.start()
         log.info("district %s serving peers on port %d", config.district_code, self.peer_port)
 
     def _start_peer_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
@@ -305,6 +314,8 @@ class DistrictServer:
             self._worker.stop(grace, cut=self.district.outgoing.cut_all)
         for event in events:
             event.wait(grace + 1)
+        if self.mail_worker is not None:
+            self.mail_worker.stop(grace)
         if self._gate is not None:
             self._gate.stop()
         if self._checkpointer is not None:

@@ -80,7 +80,7 @@ def _warn(s: Session, warnings: Any) -> None:
 
 
 def cmd_student_show(s: Session) -> int:
-    reply = s.call("GetStudent", registrar_pb2.StudentRef(local_id=s.args.local_id))
+    reply = s.call("GetStudent", registrar_pb2.StudentRef(local_id=s.args.local_id, actor=s.actor))
     s.emit(reply, lambda: render.render_student_detail(s.console, reply))
     return EXIT_OK
 

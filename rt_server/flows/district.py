@@ -102,6 +102,9 @@ class District:
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
     # Counters and histograms (``flows.metrics``), served if [metrics] listen is set.
     metrics: DistrictMetrics = field(default_factory=DistrictMetrics)
+    # 34 CFR 99.34(a)(1): each disclosure owes the parent a notice (the annual
+    # notice does not cover transfers: annual_notice_covers_transfers = false).
+    parent_notice_owed: bool = False
 
     def reading(self) -> units.Unit:
         """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""

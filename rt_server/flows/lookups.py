@@ -43,6 +43,7 @@ from rt_server.core.model import (
 from rt_server.core.statuses import Direction, Status
 from rt_server.flows.district import District
 from rt_server.store import (
+    audit,
     disclosures,
     replaced_rows,
     requests,
@@ -146,9 +147,13 @@ def add_student_records(
     return student_detail(d, local_id)
 
 
-def student_detail(d: District, local_id: str) -> StudentDetail:
-    """The student, the rows we hold per table, replaced row versions. Raises ``NotFound``."""
+def student_detail(d: District, local_id: str, actor: str = "unknown") -> StudentDetail:
+    """The student, the rows we hold per table, replaced row versions. Raises ``NotFound``.
+
+    The viewing is recorded for the student's access log (EC 49064).
+    """
     record = students.get_student(d.engine, local_id)
+    record_view(d, actor, "student.view", local_id)
     return StudentDetail(
         record,
         students.row_counts(d.engine, local_id),
@@ -290,3 +295,23 @@ def disclosures_of(d: District, student_local_id: str | None) -> list[Disclosure
 def thread_of(d: District, request_id: RequestId) -> list[ThreadMessageRecord]:
     """A request's thread, oldest first. Raises ``NotFound``."""
     return thread_messages.list_messages(d.engine, request_id)
+
+
+def record_view(
+    d: District,
+    actor: str,
+    action: str,
+    student_local_id: str | None,
+    request_id: RequestId | None = None,
+) -> None:
+    """EC 49064: who viewed a student's records, when, through which view (the audit log)."""
+    if student_local_id is None:
+        return
+    audit.write_audit(
+        d.engine,
+        actor=actor,
+        action=action,
+        request_id=request_id,
+        student_local_id=student_local_id,
+        now=d.clock(),
+    )

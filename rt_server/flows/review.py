@@ -70,6 +70,11 @@ def _received_transfer(d: District, request_id: RequestId) -> tuple[RequestRecor
         transfer = transfers.received_transfer(conn, request.transfer_id)
     if transfer is None:
         raise WrongStatus("the records of this request have not arrived")
+    if transfer.purged_at is not None:
+        raise WrongStatus(
+            f"the received copy of these records was deleted on {transfer.purged_at:%Y-%m-%d} "
+            "(retention, after the import); the imported rows are in 'rt student show'"
+        )
     return request, transfer
 
 

@@ -38,7 +38,15 @@ from rt_server.core.table_codes import parse_counts
 from rt_server.core.tables import parse_table_list
 from rt_server.flows import outbox
 from rt_server.flows.district import District
-from rt_server.store import disclosures, export, request_status, requests, spool, transfers
+from rt_server.store import (
+    disclosures,
+    export,
+    parent_notices,
+    request_status,
+    requests,
+    spool,
+    transfers,
+)
 from rt_server.store.spool import SpoolWriter
 
 log = logging.getLogger("rt_server.flows.sender")
@@ -182,7 +190,7 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
             # 34 CFR 99.32: what was disclosed is what the sealed transfer carried
             # (its header's counts, which B's receipt confirmed just above), not
             # every table approved: a table the student has no rows of was not sent.
-            disclosures.write_disclosure(
+            disclosure = disclosures.write_disclosure(
                 conn,
                 student_local_id=row.local_student_id,
                 receiving_district=row.requesting_district,
@@ -192,6 +200,8 @@ def deliver(d: District, item: outbox.OutboxItem, done: outbox.Outbox) -> None:
                 acting_staff=row.decided_by or "unknown",
                 now=now,
             )
+            if d.parent_notice_owed:
+                parent_notices.owe(conn, disclosure, now)
         # B holds it, receipt verified: the spool has done its job.
         transfers.close_outbound(conn, transfer_id, now)
         done.complete(conn, item)

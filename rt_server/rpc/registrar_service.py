@@ -222,8 +222,10 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
             summary.short_id = shorts[summary.request_id]
         return out
 
-    def _student_detail_of(self, local_id: str) -> registrar_pb2.StudentDetail:
-        out = _student_detail(lookups.student_detail(self._d, local_id))
+    def _student_detail_of(
+        self, local_id: str, actor: str = "unknown"
+    ) -> registrar_pb2.StudentDetail:
+        out = _student_detail(lookups.student_detail(self._d, local_id, actor))
         out.flags.extend(flag_protos(compliance.flags_of(self._d, local_id)))
         return out
 
@@ -287,6 +289,13 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
         self, request: registrar_pb2.RequestRef, context: grpc.ServicerContext
     ) -> registrar_pb2.TransferReview:
         row, by_table = review.review_transfer(self._d, RequestId(request.request_id))
+        lookups.record_view(
+            self._d,
+            _actor(request.actor),
+            "records.review",
+            row.local_student_id,
+            RequestId(row.request_id),
+        )
         out = registrar_pb2.TransferReview(
             request_id=row.request_id,
             transfer_id=row.transfer_id or "",
@@ -399,7 +408,7 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
     def GetStudent(
         self, request: registrar_pb2.StudentRef, context: grpc.ServicerContext
     ) -> registrar_pb2.StudentDetail:
-        return self._student_detail_of(request.local_id)
+        return self._student_detail_of(request.local_id, _actor(request.actor))
 
     def EditStudent(
         self, request: registrar_pb2.EditStudentRequest, context: grpc.ServicerContext

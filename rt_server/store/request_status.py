@@ -23,6 +23,7 @@ from rt_server.core.statuses import Action, OutboxStatus, Status, transition
 from rt_server.store._db import Bind, aware, within
 from rt_server.store._rows import load_request, request_from_row
 from rt_server.store.audit import system_message, write_audit
+from rt_server.store.mail_outbox import queue_for_status
 from rt_server.store.schema import OUTBOX, REQUESTS, STAFF_LEN
 
 __all__ = ["change_status", "set_status"]
@@ -71,6 +72,8 @@ def change_status(
             message += f" Reason: {reason}"
     if message:
         system_message(conn, row["request_id"], message, at)
+    if new != current:
+        queue_for_status(conn, row["request_id"], row["direction"], new.value, at)
     return new
 
 

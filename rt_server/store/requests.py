@@ -51,6 +51,7 @@ from rt_server.store._rows import load_request as _load_row
 from rt_server.store._rows import request_from_row
 from rt_server.store.audit import system_message, write_audit
 from rt_server.store.engine import begin_not_durable
+from rt_server.store.mail_outbox import queue_notice
 from rt_server.store.outbox_queue import OutboxClaim, enqueue
 from rt_server.store.schema import LOCAL_ID_LEN, NAME_LEN, REQUESTS, STAFF_LEN, TRANSFERS
 from rt_server.store.students import is_enrolled
@@ -190,6 +191,14 @@ def record_inbound_request(
             f"Request received from district {values['requesting_district']}"
             f" for tables {values['tables_requested']}; awaiting a decision.",
             at,
+        )
+        # The school's incoming-request list hears of it (sent by the mail worker).
+        queue_notice(
+            conn,
+            kind="new_inbound",
+            dedupe_key=f"new_inbound:{values['request_id']}",
+            request_id=values["request_id"],
+            now=at,
         )
         return request_from_row(_load_row(conn, values["request_id"]))
 

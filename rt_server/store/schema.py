@@ -54,8 +54,10 @@ __all__ = [
     "IMM",
     "IMPORT_LEDGER",
     "LAC",
+    "MAIL_OUTBOX",
     "METADATA",
     "OUTBOX",
+    "PARENT_NOTICES",
     "PFT",
     "RECORD_TABLES",
     "REPLACED_ROWS",
@@ -295,6 +297,8 @@ TRANSFERS: Final = Table(
     Column("table_counts", String(200)),  # "TST=120,HIS=64"
     Column("created_at", UtcDateTime, nullable=False),
     Column("completed_at", UtcDateTime),
+    # INBOUND: when ``rt purge`` deleted its ciphertext (retention; revision 0006).
+    Column("purged_at", UtcDateTime),
     CheckConstraint("state IN ('SEALING', 'SEALED', 'RECEIVING', 'RECEIVED')", name="state"),
 )
 
@@ -451,6 +455,50 @@ AUDIT_LOG: Final = Table(
     Column("request_id", String(UUID_LEN), index=True),
     Column("student_local_id", String(LOCAL_ID_LEN)),
     Column("detail", String(500), nullable=False, default=""),
+)
+
+# Notices by e-mail, queued in the transaction of the event that causes them
+# (rt_server.store.mail_outbox) and sent by the mail worker of ``rt serve``.
+# ``dedupe_key`` says what the notice is about ("new_inbound:<request id>",
+# "reminder:<request id>:<due date>"): an event seen twice queues one notice.
+# Only the kind, the request and the recipient's role are kept: the text is
+# written when it is sent, from the request's ids and codes (no student data).
+MAIL_OUTBOX: Final = Table(
+    "mail_outbox",
+    METADATA,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(120), nullable=False, unique=True),
+    Column("kind", String(24), nullable=False),
+    Column("request_id", String(UUID_LEN)),
+    Column("status", String(8), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_error", String(500)),
+    Column("claimed_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    CheckConstraint("status IN ('QUEUED', 'SENT', 'FAILED')", name="status"),
+    Index("ix_mail_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# 34 CFR 99.34(a)(1): a letter to the parent for each disclosure to another
+# school when the annual notice does not cover transfers; listed by
+# ``rt notices`` until someone marks it mailed.
+PARENT_NOTICES: Final = Table(
+    "parent_notices",
+    METADATA,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column(
+        "disclosure_id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("disclosures.id", ondelete="RESTRICT"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("student_local_id", String(LOCAL_ID_LEN), nullable=False, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("mailed_at", UtcDateTime),
+    Column("mailed_by", String(STAFF_LEN)),
 )
 
 # A school's instructional calendar, one row per school year (term): the

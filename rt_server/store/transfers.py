@@ -53,6 +53,7 @@ class Transfer:
     table_counts: str | None  # "TST=120,HIS=64" (``core.table_codes``)
     created_at: dt.datetime
     completed_at: dt.datetime | None
+    purged_at: dt.datetime | None = None  # INBOUND: ciphertext deleted by retention
 
 
 def _transfer(row: Any) -> Transfer | None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 import pytest
 
 import rt_client.cli as rt_cli
 from tests.harness.world import Side
+
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -25,6 +30,7 @@ Rt = Callable[..., Run]
 
 def rt_runner(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Rt:
     """``rt(side, *args)``: run ``rt ARGS --config <side's config>``; no traceback may show."""
+    monkeypatch.setattr(rt_cli, "entry_points", declared_entry_points)
     monkeypatch.delenv("RT_CONFIG", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
 
@@ -37,3 +43,16 @@ def rt_runner(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
         return Run(code, out, err)
 
     return run
+
+
+def declared_entry_points(*, group: str) -> list[EntryPoint]:
+    """The installed ``group`` entry points, plus those this checkout's pyproject.toml declares.
+
+    A checkout's new ``rt`` commands are found before it is installed again
+    (the installed metadata lists the commands of the last install).
+    """
+    found = {e.name: e for e in entry_points(group=group)}
+    declared = tomllib.loads((_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for name, value in declared["project"]["entry-points"].get(group, {}).items():
+        found[name] = EntryPoint(name, value, group)
+    return list(found.values())

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 import rt_client.cli as rt_cli
+from tests.harness.cli import declared_entry_points
 from tests.harness.flow import (
     add_student,
     approve,
@@ -259,6 +260,8 @@ def test_every_command_with_hostile_arguments(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pair, request_id = world
+    # The commands this checkout declares, installed or not (tests.harness.cli).
+    monkeypatch.setattr(rt_cli, "entry_points", declared_entry_points)
     monkeypatch.delenv("RT_CONFIG", raising=False)
     monkeypatch.delenv("RT_AUTH_CODE", raising=False)
     monkeypatch.setenv("COLUMNS", "120")

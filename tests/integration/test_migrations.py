@@ -197,6 +197,8 @@ def test_from_the_first_revision_to_the_newest_with_data_in_it(
     assert set(before) <= set(after)
     assert {name: rows for name, rows in after.items() if name not in before} == {
         "replaced_rows": [],
+        "mail_outbox": [],
+        "parent_notices": [],
         "school_calendars": [],
         "student_flags": [],
         "compliance_notices": [],

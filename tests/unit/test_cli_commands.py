@@ -28,7 +28,7 @@ def _declared_commands() -> dict[str, str]:
 
 def test_the_server_declares_serve_and_db() -> None:
     commands = _declared_commands()
-    assert set(commands) == {"serve", "db", "sis"}
+    assert set(commands) == {"serve", "db", "sis", "notices", "access-log", "purge"}
     for target in commands.values():
         module, _, name = target.partition(":")
         assert module == "rt_server.cli"

@@ -1125,15 +1125,19 @@ class StudentRef(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCAL_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     local_id: _builtins.str
+    actor: _builtins.str
+    """who views (EC 49064 access log)"""
     def __init__(
         self,
         *,
         local_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["local_id", b"local_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "local_id", b"local_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
