@@ -91,7 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_installed_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Mount the commands other installed packages offer (``rt serve``, ``rt db``), by name."""
     for entry_point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
-        entry_point.load()(sub, common)
+        try:
+            add_command = entry_point.load()
+        except (ImportError, AttributeError):
+            # An install older or newer than the code (a checkout moved since
+            # `make install`): the other commands still work, and this says how to fix it.
+            print(
+                f"rt: the installed command {entry_point.name!r} is not in this code;"
+                " run `make install` again",
+                file=sys.stderr,
+            )
+            continue
+        add_command(sub, common)
 
 
 def _version() -> str:

@@ -76,6 +76,18 @@ def test_without_the_server_rt_still_serves_the_registrar(
     assert args.session and args.func.__name__ == "cmd_show"
 
 
+def test_an_installed_command_missing_from_the_code_is_skipped_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stale install (a command the checkout no longer has) costs that command, not all of rt."""
+    eps = [_EntryPoint(n, t) for n, t in _declared_commands().items()]
+    eps.append(_EntryPoint("gone", "rt_server.cli:add_gone_command"))
+    monkeypatch.setattr(rt_cli, "entry_points", lambda group: eps)
+    args = rt_cli.build_parser().parse_args(["serve", "--config", "x.toml"])
+    assert args.func.__name__ == "serve_command"
+    assert "'gone' is not in this code; run `make install` again" in capsys.readouterr().err
+
+
 def test_serve_needs_a_config(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
