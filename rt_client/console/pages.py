@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from protos.rt.v1 import common_pb2, registrar_pb2
 from rt_client.cli.render import timestamp
+from rt_client.cli.session import CliError
 from rt_client.console.web import WebSession
 
 if TYPE_CHECKING:
@@ -122,16 +123,24 @@ class Pages:
         students = await self.app.rpc(
             "ListStudents", registrar_pb2.ListStudentsRequest(query=query, limit=100)
         )
-        school_q = request.query_params.get("school", "")[:100]
-        schools = await self.app.rpc(
-            "SearchSchools", registrar_pb2.SchoolQuery(query=school_q, limit=100)
-        )
+        school_q = request.query_params.get("school", "")[:100].strip()
+        schools: list[Any] = []
+        school_problem = ""
+        if school_q:  # the registry's directory is searched only for something typed
+            try:
+                found = await self.app.rpc(
+                    "SearchSchools", registrar_pb2.SchoolQuery(query=school_q, limit=100)
+                )
+                schools = list(found.schools)
+            except CliError as exc:
+                school_problem = str(exc)
         return self.app.render(
             request,
             ws,
             "new_request.html",
             students=students.students,
-            schools=schools.schools,
+            schools=schools,
+            school_problem=school_problem,
             tables=TABLES,
             q=query,
             school_q=school_q,
