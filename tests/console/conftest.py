@@ -8,7 +8,6 @@ where they fail: a CI run must not pass by testing nothing.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
