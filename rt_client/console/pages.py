@@ -35,6 +35,8 @@ _CLASS: Final = {
     registrar_pb2.DUPLICATE: "DUPLICATE",
     registrar_pb2.CONFLICT: "CONFLICT",
 }
+# Where a row sits and where it came from, not what it says: not compared, not shown.
+_BOOKKEEPING: Final = frozenset({"pid", "sq", "src"})
 _LIST_LIMIT: Final = 500
 _UNREAD_SCAN: Final = 50  # the most recent requests whose threads the dashboard counts
 _CSV_RISKY: Final = ("=", "+", "-", "@", "\t", "\r")
@@ -287,6 +289,7 @@ class Pages:
                 fields = [
                     (f, ours.get(f, ""), incoming.get(f, ""), f in differing)
                     for f in dict.fromkeys([*incoming, *ours])
+                    if f not in _BOOKKEEPING
                 ]
                 rows.append(
                     {

@@ -60,7 +60,7 @@ def check_page(driver: Any, page: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1280, max(700, min(int(height) + 40, 2400)))
+        driver.set_window_size(1280, max(800, min(int(height) + 200, 2600)))
         driver.save_screenshot(str(Path(folder) / f"{page}.png"))
         driver.set_window_size(1280, 1000)
 

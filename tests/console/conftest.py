@@ -29,7 +29,7 @@ def _browser_available() -> bool:
     return all(os.access(p, os.X_OK) for p in (CHROMIUM, CHROMEDRIVER))
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def _need_browser() -> None:
     if not _browser_available():
         if os.environ.get("CI") == "true":
@@ -47,8 +47,9 @@ class ConsoleWorld:
     new: ConsoleProcess  # district B's console: the requester
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleWorld]:
+    """One world for the console's tests (session-wide: its setup is the slow part)."""
     root = tmp_path_factory.mktemp("console")
     world = World.start(root)
     consoles: list[ConsoleProcess] = []
@@ -68,7 +69,9 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         new = ConsoleProcess(pair.b.enrolled.config.data_dir / "district.toml", root / "b")
         prior.add_staff("rita", "responder", "Rita Responder")
         prior.add_staff("rex", "requester", "Rex Requester")
-        new.add_staff("bob", "requester", "Bob Requester")
+        prior.add_staff("ria", "responder", "Ria Responder")
+        new.add_staff("bob", "requester", "Bob Requester", cli=True)
+        new.add_staff("cy", "requester", "Cy Requester")
         new.add_staff("ada", "admin", "Ada Admin")
         new.add_staff("lou", "requester", "Lou Lockout")
         for c in (prior, new):

@@ -23,7 +23,9 @@ import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from rt_client.config import load_config
 from rt_client.console import totp
+from rt_client.console.staff import StaffStore, staff_db_path
 from scripts.loopback import ServerProcess, free_port, spawn, wait_for
 from tests.harness.processes import rt_command
 
@@ -69,7 +71,13 @@ class ConsoleProcess:
             timeout=60,
         )
 
-    def add_staff(self, username: str, role: str, name: str) -> None:
+    def add_staff(self, username: str, role: str, name: str, *, cli: bool = False) -> None:
+        """An account, made by ``rt staff add`` (``cli``) or by the same store in this process
+        (quicker: no interpreter to start)."""
+        if not cli:
+            store = StaffStore(staff_db_path(load_config(self.config_path).data_dir))
+            self.secrets[username] = store.add(username, name, role, PASSWORD)
+            return
         done = self.rt(
             "staff",
             "add",
@@ -85,8 +93,9 @@ class ConsoleProcess:
         assert done.returncode == 0, done.stderr
         self.secrets[username] = json.loads(done.stdout)["totp_secret"]
 
-    def code(self, username: str) -> str:
-        """A valid code for a step this account has not used (now, or the next step)."""
+    def code(self, username: str, consume: bool = True) -> str:
+        """A valid code for a step this account has not used (now, or the next step);
+        ``consume=False`` for an attempt that will fail (it uses up no step)."""
         secret = self.secrets[username]
         key = base64.b32decode(secret + "=" * (-len(secret) % 8))
         now = time.time()
@@ -95,7 +104,8 @@ class ConsoleProcess:
             step = self._last_step[username] + 1
             if step > int(now // totp.STEP_SECONDS) + 1:  # both used: wait for the next step
                 time.sleep(totp.STEP_SECONDS - now % totp.STEP_SECONDS + 0.1)
-        self._last_step[username] = step
+        if consume:
+            self._last_step[username] = step
         return totp.hotp(key, step)
 
     def start(self) -> ConsoleProcess:
