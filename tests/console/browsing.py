@@ -28,13 +28,16 @@ def login(driver: Any, console: ConsoleProcess, username: str, path: str = "/log
 def axe(driver: Any, page: str) -> list[dict[str, Any]]:
     """Run axe-core (WCAG 2.1 A and AA rules) on the page; the serious and critical violations."""
     driver.execute_script(AXE.read_text(encoding="utf-8"))
-    result = driver.execute_async_script(
+    outcome = driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "axe.run(document, {runOnly: {type: 'tag', values: "
         "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"
-        ".then(r => done(r.violations)).catch(e => done([{id: 'axe-error', impact: 'critical',"
-        " help: String(e), nodes: []}]));"
+        ".then(r => done({violations: r.violations, passes: r.passes.length}))"
+        ".catch(e => done({violations: [{id: 'axe-error', impact: 'critical',"
+        " help: String(e), nodes: []}], passes: 0}));"
     )
+    assert outcome["passes"] > 10, f"{page}: axe-core checked nothing"
+    result = outcome["violations"]
     counts: dict[str, int] = {}
     for v in result:
         counts[v["impact"] or "none"] = counts.get(v["impact"] or "none", 0) + 1

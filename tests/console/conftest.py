@@ -109,6 +109,7 @@ def browser(tmp_path: Path) -> Iterator[Callable[[], Any]]:
             options.add_argument(arg)
         driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         driver.set_page_load_timeout(30)
+        driver.implicitly_wait(10)  # a page still loading after a click: wait for its elements
         opened.append(driver)
         return driver
 

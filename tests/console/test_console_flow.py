@@ -52,9 +52,8 @@ def test_request_approve_review_import_in_two_browsers(
     Select(bob.find_element(By.ID, "student")).select_by_value("B1")
     Select(bob.find_element(By.ID, "prior_school")).select_by_value(PRIOR_SCHOOL)
     bob.find_element(By.ID, "create").click()
-    assert bob.find_elements(By.ID, "status"), bob.find_element(By.TAG_NAME, "main").text
-    rid = bob.current_url.rsplit("/", 1)[1]
     assert bob.find_element(By.ID, "status").text in ("QUEUED", "PENDING")
+    rid = bob.current_url.rsplit("/", 1)[1]
     check_page(bob, "request-outbound")
     wait_status(w.pair.a, rid, Status.PENDING)
 
@@ -97,7 +96,6 @@ def test_request_approve_review_import_in_two_browsers(
 
     bob.find_element(By.ID, "body").send_keys("Thank you, all received.")
     bob.find_element(By.ID, "send").click()
-    assert bob.find_elements(By.ID, "thread"), bob.find_element(By.TAG_NAME, "main").text
     assert "Thank you, all received." in bob.find_element(By.ID, "thread").text
     check_page(bob, "thread-requester")
 
