@@ -105,6 +105,7 @@ class ConsoleApp:
             Route("/requests/{rid}/messages", self.change(p.post_message, None), methods=["POST"]),
             Route("/disclosures", self.read(p.disclosures)),
             Route("/disclosures.csv", self.read(p.disclosures_csv)),
+            Route("/audit", self.read(p.audit, action="audit")),
             Mount(
                 "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"
             ),
@@ -159,8 +160,11 @@ class ConsoleApp:
 
     # --- the two kinds of route -------------------------------------------------------------
 
-    def read(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """A page for a logged-in person; others go to the login page (and come back)."""
+    def read(
+        self, handler: Handler, action: str | None = None
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A page for a logged-in person (whose role permits ``action``, if given); others go
+        to the login page (and come back)."""
 
         async def endpoint(request: Request) -> Response:
             ws = self.session_of(request)
@@ -169,6 +173,10 @@ class ConsoleApp:
                 response = RedirectResponse("/login?" + _query(next=target), status_code=303)
                 self._set_cookie(response, ws)
                 return response
+            if action is not None and not permits(ws.staff.role, action):
+                return self.error_page(
+                    request, ws, 403, f"This page is for administrators (you are {ws.staff.role})."
+                )
             return await self._guarded(request, ws, handler)
 
         return endpoint

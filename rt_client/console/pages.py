@@ -389,3 +389,20 @@ class Pages:
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": 'attachment; filename="disclosures.csv"'},
         )
+
+    # --- the audit log (admin) ----------------------------------------------------------------
+
+    async def audit(self, request: Request, ws: WebSession) -> Response:
+        reply = await self.app.rpc("ListAudit", registrar_pb2.ListAuditRequest(limit=500))
+        rows = [
+            {
+                "at": timestamp(e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "request": e.request_id,
+                "student": e.student_local_id,
+                "detail": e.detail,
+            }
+            for e in reply.entries
+        ]
+        return self.app.render(request, ws, "audit.html", rows=rows)

@@ -43,6 +43,7 @@ from rt_server.core.model import (
 from rt_server.core.statuses import Direction, Status
 from rt_server.flows.district import District
 from rt_server.store import (
+    audit,
     disclosures,
     replaced_rows,
     requests,
@@ -58,6 +59,7 @@ EDITABLE_FIELDS = students.EDITABLE_FIELDS
 __all__ = [
     "StudentDetail",
     "add_student_records",
+    "audit_log",
     "correct_student",
     "disclosures_of",
     "enroll_student",
@@ -290,3 +292,11 @@ def disclosures_of(d: District, student_local_id: str | None) -> list[Disclosure
 def thread_of(d: District, request_id: RequestId) -> list[ThreadMessageRecord]:
     """A request's thread, oldest first. Raises ``NotFound``."""
     return thread_messages.list_messages(d.engine, request_id)
+
+
+AUDIT_LIMIT: Final = 1000
+
+
+def audit_log(d: District, limit: int, request_id: RequestId | None) -> list[audit.AuditEntry]:
+    """The audit log, newest first: at most ``limit`` entries (200 if 0, never over 1000)."""
+    return audit.list_audit(d.engine, min(limit or 200, AUDIT_LIMIT), request_id)

@@ -72,6 +72,7 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         prior.add_staff("ria", "responder", "Ria Responder")
         new.add_staff("bob", "requester", "Bob Requester", cli=True)
         new.add_staff("cy", "requester", "Cy Requester")
+        new.add_staff("ann", "admin", "Ann Admin")
         new.add_staff("ada", "admin", "Ada Admin")
         new.add_staff("lou", "requester", "Lou Lockout")
         for c in (prior, new):

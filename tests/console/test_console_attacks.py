@@ -219,3 +219,15 @@ def test_script_in_a_name_or_a_message_stays_text(
         rita.execute_script("return document.querySelectorAll('main script, main img').length") == 0
     )
     assert_no_dialog(rita)
+
+
+def test_the_audit_log_is_for_admins(
+    console_world: ConsoleWorld, pending: str, browser: Callable[[], Any]
+) -> None:
+    _, cy = http_login(console_world.new, "cy")  # a requester
+    _refused(cy.get("/audit"), 403, "for administrators")
+    ann = browser()
+    login(ann, console_world.new, "ann", path="/audit")
+    audit = ann.find_element(By.ID, "audit").text
+    assert "setup" in audit and "create" in audit.lower()  # the pending request's creation
+    check_page(ann, "audit")

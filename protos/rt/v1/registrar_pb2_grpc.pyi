@@ -68,6 +68,8 @@ class RegistrarStub:
     """
     ImportAllNew: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]
     """Import every received transfer whose rows are all NEW; the others stay for review."""
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.ListAuditRequest, _registrar_pb2.ListAuditResponse]
+    """The audit log, newest first (the console's admin page): who did what, when."""
 
 @_typing.type_check_only
 class RegistrarAsyncStub(RegistrarStub):
@@ -106,6 +108,8 @@ class RegistrarAsyncStub(RegistrarStub):
     """
     ImportAllNew: _aio.UnaryUnaryMultiCallable[_registrar_pb2.BatchRef, _registrar_pb2.BatchResult]  # type: ignore[assignment]
     """Import every received transfer whose rows are all NEW; the others stay for review."""
+    ListAudit: _aio.UnaryUnaryMultiCallable[_registrar_pb2.ListAuditRequest, _registrar_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """The audit log, newest first (the console's admin page): who did what, when."""
 
 class RegistrarServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -267,5 +271,13 @@ class RegistrarServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registrar_pb2.BatchResult, _abc.Awaitable[_registrar_pb2.BatchResult]]:
         """Import every received transfer whose rows are all NEW; the others stay for review."""
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _registrar_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.ListAuditResponse, _abc.Awaitable[_registrar_pb2.ListAuditResponse]]:
+        """The audit log, newest first (the console's admin page): who did what, when."""
 
 def add_RegistrarServicer_to_server(servicer: RegistrarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
