@@ -1,8 +1,8 @@
 """The console's browser tests: two real districts (in this process), a real ``rt console``
 subprocess for each, and headless Debian Chromium driven by Selenium.
 
-Without Chromium and its driver the tests are skipped, except in CI (``CI=true``),
-where they fail: a CI run must not pass by testing nothing.
+Without Chromium and its driver the tests that need a browser are skipped, except in
+CI (``CI=true``), where they fail: a CI run must not pass by testing nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _browser_available() -> bool:
     return all(os.access(p, os.X_OK) for p in (CHROMIUM, CHROMEDRIVER))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _need_browser() -> None:
     if not _browser_available():
         if os.environ.get("CI") == "true":
@@ -85,7 +85,7 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Callable[[], Any]]:
+def browser(tmp_path: Path, _need_browser: None) -> Iterator[Callable[[], Any]]:
     """``browser()`` opens a fresh headless Chromium (own profile); all are quit at teardown."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -7,9 +7,8 @@ code for a time step that account has not used yet (RFC 6238 section 5.2:
 each step once); ``start()`` serves the console on a free loopback port.
 
 The ``rt console`` and ``rt staff`` commands are mounted through the
-``rt.commands`` entry points of the installed package; where the installed
-metadata predates them (a virtualenv installed before this branch), the
-subprocess is given a dist-info naming them, so it runs the code under test.
+``rt.commands`` entry points; the subprocesses see this tree's (``console_env``),
+whatever version of the tree the virtualenv was installed from.
 """
 
 from __future__ import annotations
@@ -17,10 +16,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import time
+import tomllib
 import urllib.request
-from importlib.metadata import entry_points
+from collections.abc import Sequence
 from pathlib import Path
 
 from rt_client.config import load_config
@@ -30,22 +31,26 @@ from scripts.loopback import ServerProcess, free_port, spawn, wait_for
 from tests.harness.processes import rt_command
 
 PASSWORD = "a long test password"
-_SHIM = """[rt.commands]
-console = rt_client.console.commands:add_console_command
-staff = rt_client.console.commands:add_staff_command
-"""
+REPO = Path(__file__).resolve().parents[2]
 
 
 def console_env(root: Path) -> dict[str, str]:
+    """The environment of the ``rt`` subprocesses: this tree's code and this tree's
+    ``rt.commands`` entry points (a dist-info written from pyproject.toml, first on the
+    path, shadows the installed one, which may be of another version of the tree)."""
     env = dict(os.environ)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    commands = project["project"]["entry-points"]["rt.commands"]
+    shim = root / "entry-points" / "records_transfer-0.1.0.dist-info"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: records-transfer\nVersion: 0.1.0\n"
+    )
+    (shim / "entry_points.txt").write_text(
+        "[rt.commands]\n" + "".join(f"{name} = {target}\n" for name, target in commands.items())
+    )
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if not any(e.name == "console" for e in entry_points(group="rt.commands")):
-        shim = root / "entry-points-shim" / "rt_console_commands-0.dist-info"
-        shim.mkdir(parents=True, exist_ok=True)
-        (shim / "METADATA").write_text("Metadata-Version: 2.1\nName: rt-console-commands\n")
-        (shim / "entry_points.txt").write_text(_SHIM)
-        paths.insert(0, str(shim.parent))
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(Path(__file__).resolve().parents[2])])
+    env["PYTHONPATH"] = os.pathsep.join([str(shim.parent), str(REPO), *paths])
     return env
 
 
@@ -108,7 +113,9 @@ class ConsoleProcess:
             self._last_step[username] = step
         return totp.hotp(key, step)
 
-    def start(self) -> ConsoleProcess:
+    def start(self, extra: Sequence[str] = (), verify: str | None = None) -> ConsoleProcess:
+        """Serve it (``extra``: more ``rt console`` options; ``verify``: the certificate of an
+        HTTPS console) and wait until its login page answers."""
         argv = [
             *rt_command(),
             "console",
@@ -116,6 +123,7 @@ class ConsoleProcess:
             str(self.config_path),
             "--listen",
             f"127.0.0.1:{self.port}",
+            *extra,
         ]
         self.process = spawn(
             f"console-{self.port}", argv, self.root / f"console-{self.port}.log", env=self.env
@@ -124,7 +132,10 @@ class ConsoleProcess:
         def up() -> bool:
             assert self.process is not None and self.process.alive(), self.process.tail()
             try:
-                with urllib.request.urlopen(self.url + "/login", timeout=2) as reply:
+                context = ssl.create_default_context(cafile=verify) if verify else None
+                with urllib.request.urlopen(
+                    self.url + "/login", timeout=2, context=context
+                ) as reply:
                     return bool(reply.status == 200)
             except OSError:
                 return False
