@@ -10,7 +10,7 @@ TLSSCAN_STAMP := $(TLSSCAN)/.installed-stamp
 # make fuzz: how long, in seconds, all fuzz targets run together.
 FUZZ_SECONDS ?= 300
 
-.PHONY: install tlsscan demo test test-standalone lint protos bench fuzz clean
+.PHONY: install tlsscan demo test test-standalone lint protos bench fuzz clean screenshots
 
 install: $(STAMP)
 
@@ -47,6 +47,13 @@ test-standalone: install
 	rm -rf build/standalone && mkdir -p build/standalone
 	git clone --quiet . build/standalone/clone
 	cd build/standalone/clone && PYTHONPATH=$$PWD $(abspath $(PY)) -m pytest -q tests/unit/crypto
+
+# A PNG of each console page (build/screenshots), taken by the console's browser tests
+# as they run (Debian chromium + chromium-driver).
+screenshots: install
+	rm -rf build/screenshots
+	RT_SCREENSHOTS=$(abspath build/screenshots) $(PY) -m pytest -q tests/console
+	@ls build/screenshots
 
 # Fuzz the envelope, header and batch parsers (atheris, or hypothesis where
 # atheris does not install) for FUZZ_SECONDS; make test runs them briefly.

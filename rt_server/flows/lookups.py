@@ -59,6 +59,7 @@ EDITABLE_FIELDS = students.EDITABLE_FIELDS
 __all__ = [
     "StudentDetail",
     "add_student_records",
+    "audit_log",
     "correct_student",
     "disclosures_of",
     "enroll_student",
@@ -315,3 +316,11 @@ def record_view(
         student_local_id=student_local_id,
         now=d.clock(),
     )
+
+
+AUDIT_LIMIT: Final = 1000
+
+
+def audit_log(d: District, limit: int, request_id: RequestId | None) -> list[audit.AuditEntry]:
+    """The audit log, newest first: at most ``limit`` entries (200 if 0, never over 1000)."""
+    return audit.list_audit(d.engine, min(limit or 200, AUDIT_LIMIT), request_id)

@@ -480,6 +480,22 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
         out.failed = sum(1 for o in outcomes if o.outcome == "failed")
         return out
 
+    def ListAudit(
+        self, request: registrar_pb2.ListAuditRequest, context: grpc.ServicerContext
+    ) -> registrar_pb2.ListAuditResponse:
+        rid = RequestId(request.request_id) if request.request_id else None
+        out = registrar_pb2.ListAuditResponse()
+        for entry in lookups.audit_log(self._d, request.limit, rid):
+            item = out.entries.add(
+                actor=entry.actor,
+                action=entry.action,
+                request_id=entry.request_id or "",
+                student_local_id=entry.student_local_id or "",
+                detail=entry.detail,
+            )
+            item.at.FromDatetime(entry.at)
+        return out
+
 
 _OUTCOME = {
     "done": registrar_pb2.ITEM_DONE,

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from rt_client.ids import RequestId
-from rt_server.store._db import Bind, aware, within
+from rt_server.store._db import Bind, aware, reading, within
 from rt_server.store.schema import AUDIT_LOG, STAFF_LEN, THREAD_MESSAGES
 
-__all__ = ["SYSTEM_AUTHOR", "system_message", "write_audit"]
+__all__ = ["SYSTEM_AUTHOR", "AuditEntry", "list_audit", "system_message", "write_audit"]
 
 SYSTEM_AUTHOR: Final = "system"
 
@@ -73,3 +74,33 @@ def system_message(conn: Connection, request_id: RequestId, body: str, at: dt.da
             "delivered": False,
         },
     )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: dt.datetime
+    actor: str
+    action: str
+    request_id: str | None
+    student_local_id: str | None
+    detail: str
+
+
+def list_audit(bind: Bind, limit: int, request_id: RequestId | None = None) -> list[AuditEntry]:
+    """The newest ``limit`` entries of the audit log (of one request, if given), newest first."""
+    a = AUDIT_LOG.c
+    query = select(AUDIT_LOG).order_by(a.at.desc(), a.id.desc()).limit(limit)
+    if request_id is not None:
+        query = query.where(a.request_id == request_id)
+    with reading(bind) as conn:
+        return [
+            AuditEntry(
+                at=row["at"],
+                actor=row["actor"],
+                action=row["action"],
+                request_id=row["request_id"],
+                student_local_id=row["student_local_id"],
+                detail=row["detail"] or "",
+            )
+            for row in conn.execute(query).mappings()
+        ]

@@ -159,6 +159,11 @@ class RegistrarStub:
                 request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.SetStudentFlagRequest.SerializeToString,
                 response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/rt.v1.Registrar/ListAudit',
+                request_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class RegistrarServicer:
@@ -328,6 +333,13 @@ class RegistrarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """The audit log, newest first (the console's admin page): who did what, when.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -455,6 +467,11 @@ def add_RegistrarServicer_to_server(servicer, server):
                     servicer.SetStudentFlag,
                     request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.SetStudentFlagRequest.FromString,
                     response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListAuditRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registrar__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1132,6 +1149,33 @@ class Registrar:
             '/rt.v1.Registrar/SetStudentFlag',
             protos_dot_rt_dot_v1_dot_registrar__pb2.SetStudentFlagRequest.SerializeToString,
             protos_dot_rt_dot_v1_dot_registrar__pb2.StudentDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registrar/ListAudit',
+            protos_dot_rt_dot_v1_dot_registrar__pb2.ListAuditRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registrar__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

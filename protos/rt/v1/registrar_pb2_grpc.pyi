@@ -75,6 +75,8 @@ class RegistrarStub:
     """Inbound requests not yet answered, with their due dates, soonest first."""
     SetStudentFlag: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.SetStudentFlagRequest, _registrar_pb2.StudentDetail]
     """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6)."""
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_registrar_pb2.ListAuditRequest, _registrar_pb2.ListAuditResponse]
+    """The audit log, newest first (the console's admin page): who did what, when."""
 
 @_typing.type_check_only
 class RegistrarAsyncStub(RegistrarStub):
@@ -120,6 +122,8 @@ class RegistrarAsyncStub(RegistrarStub):
     """Inbound requests not yet answered, with their due dates, soonest first."""
     SetStudentFlag: _aio.UnaryUnaryMultiCallable[_registrar_pb2.SetStudentFlagRequest, _registrar_pb2.StudentDetail]  # type: ignore[assignment]
     """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6)."""
+    ListAudit: _aio.UnaryUnaryMultiCallable[_registrar_pb2.ListAuditRequest, _registrar_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """The audit log, newest first (the console's admin page): who did what, when."""
 
 class RegistrarServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -312,5 +316,13 @@ class RegistrarServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registrar_pb2.StudentDetail, _abc.Awaitable[_registrar_pb2.StudentDetail]]:
         """Flags that follow the student: WITHHOLD_GRADES (EC 48904.3), MISSING_CHILD (EC 49068.6)."""
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _registrar_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registrar_pb2.ListAuditResponse, _abc.Awaitable[_registrar_pb2.ListAuditResponse]]:
+        """The audit log, newest first (the console's admin page): who did what, when."""
 
 def add_RegistrarServicer_to_server(servicer: RegistrarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
