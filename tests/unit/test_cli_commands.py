@@ -28,10 +28,13 @@ def _declared_commands() -> dict[str, str]:
 
 def test_the_server_declares_serve_and_db() -> None:
     commands = _declared_commands()
-    assert set(commands) == {"serve", "db", "sis", "notices", "access-log", "purge"}
+    assert set(commands) == {
+        *("serve", "db", "sis", "notices", "access-log", "purge"),  # the server's
+        *("console", "staff"),  # the console's: a Registrar client, like the CLI
+    }
     for target in commands.values():
         module, _, name = target.partition(":")
-        assert module == "rt_server.cli"
+        assert module in ("rt_server.cli", "rt_client.console.commands")
         assert callable(getattr(importlib.import_module(module), name))
 
 
