@@ -263,8 +263,11 @@ class RegistryService:
 
         Raises ``InvalidInput`` and ``EnrollmentRefused``, as that method says.
         """
-        with self._changing():
-            return self._enrollment.enroll(code, authorization_code, keys, source=source)
+        result = self._enrollment.enroll(code, authorization_code, keys, source=source)
+        # Only a success changes an entry: refused attempts (an attacker's) clear nothing.
+        self._callers.clear()
+        self._current.clear()
+        return result
 
     # -- authenticated districts ------------------------------------------
 

@@ -17,9 +17,11 @@ from registry.home import open_registry
 from registry.service import CACHE_SECONDS, RegistryService
 from registry.store import RegistryStore
 from rt_client.directory import DistrictStatus, verify_entry
-from rt_client.enroll import update_district_entry
+from rt_client.enroll import enroll_district, update_district_entry
 from rt_client.errors import PeerAuthError
+from rt_client.identity import load_identity
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, secure_channel
+from scripts.loopback import free_port
 
 A, B = "1964733", "1111111"
 
@@ -79,6 +81,29 @@ def test_an_update_is_served_at_once_and_the_rotated_away_certificate_refused(
         look_up(old_stub, B, registry)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert look_up(stub(registry, identity.tls, stubs), B, registry).district_code == B
+
+
+def test_re_enrolling_with_new_keys_refuses_the_old_certificate_at_once(
+    registry, enrolled_district, stubs, tmp_path
+) -> None:
+    a, b = enrolled_district(A), enrolled_district(B)
+    old_stub, b_stub = stub(registry, a.identity.tls, stubs), stub(registry, b.identity.tls, stubs)
+    for _ in range(2):
+        assert look_up(old_stub, B, registry).district_code == B
+        assert look_up(b_stub, A, registry).version == 1
+    config = enroll_district(
+        code=A,
+        authorization_code=registry.service.rotate_code(A),
+        **registry.enroll_settings(),
+        endpoints=[f"127.0.0.1:{free_port()}"],
+        data_dir=tmp_path / "again",
+        clock=registry.clock,
+    )
+    identity = load_identity(config.data_dir)
+    assert look_up(b_stub, A, registry).tls_spki_sha256 == identity.tls.spki_sha256()
+    with pytest.raises(grpc.RpcError) as refused:
+        look_up(old_stub, B, registry)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 class Ticks:
