@@ -14,6 +14,12 @@ front, translating proto <-> domain and errors to status codes):
   entry pins: a revoked district or a rotated-away certificate is refused.
 - **Entries** are signed with the registry's Ed25519 key; every change is a new
   version, re-signed at half-life (``registry.entries``).
+- **Caches**: a caller's verified certificate and each district's current signed
+  entry are kept for ``cache_seconds`` (``CACHE_SECONDS``, 1 s). Every change made
+  through this service clears both at once; a change made by another process on
+  the same database (the ``rt-registry district revoke`` command, a replica) is
+  served within ``cache_seconds``. An entry past half its validity is never
+  served from the cache (it is re-signed first).
 """
 
 from __future__ import annotations
@@ -21,18 +27,21 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 import sqlalchemy as sa
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from protos.rt.v1 import common_pb2
+from registry._cache import BoundedCache
 from registry._limiter import MonotonicClock
 from registry.authcode import hash_authorization_code, new_authorization_code
 from registry.ca import RegistryCA
@@ -67,6 +76,7 @@ from rt_client.ids import (
 from rt_client.tls import district_of_certificate, spki_sha256
 
 __all__ = [
+    "CACHE_SECONDS",
     "MAX_ENDPOINTS",
     "STATUS_ACTIVE",
     "STATUS_PENDING",
@@ -86,6 +96,8 @@ _MAX_NAME_LENGTH: Final = 200
 _MAX_QUERY_LENGTH: Final = 100
 _DEFAULT_SEARCH_LIMIT: Final = 20
 _MAX_SEARCH_LIMIT: Final = 100
+# How long a change made by another process may take to be served (module docstring).
+CACHE_SECONDS: Final = 1.0
 
 _T = TypeVar("_T")
 
@@ -117,8 +129,13 @@ class RegistryService:
         config: RegistryConfig,
         clock: Clock = utc_now,
         monotonic: MonotonicClock = time.monotonic,
+        cache_seconds: float = CACHE_SECONDS,
     ) -> None:
-        """``clock`` dates what is stored and signed; ``monotonic`` times enrollment lockouts."""
+        """``clock`` dates what is stored and signed; ``monotonic`` times lockouts and caches.
+
+        ``cache_seconds``: how long a verified caller and a signed entry are
+        reused (0: never), so how late a change by another process is seen.
+        """
         self._store = store
         self._ca = ca
         self._config = config
@@ -126,6 +143,13 @@ class RegistryService:
         self._cert_validity = timedelta(days=config.certificate_validity_days)
         self._entries = EntrySigner(signing_key, timedelta(days=config.entry_validity_days), clock)
         self._enrollment = Enrollment(store, ca, self._entries, config, clock, monotonic)
+        self._half_validity = timedelta(days=config.entry_validity_days) / 2
+        # certificate SHA-256 -> its district, verified against the database
+        self._callers: BoundedCache[bytes, DistrictCode] = BoundedCache(cache_seconds, monotonic)
+        # district -> (its current signed entry, when that entry expires)
+        self._current: BoundedCache[DistrictCode, tuple[common_pb2.SignedEnvelope, datetime]] = (
+            BoundedCache(cache_seconds, monotonic)
+        )
 
     @property
     def ca(self) -> RegistryCA:
@@ -162,7 +186,7 @@ class RegistryService:
         checked = check_endpoints(list(endpoints))
         auth_code = new_authorization_code()
         hashed = hash_authorization_code(auth_code, self._config.scrypt_n)
-        with self._store.transaction() as tx:
+        with self._changing(), self._store.transaction() as tx:
             refuse_endpoints_held(tx, district, checked)
             tx.add_district(district, name, checked, hashed, school_rows, self._clock())
         log.info("district %s added (%d schools)", district, len(school_rows))
@@ -190,7 +214,7 @@ class RegistryService:
         """
         district = parse_district_code(code)
         now = self._clock()
-        with self._store.transaction() as tx:
+        with self._changing(), self._store.transaction() as tx:
             row = tx.require_district(district, for_update=True)
             if row.status == STATUS_REVOKED:
                 return False
@@ -239,7 +263,11 @@ class RegistryService:
 
         Raises ``InvalidInput`` and ``EnrollmentRefused``, as that method says.
         """
-        return self._enrollment.enroll(code, authorization_code, keys, source=source)
+        result = self._enrollment.enroll(code, authorization_code, keys, source=source)
+        # Only a success changes an entry: refused attempts (an attacker's) clear nothing.
+        self._callers.clear()
+        self._current.clear()
+        return result
 
     # -- authenticated districts ------------------------------------------
 
@@ -252,6 +280,11 @@ class RegistryService:
         """
         if cert is None:
             raise CallerNotAuthenticated("no client certificate")
+        fingerprint = cert.fingerprint(hashes.SHA256())
+        known = self._callers.get(fingerprint)
+        if known is not None:
+            return known
+        token = self._callers.begin()
         try:
             district = district_of_certificate(cert)
         except PeerAuthError as exc:
@@ -265,14 +298,23 @@ class RegistryService:
             raise PeerAuthError(f"district {district} is {row.status}")
         if not hmac.compare_digest(spki_sha256(cert), current.tls_spki_sha256):
             raise PeerAuthError(f"district {district} presented a key that is not its current one")
+        self._callers.put(fingerprint, district, token)
         return district
 
     def lookup(self, code: str) -> common_pb2.SignedEnvelope:
         """The current signed entry of ``code`` (active or revoked). Raises ``NotFound``."""
         district = parse_district_code(code)
+        cached = self._current.get(district)
+        if cached is not None and cached[1] - self._clock() >= self._half_validity:
+            return _copy(cached[0])
+        token = self._current.begin()
         envelope = self._with_retry(lambda tx: self._entries.current(tx, district))
         if envelope is None:
             raise NotFound(f"district {district} has no directory entry")
+        expires_at = common_pb2.DirectoryEntry.FromString(envelope.body).expires_at.ToDatetime(
+            tzinfo=UTC
+        )
+        self._current.put(district, (_copy(envelope), expires_at), token)
         return envelope
 
     def list_entries(self) -> list[common_pb2.SignedEnvelope]:
@@ -312,7 +354,7 @@ class RegistryService:
             raise PeerAuthError(f"district {caller} asked to update the entry of {code!r}")
         checked = check_keys(keys, partial=True)
         now = self._clock()
-        with self._store.transaction() as tx:
+        with self._changing(), self._store.transaction() as tx:
             row = tx.require_district(caller, for_update=True)
             current = tx.current_entry(caller)
             if current is None or row.status != STATUS_ACTIVE:
@@ -365,6 +407,22 @@ class RegistryService:
 
     # -- internals ---------------------------------------------------------
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a write and its commit: the caches are cleared before, and again after.
+
+        Enter it before the transaction, so it is left after the commit: the
+        second clear also voids every read that began before the commit
+        (``BoundedCache.put``), so none can cache the old state.
+        """
+        self._callers.clear()
+        self._current.clear()
+        try:
+            yield
+        finally:
+            self._callers.clear()
+            self._current.clear()
+
     def _with_retry(self, work: Callable[[StoreTransaction], _T]) -> _T:
         # A refresh racing another refresh of the same entry loses on the
         # primary key (same version); the second try reads the winner's row.
@@ -376,6 +434,13 @@ class RegistryService:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def _copy(envelope: common_pb2.SignedEnvelope) -> common_pb2.SignedEnvelope:
+    """A cached envelope is never handed out itself: a caller may change what it gets."""
+    copy = common_pb2.SignedEnvelope()
+    copy.CopyFrom(envelope)
+    return copy
 
 
 def _check_name(what: str, name: str) -> str:

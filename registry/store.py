@@ -108,6 +108,16 @@ entries = sa.Table(
     sa.Column("expires_at", _UtcDateTime, nullable=False),
 )
 
+# The reads on every call's path (a caller's check, a lookup), built once: building
+# and coercing a statement per call cost more than running it.
+_DISTRICT = sa.select(districts).where(districts.c.code == sa.bindparam("code"))
+_CURRENT_ENTRY = (
+    sa.select(entries)
+    .where(entries.c.district_code == sa.bindparam("code"))
+    .order_by(entries.c.version.desc())
+    .limit(1)
+)
+
 
 @dataclass(frozen=True)
 class DistrictRow:
@@ -236,10 +246,8 @@ class StoreTransaction:
             )
 
     def get_district(self, code: str, *, for_update: bool = False) -> DistrictRow | None:
-        query = sa.select(districts).where(districts.c.code == code)
-        if for_update:
-            query = query.with_for_update()
-        row = self._conn.execute(query).first()
+        query = _DISTRICT.with_for_update() if for_update else _DISTRICT
+        row = self._conn.execute(query, {"code": code}).first()
         return None if row is None else _district_row(row._mapping)
 
     def require_district(self, code: str, *, for_update: bool = False) -> DistrictRow:
@@ -339,12 +347,7 @@ class StoreTransaction:
     # -- entries ---------------------------------------------------------
 
     def current_entry(self, code: str) -> EntryRow | None:
-        row = self._conn.execute(
-            sa.select(entries)
-            .where(entries.c.district_code == code)
-            .order_by(entries.c.version.desc())
-            .limit(1)
-        ).first()
+        row = self._conn.execute(_CURRENT_ENTRY, {"code": code}).first()
         return None if row is None else _entry_row(row._mapping)
 
     def add_entry(self, entry: EntryRow) -> None:
