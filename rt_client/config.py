@@ -91,6 +91,13 @@ class DistrictConfig:
     # that receives it; a larger one is stored frame by frame, so a cut one
     # resumes where it stopped. 0: every delivery frame by frame.
     buffered_delivery_bytes: int = 1024 * 1024
+    # After an HPKE rotation the old private key still opens transfers sealed
+    # to it (a sender retries for up to its retry horizon, 7 days by default)
+    # for this many days; then it is deleted.
+    hpke_retired_key_days: int = 14
+    # How often `rt serve` checks its certificate: renewed with a third of its
+    # validity left, a warning in the log from 7 days before it expires.
+    renewal_check_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         try:
@@ -118,6 +125,7 @@ class DistrictConfig:
         _check_positive("directory_ttl_seconds", self.directory_ttl_seconds)
         _check_positive("max_concurrent_rpcs", self.max_concurrent_rpcs)
         _check_positive("max_rpcs_per_peer", self.max_rpcs_per_peer)
+        _check_positive("hpke_retired_key_days", self.hpke_retired_key_days)
         if not isinstance(self.registry_server_name, str) or not self.registry_server_name:
             raise ConfigError("registry_server_name: must be a host name")
         for name in (
@@ -129,6 +137,7 @@ class DistrictConfig:
             "stream_idle_timeout_seconds",
             "message_wait_seconds",
             "shutdown_grace_seconds",
+            "renewal_check_seconds",
         ):
             _set(self, name, _positive_seconds(name, getattr(self, name)))
         buffered = self.buffered_delivery_bytes
@@ -161,7 +170,10 @@ class RegistryConfig:
     enroll_listen: str = "127.0.0.1:7444"
     database_url: str = ""
     entry_validity_days: int = 7
-    certificate_validity_days: int = 365
+    # District certificates are short-lived: `rt serve` renews its own with a
+    # third of the validity left (rt_server.renewal), so one lost key is good
+    # for weeks at most, not a year.
+    certificate_validity_days: int = 30
     # Failed enrollments lock out their source (an IPv4 address or IPv6 /64),
     # never the district (registry._limiter): after lockout_threshold failures at
     # one district, of that district; after lockout_source_threshold at any, of

@@ -333,26 +333,50 @@ class DirectoryClient:
     @classmethod
     def for_registry(
         cls,
-        channel: grpc.Channel,
+        channel: grpc.Channel | Callable[[], grpc.Channel],
         pinned_key: bytes,
         *,
         ttl_seconds: float = 300,
         clock: Clock = utc_now,
         timeout: float = _DEFAULT_TIMEOUT,
     ) -> DirectoryClient:
-        """A client that asks the registry over ``channel`` (see ``registry_channel``)."""
-        stub = registry_pb2_grpc.RegistryStub(channel)
+        """A client that asks the registry over ``channel`` (see ``registry_channel``).
+
+        ``channel`` may be a function returning the channel to use for each call,
+        so a server that renews its certificate swaps in a channel presenting it.
+        """
+        current = channel if callable(channel) else (lambda: channel)
+
+        def stub() -> registry_pb2_grpc.RegistryStub:
+            return registry_pb2_grpc.RegistryStub(current())
 
         def lookup(code: DistrictCode) -> common_pb2.SignedEnvelope:
             request = registry_pb2.LookupDistrictRequest(district_code=code)
-            envelope: common_pb2.SignedEnvelope = _call_registry(
-                lambda: stub.LookupDistrict(request, timeout=timeout), code
-            )
+            used = current()
+            try:
+                envelope: common_pb2.SignedEnvelope = _call_registry(
+                    lambda: registry_pb2_grpc.RegistryStub(used).LookupDistrict(
+                        request, timeout=timeout
+                    ),
+                    code,
+                )
+            except RegistryError:
+                # Refused because our own key was renewed during the call? Then
+                # the channel has changed (``current`` waits for the swap): once more.
+                again = current()
+                if again is used:
+                    raise
+                envelope = _call_registry(
+                    lambda: registry_pb2_grpc.RegistryStub(again).LookupDistrict(
+                        request, timeout=timeout
+                    ),
+                    code,
+                )
             return envelope
 
         def search(query: str, limit: int) -> list[SchoolMatch]:
             request = registry_pb2.SearchSchoolsRequest(query=query, limit=limit)
-            response = _call_registry(lambda: stub.SearchSchools(request, timeout=timeout), None)
+            response = _call_registry(lambda: stub().SearchSchools(request, timeout=timeout), None)
             return [_school_match(m) for m in response.schools]
 
         return cls(lookup, pinned_key, ttl_seconds=ttl_seconds, clock=clock, search_fn=search)

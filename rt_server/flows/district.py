@@ -21,7 +21,9 @@ from google.protobuf.message import Message
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
+from rt_client.crypto.hpke import HpkePrivateKey
 from rt_client.directory import Directory, DirectoryEntry
+from rt_client.errors import IntegrityError
 from rt_client.identity import DistrictIdentity
 from rt_client.ids import DistrictCode, RequestId
 from rt_client.peers import PeerClients
@@ -95,6 +97,23 @@ class District:
     run_outbox_now: Callable[[RequestId], None] = lambda request_id: None
     # Deliveries we are streaming, cancelled (to resume later) when the server stops.
     outgoing: OutgoingStreams = field(default_factory=OutgoingStreams)
+    # HPKE keys kept after a rotation (key id -> key, rt_client.keystore); the
+    # current key is always added. Replaced whole by the server when keys change.
+    retired_hpke_keys: dict[str, HpkePrivateKey] = field(default_factory=dict)
+
+    def hpke_key_ids(self) -> set[str]:
+        """The ids of every HPKE key a transfer to us may be sealed to."""
+        return {self.identity.hpke_key.public_key().key_id(), *self.retired_hpke_keys}
+
+    def hpke_key_for(self, key_id: str) -> HpkePrivateKey:
+        """Our HPKE key with ``key_id`` (current or retired). Raises ``IntegrityError``."""
+        current = self.identity.hpke_key
+        if current.public_key().key_id() == key_id:
+            return current
+        key = self.retired_hpke_keys.get(key_id)
+        if key is None:
+            raise IntegrityError()  # as every other failure to open: the same answer
+        return key
 
     def reading(self) -> units.Unit:
         """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""

@@ -83,7 +83,7 @@ def receive_delivery(
         sender=peer,
         sender_signing_key=sender.signing_public_key,
         receiver=d.code,
-        receiver_key_id=d.identity.hpke_key.public_key().key_id(),
+        receiver_key_id=d.hpke_key_ids(),
         max_bytes=d.limits.max_transfer_bytes,
     )
     if len(start.wrapped_key) > 4096:
@@ -297,7 +297,9 @@ def _verify(
     ciphertext_sha512 = sha.digest()
     rtx.verify_trailer(digest, wrapped_key, ciphertext_sha512, trailer, sender_key)
     counts: dict[int, int] = {}
-    batches = rtx.decrypt_batches(header, digest, wrapped_key, d.identity.hpke_key, ciphertext())
+    batches = rtx.decrypt_batches(
+        header, digest, wrapped_key, d.hpke_key_for(header.receiver_key_id), ciphertext()
+    )
     for batch in batches:
         _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
         counts[batch.table] = counts.get(batch.table, 0) + rows

@@ -1,0 +1,213 @@
+"""Key rotation and certificate renewal over ``UpdateEntry`` (DESIGN.md section 3).
+
+``rotate_keys`` replaces any of the district's three keys (and/or its
+endpoints), crash-safely: the new keys go to ``pending-keys/`` first
+(``rt_client.keystore``), then the registry is asked over mutual TLS with the
+current certificate, then its answer is verified, and only then are the keys
+promoted into the identity files. A process that died in between finds the
+pending keys on its next run and finishes: it asks again with the same keys
+(over the enrollment port, where the registry answers again for keys its
+entry already pins, proven by the CSR's signature), so a rotation whose answer
+was lost never locks the district out.
+
+What stays behind after a rotation:
+
+- the old HPKE key, in ``hpke-retired/`` until ``hpke_retired_key_days`` have
+  passed, so transfers sealed to it before the senders saw the new entry open;
+- nothing of the old TLS key: its certificate is still valid until it expires
+  but the registry refuses it at once and peers as soon as their directory
+  cache (``directory_ttl_seconds``) sees the new entry;
+- nothing of the old signing key: what we signed with it was verified when a
+  peer received it, and a peer retrying an old call gets it re-signed.
+
+A renewal is a TLS rotation (new key, new certificate) that ``rt serve`` runs
+on its own (``rt_server.renewal``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protos.rt.v1 import registry_pb2, registry_pb2_grpc
+from rt_client.config import DistrictConfig
+from rt_client.crypto.hpke import HpkePrivateKey
+from rt_client.directory import Clock, registry_channel, utc_now
+from rt_client.enroll import check_answer, load_ca, registry_call
+from rt_client.errors import EnrollmentRefused, RegistryError
+from rt_client.identity import (
+    DistrictIdentity,
+    DistrictKeys,
+    load_identity,
+    make_csr,
+    save_enrollment,
+)
+from rt_client.keystore import clear_pending, load_pending, retire_hpke_key, save_pending
+from rt_client.tls import server_only_channel
+
+__all__ = ["Rotation", "finish_pending", "rotate_keys", "update_district_entry"]
+
+_DEFAULT_TIMEOUT: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What changed: the new identity, and which keys are new."""
+
+    identity: DistrictIdentity
+    tls: bool
+    hpke: bool
+    signing: bool
+    finished_earlier: bool  # it completed a rotation an earlier run had started
+
+
+def _public(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def rotate_keys(
+    config: DistrictConfig,
+    *,
+    tls: bool = False,
+    hpke: bool = False,
+    signing: bool = False,
+    endpoints: Sequence[str] | None = None,
+    clock: Clock = utc_now,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> Rotation:
+    """Replace the keys asked for (and/or the endpoints) and return what changed.
+
+    A rotation an earlier run left pending is finished first, and is the
+    rotation done (its keys, not new ones). Raises ``ConfigError``,
+    ``PeerUnavailable`` or ``RegistryError``; on any of them the current keys
+    are still the ones in force, or the pending ones are kept to finish later.
+    """
+    current = load_identity(config.data_dir)
+    pending = load_pending(config.data_dir, current.code)
+    if pending is not None:
+        return _finish(config, current, pending, clock, timeout, earlier=True)
+    new_endpoints = tuple(endpoints) if endpoints else config.advertised_endpoints
+    old = current.keys(new_endpoints)
+    tls_key = ec.generate_private_key(ec.SECP256R1()) if tls else old.tls_key
+    keys = DistrictKeys(
+        code=current.code,
+        tls_key=tls_key,
+        csr=make_csr(tls_key, current.code),
+        hpke_key=HpkePrivateKey.generate(old.hpke_key.suite) if hpke else old.hpke_key,
+        signing_key=Ed25519PrivateKey.generate() if signing else old.signing_key,
+        endpoints=new_endpoints,
+    )
+    save_pending(config.data_dir, keys)  # before the registry hears of them
+    return _finish(config, current, keys, clock, timeout, earlier=False)
+
+
+def finish_pending(
+    config: DistrictConfig, *, clock: Clock = utc_now, timeout: float = _DEFAULT_TIMEOUT
+) -> Rotation | None:
+    """Finish a rotation an earlier run left pending; None if there is none."""
+    current = load_identity(config.data_dir)
+    pending = load_pending(config.data_dir, current.code)
+    if pending is None:
+        return None
+    return _finish(config, current, pending, clock, timeout, earlier=True)
+
+
+def _finish(
+    config: DistrictConfig,
+    current: DistrictIdentity,
+    keys: DistrictKeys,
+    clock: Clock,
+    timeout: float,
+    *,
+    earlier: bool,
+) -> Rotation:
+    old = current.keys(config.advertised_endpoints)
+    tls = _public(keys.tls_key) != _public(old.tls_key)
+    hpke = keys.hpke_key.private_bytes() != old.hpke_key.private_bytes()
+    signing = _public(keys.signing_key) != _public(old.signing_key)
+    new_config = replace(config, advertised_endpoints=keys.endpoints)
+    response = None
+    if earlier:
+        # The registry may already hold these keys (its answer was lost): ask it
+        # again where keys it pins are answered, proven by the CSR's signature.
+        response = _ask_again(config, current, keys, timeout)
+    if response is None:
+        submitted = keys.to_proto(include_csr=tls)
+        if not hpke:
+            for name in ("hpke_kem", "hpke_kdf", "hpke_aead", "hpke_public_key"):
+                submitted.ClearField(name)
+        if not signing:
+            submitted.ClearField("signing_public_key")
+        if keys.endpoints == config.advertised_endpoints:
+            submitted.ClearField("endpoints")
+        request = registry_pb2.UpdateEntryRequest(district_code=current.code, keys=submitted)
+        with registry_channel(
+            config.registry_address, current.tls, config.registry_server_name
+        ) as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            response = registry_call(
+                lambda: stub.UpdateEntry(request, timeout=timeout),
+                config.registry_address,
+                enrolling=False,
+            )
+    if os.environ.get("RT_TEST_CRASH_AT") == "rotate-answered":
+        os._exit(99)  # tests: die as a power cut would, after the answer, before saving
+    check_answer(response, keys, load_ca(current.tls.ca_pem), new_config, clock())
+    if hpke:
+        window = timedelta(days=config.hpke_retired_key_days)
+        retire_hpke_key(config.data_dir, old.hpke_key, clock() + window)
+    identity = save_enrollment(
+        config.data_dir, keys, bytes(response.certificate_pem), current.tls.ca_pem, response.entry
+    )
+    clear_pending(config.data_dir)
+    return Rotation(identity, tls=tls, hpke=hpke, signing=signing, finished_earlier=earlier)
+
+
+def _ask_again(
+    config: DistrictConfig, current: DistrictIdentity, keys: DistrictKeys, timeout: float
+) -> registry_pb2.EnrollResponse | None:
+    """The registry's answer for keys it already pins, or None if it does not hold them."""
+    request = registry_pb2.EnrollRequest(district_code=current.code, keys=keys.to_proto())
+    with server_only_channel(
+        config.registry_enroll_address, current.tls.ca_pem, config.registry_server_name
+    ) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        try:
+            return registry_call(
+                lambda: stub.Enroll(request, timeout=timeout),
+                config.registry_enroll_address,
+                enrolling=True,
+            )
+        except (EnrollmentRefused, RegistryError):
+            return None
+
+
+def update_district_entry(
+    config: DistrictConfig,
+    *,
+    rotate_tls_key: bool = False,
+    rotate_hpke_key: bool = False,
+    rotate_signing_key: bool = False,
+    endpoints: Sequence[str] | None = None,
+    clock: Clock = utc_now,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> DistrictIdentity:
+    """``rotate_keys`` under its older name; returns the new identity."""
+    return rotate_keys(
+        config,
+        tls=rotate_tls_key,
+        hpke=rotate_hpke_key,
+        signing=rotate_signing_key,
+        endpoints=endpoints,
+        clock=clock,
+        timeout=timeout,
+    ).identity
