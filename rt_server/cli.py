@@ -38,6 +38,10 @@ def add_serve_command(sub: Any, common: argparse.ArgumentParser) -> None:
         "serve", parents=[common], help="run this district's server (peer + registrar services)"
     )
     sp.set_defaults(func=serve_command)
+    # `rt keys` rides on this entry point (no new one: it needs no reinstall).
+    from rt_server.keys_cli import add_keys_command
+
+    add_keys_command(sub, common)
 
 
 def add_db_command(sub: Any, common: argparse.ArgumentParser) -> None:

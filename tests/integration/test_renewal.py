@@ -5,6 +5,7 @@ answer was lost (issue 17). Real registry, real districts, real mTLS; the renewa
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -253,3 +254,21 @@ def test_rotation_survives_a_crash_between_the_answer_and_saving_keys(world: Wor
         )
     finally:
         server.stop(grace=0)
+
+
+def test_rt_keys_show_and_rotate_hpke(
+    world: World, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.harness.cli import rt_runner
+
+    rt = rt_runner(capfd, monkeypatch)
+    side = world.pair().a
+    before = rt(side, "keys", "show", "--json")
+    assert before.code == 0, before.err
+    old = json.loads(before.out)
+    rotated = rt(side, "keys", "rotate", "--hpke")
+    assert rotated.code == 0 and "HPKE" in rotated.out, rotated.err
+    after = json.loads(rt(side, "keys", "show", "--json").out)
+    assert after["hpke_key_id"] != old["hpke_key_id"]
+    assert after["tls_spki_sha256"] == old["tls_spki_sha256"]
+    assert [k["key_id"] for k in after["retired_hpke_keys"]] == [old["hpke_key_id"]]
