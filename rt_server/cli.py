@@ -38,10 +38,23 @@ def add_serve_command(sub: Any, common: argparse.ArgumentParser) -> None:
         "serve", parents=[common], help="run this district's server (peer + registrar services)"
     )
     sp.set_defaults(func=serve_command)
-    # `rt keys` rides on this entry point (no new one: it needs no reinstall).
-    from rt_server.keys_cli import add_keys_command
+    _mount_uninstalled(sub, common)
 
-    add_keys_command(sub, common)
+
+def _mount_uninstalled(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``rt keys`` and ``rt doctor`` have entry points of their own (pyproject.toml);
+    until the package is reinstalled (``pip install -e . --no-deps``) they ride on this one."""
+    from importlib.metadata import entry_points
+
+    installed = {e.name for e in entry_points(group="rt.commands")}
+    if "keys" not in installed:
+        from rt_server.keys_cli import add_keys_command
+
+        add_keys_command(sub, common)
+    if "doctor" not in installed:
+        from rt_server.doctor import add_doctor_command
+
+        add_doctor_command(sub, common)
 
 
 def add_db_command(sub: Any, common: argparse.ArgumentParser) -> None:
