@@ -160,9 +160,11 @@ class Enrollment:
             matches = verify_authorization_code(
                 authorization_code[:MAX_CODE_LENGTH], stored or self._dummy_hash
             )
+            # Not once the operator issued a new code (rotate-code): from then on
+            # only that code enrolls, whoever holds the pinned keys.
             replay = (
                 self._answer_again(tx, district, checked, now)
-                if row is not None and row.status == STATUS_ACTIVE
+                if row is not None and row.status == STATUS_ACTIVE and stored is None
                 else None
             )
             if replay is not None:
@@ -223,7 +225,9 @@ class Enrollment:
         TLS key the entry pins, which proves the caller holds it: that is the
         same proof a mutual-TLS call gives, so no authorization code is needed
         (and none is consumed or counted). Nothing changes but a fresh
-        certificate for the pinned key.
+        certificate for the pinned key. Never while an authorization code is
+        outstanding (the caller checks): an operator who issued a new code wants
+        the district enrolled with it, not with keys someone may have copied.
         """
         assert checked.csr is not None and checked.hpke is not None
         current = tx.current_entry(district)

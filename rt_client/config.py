@@ -174,6 +174,10 @@ class RegistryConfig:
     # third of the validity left (rt_server.renewal), so one lost key is good
     # for weeks at most, not a year.
     certificate_validity_days: int = 30
+    # After a district rotates its signing key, its entry lists the old one for
+    # this many days, so what it signed before (a request still queued, a
+    # receipt) stays verifiable; items dated after the rotation are refused.
+    previous_signing_key_days: int = 14
     # Failed enrollments lock out their source (an IPv4 address or IPv6 /64),
     # never the district (registry._limiter): after lockout_threshold failures at
     # one district, of that district; after lockout_source_threshold at any, of
@@ -203,6 +207,7 @@ class RegistryConfig:
         for name in (
             "entry_validity_days",
             "certificate_validity_days",
+            "previous_signing_key_days",
             "lockout_threshold",
             "lockout_seconds",
             "lockout_source_threshold",

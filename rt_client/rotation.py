@@ -17,8 +17,13 @@ What stays behind after a rotation:
 - nothing of the old TLS key: its certificate is still valid until it expires
   but the registry refuses it at once and peers as soon as their directory
   cache (``directory_ttl_seconds``) sees the new entry;
-- nothing of the old signing key: what we signed with it was verified when a
-  peer received it, and a peer retrying an old call gets it re-signed.
+- the old signing key's public half, in the registry's entry
+  (``previous_signing_keys``, retired at the registry's time of the update,
+  listed for its ``previous_signing_key_days``): what we signed before the
+  rotation (a request still in the outbox, a sealed transfer's header) still
+  verifies at peers; an item dated after the rotation and signed with the old
+  key is refused (``rt_client.signed_messages.verify_by_keys``). The private
+  half is not kept.
 
 A renewal is a TLS rotation (new key, new certificate) that ``rt serve`` runs
 on its own (``rt_server.renewal``).

@@ -27,7 +27,7 @@ from rt_client.errors import IntegrityError
 from rt_client.identity import DistrictIdentity
 from rt_client.ids import DistrictCode, RequestId
 from rt_client.peers import PeerClients
-from rt_client.signed_messages import open_message, sign_message
+from rt_client.signed_messages import open_message_by, sign_message
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Direction
 from rt_server.flows.claims import require_claimed
@@ -137,7 +137,8 @@ class District:
         district: DistrictCode,
         message_type: type[M],
     ) -> M:
-        """Verify a message as ``district``'s (by its current directory key), then parse it.
+        """Verify a message as ``district``'s, then parse it: by its current directory
+        key, or by a key it retired for items dated before it was retired.
 
         Raises ``PeerAuthError`` when the envelope names another signer (a
         district named in a message must be the peer, DESIGN.md section 3) and
@@ -145,11 +146,14 @@ class District:
         """
         require_claimed(signed.signer_district, district, "the signer of a message from the peer")
         entry = self.directory.lookup(district)
-        return open_message(
+        # By its current key, or by a key it retired for items dated before then.
+        return open_message_by(
             label,
             signed,
             signer=district,
             public_key=entry.signing_public_key,
+            previous=entry.previous_signing_keys,
+            now=self.clock(),
             message_type=message_type,
         )
 
