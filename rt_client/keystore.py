@@ -17,8 +17,12 @@ it was sealed to). After ``not_after`` the key file is deleted.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,10 +45,13 @@ from rt_client.identity import (
 from rt_client.ids import DistrictCode
 
 __all__ = [
+    "KEYS_LOCK_FILE",
     "PENDING_DIR",
     "RETIRED_HPKE_DIR",
     "RetiredHpkeKey",
     "clear_pending",
+    "hpke_key_in",
+    "key_change_lock",
     "hpke_keyring",
     "load_pending",
     "retire_hpke_key",
@@ -53,6 +60,7 @@ __all__ = [
 ]
 
 PENDING_DIR: Final = "pending-keys"
+KEYS_LOCK_FILE: Final = ".keys.lock"
 RETIRED_HPKE_DIR: Final = "hpke-retired"
 _ENDPOINTS_FILE: Final = "endpoints.json"
 
@@ -81,6 +89,34 @@ def _hpke_from(raw: bytes) -> tuple[HpkePrivateKey, dict[str, str]]:
     suite = suite_from_name(doc["suite"])
     key = HpkePrivateKey.from_bytes(suite, base64.b64decode(doc["private_key"], validate=True))
     return key, doc
+
+
+@contextlib.contextmanager
+def key_change_lock(data_dir: Path) -> Iterator[None]:
+    """Held while keys change or are read for use: one key change at a time, across
+    processes (``rt keys rotate`` beside a running ``rt serve``) and threads.
+
+    An advisory ``flock`` on ``.keys.lock`` in the data directory, released when
+    the holder exits, however it exits. Not re-entrant. Raises ``ConfigError``.
+    """
+    path = Path(data_dir) / KEYS_LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def hpke_key_in(path: Path) -> HpkePrivateKey | None:
+    """The HPKE private key stored in ``path`` (a key file of ours), or None if unreadable."""
+    try:
+        return _hpke_from(path.read_bytes())[0]
+    except (OSError, ValueError, KeyError, TypeError, InvalidInput):
+        return None
 
 
 def _private_dir(path: Path) -> None:

@@ -8,7 +8,12 @@ promoted into the identity files. A process that died in between finds the
 pending keys on its next run and finishes: it asks again with the same keys
 (over the enrollment port, where the registry answers again for keys its
 entry already pins, proven by the CSR's signature), so a rotation whose answer
-was lost never locks the district out.
+was lost never locks the district out. That includes a run that died while
+saving the new identity files (the new TLS key written, its certificate not):
+``load_identity`` refuses the mismatch, and the keys in ``pending-keys/`` are
+asked for again and saved whole. Every key change holds
+``keystore.key_change_lock``, so ``rt keys rotate`` and a running ``rt serve``
+never change keys at once.
 
 What stays behind after a rotation:
 
@@ -46,15 +51,26 @@ from rt_client.config import DistrictConfig
 from rt_client.crypto.hpke import HpkePrivateKey
 from rt_client.directory import Clock, registry_channel, utc_now
 from rt_client.enroll import check_answer, load_ca, registry_call
-from rt_client.errors import EnrollmentRefused, RegistryError
+from rt_client.errors import ConfigError, EnrollmentRefused, RegistryError
 from rt_client.identity import (
+    CA_FILE,
+    HPKE_KEY_FILE,
+    SIGNING_KEY_FILE,
     DistrictIdentity,
     DistrictKeys,
     load_identity,
     make_csr,
     save_enrollment,
 )
-from rt_client.keystore import clear_pending, load_pending, retire_hpke_key, save_pending
+from rt_client.keystore import (
+    PENDING_DIR,
+    clear_pending,
+    hpke_key_in,
+    key_change_lock,
+    load_pending,
+    retire_hpke_key,
+    save_pending,
+)
 from rt_client.tls import server_only_channel
 
 __all__ = ["Rotation", "finish_pending", "rotate_keys", "update_district_entry"]
@@ -96,10 +112,26 @@ def rotate_keys(
     ``PeerUnavailable`` or ``RegistryError``; on any of them the current keys
     are still the ones in force, or the pending ones are kept to finish later.
     """
-    current = load_identity(config.data_dir)
-    pending = load_pending(config.data_dir, current.code)
-    if pending is not None:
-        return _finish(config, current, pending, clock, timeout, earlier=True)
+    with key_change_lock(config.data_dir):
+        current = _load_or_recover(config, clock, timeout)
+        if isinstance(current, Rotation):
+            return current  # the identity files were half written: finished from pending-keys/
+        pending = load_pending(config.data_dir, current.code)
+        if pending is not None:
+            return _finish(config, current, pending, clock, timeout, earlier=True)
+        return _rotate(config, current, tls, hpke, signing, endpoints, clock, timeout)
+
+
+def _rotate(
+    config: DistrictConfig,
+    current: DistrictIdentity,
+    tls: bool,
+    hpke: bool,
+    signing: bool,
+    endpoints: Sequence[str] | None,
+    clock: Clock,
+    timeout: float,
+) -> Rotation:
     new_endpoints = tuple(endpoints) if endpoints else config.advertised_endpoints
     old = current.keys(new_endpoints)
     tls_key = ec.generate_private_key(ec.SECP256R1()) if tls else old.tls_key
@@ -118,12 +150,82 @@ def rotate_keys(
 def finish_pending(
     config: DistrictConfig, *, clock: Clock = utc_now, timeout: float = _DEFAULT_TIMEOUT
 ) -> Rotation | None:
-    """Finish a rotation an earlier run left pending; None if there is none."""
-    current = load_identity(config.data_dir)
-    pending = load_pending(config.data_dir, current.code)
-    if pending is None:
-        return None
-    return _finish(config, current, pending, clock, timeout, earlier=True)
+    """Finish a rotation an earlier run left pending; None if there is none.
+
+    Also when that run died while saving the new identity files (a new TLS key
+    beside the old certificate): the keys in ``pending-keys/`` are asked for
+    again and saved whole. Raises ``ConfigError`` (the identity is unusable and
+    nothing pending can mend it), ``PeerUnavailable``, ``RegistryError``.
+    """
+    with key_change_lock(config.data_dir):
+        current = _load_or_recover(config, clock, timeout)
+        if isinstance(current, Rotation):
+            return current
+        pending = load_pending(config.data_dir, current.code)
+        if pending is None:
+            return None
+        return _finish(config, current, pending, clock, timeout, earlier=True)
+
+
+def _load_or_recover(
+    config: DistrictConfig, clock: Clock, timeout: float
+) -> DistrictIdentity | Rotation:
+    """The identity in the data directory or, if it is half written and a rotation is
+    pending, that rotation finished. Raises ``ConfigError`` when neither."""
+    try:
+        return load_identity(config.data_dir)
+    except ConfigError as unusable:
+        pending = load_pending(config.data_dir, config.district_code)
+        if pending is None:
+            raise
+        return _recover(config, pending, clock, timeout, unusable)
+
+
+def _recover(
+    config: DistrictConfig,
+    keys: DistrictKeys,
+    clock: Clock,
+    timeout: float,
+    unusable: ConfigError,
+) -> Rotation:
+    """Save ``keys`` whole, with the registry's answer for them asked again."""
+    data_dir = config.data_dir
+    ca_path = data_dir / CA_FILE if (data_dir / CA_FILE).is_file() else config.registry_ca_path
+    try:
+        ca_pem = ca_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{unusable}; and the registry CA {ca_path} is unreadable") from exc
+    response = _ask_again(config, keys, ca_pem, timeout)
+    if response is None:
+        raise ConfigError(
+            f"{unusable}. A key change died while saving its keys, and the registry does not "
+            f"hold the new keys kept in {data_dir / PENDING_DIR}: enroll again with a fresh "
+            "authorization code (rt-registry district rotate-code, then rt enroll --replace)"
+        ) from unusable
+    check_answer(
+        response,
+        keys,
+        load_ca(ca_pem),
+        replace(config, advertised_endpoints=keys.endpoints),
+        clock(),
+    )
+    old_hpke = hpke_key_in(data_dir / HPKE_KEY_FILE)
+    hpke = old_hpke is not None and old_hpke.private_bytes() != keys.hpke_key.private_bytes()
+    if old_hpke is not None and hpke:
+        window = timedelta(days=config.hpke_retired_key_days)
+        retire_hpke_key(data_dir, old_hpke, clock() + window)
+    new_signing = keys.signing_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        signing = (data_dir / SIGNING_KEY_FILE).read_bytes() != new_signing
+    except OSError:
+        signing = True
+    identity = save_enrollment(
+        data_dir, keys, bytes(response.certificate_pem), ca_pem, response.entry
+    )
+    clear_pending(data_dir)
+    return Rotation(identity, tls=True, hpke=hpke, signing=signing, finished_earlier=True)
 
 
 def _finish(
@@ -144,7 +246,7 @@ def _finish(
     if earlier:
         # The registry may already hold these keys (its answer was lost): ask it
         # again where keys it pins are answered, proven by the CSR's signature.
-        response = _ask_again(config, current, keys, timeout)
+        response = _ask_again(config, keys, current.tls.ca_pem, timeout)
     if response is None:
         submitted = keys.to_proto(include_csr=tls)
         if not hpke:
@@ -178,12 +280,12 @@ def _finish(
 
 
 def _ask_again(
-    config: DistrictConfig, current: DistrictIdentity, keys: DistrictKeys, timeout: float
+    config: DistrictConfig, keys: DistrictKeys, ca_pem: bytes, timeout: float
 ) -> registry_pb2.EnrollResponse | None:
     """The registry's answer for keys it already pins, or None if it does not hold them."""
-    request = registry_pb2.EnrollRequest(district_code=current.code, keys=keys.to_proto())
+    request = registry_pb2.EnrollRequest(district_code=keys.code, keys=keys.to_proto())
     with server_only_channel(
-        config.registry_enroll_address, current.tls.ca_pem, config.registry_server_name
+        config.registry_enroll_address, ca_pem, config.registry_server_name
     ) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         try:

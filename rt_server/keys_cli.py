@@ -2,8 +2,8 @@
 
 Rotation goes through ``rt_client.rotation.rotate_keys`` (crash-safe; an
 interrupted rotation is finished by running the command again). A running
-``rt serve`` picks the new keys up at its next renewal check
-(``renewal_check_seconds``) or at its next start.
+``rt serve`` picks the new keys up within a few seconds: its renewal thread
+watches the key files (``rt_server.renewal``).
 """
 
 from __future__ import annotations
@@ -84,5 +84,5 @@ def rotate_command(args: argparse.Namespace) -> int:
     done += ["signing"] if rotation.signing else []
     earlier = " (finished the rotation an earlier run started)" if rotation.finished_earlier else ""
     print(f"new keys in force at the registry: {', '.join(done) or 'none'}{earlier}")
-    print("a running `rt serve` takes them up at its next renewal check, or restart it")
+    print("a running `rt serve` takes them up within a few seconds (no restart needed)")
     return 0
