@@ -96,8 +96,22 @@ def diagnose(config_path: Path, clock: Clock = utc_now) -> list[Check]:
     try:
         identity = load_identity(config.data_dir)
     except RecordsTransferError as exc:
-        fix = "enroll this district (rt enroll), or restore the data directory from backup"
+        if "readable by other users" in str(exc):
+            fix = "run the chmod command shown, then rt doctor again"
+        elif (config.data_dir / PENDING_DIR).is_dir():
+            fix = "a key change died while saving its keys: `rt keys rotate` finishes it"
+        else:
+            fix = "enroll this district (rt enroll), or restore the data directory from backup"
         checks.append(Check("identity", Level.FAIL, str(exc), fix))
+        checks.append(
+            Check(
+                "registry",
+                Level.WARN,
+                "not checked (certificate, registry, directory entry, clock, peers): "
+                "no usable identity",
+                "fix the identity first",
+            )
+        )
     else:
         checks.append(_ok("identity", f"keys and certificate in {config.data_dir} match"))
         checks.append(_certificate(identity, clock()))

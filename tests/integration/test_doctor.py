@@ -153,3 +153,30 @@ def test_no_config_fails_cleanly(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     assert "FAIL" in done.stdout and "does not exist" in done.stdout
+
+
+def test_sends_stuck_in_the_outbox_warn_with_the_last_error(world: World) -> None:
+    from datetime import timedelta
+
+    from protos.rt.v1 import registrar_pb2
+    from rt_client.directory import utc_now
+    from rt_server.doctor import Level, diagnose
+    from tests.harness.flow import PRIOR_SCHOOL, add_student
+
+    p = world.pair()
+    b = p.start(p.b)  # A stays down: B's request cannot be delivered
+    add_student(b, "B1")
+    b.rpc.CreateRequest(
+        registrar_pb2.CreateRequestRequest(
+            student_local_id="B1", prior_school=PRIOR_SCHOOL, actor="bob"
+        ),
+        timeout=15,
+    )
+    config_path = b.enrolled.config.data_dir / "district.toml"
+    now = {c.name: c for c in diagnose(config_path)}
+    assert now["outbox"].level is Level.OK and "1 send(s) queued" in now["outbox"].detail
+    later = utc_now() + timedelta(days=2)  # still queued two days on
+    checks = {c.name: c for c in diagnose(config_path, clock=lambda: later)}
+    outbox = checks["outbox"]
+    assert outbox.level is Level.WARN and "1 stuck" in outbox.detail
+    assert "last error" in outbox.detail and "rt retry" in outbox.fix
