@@ -43,15 +43,14 @@ def add_serve_command(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _mount_uninstalled(sub: Any, common: argparse.ArgumentParser) -> None:
     """``rt keys`` and ``rt doctor`` have entry points of their own (pyproject.toml);
-    until the package is reinstalled (``pip install -e . --no-deps``) they ride on this one."""
-    from importlib.metadata import entry_points
-
-    installed = {e.name for e in entry_points(group="rt.commands")}
-    if "keys" not in installed:
+    until the package is reinstalled (``pip install -e . --no-deps``) they ride on this
+    one. (``rt`` mounts entry points by name, so theirs come before ``serve``.)"""
+    mounted = getattr(sub, "choices", None) or {}
+    if "keys" not in mounted:
         from rt_server.keys_cli import add_keys_command
 
         add_keys_command(sub, common)
-    if "doctor" not in installed:
+    if "doctor" not in mounted:
         from rt_server.doctor import add_doctor_command
 
         add_doctor_command(sub, common)
