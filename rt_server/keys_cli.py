@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
+from protos.rt.v1 import common_pb2
 from rt_client.cli.session import district_config_path
 from rt_client.config import load_config
 from rt_client.directory import utc_now
-from rt_client.identity import load_identity
+from rt_client.identity import DistrictIdentity, load_identity
 from rt_client.keystore import PENDING_DIR, retired_hpke_keys
 from rt_client.rotation import rotate_keys
 
@@ -60,8 +64,25 @@ def _facts(config_path: str) -> dict[str, Any]:
             {"key_id": r.key_id, "not_after": r.not_after.isoformat()}
             for r in retired_hpke_keys(config.data_dir, now)
         ],
+        # As of the entry saved at the last key change (the registry drops them at expires_at).
+        "previous_signing_keys": [
+            {
+                "public_key": bytes(k.public_key).hex(),
+                "retired_at": k.not_after.ToDatetime(tzinfo=UTC).isoformat(),
+                "accepted_until": k.expires_at.ToDatetime(tzinfo=UTC).isoformat(),
+            }
+            for k in _saved_entry(identity).previous_signing_keys
+        ],
         "rotation_pending": (config.data_dir / PENDING_DIR).is_dir(),
     }
+
+
+def _saved_entry(identity: DistrictIdentity) -> common_pb2.DirectoryEntry:
+    """Our own entry as saved with the keys (verified when it was received)."""
+    try:
+        return common_pb2.DirectoryEntry.FromString(identity.entry.body)
+    except DecodeError:
+        return common_pb2.DirectoryEntry()
 
 
 def show_command(args: argparse.Namespace) -> int:

@@ -83,6 +83,10 @@ def test_the_registry_keeps_the_old_key_with_its_retirement_and_verifiers_date_i
         old_key.public_key().public_bytes_raw()
     ]
     assert current.previous_signing_keys[0].not_after == retired_at
+    from rt_server.keys_cli import _facts  # what `rt keys show` prints
+
+    shown = _facts(str(config.data_dir / "district.toml"))["previous_signing_keys"]
+    assert [k["public_key"] for k in shown] == [old_key.public_key().public_bytes_raw().hex()]
 
     def message(sent: timedelta):  # type: ignore[no-untyped-def]
         msg = peer_pb2.ThreadMessage(message_id="m", from_district="1964733", body="hi")
