@@ -24,10 +24,18 @@
   ``EnrollmentRefused("enrollment refused")`` after the same work (one scrypt)
   and padded to the same time (``Enrollment._refuse_evenly``); the reason and
   the caller's address go to the log.
+- **Asking again is safe** (``Enrollment._answer_again``): keys exactly equal to
+  those of the district's current active entry, with a CSR signed by the pinned
+  TLS key, get a fresh certificate for that key and the current entry, with no
+  authorization code. A district that died between our answer and saving its
+  keys (``rt enroll``, or a key rotation) finishes that way instead of burning
+  its code.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -36,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, NoReturn
 
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protos.rt.v1 import common_pb2
 from registry._limiter import EVERY_DISTRICT, EnrollmentLimiter, Lockout, MonotonicClock
@@ -47,7 +55,7 @@ from registry.authcode import (
     verify_authorization_code,
 )
 from registry.ca import RegistryCA
-from registry.entries import EntrySigner
+from registry.entries import EntrySigner, parse_stored
 from registry.store import STATUS_ACTIVE, RegistryStore, StoreTransaction
 from registry.submission import CheckedKeys, KeySubmission, check_keys, refuse_endpoints_held
 from rt_client.config import RegistryConfig
@@ -144,6 +152,7 @@ class Enrollment:
         now = self._clock()
         refused_because: str | None = None
         result: EnrollResult | None = None
+        replay: EnrollResult | None = None
         with self._store.transaction() as tx:
             row = tx.get_district(district, for_update=True)
             stored = row.auth_code_hash if row is not None else None
@@ -151,7 +160,16 @@ class Enrollment:
             matches = verify_authorization_code(
                 authorization_code[:MAX_CODE_LENGTH], stored or self._dummy_hash
             )
-            if row is None:
+            # Not once the operator issued a new code (rotate-code): from then on
+            # only that code enrolls, whoever holds the pinned keys.
+            replay = (
+                self._answer_again(tx, district, checked, now)
+                if row is not None and row.status == STATUS_ACTIVE and stored is None
+                else None
+            )
+            if replay is not None:
+                result = replay
+            elif row is None:
                 refused_because = "unknown district"
             elif stored is None:
                 refused_because = "no authorization code outstanding (consumed or revoked)"
@@ -168,6 +186,9 @@ class Enrollment:
                     refused_because += f" (failure {count} at this district)"
             elif row is not None and stored is not None:
                 result = self._enroll_accepted(tx, row.name, district, stored, checked, now)
+        if replay is not None:
+            log.info("district %s fetched its enrollment answer again (from %s)", district, source)
+            return replay
         if result is None:
             log.warning(
                 "enrollment of district %s from %s refused: %s", district, source, refused_because
@@ -193,6 +214,48 @@ class Enrollment:
         if target > elapsed:
             time.sleep(target - elapsed)
         raise EnrollmentRefused(REFUSED)
+
+    def _answer_again(
+        self, tx: StoreTransaction, district: DistrictCode, checked: CheckedKeys, now: datetime
+    ) -> EnrollResult | None:
+        """The answer again for keys the district's current entry already carries, else None.
+
+        A district that died between our answer and saving its keys (enrollment
+        or rotation) asks again with the same keys. The CSR is signed by the
+        TLS key the entry pins, which proves the caller holds it: that is the
+        same proof a mutual-TLS call gives, so no authorization code is needed
+        (and none is consumed or counted). Nothing changes but a fresh
+        certificate for the pinned key. Never while an authorization code is
+        outstanding (the caller checks): an operator who issued a new code wants
+        the district enrolled with it, not with keys someone may have copied.
+        """
+        assert checked.csr is not None and checked.hpke is not None
+        current = tx.current_entry(district)
+        if current is None or current.status != STATUS_ACTIVE:
+            return None
+        entry = parse_stored(current)
+        csr_spki = hashlib.sha256(
+            checked.csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        ).digest()
+        suite, hpke_public = checked.hpke
+        same = (
+            hmac.compare_digest(csr_spki, current.tls_spki_sha256)
+            and (suite.kem, suite.kdf, suite.aead)
+            == (entry.hpke_kem, entry.hpke_kdf, entry.hpke_aead)
+            and hmac.compare_digest(hpke_public, entry.hpke_public_key)
+            and checked.signing_public_key == entry.signing_public_key
+            and (checked.endpoints is None or tuple(checked.endpoints) == entry.endpoints)
+        )
+        if not same:
+            return None
+        cert = self._ca.issue_district_certificate(checked.csr, district, self._cert_validity, now)
+        envelope = self._entries.current(tx, district)
+        assert envelope is not None
+        return EnrollResult(
+            certificate_pem=cert.public_bytes(Encoding.PEM),
+            ca_certificate_pem=self._ca.certificate_pem,
+            entry=envelope,
+        )
 
     def _enroll_accepted(
         self,

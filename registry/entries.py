@@ -3,7 +3,8 @@
 Entries are signed with the registry's Ed25519 key; every change is a new
 version. An entry is re-signed (new version, new validity) when it is read
 with less than half of its validity left, so an active district's entry never
-expires.
+expires. A re-signed entry drops the previous signing keys whose time is up
+(``retire_signing_key`` adds one when a district rotates its signing key).
 """
 
 from __future__ import annotations
@@ -18,8 +19,27 @@ from registry.store import STATUS_ACTIVE, STATUS_REVOKED, EntryRow, StoreTransac
 from rt_client.crypto.envelope import LABEL_DIRECTORY_ENTRY, sign_body
 from rt_client.directory import REGISTRY_SIGNER, Clock, DirectoryEntry
 from rt_client.ids import DistrictCode
+from rt_client.signed_messages import PreviousSigningKey
 
-__all__ = ["EntrySigner", "parse_stored"]
+__all__ = ["MAX_PREVIOUS_SIGNING_KEYS", "EntrySigner", "parse_stored", "retire_signing_key"]
+
+# An entry lists at most this many retired signing keys (the newest).
+MAX_PREVIOUS_SIGNING_KEYS = 4
+
+
+def retire_signing_key(
+    entry: DirectoryEntry, new_key: bytes | None, now: datetime, keep_for: timedelta
+) -> tuple[PreviousSigningKey, ...]:
+    """The previous signing keys of ``entry`` once its key is replaced by ``new_key``.
+
+    The key being replaced is listed first, retired ``now`` and kept for
+    ``keep_for``; keys whose time is up are dropped. Without a new key, only that.
+    """
+    kept = tuple(k for k in entry.previous_signing_keys if k.expires_at > now)
+    if new_key is None or new_key == entry.signing_public_key:
+        return kept
+    retired = PreviousSigningKey(entry.signing_public_key, not_after=now, expires_at=now + keep_for)
+    return (retired, *kept)[:MAX_PREVIOUS_SIGNING_KEYS]
 
 
 class EntrySigner:
@@ -52,6 +72,9 @@ class EntrySigner:
                 version=current.version + 1,
                 issued_at=now,
                 expires_at=self.expiry(now),
+            )
+            entry = replace(
+                entry, previous_signing_keys=retire_signing_key(entry, None, now, timedelta(0))
             )
             return self.store(tx, entry)
         return common_pb2.SignedEnvelope(

@@ -46,7 +46,7 @@ from registry._limiter import MonotonicClock
 from registry.authcode import hash_authorization_code, new_authorization_code
 from registry.ca import RegistryCA
 from registry.enrollment import Enrollment, EnrollResult
-from registry.entries import EntrySigner, parse_stored
+from registry.entries import EntrySigner, parse_stored, retire_signing_key
 from registry.store import (
     STATUS_ACTIVE,
     STATUS_PENDING,
@@ -387,6 +387,12 @@ class RegistryService:
                 hpke_public_key=hpke_public,
                 hpke_key_id=key_id(suite, hpke_public),
                 signing_public_key=checked.signing_public_key or entry.signing_public_key,
+                previous_signing_keys=retire_signing_key(
+                    entry,
+                    checked.signing_public_key,
+                    now,
+                    timedelta(days=self._config.previous_signing_key_days),
+                ),
                 version=current.version + 1,
                 issued_at=now,
                 expires_at=self._entries.expiry(now),

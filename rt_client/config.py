@@ -111,6 +111,13 @@ class DistrictConfig:
     # EC 49068.6: who is alerted when a student flagged missing is requested
     # (an e-mail address of the law enforcement agency); empty: none configured.
     law_enforcement_contact: str = ""
+    # After an HPKE rotation the old private key still opens transfers sealed
+    # to it (a sender retries for up to its retry horizon, 7 days by default)
+    # for this many days; then it is deleted.
+    hpke_retired_key_days: int = 14
+    # How often `rt serve` checks its certificate: renewed with a third of its
+    # validity left, a warning in the log from 7 days before it expires.
+    renewal_check_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         try:
@@ -138,6 +145,7 @@ class DistrictConfig:
         _check_positive("directory_ttl_seconds", self.directory_ttl_seconds)
         _check_positive("max_concurrent_rpcs", self.max_concurrent_rpcs)
         _check_positive("max_rpcs_per_peer", self.max_rpcs_per_peer)
+        _check_positive("hpke_retired_key_days", self.hpke_retired_key_days)
         if not isinstance(self.registry_server_name, str) or not self.registry_server_name:
             raise ConfigError("registry_server_name: must be a host name")
         for name in (
@@ -149,6 +157,7 @@ class DistrictConfig:
             "stream_idle_timeout_seconds",
             "message_wait_seconds",
             "shutdown_grace_seconds",
+            "renewal_check_seconds",
         ):
             _set(self, name, _positive_seconds(name, getattr(self, name)))
         buffered = self.buffered_delivery_bytes
@@ -189,7 +198,14 @@ class RegistryConfig:
     enroll_listen: str = "127.0.0.1:7444"
     database_url: str = ""
     entry_validity_days: int = 7
-    certificate_validity_days: int = 365
+    # District certificates are short-lived: `rt serve` renews its own with a
+    # third of the validity left (rt_server.renewal), so one lost key is good
+    # for weeks at most, not a year.
+    certificate_validity_days: int = 30
+    # After a district rotates its signing key, its entry lists the old one for
+    # this many days, so what it signed before (a request still queued, a
+    # receipt) stays verifiable; items dated after the rotation are refused.
+    previous_signing_key_days: int = 14
     # Failed enrollments lock out their source (an IPv4 address or IPv6 /64),
     # never the district (registry._limiter): after lockout_threshold failures at
     # one district, of that district; after lockout_source_threshold at any, of
@@ -223,6 +239,7 @@ class RegistryConfig:
         for name in (
             "entry_validity_days",
             "certificate_validity_days",
+            "previous_signing_key_days",
             "lockout_threshold",
             "lockout_seconds",
             "lockout_source_threshold",

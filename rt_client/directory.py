@@ -43,6 +43,7 @@ from rt_client.ids import (
     parse_district_code,
     parse_school_code,
 )
+from rt_client.signed_messages import PreviousSigningKey
 from rt_client.status_codes import Remote, error_from_rpc
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, secure_channel
 
@@ -138,6 +139,8 @@ class DirectoryEntry:
     version: int
     issued_at: datetime
     expires_at: datetime
+    # Keys rotated away from, newest first (rt_client.signed_messages).
+    previous_signing_keys: tuple[PreviousSigningKey, ...] = ()
 
     @property
     def is_active(self) -> bool:
@@ -162,6 +165,8 @@ class DirectoryEntry:
         issued_at, expires_at = from_timestamp(msg.issued_at), from_timestamp(msg.expires_at)
         if expires_at <= issued_at:
             raise InvalidInput("directory entry expires before it is issued")
+        if len(msg.previous_signing_keys) > _MAX_PREVIOUS_KEYS:
+            raise InvalidInput("directory entry lists too many previous signing keys")
         schools = []
         for school in msg.schools:
             cds = parse_school_code(school.cds_code)
@@ -196,6 +201,7 @@ class DirectoryEntry:
             version=msg.version,
             issued_at=issued_at,
             expires_at=expires_at,
+            previous_signing_keys=tuple(_previous_key(k) for k in msg.previous_signing_keys),
         )
 
     def to_proto(self) -> common_pb2.DirectoryEntry:
@@ -215,7 +221,30 @@ class DirectoryEntry:
             version=self.version,
             issued_at=to_timestamp(self.issued_at),
             expires_at=to_timestamp(self.expires_at),
+            previous_signing_keys=[
+                common_pb2.PreviousSigningKey(
+                    public_key=k.public_key,
+                    not_after=to_timestamp(k.not_after),
+                    expires_at=to_timestamp(k.expires_at),
+                )
+                for k in self.previous_signing_keys
+            ],
         )
+
+
+_MAX_PREVIOUS_KEYS: Final = 8
+
+
+def _previous_key(msg: common_pb2.PreviousSigningKey) -> PreviousSigningKey:
+    if len(msg.public_key) != _ED25519_KEY_SIZE:
+        raise InvalidInput("directory entry lists a previous signing key of the wrong size")
+    if not msg.HasField("not_after") or not msg.HasField("expires_at"):
+        raise InvalidInput("directory entry lists a previous signing key without its dates")
+    return PreviousSigningKey(
+        public_key=bytes(msg.public_key),
+        not_after=from_timestamp(msg.not_after),
+        expires_at=from_timestamp(msg.expires_at),
+    )
 
 
 def to_timestamp(when: datetime) -> Timestamp:
@@ -336,26 +365,50 @@ class DirectoryClient:
     @classmethod
     def for_registry(
         cls,
-        channel: grpc.Channel,
+        channel: grpc.Channel | Callable[[], grpc.Channel],
         pinned_key: bytes,
         *,
         ttl_seconds: float = 300,
         clock: Clock = utc_now,
         timeout: float = _DEFAULT_TIMEOUT,
     ) -> DirectoryClient:
-        """A client that asks the registry over ``channel`` (see ``registry_channel``)."""
-        stub = registry_pb2_grpc.RegistryStub(channel)
+        """A client that asks the registry over ``channel`` (see ``registry_channel``).
+
+        ``channel`` may be a function returning the channel to use for each call,
+        so a server that renews its certificate swaps in a channel presenting it.
+        """
+        current = channel if callable(channel) else (lambda: channel)
+
+        def stub() -> registry_pb2_grpc.RegistryStub:
+            return registry_pb2_grpc.RegistryStub(current())
 
         def lookup(code: DistrictCode) -> common_pb2.SignedEnvelope:
             request = registry_pb2.LookupDistrictRequest(district_code=code)
-            envelope: common_pb2.SignedEnvelope = _call_registry(
-                lambda: stub.LookupDistrict(request, timeout=timeout), code
-            )
+            used = current()
+            try:
+                envelope: common_pb2.SignedEnvelope = _call_registry(
+                    lambda: registry_pb2_grpc.RegistryStub(used).LookupDistrict(
+                        request, timeout=timeout
+                    ),
+                    code,
+                )
+            except RegistryError:
+                # Refused because our own key was renewed during the call? Then
+                # the channel has changed (``current`` waits for the swap): once more.
+                again = current()
+                if again is used:
+                    raise
+                envelope = _call_registry(
+                    lambda: registry_pb2_grpc.RegistryStub(again).LookupDistrict(
+                        request, timeout=timeout
+                    ),
+                    code,
+                )
             return envelope
 
         def search(query: str, limit: int) -> list[SchoolMatch]:
             request = registry_pb2.SearchSchoolsRequest(query=query, limit=limit)
-            response = _call_registry(lambda: stub.SearchSchools(request, timeout=timeout), None)
+            response = _call_registry(lambda: stub().SearchSchools(request, timeout=timeout), None)
             return [_school_match(m) for m in response.schools]
 
         return cls(lookup, pinned_key, ttl_seconds=ttl_seconds, clock=clock, search_fn=search)

@@ -9,8 +9,11 @@ entry must verify against the pinned registry signing key and carry exactly
 our keys. Only then are the keys saved and the TOML config written, so a
 refused enrollment leaves no file behind.
 
-Also here: ``update_district_entry`` (key rotation / endpoint change over
-mutual TLS with the current certificate).
+The new keys are written to ``pending-keys/`` before the registry is asked
+(``rt_client.keystore``): a run that dies after the registry's answer but
+before saving it is finished by running ``rt enroll`` again with the same
+settings (the same keys are sent, and the registry answers again without
+consuming a code). Key rotation is ``rt_client.rotation``.
 """
 
 from __future__ import annotations
@@ -29,16 +32,13 @@ from typing import Any, Final
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos.rt.v1 import registry_pb2, registry_pb2_grpc
 from rt_client.config import DistrictConfig, load_config, write_config
-from rt_client.crypto.hpke import DEFAULT_SUITE, HpkePrivateKey, HpkeSuite
+from rt_client.crypto.hpke import DEFAULT_SUITE, HpkeSuite
 from rt_client.directory import (
     Clock,
     DirectoryEntry,
-    registry_channel,
     utc_now,
     verify_entry,
 )
@@ -46,19 +46,19 @@ from rt_client.errors import (
     ConfigError,
     InvalidInput,
     PeerAuthError,
+    RecordsTransferError,
     RegistryError,
 )
 from rt_client.identity import (
     CA_FILE,
-    DistrictIdentity,
     DistrictKeys,
     generate_keys,
     has_identity,
     load_identity,
-    make_csr,
     save_enrollment,
 )
 from rt_client.ids import DistrictCode
+from rt_client.keystore import clear_pending, load_pending, save_pending
 from rt_client.status_codes import Remote, error_from_rpc
 from rt_client.tls import (
     REGISTRY_SERVER_NAME,
@@ -72,8 +72,9 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "add_enroll_parser",
     "enroll_command",
+    "check_answer",
     "enroll_district",
-    "update_district_entry",
+    "registry_call",
 ]
 
 DEFAULT_CONFIG_NAME: Final = "district.toml"
@@ -131,92 +132,60 @@ def enroll_district(
         )
     except TypeError as exc:
         raise ConfigError(f"unknown district setting: {exc}") from exc
-    pinned_ca = _load_ca(registry_ca_pem)
+    pinned_ca = load_ca(registry_ca_pem)
     if has_identity(data_dir) and not replace_existing:
         raise ConfigError(
             f"{data_dir} already holds an enrolled district; to enroll again with a new "
             "authorization code (this replaces every key), pass --replace"
         )
+    existed = data_dir.exists()
+    pending = load_pending(data_dir, config.district_code)
+    if pending is not None and pending.endpoints == config.advertised_endpoints:
+        keys = pending  # an earlier run died after asking: ask again with the same keys
+    else:
+        try:
+            keys = generate_keys(config.district_code, config.advertised_endpoints, hpke_suite)
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from exc
+        save_pending(data_dir, keys)
+
     try:
-        keys = generate_keys(config.district_code, config.advertised_endpoints, hpke_suite)
-    except InvalidInput as exc:
-        raise ConfigError(str(exc)) from exc
-
-    request = registry_pb2.EnrollRequest(
-        district_code=config.district_code,
-        authorization_code=authorization_code.strip(),
-        keys=keys.to_proto(),
-    )
-    with server_only_channel(
-        registry_enroll_address, registry_ca_pem, registry_server_name
-    ) as channel:
-        stub = registry_pb2_grpc.RegistryStub(channel)
-        response = _call(
-            lambda: stub.Enroll(request, timeout=timeout), registry_enroll_address, enrolling=True
+        request = registry_pb2.EnrollRequest(
+            district_code=config.district_code,
+            authorization_code=authorization_code.strip(),
+            keys=keys.to_proto(),
         )
+        with server_only_channel(
+            registry_enroll_address, registry_ca_pem, registry_server_name
+        ) as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            response = registry_call(
+                lambda: stub.Enroll(request, timeout=timeout),
+                registry_enroll_address,
+                enrolling=True,
+            )
 
-    _check_answer(response, keys, pinned_ca, config, clock())
+        check_answer(response, keys, pinned_ca, config, clock())
+    except RecordsTransferError:
+        # Refused, unreachable, or an answer that is not ours: nothing is kept
+        # (only a process that dies keeps its pending keys, to ask again).
+        clear_pending(data_dir)
+        if not existed and not any(data_dir.iterdir()):
+            data_dir.rmdir()
+        raise
+    _crash_point("enroll-answered")
     save_enrollment(
         data_dir, keys, bytes(response.certificate_pem), registry_ca_pem, response.entry
     )
     write_config(config, config_path or data_dir / DEFAULT_CONFIG_NAME)
+    clear_pending(data_dir)
     return config
 
 
-def update_district_entry(
-    config: DistrictConfig,
-    *,
-    rotate_tls_key: bool = False,
-    rotate_hpke_key: bool = False,
-    rotate_signing_key: bool = False,
-    endpoints: Sequence[str] | None = None,
-    clock: Clock = utc_now,
-    timeout: float = _DEFAULT_TIMEOUT,
-) -> DistrictIdentity:
-    """Rotate keys and/or change endpoints via ``UpdateEntry`` (authenticated by the current cert).
-
-    New keys are generated locally; after the registry's answer verifies, the
-    data directory is updated and the new identity returned. A server holding
-    the old identity must be restarted with the new one: peers refuse the old
-    TLS key as soon as their directory cache sees the new entry.
-
-    Raises ``ConfigError``, ``PeerUnavailable`` or ``RegistryError``.
-    """
-    current = load_identity(config.data_dir)
-    new_endpoints = tuple(endpoints) if endpoints else config.advertised_endpoints
-    old = current.keys(new_endpoints)
-    tls_key = ec.generate_private_key(ec.SECP256R1()) if rotate_tls_key else old.tls_key
-    keys = DistrictKeys(
-        code=current.code,
-        tls_key=tls_key,
-        csr=make_csr(tls_key, current.code),
-        hpke_key=HpkePrivateKey.generate(old.hpke_key.suite) if rotate_hpke_key else old.hpke_key,
-        signing_key=Ed25519PrivateKey.generate() if rotate_signing_key else old.signing_key,
-        endpoints=new_endpoints,
-    )
-    submitted = keys.to_proto(include_csr=rotate_tls_key)
-    if not rotate_hpke_key:
-        for name in ("hpke_kem", "hpke_kdf", "hpke_aead", "hpke_public_key"):
-            submitted.ClearField(name)
-    if not rotate_signing_key:
-        submitted.ClearField("signing_public_key")
-    if endpoints is None:
-        submitted.ClearField("endpoints")
-    request = registry_pb2.UpdateEntryRequest(district_code=current.code, keys=submitted)
-    with registry_channel(config.registry_address, current.tls, config.registry_server_name) as ch:
-        stub = registry_pb2_grpc.RegistryStub(ch)
-        response = _call(
-            lambda: stub.UpdateEntry(request, timeout=timeout),
-            config.registry_address,
-            enrolling=False,
-        )
-    pinned_ca = _load_ca(current.tls.ca_pem)
-    new_config = replace(config, advertised_endpoints=new_endpoints)
-    _check_answer(response, keys, pinned_ca, new_config, clock())
-    identity = save_enrollment(
-        config.data_dir, keys, bytes(response.certificate_pem), current.tls.ca_pem, response.entry
-    )
-    return identity
+def _crash_point(name: str) -> None:
+    """Die here, as a power cut would, when ``RT_TEST_CRASH_AT`` names this point (tests)."""
+    if os.environ.get("RT_TEST_CRASH_AT") == name:
+        os._exit(99)
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:
@@ -227,7 +196,7 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
     return list(san.get_values_for_type(x509.DNSName))
 
 
-def _load_ca(ca_pem: bytes) -> x509.Certificate:
+def load_ca(ca_pem: bytes) -> x509.Certificate:
     try:
         certs = x509.load_pem_x509_certificates(bytes(ca_pem))
     except ValueError as exc:
@@ -259,7 +228,7 @@ _ENROLLMENT_REFUSED: Final = (
 )
 
 
-def _call(call: Any, address: str, *, enrolling: bool) -> registry_pb2.EnrollResponse:
+def registry_call(call: Any, address: str, *, enrolling: bool) -> registry_pb2.EnrollResponse:
     """Run one registry call.
 
     Raises ``EnrollmentRefused``, ``RegistryError`` or ``PeerUnavailable``.
@@ -277,7 +246,7 @@ def _call(call: Any, address: str, *, enrolling: bool) -> registry_pb2.EnrollRes
     return response
 
 
-def _check_answer(
+def check_answer(
     response: registry_pb2.EnrollResponse,
     keys: DistrictKeys,
     pinned_ca: x509.Certificate,
@@ -287,7 +256,7 @@ def _check_answer(
     """Refuse an answer that is not exactly our enrollment. Raises ``RegistryError``."""
     bad = "the registry's answer does not match this enrollment"
     try:
-        returned_ca = _load_ca(bytes(response.ca_certificate_pem))
+        returned_ca = load_ca(bytes(response.ca_certificate_pem))
         cert = x509.load_pem_x509_certificate(bytes(response.certificate_pem))
     except (ConfigError, ValueError) as exc:
         raise RegistryError(f"{bad}: malformed certificate") from exc

@@ -223,6 +223,8 @@ def save_enrollment(
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         write_file_atomically(data_dir / TLS_KEY_FILE, tls.key_pem, 0o600)
+        if os.environ.get("RT_TEST_CRASH_AT") == "identity-half-written":
+            os._exit(99)  # tests: die as a power cut would, the new key saved, its certificate not
         write_file_atomically(data_dir / HPKE_KEY_FILE, json.dumps(hpke_doc).encode(), 0o600)
         write_file_atomically(data_dir / SIGNING_KEY_FILE, signing_pem, 0o600)
         write_file_atomically(data_dir / TLS_CERT_FILE, certificate_pem, 0o644)

@@ -140,6 +140,16 @@ class PeerClients:
         self._directory = directory
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[tuple[str, ...], grpc.Channel]] = {}
+        # Channels made with a replaced certificate: calls under way on them run
+        # to the end (closing would cancel them); closed with the rest.
+        self._retired: list[grpc.Channel] = []
+
+    def set_tls(self, tls: TlsIdentity) -> None:
+        """Present ``tls`` from now on: every new call gets a channel made with it."""
+        with self._lock:
+            self._tls = tls
+            self._retired.extend(channel for _, channel in self._channels.values())
+            self._channels.clear()
 
     def stub(self, district: str) -> peer_pb2_grpc.DistrictPeerStub:
         entry = self._directory.lookup(district)
@@ -168,6 +178,9 @@ class PeerClients:
             for _, channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+            for channel in self._retired:
+                channel.close()
+            self._retired.clear()
 
 
 def call_peer(call: Callable[[], T]) -> T:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -215,10 +215,16 @@ def open_header(
     sender: str,
     sender_signing_key: bytes,
     receiver: str,
-    receiver_key_id: str,
+    receiver_key_id: str | Collection[str],
     max_bytes: int = MAX_TRANSFER_BYTES,
 ) -> tuple[records_pb2.TransferHeader, bytes]:
-    """Verify, then parse, then check a transfer header. Returns (header, H)."""
+    """Verify, then parse, then check a transfer header. Returns (header, H).
+
+    ``receiver_key_id``: the id of the HPKE key the header must name, or the
+    ids of every key the receiver still holds (its current one and those kept
+    after a rotation, ``rt_client.keystore``).
+    """
+    key_ids = {receiver_key_id} if isinstance(receiver_key_id, str) else set(receiver_key_id)
     if signed.signer_district != sender:
         raise IntegrityError()
     envelope.verify_body(
@@ -233,7 +239,7 @@ def open_header(
         header.format_version != FORMAT_VERSION
         or header.sender_district != sender
         or header.receiver_district != receiver
-        or header.receiver_key_id != receiver_key_id
+        or header.receiver_key_id not in key_ids
         or header.payload_suite != PAYLOAD_SUITE
     ):
         raise InvalidInput("the transfer header does not fit this receiver")

@@ -52,6 +52,22 @@ def add_serve_command(sub: Any, common: argparse.ArgumentParser) -> None:
         help='log one JSON object a line (as log_format = "json" in the config)',
     )
     sp.set_defaults(func=serve_command)
+    _mount_uninstalled(sub, common)
+
+
+def _mount_uninstalled(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``rt keys`` and ``rt doctor`` have entry points of their own (pyproject.toml);
+    until the package is reinstalled (``pip install -e . --no-deps``) they ride on this
+    one. (``rt`` mounts entry points by name, so theirs come before ``serve``.)"""
+    mounted = getattr(sub, "choices", None) or {}
+    if "keys" not in mounted:
+        from rt_server.keys_cli import add_keys_command
+
+        add_keys_command(sub, common)
+    if "doctor" not in mounted:
+        from rt_server.doctor import add_doctor_command
+
+        add_doctor_command(sub, common)
 
 
 def add_db_command(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -9,14 +9,18 @@ reflection. The delivery worker drains the outbox in background messages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
 from concurrent import futures
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -27,17 +31,21 @@ from protos.rt.v1 import peer_pb2, peer_pb2_grpc, registrar_pb2, registrar_pb2_g
 from rt_client._metrics_http import MetricsListener
 from rt_client._serving import configure_logging, wait_for_stop_signal
 from rt_client.config import DistrictConfig
+from rt_client.crypto.hpke import HpkePrivateKey
 from rt_client.directory import DirectoryClient, registry_channel
-from rt_client.errors import ConfigError
-from rt_client.identity import load_identity
+from rt_client.errors import ConfigError, RecordsTransferError
+from rt_client.identity import DistrictIdentity, load_identity
 from rt_client.ids import RequestId
+from rt_client.keystore import hpke_keyring
 from rt_client.peers import PeerClients
-from rt_client.tls import configure_grpc_tls
+from rt_client.rotation import finish_pending
+from rt_client.tls import TlsIdentity, configure_grpc_tls
 from rt_server.flows import messages, requester, responder, sender
 from rt_server.flows.district import Clock, District, Limits, utc_now
 from rt_server.flows.mail import MailWorker
 from rt_server.flows.metrics import DistrictMetrics, ScrapeSources
 from rt_server.flows.outbox import DeliveryWorker, Outbox, OutboxItem, RetryPolicy
+from rt_server.renewal import CertificateRenewer
 from rt_server.rpc.auth import PeerAuthInterceptor
 from rt_server.rpc.errors import ErrorMappingInterceptor
 from rt_server.rpc.registrar_service import RegistrarService
@@ -79,6 +87,7 @@ class DistrictServer:
         worker_threads: int = 4,
         clock: Clock | None = None,
     ) -> None:
+        """``clock`` times certificate renewal (tests move it)."""
         self.config = config
         # The law's clocks (due dates, EC 49068) read it; tests inject one.
         self._clock: Clock = clock or utc_now
@@ -104,6 +113,16 @@ class DistrictServer:
         self.district: District | None = None
         self.metrics = DistrictMetrics()
         self._metrics_listener: MetricsListener | None = None
+        self.renewer: CertificateRenewer | None = None
+        # A certificate swapped in (renewal, rotation), taken up by the peer
+        # listener at its next handshake (grpc dynamic server credentials).
+        self._tls_lock = threading.Lock()
+        self._next_server_tls: TlsIdentity | None = None
+        self._retired_channels: list[grpc.Channel] = []
+        # Cleared while a renewal is under way: registry calls wait for the new
+        # channel rather than be refused with a key the registry just retired.
+        self._registry_ready = threading.Event()
+        self._registry_ready.set()
 
     @property
     def metrics_port(self) -> int:
@@ -135,7 +154,7 @@ class DistrictServer:
 
     def _start(self) -> None:
         config = self.config
-        identity = load_identity(config.data_dir)
+        identity = self._identity_to_serve()
         engine = make_engine(config.database_url)
         try:
             migrations.prepare_for_serving(engine)
@@ -146,7 +165,7 @@ class DistrictServer:
             config.registry_address, identity.tls, config.registry_server_name
         )
         directory = DirectoryClient.for_registry(
-            self._registry_channel,
+            self._current_registry_channel,
             config.registry_signing_key_bytes,
             ttl_seconds=config.directory_ttl_seconds,
         )
@@ -193,6 +212,7 @@ class DistrictServer:
         d.outbox_claim = worker.claim
         d.hand_over = worker.hand_over
         d.run_outbox_now = lambda request_id: _drain(worker, request_id)
+        d.retired_hpke_keys = retired_hpke_keyring(config.data_dir, identity, self._clock())
         self.district = d
         self._worker = worker
         if config.metrics_listen:
@@ -217,6 +237,10 @@ class DistrictServer:
                 d, config.mail, poll_seconds=min(5.0, config.mail.retry_base_seconds)
             )
             self.mail_worker.start()
+        self.renewer = CertificateRenewer(
+            config, lambda: d.identity, self.use_identity, clock=self._clock, hold=self._renewing
+        )
+        self.renewer.start()
         log.info("district %s serving peers on port %d", config.district_code, self.peer_port)
 
     def _start_peer_server(self, d: District, directory: DirectoryClient) -> grpc.Server:
@@ -247,7 +271,7 @@ class DistrictServer:
         )
         try:
             port = server.add_secure_port(
-                self.config.peer_listen, d.identity.tls.server_credentials()
+                self.config.peer_listen, self._server_credentials(d.identity.tls)
             )
         except RuntimeError:  # what gRPC raises when the bind fails
             port = 0
@@ -292,6 +316,73 @@ class DistrictServer:
         os.chmod(path, 0o600)
         return server
 
+    def _identity_to_serve(self) -> DistrictIdentity:
+        """The identity, a pending rotation finished first; refused once expired."""
+        config = self.config
+        try:
+            finish_pending(config)
+        except RecordsTransferError as exc:
+            log.warning("a key rotation left pending could not be finished yet: %s", exc)
+        identity = load_identity(config.data_dir)
+        not_after = identity.certificate.not_valid_after_utc
+        if not_after <= self._clock():
+            raise ConfigError(expired_message(config, not_after))
+        return identity
+
+    def _server_credentials(self, tls: TlsIdentity) -> grpc.ServerCredentials:
+        """Peer-listener credentials whose certificate ``use_identity`` can replace."""
+
+        def configuration(t: TlsIdentity) -> Any:
+            return grpc.ssl_server_certificate_configuration(
+                [(t.key_pem, t.cert_pem)], root_certificates=t.ca_pem
+            )
+
+        def fetch() -> Any:
+            # gRPC asks before every handshake; None keeps the current one.
+            with self._tls_lock:
+                t, self._next_server_tls = self._next_server_tls, None
+            return None if t is None else configuration(t)
+
+        return grpc.dynamic_ssl_server_credentials(
+            configuration(tls), fetch, require_client_authentication=True
+        )
+
+    def _current_registry_channel(self) -> grpc.Channel:
+        self._registry_ready.wait(timeout=60)
+        assert self._registry_channel is not None
+        return self._registry_channel
+
+    @contextlib.contextmanager
+    def _renewing(self) -> Iterator[None]:
+        self._registry_ready.clear()
+        try:
+            yield
+        finally:
+            self._registry_ready.set()
+
+    def use_identity(self, identity: DistrictIdentity) -> None:
+        """Serve with ``identity`` from now on (new keys), without a restart.
+
+        New handshakes on the peer listener present the new certificate; new
+        calls to districts and to the registry go over channels made with it.
+        Calls under way finish on the connections they have.
+        """
+        d = self.district
+        assert d is not None
+        old = d.identity
+        d.retired_hpke_keys = retired_hpke_keyring(self.config.data_dir, identity, self._clock())
+        d.identity = identity
+        if identity.tls != old.tls:
+            with self._tls_lock:
+                self._next_server_tls = identity.tls
+            d.peers.set_tls(identity.tls)
+            if self._registry_channel is not None:
+                self._retired_channels.append(self._registry_channel)
+            self._registry_channel = registry_channel(
+                self.config.registry_address, identity.tls, self.config.registry_server_name
+            )
+        log.info("district %s now serving with its new keys", self.config.district_code)
+
     def stop(self, grace: float = 5.0) -> None:
         """Shut down gracefully: finish what can within ``grace`` seconds, checkpoint the rest.
 
@@ -303,6 +394,8 @@ class DistrictServer:
         server after a restart (or another replica) to resume from what the
         receiver holds.
         """
+        if self.renewer is not None:
+            self.renewer.stop()
         for servicer in self._health:
             servicer.enter_graceful_shutdown()
         events = []
@@ -327,8 +420,30 @@ class DistrictServer:
             self._registry_channel.close()
         if self._metrics_listener is not None:
             self._metrics_listener.stop()
+        for channel in self._retired_channels:
+            channel.close()
         # Last: the registrar socket is gone with its server, so a new server may start.
         self._lock.release()
+
+
+def expired_message(config: DistrictConfig, not_after: datetime) -> str:
+    """What to do when the district's certificate expired (it was off too long to renew)."""
+    return (
+        f"this district's TLS certificate expired on {not_after:%Y-%m-%d %H:%M} UTC (the server "
+        "was off for longer than the certificate's validity, so it could not renew it). Ask the "
+        "registry operator for a fresh authorization code (`rt-registry district rotate-code "
+        f"{config.district_code}`), then enroll again with it: `rt enroll --replace ...` with "
+        f"the same --data-dir {config.data_dir}. Records and requests in the database are kept."
+    )
+
+
+def retired_hpke_keyring(
+    data_dir: Path, identity: DistrictIdentity, now: datetime
+) -> dict[str, HpkePrivateKey]:
+    """The HPKE keys kept after rotations (key id -> key), the current one left out."""
+    ring = hpke_keyring(identity.hpke_key, data_dir, now)
+    ring.pop(identity.hpke_key.public_key().key_id(), None)
+    return ring
 
 
 def _peer_service(d: District) -> peer_pb2_grpc.DistrictPeerServicer:

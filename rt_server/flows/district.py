@@ -21,11 +21,13 @@ from google.protobuf.message import Message
 
 from protos.rt.v1 import common_pb2, peer_pb2
 from rt_client.crypto import envelope
+from rt_client.crypto.hpke import HpkePrivateKey
 from rt_client.directory import Directory, DirectoryEntry
+from rt_client.errors import IntegrityError
 from rt_client.identity import DistrictIdentity
 from rt_client.ids import DistrictCode, RequestId
 from rt_client.peers import PeerClients
-from rt_client.signed_messages import open_message, sign_message
+from rt_client.signed_messages import open_message_by, sign_message
 from rt_server.core import due_dates
 from rt_server.core.model import RequestRecord
 from rt_server.core.statuses import Direction
@@ -106,6 +108,24 @@ class District:
     # notice does not cover transfers: annual_notice_covers_transfers = false).
     parent_notice_owed: bool = False
 
+    # HPKE keys kept after a rotation (key id -> key, rt_client.keystore); the
+    # current key is always added. Replaced whole by the server when keys change.
+    retired_hpke_keys: dict[str, HpkePrivateKey] = field(default_factory=dict)
+
+    def hpke_key_ids(self) -> set[str]:
+        """The ids of every HPKE key a transfer to us may be sealed to."""
+        return {self.identity.hpke_key.public_key().key_id(), *self.retired_hpke_keys}
+
+    def hpke_key_for(self, key_id: str) -> HpkePrivateKey:
+        """Our HPKE key with ``key_id`` (current or retired). Raises ``IntegrityError``."""
+        current = self.identity.hpke_key
+        if current.public_key().key_id() == key_id:
+            return current
+        key = self.retired_hpke_keys.get(key_id)
+        if key is None:
+            raise IntegrityError()  # as every other failure to open: the same answer
+        return key
+
     def reading(self) -> units.Unit:
         """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""
         return units.read(self.engine)
@@ -128,7 +148,8 @@ class District:
         district: DistrictCode,
         message_type: type[M],
     ) -> M:
-        """Verify a message as ``district``'s (by its current directory key), then parse it.
+        """Verify a message as ``district``'s, then parse it: by its current directory
+        key, or by a key it retired for items dated before it was retired.
 
         Raises ``PeerAuthError`` when the envelope names another signer (a
         district named in a message must be the peer, DESIGN.md section 3) and
@@ -136,11 +157,14 @@ class District:
         """
         require_claimed(signed.signer_district, district, "the signer of a message from the peer")
         entry = self.directory.lookup(district)
-        return open_message(
+        # By its current key, or by a key it retired for items dated before then.
+        return open_message_by(
             label,
             signed,
             signer=district,
             public_key=entry.signing_public_key,
+            previous=entry.previous_signing_keys,
+            now=self.clock(),
             message_type=message_type,
         )
 

@@ -33,6 +33,7 @@ from rt_client.errors import (
     WrongStatus,
 )
 from rt_client.ids import DistrictCode, RequestId, TransferId, is_uuid, parse_transfer_id
+from rt_client.signed_messages import signed_at, verify_by_keys
 from rt_server.core import validate
 from rt_server.core.statuses import Action, Direction, Status, TransferState
 from rt_server.core.table_codes import format_counts, parse_counts
@@ -80,13 +81,25 @@ def receive_delivery(
     start = first.start
     require_claimed(start.header.signer_district, peer, "the signer of the transfer header")
     sender = d.entry_of(peer)
-    header, digest = rtx.open_header(
-        start.header,
-        sender=peer,
-        sender_signing_key=sender.signing_public_key,
-        receiver=d.code,
-        receiver_key_id=d.identity.hpke_key.public_key().key_id(),
-        max_bytes=d.limits.max_transfer_bytes,
+
+    def open_header(key: bytes) -> tuple[records_pb2.TransferHeader, bytes]:
+        return rtx.open_header(
+            start.header,
+            sender=peer,
+            sender_signing_key=key,
+            receiver=d.code,
+            receiver_key_id=d.hpke_key_ids(),
+            max_bytes=d.limits.max_transfer_bytes,
+        )
+
+    # Sealed before the sender rotated its signing key: its previous key, for a
+    # transfer created before that key was retired (rt_client.signed_messages).
+    (header, digest), sender_key = verify_by_keys(
+        open_header,
+        sender.signing_public_key,
+        sender.previous_signing_keys,
+        d.clock(),
+        lambda opened: signed_at(opened[0]),
     )
     if len(start.wrapped_key) > 4096:
         raise InvalidInput("the wrapped key is too long")
@@ -161,7 +174,7 @@ def receive_delivery(
 
     try:
         counts, sha512 = _verify(
-            d, header, digest, start.wrapped_key, trailer, sender.signing_public_key, ciphertext
+            d, header, digest, start.wrapped_key, trailer, sender_key, ciphertext
         )
     except RecordsTransferError:
         d.metrics.refused()
@@ -301,7 +314,9 @@ def _verify(
     ciphertext_sha512 = sha.digest()
     rtx.verify_trailer(digest, wrapped_key, ciphertext_sha512, trailer, sender_key)
     counts: dict[int, int] = {}
-    batches = rtx.decrypt_batches(header, digest, wrapped_key, d.identity.hpke_key, ciphertext())
+    batches = rtx.decrypt_batches(
+        header, digest, wrapped_key, d.hpke_key_for(header.receiver_key_id), ciphertext()
+    )
     for batch in batches:
         _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
         counts[batch.table] = counts.get(batch.table, 0) + rows

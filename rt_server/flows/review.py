@@ -95,7 +95,7 @@ def _checked_batches(d: District, transfer: Transfer) -> Iterator[tuple[int, val
         header,
         digest,
         transfer.wrapped_key,
-        d.identity.hpke_key,
+        d.hpke_key_for(header.receiver_key_id),
         spool.stored_ciphertext(d.engine, transfer.transfer_id),
     ):
         code = tables.table_spec(batch.table).code

@@ -29,6 +29,7 @@ from rt_server.store.units import Database
 
 __all__ = [
     "ClaimLost",
+    "OutboxHealth",
     "OutboxItem",
     "PendingSend",
     "claim_next",
@@ -36,6 +37,7 @@ __all__ = [
     "complete",
     "complete_now",
     "fail",
+    "health",
     "pending_sends_of",
     "push_due",
     "release",
@@ -339,3 +341,46 @@ def push_due(db: Database, request_id: str, now: dt.datetime) -> tuple[int, int]
                 .values(next_attempt_at=now)
             )
     return int(pushed or 0), len(held)
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """The queue as ``rt doctor`` reports it."""
+
+    queued: int  # still to be sent
+    stuck: int  # queued, tried ``stuck_attempts`` times or more, or older than ``stuck_after``
+    failed: int  # given up on (``rt retry`` restarts them)
+    oldest_queued_at: dt.datetime | None
+    last_error: str | None  # of the most-tried queued item
+
+
+def health(
+    engine: Any, now: dt.datetime, stuck_after: dt.timedelta, stuck_attempts: int = 5
+) -> OutboxHealth:
+    """Counts of the outbox's queued, stuck and failed items (one read-only snapshot)."""
+    from sqlalchemy import func
+
+    queued = OUTBOX.c.status == _QUEUED
+    stuck = and_(
+        queued,
+        or_(OUTBOX.c.attempts >= stuck_attempts, OUTBOX.c.created_at < now - stuck_after),
+    )
+    with engine.connect().execution_options(**READ_ONLY) as conn:
+        n_queued, oldest = conn.execute(
+            select(func.count(), func.min(OUTBOX.c.created_at)).where(queued)
+        ).one()
+        n_stuck = conn.execute(select(func.count()).where(stuck)).scalar_one()
+        n_failed = conn.execute(select(func.count()).where(OUTBOX.c.status == _FAILED)).scalar_one()
+        last_error = conn.execute(
+            select(OUTBOX.c.last_error)
+            .where(queued, OUTBOX.c.last_error.is_not(None))
+            .order_by(OUTBOX.c.attempts.desc())
+            .limit(1)
+        ).scalar()
+    return OutboxHealth(
+        queued=int(n_queued),
+        stuck=int(n_stuck),
+        failed=int(n_failed),
+        oldest_queued_at=oldest,
+        last_error=last_error,
+    )

@@ -230,9 +230,11 @@ class Side:
         assert self.stub is not None, "district not started"
         return self.stub
 
-    def start(self, retry: RetryPolicy = FAST_RETRY) -> Side:
-        """Run the real ``DistrictServer`` here; open a registrar stub on its socket."""
-        self.server = DistrictServer(self.enrolled.config, retry=retry)
+    def start(self, retry: RetryPolicy = FAST_RETRY, clock: Any = None) -> Side:
+        """Run the real ``DistrictServer`` here; open a registrar stub on its socket.
+
+        ``clock`` times the server's certificate renewal (default: real time)."""
+        self.server = DistrictServer(self.enrolled.config, retry=retry, clock=clock or utc_now)
         self.server.start()
         self.channel = grpc.insecure_channel(f"unix:{self.enrolled.config.registrar_socket}")
         self.stub = registrar_pb2_grpc.RegistrarStub(self.channel)
@@ -250,8 +252,8 @@ class Pair:
     b: Side  # the requesting district
     started: list[Side] = field(default_factory=list)
 
-    def start(self, side: Side, retry: RetryPolicy = FAST_RETRY) -> Side:
-        side.start(retry)
+    def start(self, side: Side, retry: RetryPolicy = FAST_RETRY, clock: Any = None) -> Side:
+        side.start(retry, clock)
         self.started.append(side)
         return side
 

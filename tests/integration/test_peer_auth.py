@@ -27,10 +27,10 @@ from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 from registry.ca import RegistryCA
 from registry.home import CA_CERT_FILE, CA_KEY_FILE
 from rt_client.directory import DirectoryClient
-from rt_client.enroll import update_district_entry
 from rt_client.errors import PeerAuthError
 from rt_client.identity import load_identity
 from rt_client.ids import DistrictCode, spiffe_id
+from rt_client.rotation import update_district_entry
 from rt_client.tls import TlsIdentity, district_server_name, secure_channel
 from rt_server.rpc.auth import (
     NOT_AUTHORIZED,

@@ -31,10 +31,10 @@ from registry.servicer import RegistryServicer
 from registry.store import RegistryStore
 from rt_client.config import RegistryConfig
 from rt_client.directory import DistrictStatus, verify_entry
-from rt_client.enroll import update_district_entry
 from rt_client.errors import EnrollmentRefused, InvalidInput
 from rt_client.identity import generate_keys
 from rt_client.ids import DistrictCode
+from rt_client.rotation import update_district_entry
 from rt_client.tls import REGISTRY_SERVER_NAME, secure_channel, server_only_channel
 
 A, B, C = "1964733", "1111111", "2222222"

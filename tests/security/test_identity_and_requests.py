@@ -25,8 +25,8 @@ from sqlalchemy import select
 from protos.rt.v1 import common_pb2, peer_pb2, registrar_pb2
 from rt_client.crypto import envelope
 from rt_client.directory import utc_now
-from rt_client.enroll import update_district_entry
 from rt_client.identity import load_identity
+from rt_client.rotation import update_district_entry
 from rt_client.signed_messages import sign_message
 from rt_server.store.schema import OUTBOX, REQUESTS, TRANSFER_CHUNKS, TRANSFERS
 from tests.harness.flow import Status, approve, create_request, get, import_, settle, wait_status

@@ -45,9 +45,9 @@ from registry.server import start_registry_server
 from registry.service import DistrictSummary, EnrollResult, KeySubmission, RegistryService
 from registry.store import RegistryStore
 from rt_client.config import RegistryConfig
-from rt_client.enroll import update_district_entry
 from rt_client.errors import EnrollmentRefused
 from rt_client.identity import generate_keys
+from rt_client.rotation import update_district_entry
 from rt_client.tls import server_credentials, server_only_channel
 from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, EnrolledDistrict, Pair, Side
 from tests.security.conftest import (

@@ -30,11 +30,15 @@ def test_the_server_declares_serve_and_db() -> None:
     commands = _declared_commands()
     assert set(commands) == {
         *("serve", "db", "sis", "notices", "access-log", "purge"),  # the server's
+        *("keys", "doctor"),  # the IT admin's
         *("console", "staff"),  # the console's: a Registrar client, like the CLI
     }
     for target in commands.values():
         module, _, name = target.partition(":")
-        assert module in ("rt_server.cli", "rt_client.console.commands")
+        assert module in (
+            *("rt_server.cli", "rt_server.keys_cli", "rt_server.doctor"),
+            "rt_client.console.commands",
+        )
         assert callable(getattr(importlib.import_module(module), name))
 
 
@@ -66,6 +70,16 @@ def test_installed_commands_are_mounted(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert not getattr(args, "session", False)  # takes the arguments, not a registrar session
     args = rt_cli.build_parser().parse_args(["serve", "--config", "x.toml"])
     assert args.func.__name__ == "serve_command"
+    # rt keys and rt doctor by their own entry points (serve's mounts them only until then).
+    assert rt_cli.build_parser().parse_args(["doctor"]).func.__name__ == "doctor_command"
+    assert rt_cli.build_parser().parse_args(["keys", "show"]).func.__name__ == "show_command"
+
+
+def test_before_a_reinstall_serve_mounts_keys_and_doctor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points installed before keys and doctor had their own: still there, once."""
+    eps = [_EntryPoint(n, t) for n, t in _declared_commands().items() if n in ("serve", "db")]
+    monkeypatch.setattr(rt_cli, "entry_points", lambda group: eps if group == "rt.commands" else [])
+    assert rt_cli.build_parser().parse_args(["doctor"]).func.__name__ == "doctor_command"
 
 
 def test_without_the_server_rt_still_serves_the_registrar(

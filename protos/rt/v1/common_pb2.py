@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/rt/v1/common.proto\x12\x05rt.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0eSignedEnvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x17\n\x0fsigner_district\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"(\n\x06School\x12\x10\n\x08\x63\x64s_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x99\x03\n\x0e\x44irectoryEntry\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x07schools\x18\x03 \x03(\x0b\x32\r.rt.v1.School\x12\x11\n\tendpoints\x18\x04 \x03(\t\x12\x17\n\x0ftls_spki_sha256\x18\x05 \x01(\x0c\x12\x10\n\x08hpke_kem\x18\x06 \x01(\t\x12\x10\n\x08hpke_kdf\x18\x07 \x01(\t\x12\x11\n\thpke_aead\x18\x08 \x01(\t\x12\x17\n\x0fhpke_public_key\x18\t \x01(\x0c\x12\x13\n\x0bhpke_key_id\x18\n \x01(\t\x12\x1a\n\x12signing_public_key\x18\x0b \x01(\x0c\x12%\n\x06status\x18\x0c \x01(\x0e\x32\x15.rt.v1.DistrictStatus\x12\x0f\n\x07version\x18\r \x01(\x04\x12-\n\tissued_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\nTableCount\x12\x1f\n\x05table\x18\x01 \x01(\x0e\x32\x10.rt.v1.TableCode\x12\x0c\n\x04rows\x18\x02 \x01(\r*j\n\x0e\x44istrictStatus\x12\x1f\n\x1b\x44ISTRICT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISTRICT_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17\x44ISTRICT_STATUS_REVOKED\x10\x02*o\n\tTableCode\x12\x1a\n\x16TABLE_CODE_UNSPECIFIED\x10\x00\x12\x07\n\x03TST\x10\x01\x12\x07\n\x03\x43ST\x10\x02\x12\x07\n\x03\x43TS\x10\x03\x12\x07\n\x03HIS\x10\x04\x12\x07\n\x03\x45NR\x10\x05\x12\x07\n\x03IMM\x10\x06\x12\x07\n\x03LAC\x10\x07\x12\x07\n\x03PFT\x10\x08*\xa8\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x11\n\rDATA_RECEIVED\x10\x03\x12\x0c\n\x08IMPORTED\x10\x04\x12\x08\n\x04SENT\x10\x05\x12\x0c\n\x08\x43OMPLETE\x10\x06\x12\x0c\n\x08REJECTED\x10\x07\x12\n\n\x06\x46\x41ILED\x10\x08\x12\x0b\n\x07\x45XPIRED\x10\t*\x93\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11STUDENT_NOT_FOUND\x10\x01\x12\x15\n\x11NOT_ENROLLED_HERE\x10\x02\x12\x14\n\x10RECORDS_WITHHELD\x10\x03\x12\x15\n\x11\x44UPLICATE_REQUEST\x10\x04\x12\t\n\x05OTHER\x10\x05*o\n\x10\x44isciplineAnswer\x12!\n\x1d\x44ISCIPLINE_ANSWER_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44ISCIPLINE_RECORDS_SENT\x10\x01\x12\x1b\n\x17\x44ISCIPLINE_NONE_ON_FILE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/rt/v1/common.proto\x12\x05rt.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0eSignedEnvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x17\n\x0fsigner_district\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"(\n\x06School\x12\x10\n\x08\x63\x64s_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd3\x03\n\x0e\x44irectoryEntry\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x07schools\x18\x03 \x03(\x0b\x32\r.rt.v1.School\x12\x11\n\tendpoints\x18\x04 \x03(\t\x12\x17\n\x0ftls_spki_sha256\x18\x05 \x01(\x0c\x12\x10\n\x08hpke_kem\x18\x06 \x01(\t\x12\x10\n\x08hpke_kdf\x18\x07 \x01(\t\x12\x11\n\thpke_aead\x18\x08 \x01(\t\x12\x17\n\x0fhpke_public_key\x18\t \x01(\x0c\x12\x13\n\x0bhpke_key_id\x18\n \x01(\t\x12\x1a\n\x12signing_public_key\x18\x0b \x01(\x0c\x12%\n\x06status\x18\x0c \x01(\x0e\x32\x15.rt.v1.DistrictStatus\x12\x0f\n\x07version\x18\r \x01(\x04\x12-\n\tissued_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x15previous_signing_keys\x18\x10 \x03(\x0b\x32\x19.rt.v1.PreviousSigningKey\"\x87\x01\n\x12PreviousSigningKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12-\n\tnot_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\nTableCount\x12\x1f\n\x05table\x18\x01 \x01(\x0e\x32\x10.rt.v1.TableCode\x12\x0c\n\x04rows\x18\x02 \x01(\r*j\n\x0e\x44istrictStatus\x12\x1f\n\x1b\x44ISTRICT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISTRICT_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17\x44ISTRICT_STATUS_REVOKED\x10\x02*o\n\tTableCode\x12\x1a\n\x16TABLE_CODE_UNSPECIFIED\x10\x00\x12\x07\n\x03TST\x10\x01\x12\x07\n\x03\x43ST\x10\x02\x12\x07\n\x03\x43TS\x10\x03\x12\x07\n\x03HIS\x10\x04\x12\x07\n\x03\x45NR\x10\x05\x12\x07\n\x03IMM\x10\x06\x12\x07\n\x03LAC\x10\x07\x12\x07\n\x03PFT\x10\x08*\xa8\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x11\n\rDATA_RECEIVED\x10\x03\x12\x0c\n\x08IMPORTED\x10\x04\x12\x08\n\x04SENT\x10\x05\x12\x0c\n\x08\x43OMPLETE\x10\x06\x12\x0c\n\x08REJECTED\x10\x07\x12\n\n\x06\x46\x41ILED\x10\x08\x12\x0b\n\x07\x45XPIRED\x10\t*\x93\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11STUDENT_NOT_FOUND\x10\x01\x12\x15\n\x11NOT_ENROLLED_HERE\x10\x02\x12\x14\n\x10RECORDS_WITHHELD\x10\x03\x12\x15\n\x11\x44UPLICATE_REQUEST\x10\x04\x12\t\n\x05OTHER\x10\x05*o\n\x10\x44isciplineAnswer\x12!\n\x1d\x44ISCIPLINE_ANSWER_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44ISCIPLINE_RECORDS_SENT\x10\x01\x12\x1b\n\x17\x44ISCIPLINE_NONE_ON_FILE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.rt.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DISTRICTSTATUS']._serialized_start=660
-  _globals['_DISTRICTSTATUS']._serialized_end=766
-  _globals['_TABLECODE']._serialized_start=768
-  _globals['_TABLECODE']._serialized_end=879
-  _globals['_REQUESTSTATUS']._serialized_start=882
-  _globals['_REQUESTSTATUS']._serialized_end=1050
-  _globals['_REJECTREASON']._serialized_start=1053
-  _globals['_REJECTREASON']._serialized_end=1200
-  _globals['_DISCIPLINEANSWER']._serialized_start=1202
-  _globals['_DISCIPLINEANSWER']._serialized_end=1313
+  _globals['_DISTRICTSTATUS']._serialized_start=856
+  _globals['_DISTRICTSTATUS']._serialized_end=962
+  _globals['_TABLECODE']._serialized_start=964
+  _globals['_TABLECODE']._serialized_end=1075
+  _globals['_REQUESTSTATUS']._serialized_start=1078
+  _globals['_REQUESTSTATUS']._serialized_end=1246
+  _globals['_REJECTREASON']._serialized_start=1249
+  _globals['_REJECTREASON']._serialized_end=1396
+  _globals['_DISCIPLINEANSWER']._serialized_start=1398
+  _globals['_DISCIPLINEANSWER']._serialized_end=1509
   _globals['_SIGNEDENVELOPE']._serialized_start=69
   _globals['_SIGNEDENVELOPE']._serialized_end=143
   _globals['_SCHOOL']._serialized_start=145
   _globals['_SCHOOL']._serialized_end=185
   _globals['_DIRECTORYENTRY']._serialized_start=188
-  _globals['_DIRECTORYENTRY']._serialized_end=597
-  _globals['_TABLECOUNT']._serialized_start=599
-  _globals['_TABLECOUNT']._serialized_end=658
+  _globals['_DIRECTORYENTRY']._serialized_end=655
+  _globals['_PREVIOUSSIGNINGKEY']._serialized_start=658
+  _globals['_PREVIOUSSIGNINGKEY']._serialized_end=793
+  _globals['_TABLECOUNT']._serialized_start=795
+  _globals['_TABLECOUNT']._serialized_end=854
 # @@protoc_insertion_point(module_scope)

@@ -256,6 +256,7 @@ class DirectoryEntry(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SIGNING_KEYS_FIELD_NUMBER: _builtins.int
     district_code: _builtins.str
     """7-digit county-district code"""
     name: _builtins.str
@@ -281,6 +282,12 @@ class DirectoryEntry(_message.Message):
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def previous_signing_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreviousSigningKey]:
+        """Signing keys the district rotated away from, kept so what it signed before
+        stays verifiable (DESIGN.md section 3); newest first, dropped at expires_at.
+        """
+
     def __init__(
         self,
         *,
@@ -299,14 +306,51 @@ class DirectoryEntry(_message.Message):
         version: _builtins.int = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        previous_signing_keys: _abc.Iterable[Global___PreviousSigningKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_code", b"district_code", "endpoints", b"endpoints", "expires_at", b"expires_at", "hpke_aead", b"hpke_aead", "hpke_kdf", b"hpke_kdf", "hpke_kem", b"hpke_kem", "hpke_key_id", b"hpke_key_id", "hpke_public_key", b"hpke_public_key", "issued_at", b"issued_at", "name", b"name", "schools", b"schools", "signing_public_key", b"signing_public_key", "status", b"status", "tls_spki_sha256", b"tls_spki_sha256", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["district_code", b"district_code", "endpoints", b"endpoints", "expires_at", b"expires_at", "hpke_aead", b"hpke_aead", "hpke_kdf", b"hpke_kdf", "hpke_kem", b"hpke_kem", "hpke_key_id", b"hpke_key_id", "hpke_public_key", b"hpke_public_key", "issued_at", b"issued_at", "name", b"name", "previous_signing_keys", b"previous_signing_keys", "schools", b"schools", "signing_public_key", b"signing_public_key", "status", b"status", "tls_spki_sha256", b"tls_spki_sha256", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DirectoryEntry: _TypeAlias = DirectoryEntry  # noqa: Y015
+
+@_typing.final
+class PreviousSigningKey(_message.Message):
+    """A retired signing key: a signature by it is accepted only on an item dated
+    (by its own timestamp) no later than not_after, and only until expires_at.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    """Ed25519, 32 bytes"""
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp:
+        """when it was retired"""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """no longer accepted at all"""
+
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "not_after", b"not_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "not_after", b"not_after", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviousSigningKey: _TypeAlias = PreviousSigningKey  # noqa: Y015
 
 @_typing.final
 class TableCount(_message.Message):
