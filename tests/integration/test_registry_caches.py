@@ -17,9 +17,10 @@ from registry.home import open_registry
 from registry.service import CACHE_SECONDS, RegistryService
 from registry.store import RegistryStore
 from rt_client.directory import DistrictStatus, verify_entry
-from rt_client.enroll import enroll_district, update_district_entry
+from rt_client.enroll import enroll_district
 from rt_client.errors import PeerAuthError
 from rt_client.identity import load_identity
+from rt_client.rotation import update_district_entry
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, secure_channel
 from scripts.loopback import free_port
 
