@@ -91,6 +91,12 @@ class DistrictConfig:
     # that receives it; a larger one is stored frame by frame, so a cut one
     # resumes where it stopped. 0: every delivery frame by frame.
     buffered_delivery_bytes: int = 1024 * 1024
+    # The live link to the SIS (rt_server.sis): a SQLAlchemy URL of the SIS's
+    # database, laid out as Aeries lays it out ("" = none: our own tables are
+    # the records). A read-only login is enough unless ``sis_write_back``, which
+    # writes every import into the SIS's tables too.
+    sis_database_url: str = ""
+    sis_write_back: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -140,6 +146,14 @@ class DistrictConfig:
             )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
+        if not isinstance(self.sis_database_url, str):
+            raise ConfigError("sis_database_url: must be a database URL")
+        if not isinstance(self.sis_write_back, bool):
+            raise ConfigError("sis_write_back: must be true or false")
+        if self.sis_write_back and not self.sis_database_url:
+            raise ConfigError(
+                "sis_write_back: needs sis_database_url (the SIS database to write imports into)"
+            )
 
     @property
     def registry_signing_key_bytes(self) -> bytes:
@@ -243,7 +257,9 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
         value = getattr(config, field.name)
         if isinstance(value, Path):
             value = _relative_to(value, base)
-        elif field.name == "database_url" and value.startswith(_SQLITE_PREFIX):
+        elif field.name in ("database_url", "sis_database_url") and value.startswith(
+            _SQLITE_PREFIX
+        ):
             value = _SQLITE_PREFIX + _relative_to(Path(value[len(_SQLITE_PREFIX) :]), base)
         elif isinstance(value, tuple):
             value = list(value)
@@ -316,13 +332,17 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a whole number")
         return value
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
     if type_name == "float":
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a number")
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string")
-    if name == "database_url" and value.startswith(_SQLITE_PREFIX):
+    if name in ("database_url", "sis_database_url") and value.startswith(_SQLITE_PREFIX):
         db_path = value[len(_SQLITE_PREFIX) :]
         if db_path and db_path != ":memory:" and not db_path.startswith("/"):
             return _SQLITE_PREFIX + str(base / db_path)

@@ -39,6 +39,7 @@ from rt_server.rpc.errors import ErrorMappingInterceptor
 from rt_server.rpc.registrar_service import RegistrarService
 from rt_server.rpc.request_refs import RequestRefResolver
 from rt_server.serve_lock import ServeLock
+from rt_server.sis.seam import Seam, seam_for
 from rt_server.store import migrations
 from rt_server.store.checkpoint import WalCheckpointer
 from rt_server.store.engine import make_engine
@@ -94,6 +95,7 @@ class DistrictServer:
         self._health: list[health.HealthServicer] = []
         self._lock = ServeLock(Path(config.registrar_socket))
         self.district: District | None = None
+        self._seam: Seam | None = None
 
     @property
     def peer_gate(self) -> PeerAuthInterceptor | None:
@@ -124,6 +126,9 @@ class DistrictServer:
         engine = make_engine(config.database_url)
         try:
             migrations.prepare_for_serving(engine)
+            # The SIS link is checked before anything listens: a SIS database
+            # that lacks a table or column stops the start, naming each one.
+            self._seam = seam_for(config, engine)
         except BaseException:
             engine.dispose()
             raise
@@ -144,6 +149,8 @@ class DistrictServer:
             peers=peers,
             retry=self._retry,
             limits=self._limits,
+            source=self._seam.source,
+            sink=self._seam.sink,
         )
         # Unique per server, not per process: in-process replicas (tests) share a pid.
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -279,6 +286,8 @@ class DistrictServer:
         if self.district is not None:
             self.district.peers.close()
             self.district.engine.dispose()
+        if self._seam is not None:
+            self._seam.dispose()
         if self._registry_channel is not None:
             self._registry_channel.close()
         # Last: the registrar socket is gone with its server, so a new server may start.

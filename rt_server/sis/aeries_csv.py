@@ -206,6 +206,7 @@ class _Lines:
     def __init__(self, stream: IO[bytes], file: ExportFile) -> None:
         self._stream, self._file = stream, file
         self.number = 0
+        self.last = ""  # the last line read (to tell a quoted empty text from no value)
         self.problem: Problem | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -235,7 +236,7 @@ class _Lines:
                 )
                 return
             try:
-                yield raw.decode("utf-8")
+                self.last = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 self.problem = Problem(
                     self._file.name,
@@ -245,6 +246,39 @@ class _Lines:
                     "export the table again as UTF-8 (CSV UTF-8 in Excel)",
                 )
                 return
+            yield self.last
+
+
+# Stands for a quoted empty field ("") among a row's fields: an empty text, not "no value".
+QUOTED_EMPTY: Final = "\x00"
+
+
+def _quoted_empty(line: str) -> list[int]:
+    """Positions of the fields of one CSV line that are exactly ``""`` (RFC 4180)."""
+    found, i, n, position = [], 0, len(line.rstrip("\r\n")), 0
+    line = line[:n]
+    while i <= n:
+        if i < n and line[i] == '"':
+            j = i + 1
+            while True:
+                k = line.find('"', j)
+                if k < 0:
+                    return found  # not one line: leave it to the csv module
+                if line[k + 1 : k + 2] == '"':
+                    j = k + 2
+                    continue
+                break
+            if k == i + 1:
+                found.append(position)
+            i = k + 1
+        else:
+            k = line.find(",", i)
+            i = n if k < 0 else k
+        if i >= n:
+            return found
+        i += 1  # the comma
+        position += 1
+    return found
 
 
 def read_rows(file: ExportFile) -> Iterator[tuple[int, dict[str, Any]] | Problem]:
@@ -289,6 +323,13 @@ def read_rows(file: ExportFile) -> Iterator[tuple[int, dict[str, Any]] | Problem
                         f"{len(fields)} fields where the header has {len(header)}",
                     )
                     continue
+                if line == lines.number and "" in fields and '""' in lines.last:
+                    # A quoted empty field is an empty text, an unquoted one no
+                    # value (how ``rt sis export`` writes them); the csv module
+                    # cannot tell them apart, so the line is looked at again.
+                    for i in _quoted_empty(lines.last):
+                        if i < len(fields):
+                            fields[i] = QUOTED_EMPTY
                 yield from convert(file, header, line, fields)
         except csv.Error as exc:
             if lines.problem is None:
@@ -310,7 +351,7 @@ def _student_row(
     for name, text in zip(header, fields, strict=True):
         target = STUDENT_COLUMNS[name]
         if target is not None:
-            text = text.strip()
+            text = "" if text == QUOTED_EMPTY else text.strip()
             row[target] = _iso_date(text) if target == "birth_date" else (text or None)
     yield line, row
 
@@ -417,8 +458,9 @@ def _record_converter(
             if text == "":
                 row[name] = None
             elif to_value is None:
-                row[name] = text
+                row[name] = "" if text == QUOTED_EMPTY else text
             else:
+                text = "" if text == QUOTED_EMPTY else text
                 try:
                     row[name] = to_value(text)
                 except Unconvertible as exc:
