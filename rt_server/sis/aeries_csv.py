@@ -255,7 +255,8 @@ QUOTED_EMPTY: Final = "\x00"
 
 def _quoted_empty(line: str) -> list[int]:
     """Positions of the fields of one CSV line that are exactly ``""`` (RFC 4180)."""
-    found, i, n, position = [], 0, len(line.rstrip("\r\n")), 0
+    found: list[int] = []
+    i, n, position = 0, len(line.rstrip("\r\n")), 0
     line = line[:n]
     while i <= n:
         if i < n and line[i] == '"':
