@@ -37,7 +37,16 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert result.returncode == 0, output[-6000:]
     document = json.loads(out.read_text())
     by_name = {s["scenario"]: s for s in document["scenarios"]}
-    assert set(by_name) == {"one_student", "summer_rush", "consolidation", "transport_limit"}
+    assert set(by_name) == {
+        "one_student",
+        "summer_rush",
+        "consolidation",
+        "transport_limit",
+        "sis_load",
+    }
+    sl = by_name["sis_load"]
+    assert sl["rows"] >= 3000 and sl["load_s"] > 0 and sl["floor_s"] > 0
+    assert sl["ratio_vs_sqlite3_import"] > 0 and 0 < sl["peak_rss_mb"] < 300
 
     b1 = by_name["one_student"]
     assert b1["rows_per_transfer"] == 300
@@ -57,5 +66,6 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert {t["figure"] for t in document["targets"]} >= {
         "request latency p50 (ms)",
         "ratio_vs_peer",
+        "ratio_vs_sqlite3_import",
     }
     assert "| B1 one_student |" in result.stdout  # the table
