@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -253,6 +253,11 @@ class _Lines:
 QUOTED_EMPTY: Final = "\x00"
 
 
+def _may_quote_empty(line: str) -> bool:
+    """Whether ``line`` may hold a field that is exactly ``""`` (``_quoted_empty`` is exact)."""
+    return ',"",' in line or line.startswith('"",') or line.rstrip("\r\n").endswith(',""')
+
+
 def _quoted_empty(line: str) -> list[int]:
     """Positions of the fields of one CSV line that are exactly ``""`` (RFC 4180)."""
     found: list[int] = []
@@ -324,7 +329,7 @@ def read_rows(file: ExportFile) -> Iterator[tuple[int, dict[str, Any]] | Problem
                         f"{len(fields)} fields where the header has {len(header)}",
                     )
                     continue
-                if line == lines.number and "" in fields and '""' in lines.last:
+                if line == lines.number and "" in fields and _may_quote_empty(lines.last):
                     # A quoted empty field is an empty text, an unquoted one no
                     # value (how ``rt sis export`` writes them); the csv module
                     # cannot tell them apart, so the line is looked at again.
@@ -435,7 +440,7 @@ def _record_converter(
     file: ExportFile, header: Sequence[str]
 ) -> Callable[
     [ExportFile, Sequence[str], int, Sequence[str]],
-    Iterator[tuple[int, dict[str, Any]] | Problem],
+    Iterable[tuple[int, dict[str, Any]] | Problem],
 ]:
     spec = TABLES[file.code]
     pid_at = header.index("PID")
@@ -446,9 +451,10 @@ def _record_converter(
         if name not in ("SQ", "PID")
     ]
 
-    def convert(
+    def checked(
         file: ExportFile, header: Sequence[str], line: int, fields: Sequence[str]
     ) -> Iterator[tuple[int, dict[str, Any]] | Problem]:
+        """The row, or every problem of it named (the slow path, and the reference)."""
         pid = fields[pid_at].strip()
         row: dict[str, Any] = {"PID": pid}
         bad = not pid
@@ -469,6 +475,30 @@ def _record_converter(
                     yield Problem(file.name, line, name, f"{quoted(text)} {_is(str(exc))}")
         if not bad:
             yield line, row
+
+    def convert(
+        file: ExportFile, header: Sequence[str], line: int, fields: Sequence[str]
+    ) -> Iterable[tuple[int, dict[str, Any]] | Problem]:
+        # The common case, a clean row, without a generator or the checks of
+        # ``checked``; anything else (a bad value, an empty id, a quoted empty
+        # text) goes the slow way, which names every problem.
+        pid = fields[pid_at].strip()
+        if pid and QUOTED_EMPTY not in fields:
+            row: dict[str, Any] = {"PID": pid}
+            try:
+                for i, name, to_value in plan:
+                    text = fields[i]
+                    if text == "":
+                        row[name] = None
+                    elif to_value is None:
+                        row[name] = text
+                    else:
+                        row[name] = to_value(text)
+            except Unconvertible:
+                pass
+            else:
+                return ((line, row),)
+        return tuple(checked(file, header, line, fields))
 
     return convert
 

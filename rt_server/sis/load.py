@@ -15,6 +15,7 @@ whose memory grows with the export, by about 100 bytes a row.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,13 +184,9 @@ def _student_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row.get("local_id"),)
 
 
-def _record_key(code: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    key = TABLES[code].natural_key
-
-    def of(row: dict[str, Any]) -> tuple[Any, ...]:
-        return (row.get("PID"), *(row.get(n) for n in key))
-
-    return of
+def _record_key(code: str) -> Callable[[dict[str, Any]], Any]:
+    # The key columns are required in the header, so every row read has them.
+    return operator.itemgetter("PID", *TABLES[code].natural_key)
 
 
 def _key_text(code: str) -> str:
