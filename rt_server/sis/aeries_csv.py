@@ -253,37 +253,21 @@ class _Lines:
 QUOTED_EMPTY: Final = "\x00"
 
 
-def _may_quote_empty(line: str) -> bool:
-    """Whether ``line`` may hold a field that is exactly ``""`` (``_quoted_empty`` is exact)."""
-    return ',"",' in line or line.startswith('"",') or line.rstrip("\r\n").endswith(',""')
+def _quoted_empty(line: str, fields: Sequence[str]) -> list[int]:
+    """Positions of the fields of one CSV line that are exactly ``""`` (RFC 4180).
 
-
-def _quoted_empty(line: str) -> list[int]:
-    """Positions of the fields of one CSV line that are exactly ``""`` (RFC 4180)."""
+    ``fields``: the line as the csv module (strict) read it; each field's
+    width in the line follows from its text and whether it opens with a quote.
+    """
     found: list[int] = []
-    i, n, position = 0, len(line.rstrip("\r\n")), 0
-    line = line[:n]
-    while i <= n:
-        if i < n and line[i] == '"':
-            j = i + 1
-            while True:
-                k = line.find('"', j)
-                if k < 0:
-                    return found  # not one line: leave it to the csv module
-                if line[k + 1 : k + 2] == '"':
-                    j = k + 2
-                    continue
-                break
-            if k == i + 1:
-                found.append(position)
-            i = k + 1
+    at = 0
+    for i, text in enumerate(fields):
+        if line.startswith('"', at):
+            if not text:
+                found.append(i)
+            at += len(text) + text.count('"') + 3  # the quotes and the comma
         else:
-            k = line.find(",", i)
-            i = n if k < 0 else k
-        if i >= n:
-            return found
-        i += 1  # the comma
-        position += 1
+            at += len(text) + 1
     return found
 
 
@@ -329,13 +313,17 @@ def read_rows(file: ExportFile) -> Iterator[tuple[int, dict[str, Any]] | Problem
                         f"{len(fields)} fields where the header has {len(header)}",
                     )
                     continue
-                if line == lines.number and "" in fields and _may_quote_empty(lines.last):
+                last = lines.last
+                if (
+                    line == lines.number
+                    and (',""' in last or last.startswith('""'))
+                    and "" in fields
+                ):
                     # A quoted empty field is an empty text, an unquoted one no
                     # value (how ``rt sis export`` writes them); the csv module
                     # cannot tell them apart, so the line is looked at again.
-                    for i in _quoted_empty(lines.last):
-                        if i < len(fields):
-                            fields[i] = QUOTED_EMPTY
+                    for i in _quoted_empty(last, fields):
+                        fields[i] = QUOTED_EMPTY
                 yield from convert(file, header, line, fields)
         except csv.Error as exc:
             if lines.problem is None:

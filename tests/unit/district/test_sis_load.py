@@ -434,6 +434,29 @@ def test_us_dates_and_yes_no_flags_are_read(engine: Engine, small: Path) -> None
     assert counts(load(engine, small))["PFT"] == (0, 0, 20)
 
 
+def test_a_quoted_empty_text_is_empty_text_and_an_empty_field_no_value(
+    engine: Engine, small: Path
+) -> None:
+    """As ``rt sis export`` writes them: ``""`` is an empty text, nothing at all is NULL."""
+    lines = (small / "HIS.csv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    assert "MK" in header and "CO" in header
+    first = next(csv.reader([lines[1]]))
+    first[header.index("MK")] = "\x01"  # placeholders for the hand-written fields
+    first[header.index("CO")] = "\x02"
+    line = ",".join(f'"{f}"' if f and f not in ("\x01", "\x02") else f for f in first)
+    lines[1] = line.replace("\x01", '""').replace("\x02", "")
+    (small / "HIS.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    load(engine, small)
+    pid = first[header.index("PID")]
+    with engine.connect() as conn:
+        his = RECORD_TABLES["HIS"]
+        stored = conn.execute(
+            select(his.c.MK, his.c.CO).where(his.c.PID == pid).order_by(his.c.SQ)
+        ).first()
+    assert stored is not None and tuple(stored) == ("", None)
+
+
 # --- the rt command -----------------------------------------------------------------
 
 
