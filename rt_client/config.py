@@ -97,6 +97,9 @@ class DistrictConfig:
     # writes every import into the SIS's tables too.
     sis_database_url: str = ""
     sis_write_back: bool = False
+    # [sis] table: ``schools`` maps the SIS's own school numbers (Aeries' STU.SC)
+    # to 14-digit CDS codes, for ``rt sis load``: {"994": "19647331932334"}.
+    sis: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -150,6 +153,7 @@ class DistrictConfig:
             raise ConfigError("sis_database_url: must be a database URL")
         if not isinstance(self.sis_write_back, bool):
             raise ConfigError("sis_write_back: must be true or false")
+        _set(self, "sis", _sis_table(self.sis))
         if self.sis_write_back and not self.sis_database_url:
             raise ConfigError(
                 "sis_write_back: needs sis_database_url (the SIS database to write imports into)"
@@ -159,6 +163,32 @@ class DistrictConfig:
     def registry_signing_key_bytes(self) -> bytes:
         """The pinned registry signing key as 32 raw bytes."""
         return bytes.fromhex(self.registry_signing_key)
+
+    @property
+    def sis_schools(self) -> dict[str, str]:
+        """The SIS's school numbers -> CDS codes (``[sis.schools]``)."""
+        return dict(self.sis.get("schools", {}))
+
+
+def _sis_table(value: object) -> dict[str, Any]:
+    """The ``[sis]`` table checked: only ``schools``, each school number -> a 14-digit CDS code."""
+    if not isinstance(value, dict):
+        raise ConfigError("sis: must be a table ([sis])")
+    unknown = sorted(set(value) - {"schools"})
+    if unknown:
+        raise ConfigError(f"sis: unknown key(s) {', '.join(unknown)} (known: schools)")
+    schools = value.get("schools", {})
+    if not isinstance(schools, dict):
+        raise ConfigError('sis.schools: must be a table of "school number" = "CDS code"')
+    checked: dict[str, str] = {}
+    for number, cds in schools.items():
+        if not isinstance(cds, str) or len(cds) != 14 or not cds.isascii() or not cds.isdigit():
+            raise ConfigError(
+                f'sis.schools: school "{number}" must map to its 14-digit CDS code, '
+                f'e.g. "{number}" = "19647331932334"'
+            )
+        checked[str(number).strip()] = cds
+    return {"schools": checked} if checked else {}
 
 
 @dataclass(frozen=True)
@@ -263,6 +293,8 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
             value = _SQLITE_PREFIX + _relative_to(Path(value[len(_SQLITE_PREFIX) :]), base)
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, dict) and not value:
+            continue  # an empty table: left out
         table[field.name] = value
     try:
         base.mkdir(parents=True, exist_ok=True)
@@ -331,6 +363,10 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
     if type_name == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a whole number")
+        return value
+    if type_name.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
         return value
     if type_name == "bool":
         if not isinstance(value, bool):
