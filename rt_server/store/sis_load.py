@@ -146,11 +146,13 @@ class ExportLoad:
         query = select(c.PID, c.SQ, *(c[n] for n in key_names), *(c[n] for n in compared)).where(
             c.PID.in_(wanted)
         )
-        k = len(key_names)
-        for found in self.conn.execute(query):
+        k = 2 + len(key_names)
+        # fetchall: one call into the driver for the batch's students, not one a row.
+        for found in self.conn.execute(query).all():
             pid, sq = found[0], found[1]
-            existing[(pid, *found[2 : 2 + k])] = (sq, tuple(found[2 + k :]))
-            highest[pid] = max(highest.get(pid, 0), sq)
+            existing[(pid, *found[2:k])] = (sq, tuple(found[k:]))
+            if sq > highest.get(pid, 0):
+                highest[pid] = sq
         names = spec.column_names
         position = {n: names.index(n) for n in names}
         columns = rows.columns
