@@ -184,3 +184,45 @@ def test_a_sis_database_missing_tables_or_columns_stops_the_server(
     assert "table PFT is missing" in message
     assert "password" not in message.lower()
     assert not enrolled.config.registrar_socket.exists()  # it never listened
+
+
+def test_a_student_missing_from_the_sis_is_not_imported(
+    harness: World, databases: Databases
+) -> None:
+    """Write-back needs the student in the SIS's STU: else nothing is imported, and B is told."""
+    import grpc
+
+    from tests.harness.flow import Status, get
+
+    sis_b = databases.url("sis_b")
+    create_layout(sis_b)
+    prior = harness.enroll(PRIOR, "Prior Unified", [(PRIOR_SCHOOL, "Lincoln High")])
+    new = harness.enroll(
+        NEW,
+        "New Unified",
+        [(NEW_SCHOOL, "Roosevelt High")],
+        sis_database_url=sis_b,
+        sis_write_back=True,
+    )
+    p = Pair(Side(PRIOR, PRIOR_SCHOOL, prior), Side(NEW, NEW_SCHOOL, new))
+    p.started = harness.started
+    p.start(p.a)
+    p.start(p.b)
+    add_student(p.a, "A1", small_records(3, n=2))
+    add_student(p.b, "B1")  # enrolled here, not in the SIS
+    request_id = create_request(p)
+    approve(p, request_id, student="A1")
+    with pytest.raises(grpc.RpcError) as refused:
+        import_(p, request_id)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not in the SIS's STU table" in (refused.value.details() or "")
+    assert get(p.b, request_id).summary.status == Status.DATA_RECEIVED
+    with p.b.engine.connect() as conn:
+        for code in ALL_TABLES:
+            table = RECORD_TABLES[code]
+            assert conn.execute(select(table).where(table.c.PID == "B1")).first() is None
+    engine = create_engine(sis_b)
+    try:
+        assert all(not _sis_rows(engine, code, "B1") for code in ALL_TABLES)
+    finally:
+        engine.dispose()
