@@ -33,7 +33,7 @@ from scripts.bench import report, scenarios  # noqa: E402
 from scripts.bench.cluster import BenchError, Cluster  # noqa: E402
 from scripts.bench.peer import PeerPipeline, ensure_tools  # noqa: E402
 from scripts.bench.profile import Profiler  # noqa: E402
-from scripts.bench.sis_load import sis_load  # noqa: E402
+from scripts.bench.sis_load import sis_load, sis_load_postgres  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("B1", "B2", "B3", "transport", "sis_load")
@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                     result = scenarios.consolidation(cluster, templates, settings, peer)
                 elif name == "sis_load":
                     result = sis_load(work / "sis_load", settings.sis_load_rows)
+                    if os.environ.get("RT_TEST_POSTGRES_URL"):
+                        on_pg = sis_load_postgres(
+                            work / "sis_load", os.environ["RT_TEST_POSTGRES_URL"]
+                        )
+                        result["postgres"] = on_pg
                 else:
                     result = scenarios.transport_limit(cluster, settings)
             result["seconds"] = time.monotonic() - t

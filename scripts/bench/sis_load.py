@@ -11,6 +11,10 @@ matching: the floor). Where the ``sqlite3`` CLI is absent the floor is Python's
 A reload of the same export (every row unchanged) is timed too.
 
     python -m scripts.bench --only sis_load [--sis-rows N]
+
+With ``RT_TEST_POSTGRES_URL`` set (``python scripts/test_postgres.py -- ...``
+sets it), the same export is loaded into a fresh PostgreSQL schema too, against
+``psql``'s ``\\copy`` (COPY) into the same tables (foreign keys not checked).
 """
 
 from __future__ import annotations
@@ -85,13 +89,14 @@ def _fresh_database(path: Path) -> None:
         engine.dispose()
 
 
-def _child_load(db: Path, folder: Path) -> dict[str, Any]:
-    """``load_export`` in a child process: (seconds, peak RSS MB, rows)."""
+def _child_load(db: Path | str, folder: Path) -> dict[str, Any]:
+    """``load_export`` in a child process (``db``: a SQLite file or a database URL)."""
     code = (
         "import json,sys,time,resource;from pathlib import Path;"
         "from rt_server.store import make_engine;from rt_server.sis.load import load_export;"
         "u=lambda:sum(resource.getrusage(resource.RUSAGE_SELF)[:2]);"
-        "e=make_engine('sqlite:///'+sys.argv[1]);t=time.monotonic();c=u();"
+        "a=sys.argv[1];e=make_engine(a if '://' in a else 'sqlite:///'+a);"
+        "t=time.monotonic();c=u();"
         "r=load_export(e,Path(sys.argv[2]),actor='bench');s=time.monotonic()-t;"
         "print(json.dumps({'seconds':s,'rows':r.rows,'cpu_s':u()-c,"
         "'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
@@ -168,9 +173,80 @@ def sis_load(work: Path, rows: int) -> dict[str, Any]:
     }
 
 
+def _postgres_schema(admin_url: str, name: str) -> str:
+    """A fresh schema on ``admin_url``'s server, migrated; the URL that uses it."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from rt_server.store import make_engine, migrations
+
+    schema = f"rtb_{uuid.uuid4().hex[:10]}_{name}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    admin.dispose()
+    url = sa.engine.make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    text = url.render_as_string(hide_password=False)
+    engine = make_engine(text)
+    try:
+        migrations.HISTORY.upgrade(engine)
+    finally:
+        engine.dispose()
+    return text
+
+
+def _psql() -> str | None:
+    found = shutil.which("psql")
+    if found is None:
+        for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"), reverse=True):
+            return str(candidate)
+    return found
+
+
+def sis_load_postgres(work: Path, admin_url: str) -> dict[str, Any]:
+    """The same export into PostgreSQL: ``rt sis load`` against ``psql``'s ``\\copy`` (COPY)."""
+    import sqlalchemy as sa
+
+    folder = work / "sis-export"
+    rows = sum(1 for f in folder.glob("*.csv") if f.stem != "STU" for _ in f.open("rb")) - 8
+    psql = _psql()
+    if psql is None:
+        return {"scenario": "sis_load_postgres", "skipped": "no psql here"}
+    ours_url = _postgres_schema(admin_url, "ours")
+    first = _child_load(ours_url, folder)
+    floor_url = _postgres_schema(admin_url, "floor")
+    libpq = sa.engine.make_url(floor_url).set(drivername="postgresql")
+    script = "SET session_replication_role = replica;\n"  # no FK checks: the floor
+    script += 'CREATE TABLE "STU" ("ID" text, "SC" text, "LN" text, "FN" text, "MN" text, '
+    script += '"BD" text, "SX" text, "GR" text, "CID" text);\n'
+    for f in sorted(folder.glob("*.csv")):
+        script += f"\\copy \"{f.stem}\" FROM '{f}' WITH (FORMAT csv, HEADER true)\n"
+    t = time.monotonic()
+    subprocess.run(
+        [psql, "-q", "-v", "ON_ERROR_STOP=1", "-1", libpq.render_as_string(hide_password=False)],
+        input=script, text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    floor_s = time.monotonic() - t
+    return {
+        "scenario": "sis_load_postgres",
+        "rows": rows,
+        "load_s": round(first["seconds"], 3),
+        "load_cpu_s": round(first["cpu_s"], 3),
+        "floor": "psql \\copy (COPY FROM STDIN)",
+        "floor_s": round(floor_s, 3),
+        "ratio_vs_copy": round(first["seconds"] / floor_s, 2),
+        "peak_rss_mb": round(first["rss_mb"], 1),
+    }
+
+
 if __name__ == "__main__":
     import tempfile
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     with tempfile.TemporaryDirectory(prefix="rtb-sis-") as tmp:
         print(json.dumps(sis_load(Path(tmp), n), indent=2))
+        # PostgreSQL too when a server is given (scripts/test_postgres.py sets this).
+        if os.environ.get("RT_TEST_POSTGRES_URL"):
+            result = sis_load_postgres(Path(tmp), os.environ["RT_TEST_POSTGRES_URL"])
+            print(json.dumps(result, indent=2))
