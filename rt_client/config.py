@@ -118,6 +118,15 @@ class DistrictConfig:
     # How often `rt serve` checks its certificate: renewed with a third of its
     # validity left, a warning in the log from 7 days before it expires.
     renewal_check_seconds: float = 3600.0
+    # The live link to the SIS (rt_server.sis): a SQLAlchemy URL of the SIS's
+    # database, laid out as Aeries lays it out ("" = none: our own tables are
+    # the records). A read-only login is enough unless ``sis_write_back``, which
+    # writes every import into the SIS's tables too.
+    sis_database_url: str = ""
+    sis_write_back: bool = False
+    # [sis] table: ``schools`` maps the SIS's own school numbers (Aeries' STU.SC)
+    # to 14-digit CDS codes, for ``rt sis load``: {"994": "19647331932334"}.
+    sis: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -177,11 +186,46 @@ class DistrictConfig:
         _check_positive("received_retention_days", self.received_retention_days)
         if self.received_retention_days > 36500:
             raise ConfigError("received_retention_days: at most 36500 (100 years)")
+        if not isinstance(self.sis_database_url, str):
+            raise ConfigError("sis_database_url: must be a database URL")
+        if not isinstance(self.sis_write_back, bool):
+            raise ConfigError("sis_write_back: must be true or false")
+        _set(self, "sis", _sis_table(self.sis))
+        if self.sis_write_back and not self.sis_database_url:
+            raise ConfigError(
+                "sis_write_back: needs sis_database_url (the SIS database to write imports into)"
+            )
 
     @property
     def registry_signing_key_bytes(self) -> bytes:
         """The pinned registry signing key as 32 raw bytes."""
         return bytes.fromhex(self.registry_signing_key)
+
+    @property
+    def sis_schools(self) -> dict[str, str]:
+        """The SIS's school numbers -> CDS codes (``[sis.schools]``)."""
+        return dict(self.sis.get("schools", {}))
+
+
+def _sis_table(value: object) -> dict[str, Any]:
+    """The ``[sis]`` table checked: only ``schools``, each school number -> a 14-digit CDS code."""
+    if not isinstance(value, dict):
+        raise ConfigError("sis: must be a table ([sis])")
+    unknown = sorted(set(value) - {"schools"})
+    if unknown:
+        raise ConfigError(f"sis: unknown key(s) {', '.join(unknown)} (known: schools)")
+    schools = value.get("schools", {})
+    if not isinstance(schools, dict):
+        raise ConfigError('sis.schools: must be a table of "school number" = "CDS code"')
+    checked: dict[str, str] = {}
+    for number, cds in schools.items():
+        if not isinstance(cds, str) or len(cds) != 14 or not cds.isascii() or not cds.isdigit():
+            raise ConfigError(
+                f'sis.schools: school "{number}" must map to its 14-digit CDS code, '
+                f'e.g. "{number}" = "19647331932334"'
+            )
+        checked[str(number).strip()] = cds
+    return {"schools": checked} if checked else {}
 
 
 @dataclass(frozen=True)
@@ -293,7 +337,9 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
         value = getattr(config, field.name)
         if isinstance(value, Path):
             value = _relative_to(value, base)
-        elif field.name == "database_url" and value.startswith(_SQLITE_PREFIX):
+        elif field.name in ("database_url", "sis_database_url") and value.startswith(
+            _SQLITE_PREFIX
+        ):
             value = _SQLITE_PREFIX + _relative_to(Path(value[len(_SQLITE_PREFIX) :]), base)
         elif isinstance(value, tuple):
             value = list(value)
@@ -301,6 +347,8 @@ def write_config(config: DistrictConfig | RegistryConfig, path: str | os.PathLik
             value = mail_config_to_table(value, lambda p: _relative_to(p, base))
         elif value is None:
             continue
+        elif isinstance(value, dict) and not value:
+            continue  # an empty table: left out
         table[field.name] = value
     table = _nest_tables(table)
     try:
@@ -382,13 +430,21 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a whole number")
         return value
+    if type_name.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
+        return value
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
     if type_name == "float":
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a number")
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string")
-    if name == "database_url" and value.startswith(_SQLITE_PREFIX):
+    if name in ("database_url", "sis_database_url") and value.startswith(_SQLITE_PREFIX):
         db_path = value[len(_SQLITE_PREFIX) :]
         if db_path and db_path != ":memory:" and not db_path.startswith("/"):
             return _SQLITE_PREFIX + str(base / db_path)

@@ -197,6 +197,7 @@ def sis_command(args: argparse.Namespace) -> int:
             actor=getattr(args, "actor", None) or getpass.getuser(),
             dry_run=args.dry_run,
             progress=progress,
+            schools=config.sis_schools,
         )
     finally:
         if progress is not None:

@@ -51,6 +51,7 @@ from rt_server.rpc.errors import ErrorMappingInterceptor
 from rt_server.rpc.registrar_service import RegistrarService
 from rt_server.rpc.request_refs import RequestRefResolver
 from rt_server.serve_lock import ServeLock
+from rt_server.sis.seam import Seam, seam_for
 from rt_server.store import migrations
 from rt_server.store.checkpoint import WalCheckpointer
 from rt_server.store.engine import make_engine
@@ -123,6 +124,7 @@ class DistrictServer:
         # channel rather than be refused with a key the registry just retired.
         self._registry_ready = threading.Event()
         self._registry_ready.set()
+        self._seam: Seam | None = None
 
     @property
     def metrics_port(self) -> int:
@@ -158,6 +160,9 @@ class DistrictServer:
         engine = make_engine(config.database_url)
         try:
             migrations.prepare_for_serving(engine)
+            # The SIS link is checked before anything listens: a SIS database
+            # that lacks a table or column stops the start, naming each one.
+            self._seam = seam_for(config, engine)
         except BaseException:
             engine.dispose()
             raise
@@ -182,6 +187,8 @@ class DistrictServer:
             parent_notice_owed=not config.annual_notice_covers_transfers,
             clock=self._clock,
             law_enforcement_contact=config.law_enforcement_contact,
+            source=self._seam.source,
+            sink=self._seam.sink,
         )
         # Unique per server, not per process: in-process replicas (tests) share a pid.
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -416,6 +423,8 @@ class DistrictServer:
         if self.district is not None:
             self.district.peers.close()
             self.district.engine.dispose()
+        if self._seam is not None:
+            self._seam.dispose()
         if self._registry_channel is not None:
             self._registry_channel.close()
         if self._metrics_listener is not None:

@@ -7,8 +7,9 @@ What it does, as an operator and two registrars would:
    ``rt-registry serve`` it on free loopback ports.
 2. ``rt enroll`` both districts (keys generated locally, one-time authorization
    codes) and ``rt serve`` each of them (SQLite in its data directory).
-3. Seed A with a few students and realistic records in all eight tables
-   (``rt student add --records``, sample data from ``scripts.samples``).
+3. Seed A from its SIS: an Aeries-layout table export (STU.csv and the eight
+   record tables, sample data from ``scripts.samples``, written by
+   ``scripts.demo_sis``) loaded with ``rt sis load``.
 4. At B: enroll the student who moved (``rt student add``), find the prior
    school (``rt schools search``) and ask for the records (``rt request create``).
 5. At A: see the request (``rt requests --direction in``), ``rt match`` it to a
@@ -19,6 +20,8 @@ What it does, as an operator and two registrars would:
 7. Compare, field by field, the rows A holds for the student with the rows B
    imported (PID, SQ and SRC aside), print a per-table summary, and exit 0 only
    if every row sent was imported exactly.
+8. At B: ``rt sis export`` the imported student as Aeries CSV and as Ed-Fi 5.2
+   XML (each document validated against the XSDs), and print where they are.
 
 Every process it starts is stopped at the end (SIGTERM, then SIGKILL), and the
 temporary directory is removed unless ``--keep`` is given.
@@ -29,10 +32,8 @@ temporary directory is removed unless ``--keep`` is given.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -56,7 +57,6 @@ from rt_client.tls import REGISTRY_SERVER_NAME, configure_grpc_tls  # noqa: E402
 
 configure_grpc_tls()
 
-from google.protobuf import json_format  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -64,7 +64,7 @@ from sqlalchemy import select  # noqa: E402
 
 from rt_server.store.engine import make_engine  # noqa: E402
 from rt_server.store.schema import RECORD_TABLES  # noqa: E402
-from scripts import loopback, samples  # noqa: E402
+from scripts import demo_sis, loopback  # noqa: E402
 from scripts.loopback import ServerProcess, free_port, health_ok  # noqa: E402
 
 T = TypeVar("T")
@@ -341,38 +341,19 @@ class SampleStudent:
 
 
 def step_seed(demo: Demo, prior: DistrictRun, count: int, seed: int) -> list[SampleStudent]:
-    """Load the prior district with students and their records (all eight tables)."""
-    rng = random.Random(seed)
-    records_dir = demo.work / "seed"
-    records_dir.mkdir()
-    students = []
-    for i in range(1, count + 1):
-        s = samples.sample_student(rng, i)
-        birth: dt.date = s["birth_date"]
-        batches = samples.sample_batches(rng, birth_date=birth)
-        path = records_dir / f"{s['local_id']}.json"
-        path.write_text(
-            json.dumps(
-                [json_format.MessageToDict(b, preserving_proto_field_name=True) for b in batches],
-                ensure_ascii=False,
-            ),
-            encoding="utf-8",
+    """The prior district's SIS exports its tables (Aeries' layout); ``rt sis load`` loads them."""
+    export = demo.work / "aeries-export"
+    written = demo_sis.write_export(export, count, seed, PRIOR_SCHOOL)
+    files = ", ".join(sorted(p.name for p in export.iterdir()))
+    console.print(f"  the SIS's export in {demo.rel(export)}: {files}")
+    demo.rt(prior, "sis load", demo.rel(export))
+    students = [
+        SampleStudent(
+            s["local_id"], s["ssid"], s["legal_first_name"], s["legal_middle_name"],
+            s["legal_last_name"], s["birth_date"].isoformat(), s["gender"], rows,
         )
-        rows = sum(_batch_rows(b) for b in batches)
-        middle = ["--middle", s["legal_middle_name"]] if s["legal_middle_name"] else []
-        args = [
-            "--local-id", s["local_id"], "--ssid", s["ssid"],
-            "--first", s["legal_first_name"], *middle, "--last", s["legal_last_name"],
-            "--birth-date", birth.isoformat(), "--gender", s["gender"],
-            "--school", PRIOR_SCHOOL, "--records", demo.rel(path),
-        ]  # fmt: skip
-        demo.rt(prior, "student add", *args)
-        students.append(
-            SampleStudent(
-                s["local_id"], s["ssid"], s["legal_first_name"], s["legal_middle_name"],
-                s["legal_last_name"], birth.isoformat(), s["gender"], rows,
-            )
-        )  # fmt: skip
+        for s, rows in written
+    ]  # fmt: skip
     demo.rt(prior, "student list")
     total = sum(s.rows for s in students)
     console.print(f"  {len(students)} students with {total} record rows in eight tables")
@@ -477,6 +458,22 @@ def step_review_import(demo: Demo, new: DistrictRun, request_id: str) -> dict[st
     if detail["summary"]["status"] != "IMPORTED":
         raise DemoError(f"after the import the request is {detail['summary']['status']}")
     return {str(c["table"]): int(c.get("rows", 0)) for c in detail.get("received", [])}
+
+
+def step_handback(demo: Demo, new: DistrictRun, request_id: str) -> None:
+    """The new district hands the imported rows back to its SIS: Aeries CSV and Ed-Fi XML."""
+    out = demo.work / "handback"
+    for fmt in ("aeries-csv", "ed-fi-xml"):
+        demo.rt(new, "sis export", "--request", request_id, "--format", fmt, "--out",
+                demo.rel(out / fmt))  # fmt: skip
+    problems = demo_sis.validate_edfi(out / "ed-fi-xml")
+    if problems:
+        raise DemoError("an Ed-Fi document does not validate: " + "; ".join(problems))
+    console.print(
+        f"  Aeries CSV (for Aeries' Import Data): {out / 'aeries-csv'}\n"
+        f"  Ed-Fi 5.2 XML (each document valid against the XSDs): {out / 'ed-fi-xml'}\n"
+        "  (kept with --keep)"
+    )
 
 
 def step_complete(demo: Demo, prior: DistrictRun, request_id: str) -> None:
@@ -602,7 +599,11 @@ def run(demo: Demo, students: int, seed: int) -> bool:
     step_complete(demo, prior, request_id)
 
     heading(12, f"Check: rows sent by {PRIOR_CODE} vs rows imported at {NEW_CODE}")
-    return step_compare(prior, prior_id, new, new_id, received)
+    ok = step_compare(prior, prior_id, new, new_id, received)
+
+    heading(13, "New district: hand the imported records back to the SIS (Aeries CSV, Ed-Fi)")
+    step_handback(demo, new, request_id)
+    return ok
 
 
 def _interrupt(signum: int, _frame: object) -> None:

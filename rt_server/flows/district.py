@@ -35,6 +35,7 @@ from rt_server.flows.claims import require_claimed
 from rt_server.flows.metrics import DistrictMetrics
 from rt_server.flows.outbox import Outbox, RetryPolicy
 from rt_server.flows.streams import OutgoingStreams
+from rt_server.sis.seam import OwnTables, RecordSink, RecordSource
 from rt_server.store import requests, units
 from rt_server.store.outbox_queue import OutboxClaim
 
@@ -125,6 +126,28 @@ class District:
         if key is None:
             raise IntegrityError()  # as every other failure to open: the same answer
         return key
+
+    # The SIS seam (DESIGN.md section 9): where the rows we send are read and
+    # where imported rows are written (None: our own tables, the default).
+    source: RecordSource | None = None
+    sink: RecordSink | None = None
+
+    def __post_init__(self) -> None:
+        own = OwnTables(self.engine)
+        if self.source is None:
+            self.source = own
+        if self.sink is None:
+            self.sink = own
+
+    @property
+    def records_source(self) -> RecordSource:
+        assert self.source is not None  # set in __post_init__
+        return self.source
+
+    @property
+    def records_sink(self) -> RecordSink:
+        assert self.sink is not None  # set in __post_init__
+        return self.sink
 
     def reading(self) -> units.Unit:
         """A read-only unit (use it as ``with``): on SQLite it does not take the write lock."""

@@ -212,7 +212,7 @@ def import_received_transfer(
     now = d.clock()
     with d.writing() as conn, contextlib.closing(batches) as chunks:
         # Any failure (a chunk that does not decrypt, a bad row) rolls the whole import back.
-        result = importer.import_batches(
+        result = d.records_sink.import_batches(
             conn,
             transfer.transfer_id,
             student,

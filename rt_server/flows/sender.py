@@ -40,7 +40,6 @@ from rt_server.flows import outbox
 from rt_server.flows.district import District
 from rt_server.store import (
     disclosures,
-    export,
     parent_notices,
     request_status,
     requests,
@@ -70,7 +69,7 @@ def seal(d: District, request_id: RequestId, transfer_id: TransferId) -> bool:
     assert student is not None  # an approved request names its student
 
     def batches() -> Iterator[records_pb2.RecordBatch]:
-        yield from export.iter_batches(d.engine, student, tables)
+        yield from d.records_source.batches(student, tables)
 
     writer = SpoolWriter(d.engine, transfer_id, request_id, d.limits.frame_bytes, d.clock)
     sealed: SealedTransfer = seal_transfer(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -206,6 +206,7 @@ class _Lines:
     def __init__(self, stream: IO[bytes], file: ExportFile) -> None:
         self._stream, self._file = stream, file
         self.number = 0
+        self.last = ""  # the last line read (to tell a quoted empty text from no value)
         self.problem: Problem | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -235,7 +236,7 @@ class _Lines:
                 )
                 return
             try:
-                yield raw.decode("utf-8")
+                self.last = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 self.problem = Problem(
                     self._file.name,
@@ -245,6 +246,29 @@ class _Lines:
                     "export the table again as UTF-8 (CSV UTF-8 in Excel)",
                 )
                 return
+            yield self.last
+
+
+# Stands for a quoted empty field ("") among a row's fields: an empty text, not "no value".
+QUOTED_EMPTY: Final = "\x00"
+
+
+def _quoted_empty(line: str, fields: Sequence[str]) -> list[int]:
+    """Positions of the fields of one CSV line that are exactly ``""`` (RFC 4180).
+
+    ``fields``: the line as the csv module (strict) read it; each field's
+    width in the line follows from its text and whether it opens with a quote.
+    """
+    found: list[int] = []
+    at = 0
+    for i, text in enumerate(fields):
+        if line.startswith('"', at):
+            if not text:
+                found.append(i)
+            at += len(text) + text.count('"') + 3  # the quotes and the comma
+        else:
+            at += len(text) + 1
+    return found
 
 
 def read_rows(file: ExportFile) -> Iterator[tuple[int, dict[str, Any]] | Problem]:
@@ -289,6 +313,17 @@ def read_rows(file: ExportFile) -> Iterator[tuple[int, dict[str, Any]] | Problem
                         f"{len(fields)} fields where the header has {len(header)}",
                     )
                     continue
+                last = lines.last
+                if (
+                    line == lines.number
+                    and (',""' in last or last.startswith('""'))
+                    and "" in fields
+                ):
+                    # A quoted empty field is an empty text, an unquoted one no
+                    # value (how ``rt sis export`` writes them); the csv module
+                    # cannot tell them apart, so the line is looked at again.
+                    for i in _quoted_empty(last, fields):
+                        fields[i] = QUOTED_EMPTY
                 yield from convert(file, header, line, fields)
         except csv.Error as exc:
             if lines.problem is None:
@@ -310,7 +345,7 @@ def _student_row(
     for name, text in zip(header, fields, strict=True):
         target = STUDENT_COLUMNS[name]
         if target is not None:
-            text = text.strip()
+            text = "" if text == QUOTED_EMPTY else text.strip()
             row[target] = _iso_date(text) if target == "birth_date" else (text or None)
     yield line, row
 
@@ -393,7 +428,7 @@ def _record_converter(
     file: ExportFile, header: Sequence[str]
 ) -> Callable[
     [ExportFile, Sequence[str], int, Sequence[str]],
-    Iterator[tuple[int, dict[str, Any]] | Problem],
+    Iterable[tuple[int, dict[str, Any]] | Problem],
 ]:
     spec = TABLES[file.code]
     pid_at = header.index("PID")
@@ -404,9 +439,10 @@ def _record_converter(
         if name not in ("SQ", "PID")
     ]
 
-    def convert(
+    def checked(
         file: ExportFile, header: Sequence[str], line: int, fields: Sequence[str]
     ) -> Iterator[tuple[int, dict[str, Any]] | Problem]:
+        """The row, or every problem of it named (the slow path, and the reference)."""
         pid = fields[pid_at].strip()
         row: dict[str, Any] = {"PID": pid}
         bad = not pid
@@ -417,8 +453,9 @@ def _record_converter(
             if text == "":
                 row[name] = None
             elif to_value is None:
-                row[name] = text
+                row[name] = "" if text == QUOTED_EMPTY else text
             else:
+                text = "" if text == QUOTED_EMPTY else text
                 try:
                     row[name] = to_value(text)
                 except Unconvertible as exc:
@@ -426,6 +463,30 @@ def _record_converter(
                     yield Problem(file.name, line, name, f"{quoted(text)} {_is(str(exc))}")
         if not bad:
             yield line, row
+
+    def convert(
+        file: ExportFile, header: Sequence[str], line: int, fields: Sequence[str]
+    ) -> Iterable[tuple[int, dict[str, Any]] | Problem]:
+        # The common case, a clean row, without a generator or the checks of
+        # ``checked``; anything else (a bad value, an empty id, a quoted empty
+        # text) goes the slow way, which names every problem.
+        pid = fields[pid_at].strip()
+        if pid and QUOTED_EMPTY not in fields:
+            row: dict[str, Any] = {"PID": pid}
+            try:
+                for i, name, to_value in plan:
+                    text = fields[i]
+                    if text == "":
+                        row[name] = None
+                    elif to_value is None:
+                        row[name] = text
+                    else:
+                        row[name] = to_value(text)
+            except Unconvertible:
+                pass
+            else:
+                return ((line, row),)
+        return tuple(checked(file, header, line, fields))
 
     return convert
 

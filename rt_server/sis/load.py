@@ -15,8 +15,9 @@ whose memory grows with the export, by about 100 bytes a row.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -107,11 +108,14 @@ def load_export(
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
     now: dt.datetime | None = None,
+    schools: Mapping[str, str] | None = None,
 ) -> LoadReport:
     """Load the Aeries export in ``folder``; returns what it did (``dry_run``: would do).
 
-    ``progress`` is called with the rows read so far, now and then. Raises
-    ``ExportRefused`` (nothing written) or ``InvalidInput`` (no such folder).
+    ``progress`` is called with the rows read so far, now and then. ``schools``
+    maps the SIS's school numbers (STU.SC in a real Aeries export) to CDS codes
+    (district.toml ``[sis.schools]``); a 14-digit CDS code there is taken as it is.
+    Raises ``ExportRefused`` (nothing written) or ``InvalidInput`` (no such folder).
     """
     at = now_or(now)
     started = time.monotonic()
@@ -122,7 +126,7 @@ def load_export(
     rows_read = 0
     with export_load(engine, commit=not dry_run) as load:
         for file in files:
-            rows_read = _load_file(load, file, problems, rows_read, progress, at)
+            rows_read = _load_file(load, file, problems, rows_read, progress, at, schools or {})
         if problems.count:
             raise ExportRefused(problems.shown, problems.count)
         load.audit(actor=actor, now=at)
@@ -137,6 +141,7 @@ def _load_file(
     rows_read: int,
     progress: Callable[[int], None] | None,
     now: dt.datetime,
+    schools: Mapping[str, str],
 ) -> int:
     """Read and write one file; returns the running count of rows read."""
     load.counts.setdefault(file.code, LoadCounts())
@@ -166,30 +171,38 @@ def _load_file(
         batch.append(row)
         lines.append(line)
         if len(batch) >= BATCH_ROWS:
-            _flush(load, file, batch, lines, problems, now)
+            _flush(load, file, batch, lines, problems, now, schools)
             rows_read += len(batch)
             batch, lines = [], []
             if progress is not None:
                 progress(rows_read)
     if batch:
-        _flush(load, file, batch, lines, problems, now)
+        _flush(load, file, batch, lines, problems, now, schools)
         rows_read += len(batch)
         if progress is not None:
             progress(rows_read)
     return rows_read
 
 
+def _is_cds(text: str) -> bool:
+    return len(text) == 14 and text.isascii() and text.isdigit()
+
+
+def _unmapped(school: str) -> str:
+    return (
+        f"{quoted(school)} is not a 14-digit CDS code, and [sis.schools] in district.toml "
+        f'does not map this school number to one: add  "{school}" = "<its CDS code>"  '
+        "under [sis.schools] and load again"
+    )
+
+
 def _student_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (row.get("local_id"),)
 
 
-def _record_key(code: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    key = TABLES[code].natural_key
-
-    def of(row: dict[str, Any]) -> tuple[Any, ...]:
-        return (row.get("PID"), *(row.get(n) for n in key))
-
-    return of
+def _record_key(code: str) -> Callable[[dict[str, Any]], Any]:
+    # The key columns are required in the header, so every row read has them.
+    return operator.itemgetter("PID", *TABLES[code].natural_key)
 
 
 def _key_text(code: str) -> str:
@@ -205,9 +218,18 @@ def _flush(
     lines: list[int],
     problems: _Problems,
     now: dt.datetime,
+    schools: Mapping[str, str],
 ) -> None:
     """Check a batch and, while the export is clean so far, write it."""
     if file.code == STUDENT_FILE:
+        for row, line in zip(batch, lines, strict=True):
+            school = row.get("school")
+            if school is None:
+                continue
+            if school in schools:
+                row["school"] = schools[school]
+            elif not _is_cds(school):
+                problems.add(Problem(file.name, line, "SC", _unmapped(school)))
         if problems.count:
             return  # the load is refused already: checks that need the database are moot
         for i, name, text in load.students(batch, now=now):

@@ -44,6 +44,8 @@ class ImportedStudent:
     school: str | None
     # table code -> row dicts (``rt_server.core.tables`` form plus PID), transfer order.
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # table code -> SQs of the rows an import replaced in place (accepted conflicts).
+    replaced: dict[str, set[int]] = field(default_factory=dict)
 
 
 def request_ids_with_prefix(bind: Bind, prefix: str) -> list[str]:
@@ -55,16 +57,20 @@ def request_ids_with_prefix(bind: Bind, prefix: str) -> list[str]:
 
 
 def imported_students(
-    bind: Bind, *, request_id: str | None = None, since: dt.datetime | None = None
+    bind: Bind,
+    *,
+    request_id: str | None = None,
+    since: dt.datetime | None = None,
+    transfer_id: str | None = None,
 ) -> Iterator[ImportedStudent]:
     """The students (in local id order) with rows imported by ``request_id``'s transfer,
-    or by any transfer imported at or after ``since`` (exactly one of the two).
+    by any transfer imported at or after ``since``, or by ``transfer_id`` (exactly one).
 
     Raises ``NotFound`` for an unknown request id. A request not imported yet,
     or a moment after the last import, yields no student.
     """
-    if (request_id is None) == (since is None):
-        raise ValueError("give exactly one of request_id and since")
+    if sum(x is not None for x in (request_id, since, transfer_id)) != 1:
+        raise ValueError("give exactly one of request_id, since and transfer_id")
     ledger = IMPORT_LEDGER.c
     query = (
         select(
@@ -72,6 +78,7 @@ def imported_students(
             ledger.table_code,
             ledger.local_sq,
             ledger.row_count,
+            ledger.outcome,
         )
         .select_from(
             IMPORT_LEDGER.join(TRANSFERS, TRANSFERS.c.transfer_id == ledger.transfer_id).join(
@@ -89,18 +96,26 @@ def imported_students(
             if known is None:
                 raise NotFound("no such request")
             query = query.where(REQUESTS.c.request_id == request_id)
+        elif transfer_id is not None:
+            query = query.where(ledger.transfer_id == transfer_id)
         else:
             query = query.where(ledger.imported_at >= since)
         # SQ ranges per student and table: small (the ledger holds runs, not rows).
         ranges: dict[str, dict[str, list[tuple[int, int]]]] = {}
-        for pid, code, first, count in conn.execute(query):
+        replaced: dict[str, dict[str, set[int]]] = {}
+        for pid, code, first, count, outcome in conn.execute(query):
             if pid is None or code not in TABLES:
                 continue
             ranges.setdefault(pid, {}).setdefault(code, []).append((first, first + count - 1))
+            if outcome == "REPLACED":
+                replaced.setdefault(pid, {}).setdefault(code, set()).update(
+                    range(first, first + count)
+                )
         for pid in sorted(ranges):
             student = _student(conn, pid)
             if student is not None:
                 student.rows = _rows(conn, pid, ranges[pid])
+                student.replaced = replaced.get(pid, {})
                 yield student
 
 

@@ -146,40 +146,53 @@ class ExportLoad:
         query = select(c.PID, c.SQ, *(c[n] for n in key_names), *(c[n] for n in compared)).where(
             c.PID.in_(wanted)
         )
-        k = len(key_names)
-        for found in self.conn.execute(query):
+        k = 2 + len(key_names)
+        # fetchall: one call into the driver for the batch's students, not one a row.
+        for found in self.conn.execute(query).all():
             pid, sq = found[0], found[1]
-            existing[(pid, *found[2 : 2 + k])] = (sq, tuple(found[2 + k :]))
-            highest[pid] = max(highest.get(pid, 0), sq)
+            existing[(pid, *found[2:k])] = (sq, tuple(found[k:]))
+            if sq > highest.get(pid, 0):
+                highest[pid] = sq
         names = spec.column_names
         position = {n: names.index(n) for n in names}
-        key_at = [position[n] for n in key_names]
-        compared_at = [position[n] for n in compared]
+        columns = rows.columns
+        # Keys and compared values of every row at once (zip runs in C), then
+        # one pass against what the students hold.
+        keys = list(zip(pids, *(columns[position[n]] for n in key_names), strict=True))
+        new_values = list(zip(*(columns[position[n]] for n in compared), strict=True))
+        if not compared:
+            new_values = [()] * len(keys)
         counts = self._counts(code)
-        inserts: list[tuple[str, tuple[Any, ...]]] = []
+        new_at: list[int] = []
+        new_sqs: list[int] = []
         updates: list[dict[str, Any]] = []
-        for pid, values in zip(pids, zip(*rows.columns, strict=True), strict=True):
-            key = (pid, *(values[i] for i in key_at))
-            new_values = tuple(values[i] for i in compared_at)
+        for i, (key, values) in enumerate(zip(keys, new_values, strict=True)):
             match = existing.get(key)
             if match is None:
+                pid = key[0]
                 sq = highest.get(pid, 0) + 1
                 highest[pid] = sq
-                existing[key] = (sq, new_values)
-                row = tuple(sq if n == "SQ" else values[position[n]] for n in names)
-                inserts.append((pid, row))
-            elif match[1] != new_values:
-                update_values = {f"v_{n}": v for n, v in zip(compared, new_values, strict=True)}
-                updates.append({"b_pid": pid, "b_sq": match[0], **update_values})
-                existing[key] = (match[0], new_values)
+                existing[key] = (sq, values)
+                new_at.append(i)
+                new_sqs.append(sq)
+            elif match[1] != values:
+                update_values = {f"v_{n}": v for n, v in zip(compared, values, strict=True)}
+                updates.append({"b_pid": key[0], "b_sq": match[0], **update_values})
+                existing[key] = (match[0], values)
             else:
                 counts.unchanged += 1
-        if inserts:
-            columns: dict[str, list[Any]] = {"PID": [pid for pid, _ in inserts]}
-            for j, n in enumerate(names):
-                columns[n] = [row[j] for _, row in inserts]
-            bulk_insert(self.conn, table, columns)
-            counts.new += len(inserts)
+        if new_at:
+            every = len(new_at) == len(keys)
+            inserted: dict[str, Sequence[Any]] = {
+                "PID": list(pids) if every else [pids[i] for i in new_at]
+            }
+            for n, column in zip(names, columns, strict=True):
+                if n == "SQ":
+                    inserted[n] = new_sqs
+                else:
+                    inserted[n] = column if every else [column[i] for i in new_at]
+            bulk_insert(self.conn, table, inserted)
+            counts.new += len(new_at)
         if updates:
             statement = (
                 update(table)

@@ -1,7 +1,7 @@
 """``make bench``: Records Transfer against real servers on loopback, side by side with GPG+CSV.
 
-    python -m scripts.bench [--quick] [--only B1,B2,B3,transport] [--out bench-results.json]
-                            [--profile DIR] [--keep]
+    python -m scripts.bench [--quick] [--only B1,B2,B3,transport,sis_load]
+                            [--out bench-results.json] [--profile DIR] [--keep]
 
 Starts a registry and two districts as subprocesses (``rt-registry serve``,
 ``rt serve``, SQLite), runs the scenarios, prints a table and writes one JSON
@@ -33,9 +33,10 @@ from scripts.bench import footprint, lookups, report, scenarios  # noqa: E402
 from scripts.bench.cluster import BenchError, Cluster  # noqa: E402
 from scripts.bench.peer import PeerPipeline, ensure_tools  # noqa: E402
 from scripts.bench.profile import Profiler  # noqa: E402
+from scripts.bench.sis_load import sis_load, sis_load_postgres  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ("B1", "B2", "B3", "transport", "idle", "lookups")
+SCENARIOS = ("B1", "B2", "B3", "transport", "idle", "lookups", "sis_load")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--consolidation-rows", help="B3 sizes, comma-separated (default 100000,1000000)"
     )
+    parser.add_argument("--sis-rows", type=int, help="sis_load rows (default 1000000)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.rush_runs = args.rush_runs
     if args.consolidation_runs:
         settings.consolidation_runs = args.consolidation_runs
+    if args.sis_rows:
+        settings.sis_load_rows = args.sis_rows
     if args.consolidation_rows:
         settings.consolidation_rows = tuple(int(x) for x in args.consolidation_rows.split(","))
     students = max(
@@ -123,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 elif name == "idle":
                     result = footprint.idle_rss(cluster, 0.5 if args.quick else 5.0)
+                elif name == "sis_load":
+                    result = sis_load(work / "sis_load", settings.sis_load_rows)
+                    if os.environ.get("RT_TEST_POSTGRES_URL"):
+                        on_pg = sis_load_postgres(
+                            work / "sis_load", os.environ["RT_TEST_POSTGRES_URL"]
+                        )
+                        result["postgres"] = on_pg
                 else:
                     result = scenarios.transport_limit(cluster, settings)
             result["seconds"] = time.monotonic() - t

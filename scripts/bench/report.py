@@ -15,6 +15,8 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("consolidation", "rss_growth receiver", "rss_growth.receiver", 1.25),
     ("consolidation", "peak RSS sender (MB)", "peak_rss_max.sender", 300.0),
     ("consolidation", "peak RSS receiver (MB)", "peak_rss_max.receiver", 300.0),
+    ("sis_load", "ratio_vs_sqlite3_import", "ratio_vs_sqlite3_import", 2.0),
+    ("sis_load", "peak RSS rt sis load (MB)", "peak_rss_mb", 300.0),
 )
 
 
@@ -86,6 +88,12 @@ def one_line(r: dict[str, Any]) -> str:
         )
     if name == "idle":
         return f"idle: district server RSS {_f(r['idle_rss_mb'])} MB after {r['settle_s']:g} s"
+    if name == "sis_load":
+        return (
+            f"sis_load: {r['rows']} rows by rt sis load in {_f(r['load_s'], 2)} s "
+            f"(reload {_f(r['reload_s'], 2)} s); {r['floor']} {_f(r['floor_s'], 2)} s; "
+            f"ratio {_f(r['ratio_vs_sqlite3_import'], 2)}; peak RSS {_f(r['peak_rss_mb'])} MB"
+        )
     return f"transport_limit: {_f(r['mb_s'], 0)} MB/s"
 
 
@@ -141,6 +149,14 @@ def table(document: dict[str, Any]) -> str:
         rows.append(("registry_lookups",
                      f"LookupDistrict/s, {lk['districts']:,} districts, {lk['threads']} threads",
                      _f(lk["registry_lookups_per_s"], 0)))  # fmt: skip
+    if sl := results.get("sis_load"):
+        rows += [
+            ("sis_load", "rows (8 tables + STU) loaded", _f(sl["rows"])),
+            ("", "rt sis load, first / reload", _pair(sl["load_s"], sl["reload_s"], " s", 2)),
+            ("", f"floor: {sl['floor']}", f"{_f(sl['floor_s'], 2)} s"),
+            ("", "ratio_vs_sqlite3_import", _f(sl["ratio_vs_sqlite3_import"], 2)),
+            ("", "peak RSS of rt sis load", f"{_f(sl['peak_rss_mb'])} MB"),
+        ]
     lines = ["| scenario | figure | value |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", "| target | value | limit | holds |", "|---|---|---|---|"]

@@ -46,6 +46,7 @@ class Settings:
     consolidation_runs: int = 2
     transport_megabytes: int = 512
     transport_repeats: int = 3
+    sis_load_rows: int = 1_000_000
 
 
 QUICK = Settings(
@@ -57,6 +58,7 @@ QUICK = Settings(
     consolidation_runs=1,
     transport_megabytes=16,
     transport_repeats=1,
+    sis_load_rows=3_000,
 )
 
 

@@ -39,11 +39,14 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     by_name = {s["scenario"]: s for s in document["scenarios"]}
     assert set(by_name) == {
         "one_student", "summer_rush", "consolidation", "transport_limit", "idle",
-        "registry_lookups",
+        "registry_lookups", "sis_load",
     }  # fmt: skip
     assert by_name["registry_lookups"]["districts"] == 52  # --quick registers 50
     assert by_name["registry_lookups"]["registry_lookups_per_s"] > 0
     assert 10 < by_name["idle"]["idle_rss_mb"] < 1000
+    sl = by_name["sis_load"]
+    assert sl["rows"] >= 3000 and sl["load_s"] > 0 and sl["floor_s"] > 0
+    assert sl["ratio_vs_sqlite3_import"] > 0 and 0 < sl["peak_rss_mb"] < 300
 
     b1 = by_name["one_student"]
     assert b1["rows_per_transfer"] == 300
@@ -63,5 +66,6 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert {t["figure"] for t in document["targets"]} >= {
         "request latency p50 (ms)",
         "ratio_vs_peer",
+        "ratio_vs_sqlite3_import",
     }
     assert "| B1 one_student |" in result.stdout  # the table

@@ -33,6 +33,11 @@ def test_demo_imports_every_row_exactly() -> None:
     assert result.returncode == 0, output[-6000:]
     assert "DEMO OK: 300 of 300 rows in 8 tables imported exactly." in result.stdout, output[-6000:]
     assert "every process stopped" in result.stdout
+    # It starts from an Aeries export loaded by rt sis load, and hands the import back.
+    assert "$ rt sis load" in result.stdout
+    assert "Wrote aeries-csv into handback/aeries-csv" in result.stdout
+    assert "Wrote ed-fi-xml into handback/ed-fi-xml" in result.stdout
+    assert "Ed-Fi 5.2 XML (each document valid against the XSDs)" in result.stdout
     # The work directory is removed (no --keep).
     match = re.search(r"Records Transfer demo in (\S+)", result.stdout)
     assert match, result.stdout[:2000]

@@ -434,6 +434,29 @@ def test_us_dates_and_yes_no_flags_are_read(engine: Engine, small: Path) -> None
     assert counts(load(engine, small))["PFT"] == (0, 0, 20)
 
 
+def test_a_quoted_empty_text_is_empty_text_and_an_empty_field_no_value(
+    engine: Engine, small: Path
+) -> None:
+    """As ``rt sis export`` writes them: ``""`` is an empty text, nothing at all is NULL."""
+    lines = (small / "HIS.csv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    assert "MK" in header and "CO" in header
+    first = next(csv.reader([lines[1]]))
+    first[header.index("MK")] = "\x01"  # placeholders for the hand-written fields
+    first[header.index("CO")] = "\x02"
+    line = ",".join(f'"{f}"' if f and f not in ("\x01", "\x02") else f for f in first)
+    lines[1] = line.replace("\x01", '""').replace("\x02", "")
+    (small / "HIS.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    load(engine, small)
+    pid = first[header.index("PID")]
+    with engine.connect() as conn:
+        his = RECORD_TABLES["HIS"]
+        stored = conn.execute(
+            select(his.c.MK, his.c.CO).where(his.c.PID == pid).order_by(his.c.SQ)
+        ).first()
+    assert stored is not None and tuple(stored) == ("", None)
+
+
 # --- the rt command -----------------------------------------------------------------
 
 
@@ -504,3 +527,50 @@ def test_progress_is_reported_as_rows_are_read(engine: Engine, tmp_path: Path) -
     seen: list[int] = []
     load(engine, tmp_path / "export", progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == sum(rows.values()) and len(seen) > 8
+
+
+# --- STU.SC: the SIS's school number, mapped to its CDS code -------------------------------
+
+
+def _school_numbers(folder: Path) -> None:
+    """STU.SC as a real Aeries export has it: the local school number, not the CDS code."""
+    stu = read_csv(folder / "STU.csv")
+    for row in stu[1:]:
+        row[STU_HEADER.index("SC")] = "994"
+    write_csv(folder / "STU.csv", stu[0], stu[1:])
+
+
+def test_a_school_number_is_mapped_to_its_cds_code(engine: Engine, small: Path) -> None:
+    _school_numbers(small)
+    assert counts(load(engine, small, schools={"994": REQUESTING_SCHOOL}))["STU"] == (20, 0, 0)
+    with engine.connect() as conn:
+        assert set(conn.execute(select(STUDENTS.c.school)).scalars()) == {REQUESTING_SCHOOL}
+    # Unchanged on reload: the mapped code is what is compared.
+    assert counts(load(engine, small, schools={"994": REQUESTING_SCHOOL}))["STU"] == (0, 0, 20)
+
+
+def test_an_unmapped_school_number_is_refused_naming_it(
+    engine: Engine, small: Path, snapshot: Callable[[], Snapshot]
+) -> None:
+    _school_numbers(small)
+    before = data_snapshot(snapshot)
+    with pytest.raises(ExportRefused) as refused:
+        load(engine, small, schools={"995": REQUESTING_SCHOOL})
+    first = str(refused.value.problems[0])
+    assert first.startswith('STU.csv line 2, column SC: "994" is not a 14-digit CDS code')
+    assert '"994" = "<its CDS code>"' in first and "[sis.schools]" in first
+    assert refused.value.count == 20
+    assert data_snapshot(snapshot) == before
+
+
+def test_sis_schools_are_read_from_district_toml(tmp_path: Path) -> None:
+    from rt_client.config import load_config
+    from rt_client.errors import ConfigError
+
+    path = _district_config(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + '\n[sis.schools]\n994 = "19647331932334"\n', encoding="utf-8")
+    assert load_config(path).sis_schools == {"994": "19647331932334"}
+    path.write_text(text + '\n[sis.schools]\n994 = "1964733"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match='school "994" must map to its 14-digit CDS code'):
+        load_config(path)
