@@ -53,6 +53,7 @@ from registry.submission import (
     check_keys,
     refuse_endpoints_held,
 )
+from registry.tlog import AuditReport, DirectoryLog
 from rt_client.config import RegistryConfig
 from rt_client.crypto.hpke import key_id
 from rt_client.directory import Clock, DistrictStatus, utc_now
@@ -126,6 +127,7 @@ class RegistryService:
         self._cert_validity = timedelta(days=config.certificate_validity_days)
         self._entries = EntrySigner(signing_key, timedelta(days=config.entry_validity_days), clock)
         self._enrollment = Enrollment(store, ca, self._entries, config, clock, monotonic)
+        self._log = DirectoryLog(signing_key)
 
     @property
     def ca(self) -> RegistryCA:
@@ -362,6 +364,33 @@ class RegistryService:
             ca_certificate_pem=self._ca.certificate_pem,
             entry=envelope,
         )
+
+    # -- the directory log (registry.tlog) ------------------------------------
+
+    def checkpoint(self) -> bytes:
+        """The newest signed checkpoint note of the directory log."""
+        return self._with_retry(self._log.checkpoint)
+
+    def inclusion_proof(self, code: str, version: int, tree_size: int) -> tuple[int, list[bytes]]:
+        """(leaf index, audit path). Raises ``NotFound`` / ``InvalidInput``."""
+        district = parse_district_code(code)
+        with self._store.transaction() as tx:
+            return self._log.inclusion(tx, district, version, tree_size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """Raises ``InvalidInput`` for sizes outside the log."""
+        with self._store.transaction() as tx:
+            return self._log.consistency(tx, old_size, new_size)
+
+    def add_cosignatures(self, cosigned: bytes) -> int:
+        """Keep a witness's cosignature of a published checkpoint. Raises ``IntegrityError``."""
+        with self._store.transaction() as tx:
+            return self._log.add_cosignatures(tx, cosigned)
+
+    def audit_log(self) -> AuditReport:
+        """``rt-registry log verify``: every leaf and the latest checkpoint recomputed."""
+        with self._store.transaction() as tx:
+            return self._log.audit(tx)
 
     # -- internals ---------------------------------------------------------
 

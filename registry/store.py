@@ -109,6 +109,28 @@ entries = sa.Table(
 )
 
 
+# The directory log (registry.tlog): leaf i is the i-th entry version signed,
+# its hash RFC 9162's leaf hash of the entry's signed body. Append-only.
+log_leaves = sa.Table(
+    "log_leaves",
+    metadata,
+    sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("district_code", sa.String(7), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("district_code", "version"),
+)
+
+# Signed checkpoints, one per tree size published; ``note`` grows as witnesses cosign.
+log_checkpoints = sa.Table(
+    "log_checkpoints",
+    metadata,
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.LargeBinary, nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class DistrictRow:
     code: DistrictCode
@@ -360,6 +382,86 @@ class StoreTransaction:
                 issued_at=entry.issued_at,
                 expires_at=entry.expires_at,
             )
+        )
+
+    # -- the directory log -------------------------------------------------
+
+    def append_leaf(self, code: str, version: int, leaf_hash: bytes) -> int:
+        """Append one entry version's leaf; returns its index. Concurrent appends fail one."""
+        size = self.log_size()
+        self._conn.execute(
+            log_leaves.insert().values(
+                leaf_index=size, district_code=code, version=version, leaf_hash=leaf_hash
+            )
+        )
+        return size
+
+    def log_size(self) -> int:
+        return int(
+            self._conn.execute(sa.select(sa.func.count()).select_from(log_leaves)).scalar_one()
+        )
+
+    def leaf_hashes(self, size: int) -> list[bytes]:
+        """The first ``size`` leaf hashes, in order."""
+        rows = self._conn.execute(
+            sa.select(log_leaves.c.leaf_hash)
+            .where(log_leaves.c.leaf_index < size)
+            .order_by(log_leaves.c.leaf_index)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def leaf_index(self, code: str, version: int) -> int | None:
+        return self._conn.execute(
+            sa.select(log_leaves.c.leaf_index).where(
+                log_leaves.c.district_code == code, log_leaves.c.version == version
+            )
+        ).scalar_one_or_none()
+
+    def logged_entries(self) -> list[tuple[int, str, int, bytes, bytes | None]]:
+        """Every leaf with the stored body it was computed from (None if the entry is gone)."""
+        j = log_leaves.outerjoin(
+            entries,
+            sa.and_(
+                entries.c.district_code == log_leaves.c.district_code,
+                entries.c.version == log_leaves.c.version,
+            ),
+        )
+        rows = self._conn.execute(
+            sa.select(
+                log_leaves.c.leaf_index,
+                log_leaves.c.district_code,
+                log_leaves.c.version,
+                log_leaves.c.leaf_hash,
+                entries.c.body,
+            )
+            .select_from(j)
+            .order_by(log_leaves.c.leaf_index)
+        )
+        return [
+            (int(r[0]), r[1], int(r[2]), bytes(r[3]), None if r[4] is None else bytes(r[4]))
+            for r in rows
+        ]
+
+    def latest_checkpoint(self) -> tuple[int, bytes, bytes] | None:
+        """(tree size, root hash, signed note) of the newest checkpoint."""
+        row = self._conn.execute(
+            sa.select(log_checkpoints).order_by(log_checkpoints.c.tree_size.desc()).limit(1)
+        ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def checkpoint_note(self, size: int) -> bytes | None:
+        return self._conn.execute(
+            sa.select(log_checkpoints.c.note).where(log_checkpoints.c.tree_size == size)
+        ).scalar_one_or_none()
+
+    def add_checkpoint(self, size: int, root_hash: bytes, note: bytes) -> None:
+        self._conn.execute(
+            log_checkpoints.insert().values(tree_size=size, root_hash=root_hash, note=note)
+        )
+
+    def set_checkpoint_note(self, size: int, note: bytes) -> None:
+        self._conn.execute(
+            log_checkpoints.update().where(log_checkpoints.c.tree_size == size).values(note=note)
         )
 
 
