@@ -367,9 +367,9 @@ class RegistryService:
 
     # -- the directory log (registry.tlog) ------------------------------------
 
-    def checkpoint(self) -> bytes:
-        """The newest signed checkpoint note of the directory log."""
-        return self._with_retry(self._log.checkpoint)
+    def checkpoint(self, min_cosignatures: int = 0) -> bytes:
+        """The newest signed checkpoint note (with that many cosignatures). Raises ``NotFound``."""
+        return self._with_retry(lambda tx: self._log.witnessed(tx, min_cosignatures))
 
     def inclusion_proof(self, code: str, version: int, tree_size: int) -> tuple[int, list[bytes]]:
         """(leaf index, audit path). Raises ``NotFound`` / ``InvalidInput``."""

@@ -184,7 +184,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> registry_pb2.LogCheckpoint:
         self._caller_auth(context)
-        return registry_pb2.LogCheckpoint(note=self._service.checkpoint())
+        return registry_pb2.LogCheckpoint(note=self._service.checkpoint(request.min_cosignatures))
 
     @_rpc
     def GetInclusionProof(  # noqa: N802

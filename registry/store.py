@@ -449,6 +449,16 @@ class StoreTransaction:
         ).first()
         return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
 
+    def checkpoint_notes(self) -> Iterator[tuple[int, bytes]]:
+        """(tree size, note) of every checkpoint, newest first."""
+        rows = self._conn.execute(
+            sa.select(log_checkpoints.c.tree_size, log_checkpoints.c.note).order_by(
+                log_checkpoints.c.tree_size.desc()
+            )
+        )
+        for row in rows:
+            yield int(row[0]), bytes(row[1])
+
     def checkpoint_note(self, size: int) -> bytes | None:
         return self._conn.execute(
             sa.select(log_checkpoints.c.note).where(log_checkpoints.c.tree_size == size)

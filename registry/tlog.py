@@ -53,6 +53,18 @@ class DirectoryLog:
         self._key = signing_key
         self.verifier = NoteVerifier(LOG_ORIGIN, signing_key.public_key().public_bytes_raw())
 
+    def witnessed(self, tx: StoreTransaction, min_cosignatures: int) -> bytes:
+        """The newest checkpoint with ``min_cosignatures`` lines besides ours. Raises ``NotFound``.
+
+        The registry does not judge the witnesses: each district checks the ones it trusts.
+        """
+        if min_cosignatures == 0:
+            return self.checkpoint(tx)
+        for _, note in tx.checkpoint_notes():
+            if note.count("\u2014 ".encode()) - 1 >= min_cosignatures:
+                return note
+        raise NotFound(f"no checkpoint has {min_cosignatures} witness cosignatures yet")
+
     def checkpoint(self, tx: StoreTransaction) -> bytes:
         """The newest signed checkpoint note, signing one first if the log has grown."""
         size = tx.log_size()

@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 
 import tomli_w
 
+from rt_client.checkpoint import parse_verifier_key
 from rt_client.errors import ConfigError, InvalidInput
 from rt_client.ids import DistrictCode, parse_district_code
 from rt_client.tls import REGISTRY_SERVER_NAME, split_host_port
@@ -91,6 +92,11 @@ class DistrictConfig:
     # that receives it; a larger one is stored frame by frame, so a cut one
     # resumes where it stopped. 0: every delivery frame by frame.
     buffered_delivery_bytes: int = 1024 * 1024
+    # The directory log's witnesses (c2sp.org/signed-note verifier keys,
+    # ``name+hash+key``) and how many of them must have cosigned a checkpoint
+    # before this district believes it (0: none required).
+    witness_keys: tuple[str, ...] = ()
+    witnesses_required: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -140,6 +146,20 @@ class DistrictConfig:
             )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
+        witnesses = _tuple_of_str("witness_keys", self.witness_keys)
+        _set(self, "witness_keys", witnesses)
+        for key in witnesses:
+            try:
+                parse_verifier_key(key)
+            except InvalidInput as exc:
+                raise ConfigError(f"witness_keys: {exc}") from exc
+        required = self.witnesses_required
+        if isinstance(required, bool) or not isinstance(required, int):
+            raise ConfigError("witnesses_required: must be a whole number")
+        if not 0 <= required <= len(witnesses):
+            raise ConfigError(
+                f"witnesses_required: must be from 0 to the {len(witnesses)} witness_keys listed"
+            )
 
     @property
     def registry_signing_key_bytes(self) -> bytes:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.rt.v1 import common_pb2 as protos_dot_rt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/rt/v1/registry.proto\x12\x05rt.v1\x1a\x19protos/rt/v1/common.proto\"\xa2\x01\n\x0c\x44istrictKeys\x12\x13\n\x0btls_csr_pem\x18\x01 \x01(\x0c\x12\x10\n\x08hpke_kem\x18\x02 \x01(\t\x12\x10\n\x08hpke_kdf\x18\x03 \x01(\t\x12\x11\n\thpke_aead\x18\x04 \x01(\t\x12\x17\n\x0fhpke_public_key\x18\x05 \x01(\x0c\x12\x1a\n\x12signing_public_key\x18\x06 \x01(\x0c\x12\x11\n\tendpoints\x18\x07 \x03(\t\"e\n\rEnrollRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12\x1a\n\x12\x61uthorization_code\x18\x02 \x01(\t\x12!\n\x04keys\x18\x03 \x01(\x0b\x32\x13.rt.v1.DistrictKeys\"k\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12$\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x15.rt.v1.SignedEnvelope\".\n\x15LookupDistrictRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\"4\n\x14SearchSchoolsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"[\n\x0bSchoolMatch\x12\x10\n\x08\x63\x64s_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rdistrict_code\x18\x03 \x01(\t\x12\x15\n\rdistrict_name\x18\x04 \x01(\t\"<\n\x15SearchSchoolsResponse\x12#\n\x07schools\x18\x01 \x03(\x0b\x32\x12.rt.v1.SchoolMatch\"\x16\n\x14ListDistrictsRequest\"?\n\x15ListDistrictsResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.rt.v1.SignedEnvelope\"N\n\x12UpdateEntryRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12!\n\x04keys\x18\x02 \x01(\x0b\x32\x13.rt.v1.DistrictKeys\"\x16\n\x14GetCheckpointRequest\"\x1d\n\rLogCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"U\n\x18GetInclusionProofRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"\"\n\x10\x43onsistencyProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xc5\x04\n\x08Registry\x12\x35\n\x06\x45nroll\x12\x14.rt.v1.EnrollRequest\x1a\x15.rt.v1.EnrollResponse\x12\x45\n\x0eLookupDistrict\x12\x1c.rt.v1.LookupDistrictRequest\x1a\x15.rt.v1.SignedEnvelope\x12J\n\rSearchSchools\x12\x1b.rt.v1.SearchSchoolsRequest\x1a\x1c.rt.v1.SearchSchoolsResponse\x12J\n\rListDistricts\x12\x1b.rt.v1.ListDistrictsRequest\x1a\x1c.rt.v1.ListDistrictsResponse\x12?\n\x0bUpdateEntry\x12\x19.rt.v1.UpdateEntryRequest\x1a\x15.rt.v1.EnrollResponse\x12\x42\n\rGetCheckpoint\x12\x1b.rt.v1.GetCheckpointRequest\x1a\x14.rt.v1.LogCheckpoint\x12K\n\x11GetInclusionProof\x12\x1f.rt.v1.GetInclusionProofRequest\x1a\x15.rt.v1.InclusionProof\x12Q\n\x13GetConsistencyProof\x12!.rt.v1.GetConsistencyProofRequest\x1a\x17.rt.v1.ConsistencyProofb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/rt/v1/registry.proto\x12\x05rt.v1\x1a\x19protos/rt/v1/common.proto\"\xa2\x01\n\x0c\x44istrictKeys\x12\x13\n\x0btls_csr_pem\x18\x01 \x01(\x0c\x12\x10\n\x08hpke_kem\x18\x02 \x01(\t\x12\x10\n\x08hpke_kdf\x18\x03 \x01(\t\x12\x11\n\thpke_aead\x18\x04 \x01(\t\x12\x17\n\x0fhpke_public_key\x18\x05 \x01(\x0c\x12\x1a\n\x12signing_public_key\x18\x06 \x01(\x0c\x12\x11\n\tendpoints\x18\x07 \x03(\t\"e\n\rEnrollRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12\x1a\n\x12\x61uthorization_code\x18\x02 \x01(\t\x12!\n\x04keys\x18\x03 \x01(\x0b\x32\x13.rt.v1.DistrictKeys\"k\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12$\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x15.rt.v1.SignedEnvelope\".\n\x15LookupDistrictRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\"4\n\x14SearchSchoolsRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"[\n\x0bSchoolMatch\x12\x10\n\x08\x63\x64s_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rdistrict_code\x18\x03 \x01(\t\x12\x15\n\rdistrict_name\x18\x04 \x01(\t\"<\n\x15SearchSchoolsResponse\x12#\n\x07schools\x18\x01 \x03(\x0b\x32\x12.rt.v1.SchoolMatch\"\x16\n\x14ListDistrictsRequest\"?\n\x15ListDistrictsResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.rt.v1.SignedEnvelope\"N\n\x12UpdateEntryRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12!\n\x04keys\x18\x02 \x01(\x0b\x32\x13.rt.v1.DistrictKeys\"0\n\x14GetCheckpointRequest\x12\x18\n\x10min_cosignatures\x18\x01 \x01(\r\"\x1d\n\rLogCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\"U\n\x18GetInclusionProofRequest\x12\x15\n\rdistrict_code\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\"G\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"\"\n\x10\x43onsistencyProof\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x32\xc5\x04\n\x08Registry\x12\x35\n\x06\x45nroll\x12\x14.rt.v1.EnrollRequest\x1a\x15.rt.v1.EnrollResponse\x12\x45\n\x0eLookupDistrict\x12\x1c.rt.v1.LookupDistrictRequest\x1a\x15.rt.v1.SignedEnvelope\x12J\n\rSearchSchools\x12\x1b.rt.v1.SearchSchoolsRequest\x1a\x1c.rt.v1.SearchSchoolsResponse\x12J\n\rListDistricts\x12\x1b.rt.v1.ListDistrictsRequest\x1a\x1c.rt.v1.ListDistrictsResponse\x12?\n\x0bUpdateEntry\x12\x19.rt.v1.UpdateEntryRequest\x1a\x15.rt.v1.EnrollResponse\x12\x42\n\rGetCheckpoint\x12\x1b.rt.v1.GetCheckpointRequest\x1a\x14.rt.v1.LogCheckpoint\x12K\n\x11GetInclusionProof\x12\x1f.rt.v1.GetInclusionProofRequest\x1a\x15.rt.v1.InclusionProof\x12Q\n\x13GetConsistencyProof\x12!.rt.v1.GetConsistencyProofRequest\x1a\x17.rt.v1.ConsistencyProofb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,17 +53,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEENTRYREQUEST']._serialized_start=788
   _globals['_UPDATEENTRYREQUEST']._serialized_end=866
   _globals['_GETCHECKPOINTREQUEST']._serialized_start=868
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=890
-  _globals['_LOGCHECKPOINT']._serialized_start=892
-  _globals['_LOGCHECKPOINT']._serialized_end=921
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=923
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1008
-  _globals['_INCLUSIONPROOF']._serialized_start=1010
-  _globals['_INCLUSIONPROOF']._serialized_end=1081
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1083
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1147
-  _globals['_CONSISTENCYPROOF']._serialized_start=1149
-  _globals['_CONSISTENCYPROOF']._serialized_end=1183
-  _globals['_REGISTRY']._serialized_start=1186
-  _globals['_REGISTRY']._serialized_end=1767
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=916
+  _globals['_LOGCHECKPOINT']._serialized_start=918
+  _globals['_LOGCHECKPOINT']._serialized_end=947
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=949
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1034
+  _globals['_INCLUSIONPROOF']._serialized_start=1036
+  _globals['_INCLUSIONPROOF']._serialized_end=1107
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1109
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1173
+  _globals['_CONSISTENCYPROOF']._serialized_start=1175
+  _globals['_CONSISTENCYPROOF']._serialized_end=1209
+  _globals['_REGISTRY']._serialized_start=1212
+  _globals['_REGISTRY']._serialized_end=1793
 # @@protoc_insertion_point(module_scope)

@@ -277,12 +277,19 @@ Global___UpdateEntryRequest: _TypeAlias = UpdateEntryRequest  # noqa: Y015
 class GetCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
+    min_cosignatures: _builtins.int
+    """The newest checkpoint carrying at least this many cosignatures besides the
+    registry's own (0: the newest). NOT_FOUND if there is none.
+    """
     def __init__(
         self,
+        *,
+        min_cosignatures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosignatures", b"min_cosignatures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
