@@ -367,6 +367,10 @@ class RegistryService:
 
     # -- the directory log (registry.tlog) ------------------------------------
 
+    @property
+    def log_origin(self) -> str:
+        return self._log.verifier.name
+
     def checkpoint(self, min_cosignatures: int = 0) -> bytes:
         """The newest signed checkpoint note (with that many cosignatures). Raises ``NotFound``."""
         return self._with_retry(lambda tx: self._log.witnessed(tx, min_cosignatures))
