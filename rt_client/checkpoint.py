@@ -89,7 +89,7 @@ def verifier_key(verifier: NoteVerifier) -> str:
 
 def parse_verifier_key(text: str) -> NoteVerifier:
     """Parse a vkey. Raises ``InvalidInput`` if it is malformed or its hash does not match."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key itself may hold a '+'
     if len(parts) != 3:
         raise InvalidInput("a witness key reads <name>+<key hash>+<base64 key>")
     name, hash_hex, key_b64 = parts

@@ -22,10 +22,12 @@ import pytest
 import sqlalchemy as sa
 
 from protos.rt.v1 import registrar_pb2
+from registry import cli as registry_cli
 from registry.entries import EntrySigner
 from registry.home import open_registry
 from registry.server import start_registry_server
 from registry.store import RegistryStore
+from rt_client.checkpoint import LOG_ORIGIN, NoteVerifier, open_checkpoint, parse_verifier_key
 from rt_client.crypto.hpke import key_id
 from rt_client.directory import utc_now, verify_entry
 from rt_client.tlog import STATE_FILE
@@ -147,5 +149,54 @@ def test_restart_keeps_the_rollback_floor_and_the_last_checkpoint(
         # Before any lookup: the floor and the checkpoint came back from disk.
         assert again.log.floor(NEW) == 1
         assert again.log.checkpoint == before
+    finally:
+        world.close()
+
+
+def test_a_witness_cosigns_through_the_command_line_and_districts_see_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = World.start(tmp_path)
+    try:
+        world.enroll(THIRD)
+        home, pin = str(world.registry.home), world.registry.signing_key_hex
+        key, state = tmp_path / "witness.key", tmp_path / "witness.json"
+        assert (
+            registry_cli.main(["witness", "init", "--name", "county-office", "--key", str(key)])
+            == 0
+        )
+        vkey = capsys.readouterr().out.strip().splitlines()[-1]
+        assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+        def round_of_witnessing(from_size: int) -> None:
+            assert (
+                registry_cli.main(
+                    ["--home", home, "log", "checkpoint", "--from-size", str(from_size)]
+                )
+                == 0
+            )
+            (tmp_path / "request.json").write_text(capsys.readouterr().out)
+            args = ["witness", "cosign", "--key", str(key), "--state", str(state), "--log-key", pin]
+            assert registry_cli.main([*args, str(tmp_path / "request.json")]) == 0
+            (tmp_path / "cosigned").write_text(capsys.readouterr().out)
+            assert (
+                registry_cli.main(["--home", home, "log", "cosign", str(tmp_path / "cosigned")])
+                == 0
+            )
+            capsys.readouterr()
+
+        round_of_witnessing(0)
+        world.enroll(NEW)  # the log grows; the witness checks consistency from size 1
+        round_of_witnessing(1)
+        note = world.registry.service.checkpoint(min_cosignatures=1)
+        witness = parse_verifier_key(vkey)
+        cp = open_checkpoint(note, NoteVerifier(LOG_ORIGIN, world.registry.signing_key), [witness])
+        assert cp.size == 2 and cp.signers == {"county-office"}
+        # Asked to cosign from a size it did not last cosign: refused, clearly.
+        assert registry_cli.main(["--home", home, "log", "checkpoint", "--from-size", "1"]) == 0
+        (tmp_path / "request.json").write_text(capsys.readouterr().out)
+        args = ["witness", "cosign", "--key", str(key), "--state", str(state), "--log-key", pin]
+        assert registry_cli.main([*args, str(tmp_path / "request.json")]) == 1
+        assert "--from-size 2" in capsys.readouterr().err
     finally:
         world.close()

@@ -96,3 +96,10 @@ def test_checkpoint_roundtrip_and_refusals() -> None:
         open_checkpoint(sign_note(f"{LOG_ORIGIN}\n07\n{'A' * 43}=\n", LOG_ORIGIN, key), log)
     with pytest.raises(InvalidInput):
         parse_verifier_key("state+00000000+" + base64.b64encode(b"\x01" + b"\x02" * 32).decode())
+
+
+def test_a_verifier_key_whose_base64_holds_a_plus_parses() -> None:
+    # A published Ed25519 vkey (transparency-dev/formats' note tests) with '+' in its key.
+    plus = "TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6"
+    verifier = parse_verifier_key(plus)
+    assert verifier.name == "TEST" and verifier_key(verifier) == plus
