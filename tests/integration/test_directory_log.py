@@ -115,6 +115,12 @@ def test_a_registry_showing_two_districts_different_keys_for_a_third_is_caught_b
         assert a_seen and "3768338" in a_seen[0], a_seen
         assert b_seen and "1964733" in b_seen[0], b_seen
         assert count(pair.a, REQUESTS) == 0
+        # B's request failed for good, saying why and whom to tell.
+        with pair.b.engine.connect() as conn:
+            status, reason = conn.execute(
+                sa.select(REQUESTS.c.status, REQUESTS.c.status_reason)
+            ).one()
+        assert status == "FAILED" and "split view" in (reason or ""), (status, reason)
         # Each kept its own (verified) checkpoint on disk: different roots, same size.
         a_state = (pair.a.enrolled.config.data_dir / STATE_FILE).read_text()
         b_state = (b_config.data_dir / STATE_FILE).read_text()
