@@ -121,6 +121,16 @@ log_leaves = sa.Table(
     sa.UniqueConstraint("district_code", "version"),
 )
 
+# The log's head: one row (id 1) holding the tree size. An append updates it
+# first, so concurrent appends queue on its row lock (PostgreSQL) or on the
+# write lock (SQLite) and each takes the next leaf index.
+log_head = sa.Table(
+    "log_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+)
+
 # Signed checkpoints, one per tree size published; ``note`` grows as witnesses cosign.
 log_checkpoints = sa.Table(
     "log_checkpoints",
@@ -387,8 +397,15 @@ class StoreTransaction:
     # -- the directory log -------------------------------------------------
 
     def append_leaf(self, code: str, version: int, leaf_hash: bytes) -> int:
-        """Append one entry version's leaf; returns its index. Concurrent appends fail one."""
-        size = self.log_size()
+        """Append one entry version's leaf; returns its index.
+
+        The head row is updated first: a concurrent append waits for this
+        transaction to end, then takes the index after ours.
+        """
+        self._conn.execute(
+            log_head.update().where(log_head.c.id == 1).values(tree_size=log_head.c.tree_size + 1)
+        )
+        size = self.log_size() - 1
         self._conn.execute(
             log_leaves.insert().values(
                 leaf_index=size, district_code=code, version=version, leaf_hash=leaf_hash
@@ -398,7 +415,9 @@ class StoreTransaction:
 
     def log_size(self) -> int:
         return int(
-            self._conn.execute(sa.select(sa.func.count()).select_from(log_leaves)).scalar_one()
+            self._conn.execute(
+                sa.select(log_head.c.tree_size).where(log_head.c.id == 1)
+            ).scalar_one()
         )
 
     def leaf_hashes(self, size: int) -> list[bytes]:

@@ -459,6 +459,7 @@ def test_registry_0003_logs_the_entries_already_signed_oldest_first(databases: D
             merkle.leaf_hash(b"first"),
             merkle.leaf_hash(b"second"),
         ]
+        assert [(r["id"], r["tree_size"]) for r in everything(engine)["log_head"]] == [(1, 2)]
         with engine.connect() as conn, conn.begin():
             command.downgrade(registry_migrations.HISTORY.config(conn), "0002")
         assert "log_leaves" not in sa.inspect(engine).get_table_names()

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry import cli as registry_cli
 from registry.home import open_registry
-from registry.store import entries, log_checkpoints, log_leaves
+from registry.store import entries, log_checkpoints, log_head, log_leaves
 from registry.witness import WitnessRequest, cosign
 from rt_client.checkpoint import LOG_ORIGIN, Checkpoint, NoteVerifier, open_checkpoint, sign_note
 from rt_client.directory import DirectoryClient, RegistryLogFetcher, registry_channel
@@ -106,6 +106,7 @@ def test_a_truncated_log_is_refused_and_nothing_changes(scene: Scene) -> None:
     before = scene.snapshot()
     with scene.registry_db().begin() as conn:
         conn.execute(log_leaves.delete().where(log_leaves.c.leaf_index == 1))
+        conn.execute(log_head.update().values(tree_size=1))
         conn.execute(log_checkpoints.delete())
     with pytest.raises(DirectoryError, match="stale checkpoint"):
         scene.lookup_again()

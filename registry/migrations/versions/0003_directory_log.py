@@ -1,4 +1,4 @@
-"""the directory log: log_leaves and log_checkpoints (issue 17)
+"""the directory log: log_leaves, log_head and log_checkpoints (issue 17)
 
 Every directory entry version the registry signs becomes a leaf of an RFC 9162
 Merkle tree (``registry.tlog``); signed checkpoints of it are kept, with the
@@ -35,6 +35,13 @@ def upgrade() -> None:
             "district_code", "version", name=op.f("uq_log_leaves_district_code_version")
         ),
     )
+    # One row: the tree size, updated first by every append (serializes them).
+    op.create_table(
+        "log_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("tree_size", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_log_head")),
+    )
     op.create_table(
         "log_checkpoints",
         sa.Column("tree_size", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -70,8 +77,11 @@ def upgrade() -> None:
                 leaf_index=index, district_code=code, version=version, leaf_hash=leaf
             )
         )
+    head = sa.table("log_head", sa.column("id", sa.Integer), sa.column("tree_size", sa.BigInteger))
+    conn.execute(head.insert().values(id=1, tree_size=len(rows)))
 
 
 def downgrade() -> None:
     op.drop_table("log_checkpoints")
+    op.drop_table("log_head")
     op.drop_table("log_leaves")
