@@ -15,7 +15,7 @@ operation, so a failed operation changes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,6 +119,17 @@ log_leaves = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("district_code", "version"),
+)
+
+# Hashes of the log's complete subtrees above the leaves (rt_client.merkle.Node):
+# level >= 1, the leaves [node_index << level, (node_index + 1) << level).
+# Written once, when the subtree's last leaf is appended; proofs read O(log n) of them.
+log_nodes = sa.Table(
+    "log_nodes",
+    metadata,
+    sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("node_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("node_hash", sa.LargeBinary, nullable=False),
 )
 
 # The log's head: one row (id 1) holding the tree size. An append updates it
@@ -420,14 +431,46 @@ class StoreTransaction:
             ).scalar_one()
         )
 
-    def leaf_hashes(self, size: int) -> list[bytes]:
-        """The first ``size`` leaf hashes, in order."""
-        rows = self._conn.execute(
-            sa.select(log_leaves.c.leaf_hash)
-            .where(log_leaves.c.leaf_index < size)
-            .order_by(log_leaves.c.leaf_index)
-        )
-        return [bytes(r[0]) for r in rows]
+    def subtree_hashes(self, nodes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored hashes of these complete subtrees (level 0: the leaves); missing: left out."""
+        wanted = set(nodes)
+        leaves = [i for level, i in wanted if level == 0]
+        above = [(level, i) for level, i in wanted if level > 0]
+        found: dict[tuple[int, int], bytes] = {}
+        if leaves:
+            for r in self._conn.execute(
+                sa.select(log_leaves.c.leaf_index, log_leaves.c.leaf_hash).where(
+                    log_leaves.c.leaf_index.in_(leaves)
+                )
+            ):
+                found[0, int(r.leaf_index)] = bytes(r.leaf_hash)
+        if above:
+            for r in self._conn.execute(
+                # OR of key lookups, not a row-value IN: SQLite searches the key for each.
+                sa.select(log_nodes).where(
+                    sa.or_(
+                        *(
+                            sa.and_(log_nodes.c.level == lv, log_nodes.c.node_index == i)
+                            for lv, i in above
+                        )
+                    )
+                )
+            ):
+                found[int(r.level), int(r.node_index)] = bytes(r.node_hash)
+        return found
+
+    def add_subtrees(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Store complete subtrees' hashes (level, index, hash), level >= 1."""
+        if nodes:
+            self._conn.execute(
+                log_nodes.insert(),
+                [{"level": lv, "node_index": i, "node_hash": h} for lv, i, h in nodes],
+            )
+
+    def stored_subtrees(self) -> dict[tuple[int, int], bytes]:
+        """Every stored subtree hash above the leaves (for the audit)."""
+        rows = self._conn.execute(sa.select(log_nodes))
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
 
     def leaf_index(self, code: str, version: int) -> int | None:
         return self._conn.execute(

@@ -5,8 +5,10 @@ signed body, the bytes districts verify), appended in the same transaction as
 the entry itself (``registry.entries``), so no entry is ever served that is not
 logged. Checkpoints (``rt_client.checkpoint``) are signed on demand, one per
 tree size, with the registry's directory key; witnesses' cosignatures are
-merged into the stored note. Proofs are computed from the stored leaf hashes
-(``rt_client.merkle``). ``audit`` is ``rt-registry log verify``.
+merged into the stored note. Each append also stores the hashes of the
+complete subtrees its leaf completes, so tree heads and proofs read O(log n)
+stored hashes whatever the log's size (``rt_client.merkle``). ``audit`` is
+``rt-registry log verify``: it recomputes everything from the entries.
 """
 
 from __future__ import annotations
@@ -31,8 +33,21 @@ __all__ = ["AuditReport", "DirectoryLog", "append_entry"]
 
 
 def append_entry(tx: StoreTransaction, code: str, version: int, body: bytes) -> int:
-    """Log one signed entry version (its leaf is RFC 9162's hash of ``body``)."""
-    return tx.append_leaf(code, version, merkle.leaf_hash(body))
+    """Log one signed entry version (its leaf is RFC 9162's hash of ``body``); returns its index."""
+    leaf = merkle.leaf_hash(body)
+    index = tx.append_leaf(code, version, leaf)
+    siblings = tx.subtree_hashes(merkle.left_siblings(index))
+    try:
+        tx.add_subtrees(merkle.completed_nodes(index, leaf, siblings))
+    except KeyError as exc:
+        raise IntegrityError(f"the stored log lacks the subtree {exc.args[0]}") from None
+    return index
+
+
+def _tree_hashes(tx: StoreTransaction, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """MTH of each leaf range, from O(log n) stored complete subtrees. Raises ``IntegrityError``."""
+    nodes = tx.subtree_hashes({node for s, e in ranges for node in merkle.subtrees_of(s, e)})
+    return [merkle.hash_range(s, e, nodes) for s, e in ranges]
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,7 @@ class DirectoryLog:
         latest = tx.latest_checkpoint()
         if latest is not None and latest[0] == size:
             return latest[2]
-        root = merkle.root_hash(tx.leaf_hashes(size))
+        (root,) = _tree_hashes(tx, [(0, size)])
         note = sign_note(Checkpoint.text(LOG_ORIGIN, size, root), LOG_ORIGIN, self._key)
         tx.add_checkpoint(size, root, note)
         return note
@@ -90,7 +105,7 @@ class DirectoryLog:
         index = tx.leaf_index(code, version)
         if index is None or index >= tree_size:
             raise NotFound(f"entry version {version} of district {code} is not in that tree")
-        return index, merkle.inclusion_proof(tx.leaf_hashes(tree_size), index)
+        return index, _tree_hashes(tx, merkle.inclusion_ranges(index, tree_size))
 
     def consistency(self, tx: StoreTransaction, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 consistency proof. Raises ``InvalidInput`` for sizes outside the log."""
@@ -99,7 +114,7 @@ class DirectoryLog:
             raise InvalidInput(f"sizes: need 0 <= old_size <= new_size <= {size}")
         if old_size in (0, new_size):
             return []
-        return merkle.consistency_proof(tx.leaf_hashes(new_size), old_size)
+        return _tree_hashes(tx, merkle.consistency_ranges(old_size, new_size))
 
     def add_cosignatures(self, tx: StoreTransaction, cosigned: bytes) -> int:
         """Store a witness-cosigned copy of one of our checkpoints; returns its tree size.
@@ -140,6 +155,7 @@ class DirectoryLog:
                 problems.append(f"leaf {index}: entry {code} v{version} logged after a newer one")
             seen[code] = version
             leaves.append(leaf)
+        problems += _check_subtrees(leaves, tx.stored_subtrees(), tx.log_size())
         latest = tx.latest_checkpoint()
         if latest is not None:
             size, root, note = latest
@@ -159,6 +175,28 @@ class DirectoryLog:
             checkpoint_size=0 if latest is None else latest[0],
             problems=tuple(problems),
         )
+
+
+def _check_subtrees(
+    leaves: list[bytes], stored: dict[merkle.Node, bytes], head_size: int
+) -> list[str]:
+    """The stored subtree hashes (which proofs are made of) against the recomputed leaves."""
+    problems: list[str] = []
+    if head_size != len(leaves):
+        problems.append(f"the log's head says {head_size} leaves, the log has {len(leaves)}")
+    level, row = 0, leaves
+    expected: dict[merkle.Node, bytes] = {}
+    while len(row) > 1:
+        row = [merkle.node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+        level += 1
+        expected.update(((level, i), h) for i, h in enumerate(row))
+    for node, value in sorted(stored.items()):
+        if expected.get(node) != value:
+            problems.append(f"stored subtree {node} does not hash the leaves under it")
+    missing = len(expected.keys() - stored.keys())
+    if missing:
+        problems.append(f"{missing} complete subtrees are not stored")
+    return problems
 
 
 def _merge_signatures(stored: bytes, cosigned: bytes) -> bytes:

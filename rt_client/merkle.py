@@ -6,18 +6,32 @@ recursive definitions of RFC 9162 2.1.3.1 (PATH) and 2.1.4.1 (PROOF/SUBPROOF);
 *verification* follows the iterative algorithms of 2.1.3.2 and 2.1.4.2, which
 a verifier runs without the tree. The registry generates, districts, witnesses
 and auditors verify; nothing here does I/O.
+
+A log too large to rehash keeps the hashes of its *complete subtrees*
+(``Node``: level ``l``, index ``i`` = the perfect subtree of leaves
+``[i * 2**l, (i + 1) * 2**l)``), each stored once, when its last leaf is
+appended (``completed_nodes``). Every hash a tree head or proof needs is then a
+fold of at most ~log2(n) of them (``subtrees_of``, ``hash_range``):
+``*_ranges`` say which leaf ranges a proof is made of.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from rt_client.errors import IntegrityError
 
 __all__ = [
     "HASH_SIZE",
+    "Node",
+    "completed_nodes",
+    "consistency_ranges",
+    "hash_range",
+    "inclusion_ranges",
+    "left_siblings",
+    "subtrees_of",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -32,6 +46,10 @@ _LEAF_PREFIX: Final = b"\x00"
 _NODE_PREFIX: Final = b"\x01"
 # A proof longer than this cannot belong to any tree of 2**64 leaves or fewer.
 _MAX_PROOF_LENGTH: Final = 128
+
+# A complete subtree: (level, index), the leaves [index << level, (index + 1) << level).
+Node = tuple[int, int]
+NodeHash = tuple[int, int, bytes]
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -98,6 +116,99 @@ def _subproof(m: int, leaves: Sequence[bytes], *, complete: bool) -> list[bytes]
     if m <= k:
         return [*_subproof(m, leaves[:k], complete=complete), root_hash(leaves[k:])]
     return [*_subproof(m - k, leaves[k:], complete=False), root_hash(leaves[:k])]
+
+
+# -- proofs from stored complete subtrees -------------------------------------------------------
+
+
+def subtrees_of(start: int, end: int) -> list[Node]:
+    """The complete subtrees making up leaves ``[start, end)``, left to right (largest first).
+
+    Valid for the ranges RFC 9162's recursion visits (``start`` a multiple of a
+    power of two at least ``end - start``): all that ``*_ranges`` return.
+    """
+    nodes: list[Node] = []
+    while start < end:
+        level = (end - start).bit_length() - 1
+        nodes.append((level, start >> level))
+        start += 1 << level
+    return nodes
+
+
+def hash_range(start: int, end: int, nodes: Mapping[Node, bytes]) -> bytes:
+    """MTH(D[start:end]) from the complete subtrees' hashes (``subtrees_of``).
+
+    Raises ``IntegrityError`` if one of them is missing.
+    """
+    if start == end:
+        return hashlib.sha256(b"").digest()
+    try:
+        parts = [nodes[node] for node in subtrees_of(start, end)]
+    except KeyError as exc:
+        raise IntegrityError(f"the stored tree lacks the subtree {exc.args[0]}") from None
+    result = parts[-1]
+    for part in reversed(parts[:-1]):
+        result = node_hash(part, result)
+    return result
+
+
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose tree hashes make PATH(index, D[size]), in order."""
+    if not 0 <= index < size:
+        raise ValueError("leaf index outside the tree")
+    ranges: list[tuple[int, int]] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index < start + k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start += k
+    return ranges[::-1]
+
+
+def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose tree hashes make PROOF(old_size, D[new_size]), in order."""
+    if not 0 < old_size <= new_size:
+        raise ValueError("old tree size outside the tree")
+    ranges: list[tuple[int, int]] = []
+    start, end, m, complete = 0, new_size, old_size, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            ranges.append((start + k, end))
+            end = start + k
+        else:
+            ranges.append((start, start + k))
+            start, m, complete = start + k, m - k, False
+    if not complete:
+        ranges.append((start, end))
+    return ranges[::-1]
+
+
+def left_siblings(index: int) -> list[Node]:
+    """The complete subtrees that leaf ``index``, once appended, completes a parent with."""
+    siblings: list[Node] = []
+    level = 0
+    while (index >> level) & 1:
+        siblings.append((level, (index >> level) - 1))
+        level += 1
+    return siblings
+
+
+def completed_nodes(index: int, leaf: bytes, siblings: Mapping[Node, bytes]) -> list[NodeHash]:
+    """The complete subtrees (level >= 1) leaf ``index`` completes, with their hashes.
+
+    ``siblings`` holds the hashes of ``left_siblings(index)``.
+    """
+    completed: list[NodeHash] = []
+    current = leaf
+    for level, sibling in left_siblings(index):
+        current = node_hash(siblings[(level, sibling)], current)
+        completed.append((level + 1, index >> (level + 1), current))
+    return completed
 
 
 def _check_hashes(*hashes: bytes) -> None:

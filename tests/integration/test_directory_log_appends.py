@@ -1,9 +1,11 @@
-"""Concurrent appends to the directory log, on SQLite and PostgreSQL: real registry, real mTLS.
+"""Appends to the directory log: concurrent ones, and the stored tree proofs are made from.
 
 Every entry version the registry signs takes the next leaf of the log in the
 same transaction. Districts that update their entries (or enroll) at the same
 moment must each get a leaf of their own: none of the requests fails, the
-leaves are 0..n-1 without a gap, and the log audits clean.
+leaves are 0..n-1 without a gap, and the log audits clean (real registry,
+real mTLS, SQLite and PostgreSQL). Each append also stores the complete
+subtrees it completes, so tree heads and proofs cost O(log n) stored hashes.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from registry.home import CONFIG_FILE, load_keys
-from registry.store import RegistryStore
-from registry.tlog import DirectoryLog
+from registry.store import RegistryStore, log_leaves, log_nodes
+from registry.tlog import DirectoryLog, append_entry
+from rt_client import merkle
+from rt_client.checkpoint import open_checkpoint
 from rt_client.config import load_registry_config
 from rt_client.directory import verify_entry
 from rt_client.enroll import update_district_entry
@@ -88,3 +94,53 @@ def test_districts_enrolling_at_once_each_get_a_leaf(tmp_path: Path, databases: 
         world.close()
     assert [i for i, _, _ in leaves] == list(range(len(CODES)))
     assert sorted(c for _, c, _ in leaves) == CODES
+
+
+# --- proofs from stored complete subtrees -----------------------------------------------------
+
+SIZE = 600
+
+
+def test_tree_heads_and_proofs_read_stored_subtrees_not_every_leaf(tmp_path: Path) -> None:
+    """A proof needs O(log n) stored hashes: with every leaf but two garbled, all still verify.
+
+    Were the tree recomputed from all leaf hashes (cost growing with the log),
+    the root and proofs below would come out wrong. ``log verify`` still
+    recomputes everything, and finds a garbled subtree.
+    """
+    store = RegistryStore.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    key = Ed25519PrivateKey.generate()
+    log = DirectoryLog(key)
+    bodies = [i.to_bytes(4, "big") for i in range(SIZE)]
+    try:
+        with store.transaction() as tx:
+            for i, body in enumerate(bodies):
+                append_entry(tx, f"{1000000 + i}", 1, body)
+        leaves = [merkle.leaf_hash(b) for b in bodies]
+        root = merkle.root_hash(leaves)
+        with store.engine.begin() as conn:
+            conn.execute(
+                log_leaves.update()
+                .where(log_leaves.c.leaf_index.not_in([4, 5]))
+                .values(leaf_hash=b"\xee" * 32)
+            )
+        with store.transaction() as tx:
+            checkpoint = open_checkpoint(log.checkpoint(tx), log.verifier)
+            assert (checkpoint.size, checkpoint.root_hash) == (SIZE, root)
+            index, path = log.inclusion(tx, "1000005", 1, SIZE)
+            merkle.verify_inclusion(leaves[5], index, SIZE, path, root)
+            old_root = merkle.root_hash(leaves[:250])
+            proof = log.consistency(tx, 250, SIZE)
+            merkle.verify_consistency(250, SIZE, old_root, root, proof)
+            assert len(path) <= 10 and len(proof) <= 2 * 10
+        with store.engine.begin() as conn:
+            conn.execute(
+                log_nodes.update()
+                .where(log_nodes.c.level == 3, log_nodes.c.node_index == 7)
+                .values(node_hash=b"\xee" * 32)
+            )
+        with store.transaction() as tx:
+            problems = log.audit(tx).problems
+        assert "stored subtree (3, 7) does not hash the leaves under it" in problems
+    finally:
+        store.close()

@@ -460,6 +460,13 @@ def test_registry_0003_logs_the_entries_already_signed_oldest_first(databases: D
             merkle.leaf_hash(b"second"),
         ]
         assert [(r["id"], r["tree_size"]) for r in everything(engine)["log_head"]] == [(1, 2)]
+        # The one complete subtree above the leaves, from which proofs are made.
+        (node,) = everything(engine)["log_nodes"]
+        assert (node["level"], node["node_index"], bytes(node["node_hash"])) == (
+            1,
+            0,
+            merkle.node_hash(merkle.leaf_hash(b"first"), merkle.leaf_hash(b"second")),
+        )
         with engine.connect() as conn, conn.begin():
             command.downgrade(registry_migrations.HISTORY.config(conn), "0002")
         assert "log_leaves" not in sa.inspect(engine).get_table_names()

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry import cli as registry_cli
 from registry.home import open_registry
-from registry.store import entries, log_checkpoints, log_head, log_leaves
+from registry.store import entries, log_checkpoints, log_head, log_leaves, log_nodes
 from registry.witness import WitnessRequest, cosign
+from rt_client import merkle
 from rt_client.checkpoint import LOG_ORIGIN, Checkpoint, NoteVerifier, open_checkpoint, sign_note
 from rt_client.directory import DirectoryClient, RegistryLogFetcher, registry_channel
 from rt_client.errors import DirectoryError, IntegrityError
@@ -84,7 +85,10 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
 
 
 def _rewrite_leaf(engine: sa.Engine, index: int) -> None:
-    """Replace one leaf and forget the checkpoints: the registry signs a rewritten history."""
+    """Replace one leaf and forget the checkpoints: the registry signs a rewritten history.
+
+    It rewrites consistently: the stored subtree hashes above the leaf are recomputed too.
+    """
     with engine.begin() as conn:
         conn.execute(
             log_leaves.update()
@@ -92,6 +96,21 @@ def _rewrite_leaf(engine: sa.Engine, index: int) -> None:
             .values(leaf_hash=os.urandom(32))
         )
         conn.execute(log_checkpoints.delete())
+        conn.execute(log_nodes.delete())
+        row = [
+            bytes(h)
+            for (h,) in conn.execute(
+                sa.select(log_leaves.c.leaf_hash).order_by(log_leaves.c.leaf_index)
+            )
+        ]
+        level = 0
+        while len(row) > 1:
+            row = [merkle.node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+            level += 1
+            conn.execute(
+                log_nodes.insert(),
+                [{"level": level, "node_index": i, "node_hash": h} for i, h in enumerate(row)],
+            )
 
 
 def test_a_rewritten_log_is_refused_and_nothing_changes(scene: Scene) -> None:

@@ -1,10 +1,11 @@
-"""the directory log: log_leaves, log_head and log_checkpoints (issue 17)
+"""the directory log: log_leaves, log_nodes, log_head and log_checkpoints (issue 17)
 
 Every directory entry version the registry signs becomes a leaf of an RFC 9162
 Merkle tree (``registry.tlog``); signed checkpoints of it are kept, with the
 witnesses' cosignatures. Upgrading logs the entries already signed, oldest
 first (by issue time, then district and version), so the log covers the whole
-history from the start. A downgrade drops the log.
+history from the start, with the hashes of its complete subtrees (log_nodes,
+from which proofs are made). A downgrade drops the log.
 
 Revision ID: 0003
 Revises: 0002
@@ -34,6 +35,13 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "district_code", "version", name=op.f("uq_log_leaves_district_code_version")
         ),
+    )
+    op.create_table(
+        "log_nodes",
+        sa.Column("level", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("node_index", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("node_hash", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("level", "node_index", name=op.f("pk_log_nodes")),
     )
     # One row: the tree size, updated first by every append (serializes them).
     op.create_table(
@@ -69,13 +77,33 @@ def upgrade() -> None:
             entries.c.issued_at, entries.c.district_code, entries.c.version
         )
     ).all()
+    hashes: list[bytes] = []
     for index, (code, version, body) in enumerate(rows):
         # RFC 9162 2.1.1 leaf hash, as rt_client.merkle.leaf_hash (a migration is frozen code).
         leaf = hashlib.sha256(b"\x00" + bytes(body)).digest()
+        hashes.append(leaf)
         conn.execute(
             leaves.insert().values(
                 leaf_index=index, district_code=code, version=version, leaf_hash=leaf
             )
+        )
+    # Complete subtrees, level by level (RFC 9162 interior node: SHA-256(0x01 || l || r)).
+    nodes = sa.table(
+        "log_nodes",
+        sa.column("level", sa.Integer),
+        sa.column("node_index", sa.BigInteger),
+        sa.column("node_hash", sa.LargeBinary),
+    )
+    level = 0
+    while len(hashes) > 1:
+        hashes = [
+            hashlib.sha256(b"\x01" + hashes[i] + hashes[i + 1]).digest()
+            for i in range(0, len(hashes) - 1, 2)
+        ]
+        level += 1
+        conn.execute(
+            nodes.insert(),
+            [{"level": level, "node_index": i, "node_hash": h} for i, h in enumerate(hashes)],
         )
     head = sa.table("log_head", sa.column("id", sa.Integer), sa.column("tree_size", sa.BigInteger))
     conn.execute(head.insert().values(id=1, tree_size=len(rows)))
@@ -84,4 +112,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("log_checkpoints")
     op.drop_table("log_head")
+    op.drop_table("log_nodes")
     op.drop_table("log_leaves")
