@@ -9,7 +9,7 @@ from typing import Final
 
 from registry.home import open_registry
 from registry.witness import WitnessRequest, cosign, init_witness, load_witness_key
-from rt_client.checkpoint import NoteVerifier, open_checkpoint
+from rt_client.checkpoint import MAX_NOTE_SIGNATURES, MAX_NOTE_SIZE, NoteVerifier, open_checkpoint
 from rt_client.errors import ConfigError
 
 __all__ = [
@@ -57,8 +57,14 @@ def cmd_log_checkpoint(home: Path, from_size: int | None) -> int:
 
 def cmd_log_cosign(home: Path, path: Path) -> int:
     _, service, _ = open_registry(home)
-    size = service.add_cosignatures(_read(path))
+    size, left_out = service.add_cosignatures(_read(path))
     print(f"cosignatures of checkpoint {size} stored; districts receive them with it")
+    if left_out:
+        print(
+            f"{left_out} cosignature(s) left out: a checkpoint carries at most "
+            f"{MAX_NOTE_SIGNATURES} signatures in {MAX_NOTE_SIZE} bytes; list the witnesses "
+            "districts require in witness_keys (registry.toml) to keep theirs first"
+        )
     return EXIT_OK
 
 

@@ -54,6 +54,7 @@ from registry.submission import (
     refuse_endpoints_held,
 )
 from registry.tlog import AuditReport, DirectoryLog
+from rt_client.checkpoint import parse_verifier_key
 from rt_client.config import RegistryConfig
 from rt_client.crypto.hpke import key_id
 from rt_client.directory import Clock, DistrictStatus, utc_now
@@ -127,7 +128,7 @@ class RegistryService:
         self._cert_validity = timedelta(days=config.certificate_validity_days)
         self._entries = EntrySigner(signing_key, timedelta(days=config.entry_validity_days), clock)
         self._enrollment = Enrollment(store, ca, self._entries, config, clock, monotonic)
-        self._log = DirectoryLog(signing_key)
+        self._log = DirectoryLog(signing_key, [parse_verifier_key(k) for k in config.witness_keys])
 
     @property
     def ca(self) -> RegistryCA:
@@ -386,8 +387,11 @@ class RegistryService:
         with self._store.transaction() as tx:
             return self._log.consistency(tx, old_size, new_size)
 
-    def add_cosignatures(self, cosigned: bytes) -> int:
-        """Keep a witness's cosignature of a published checkpoint. Raises ``IntegrityError``."""
+    def add_cosignatures(self, cosigned: bytes) -> tuple[int, int]:
+        """Keep a witness's cosignature of a published checkpoint: (tree size, lines left out).
+
+        Raises ``IntegrityError``.
+        """
         with self._store.transaction() as tx:
             return self._log.add_cosignatures(tx, cosigned)
 

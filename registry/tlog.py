@@ -13,6 +13,7 @@ stored hashes whatever the log's size (``rt_client.merkle``). ``audit`` is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,6 +24,7 @@ from rt_client.checkpoint import (
     LOG_ORIGIN,
     Checkpoint,
     NoteVerifier,
+    merge_signatures,
     open_checkpoint,
     open_note,
     sign_note,
@@ -64,8 +66,11 @@ class AuditReport:
 class DirectoryLog:
     """Checkpoints and proofs of the directory log, over a store transaction."""
 
-    def __init__(self, signing_key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self, signing_key: Ed25519PrivateKey, witnesses: Sequence[NoteVerifier] = ()
+    ) -> None:
         self._key = signing_key
+        self._witnesses = tuple(witnesses)  # kept first when a note must be cut
         self.verifier = NoteVerifier(LOG_ORIGIN, signing_key.public_key().public_bytes_raw())
 
     def witnessed(self, tx: StoreTransaction, min_cosignatures: int) -> bytes:
@@ -116,24 +121,27 @@ class DirectoryLog:
             return []
         return _tree_hashes(tx, merkle.consistency_ranges(old_size, new_size))
 
-    def add_cosignatures(self, tx: StoreTransaction, cosigned: bytes) -> int:
-        """Store a witness-cosigned copy of one of our checkpoints; returns its tree size.
+    def add_cosignatures(self, tx: StoreTransaction, cosigned: bytes) -> tuple[int, int]:
+        """Store a witness-cosigned copy of one of our checkpoints: (tree size, lines left out).
 
         The registry's own signature must verify and the text must be a
         checkpoint we published; the witness lines are kept as they are (each
-        district checks the witnesses it trusts). Raises ``IntegrityError``.
+        district checks the witnesses it trusts), those of the configured
+        witnesses first, so many that the note would pass 4 KiB / 16 lines
+        left out (``merge_signatures``). A configured witness's line that does
+        not verify is refused. Raises ``IntegrityError``.
         """
         checkpoint = open_checkpoint(cosigned, self.verifier)
         stored = tx.checkpoint_note(checkpoint.size)
         if stored is None:
             raise IntegrityError(f"the registry published no checkpoint of size {checkpoint.size}")
         text, _ = open_note(stored, [self.verifier])
-        new_text, _ = open_note(cosigned, [self.verifier])
+        new_text, _ = open_note(cosigned, [self.verifier, *self._witnesses])
         if text != new_text:
             raise IntegrityError("that checkpoint is not the one the registry published")
-        merged = _merge_signatures(stored, cosigned)
+        merged, left_out = merge_signatures(stored, cosigned, self._witnesses)
         tx.set_checkpoint_note(checkpoint.size, merged)
-        return checkpoint.size
+        return checkpoint.size, left_out
 
     def audit(self, tx: StoreTransaction) -> AuditReport:
         """Recompute every leaf from the stored entries and every checkpoint's root."""
@@ -197,11 +205,3 @@ def _check_subtrees(
     if missing:
         problems.append(f"{missing} complete subtrees are not stored")
     return problems
-
-
-def _merge_signatures(stored: bytes, cosigned: bytes) -> bytes:
-    ours = stored.decode().rstrip("\n").split("\n")
-    theirs = cosigned.decode().rstrip("\n").split("\n")
-    sig_start = ours.index("") + 1
-    extra = [line for line in theirs[theirs.index("") + 1 :] if line not in ours[sig_start:]]
-    return ("\n".join(ours + extra) + "\n").encode()

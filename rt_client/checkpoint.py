@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,7 +37,9 @@ __all__ = [
     "MAX_NOTE_SIZE",
     "Checkpoint",
     "NoteVerifier",
+    "MAX_NOTE_SIGNATURES",
     "add_signature",
+    "merge_signatures",
     "open_checkpoint",
     "open_note",
     "parse_verifier_key",
@@ -49,6 +51,7 @@ __all__ = [
 LOG_ORIGIN: Final = "records-transfer/directory-log"
 MAX_NOTE_SIZE: Final = 4096
 _MAX_SIGNATURES: Final = 16
+MAX_NOTE_SIGNATURES: Final = _MAX_SIGNATURES
 _ALG_ED25519: Final = b"\x01"
 _SIG_PREFIX: Final = "\u2014 "  # an em dash and a space
 _MAX_NAME: Final = 128
@@ -118,6 +121,61 @@ def add_signature(note: bytes, name: str, key: Ed25519PrivateKey) -> bytes:
     return (
         text + "\n" + "".join(f"{line}\n" for line in lines) + _signature_line(text, name, key)
     ).encode()
+
+
+def merge_signatures(
+    stored: bytes, cosigned: bytes, first: Sequence[NoteVerifier] = ()
+) -> tuple[bytes, int]:
+    """``stored`` with the signature lines of ``cosigned`` (the same text) it lacks, bounded.
+
+    The first line (the log's own signature) stays first; then the lines of
+    the keys in ``first``, in that order (the witnesses districts require);
+    then the others, newest first. One line per key (a newer one replaces an
+    older). Lines that would take the note past ``MAX_NOTE_SIZE`` bytes or
+    ``MAX_NOTE_SIGNATURES`` lines are left out, so every district can still
+    read it. Returns the note and how many lines were left out. Raises
+    ``IntegrityError`` if the two notes are malformed or of different texts.
+    """
+    text, ours = _split(stored)
+    other_text, theirs = _split(cosigned)
+    if text != other_text or not ours:
+        raise IntegrityError("the cosigned note is not a copy of the stored one")
+    rank = {(v.name, v.key_hash): i for i, v in enumerate(first)}
+    own = _line_key(ours[0])
+    by_key: dict[tuple[str, bytes], str] = {}
+    for line in [*reversed(theirs), *reversed(ours[1:])]:
+        # Newest first: the cosigned note's lines, its last first, then ours, last first.
+        key = _line_key(line)
+        if key != own and key not in by_key:
+            by_key[key] = line
+    ordered = sorted(
+        by_key.items(), key=lambda kv: rank.get(kv[0], len(rank))
+    )  # stable: unranked keep newest-first order
+    lines = [ours[0]]
+    size = len(text.encode()) + 1 + len(ours[0].encode()) + 1
+    left_out = 0
+    for _, line in ordered:
+        cost = len(line.encode()) + 1
+        if len(lines) >= _MAX_SIGNATURES or size + cost > MAX_NOTE_SIZE:
+            left_out += 1
+            continue
+        lines.append(line)
+        size += cost
+    note = (text + "\n" + "".join(f"{line}\n" for line in lines)).encode()
+    return note, left_out
+
+
+def _line_key(line: str) -> tuple[str, bytes]:
+    if not line.startswith(_SIG_PREFIX):
+        raise IntegrityError("signed note malformed")
+    name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise IntegrityError("signed note malformed") from exc
+    if len(raw) < 5:
+        raise IntegrityError("signed note malformed")
+    return name, raw[:4]
 
 
 def _signature_line(text: str, name: str, key: Ed25519PrivateKey) -> str:

@@ -201,6 +201,9 @@ class RegistryConfig:
     # A call whose single message has not arrived this long after its headers is cut.
     message_wait_seconds: float = 10.0
     server_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+    # The witnesses districts require (c2sp.org/signed-note verifier keys): their
+    # cosignatures are kept first when a checkpoint's note must stay within 4 KiB.
+    witness_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _set(self, "data_dir", Path(self.data_dir))
@@ -233,6 +236,13 @@ class RegistryConfig:
         if not hosts:
             raise ConfigError("server_hosts: list at least one host name or address")
         _set(self, "server_hosts", hosts)
+        witnesses = _tuple_of_str("witness_keys", self.witness_keys)
+        _set(self, "witness_keys", witnesses)
+        for key in witnesses:
+            try:
+                parse_verifier_key(key)
+            except InvalidInput as exc:
+                raise ConfigError(f"witness_keys: {exc}") from exc
 
 
 _C = TypeVar("_C", DistrictConfig, RegistryConfig)

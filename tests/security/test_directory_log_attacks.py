@@ -25,7 +25,17 @@ from registry.home import open_registry
 from registry.store import entries, log_checkpoints, log_head, log_leaves, log_nodes
 from registry.witness import WitnessRequest, cosign
 from rt_client import merkle
-from rt_client.checkpoint import LOG_ORIGIN, Checkpoint, NoteVerifier, open_checkpoint, sign_note
+from rt_client.checkpoint import (
+    LOG_ORIGIN,
+    MAX_NOTE_SIZE,
+    Checkpoint,
+    NoteVerifier,
+    add_signature,
+    open_checkpoint,
+    open_note,
+    sign_note,
+    verifier_key,
+)
 from rt_client.directory import DirectoryClient, RegistryLogFetcher, registry_channel
 from rt_client.errors import DirectoryError, IntegrityError
 from rt_client.tlog import LogVerifier, SplitView
@@ -185,7 +195,7 @@ def test_a_missing_witness_signature_is_refused_until_the_witnesses_cosign(
     with pytest.raises(DirectoryError):
         log.accept_entry(C, 1, scene.body(C))
     note = service.checkpoint()
-    service.add_cosignatures(cosigned_by("w1", w1, note))
+    assert service.add_cosignatures(cosigned_by("w1", w1, note)) == (2, 0)
     service.add_cosignatures(cosigned_by("stranger", stranger, note))
     # Two lines, but only one of the two witnesses this district trusts: refused.
     with pytest.raises(DirectoryError, match="1 of the 2 witness"):
@@ -253,3 +263,50 @@ def test_gossip_catches_a_fork_of_another_size_and_adopts_an_honest_peer_ahead(
     # Garbage in the metadata proves nothing and changes nothing.
     log.observe_peer(b"\xff" * 100, D)
     assert log.checkpoint.size == 3
+
+
+def test_a_flood_of_cosignatures_never_takes_a_checkpoint_past_4_kib(tmp_path: Path) -> None:
+    """Forty witnesses with long names cosign, the two districts require last: the note the
+    registry serves stays readable (4 KiB, 16 lines), the required witnesses' lines in it."""
+    w1, w2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    required = [
+        NoteVerifier(n, k.public_key().public_bytes_raw()) for n, k in (("w1", w1), ("w2", w2))
+    ]
+    world = World.start(tmp_path, witness_keys=[verifier_key(v) for v in required])
+    try:
+        world.enroll(A)
+        service = world.registry.service
+        note = service.checkpoint()
+        left_out = 0
+        for i in range(40):
+            name = f"county-office-{i:02d}-" + "x" * 100
+            _, left_out = service.add_cosignatures(
+                add_signature(note, name, Ed25519PrivateKey.generate())
+            )
+            stored = service.checkpoint(1)
+            assert len(stored) <= MAX_NOTE_SIZE
+            open_note(stored, [NoteVerifier(LOG_ORIGIN, world.registry.signing_key)])
+        assert left_out > 0
+        for name, key in (("w1", w1), ("w2", w2)):
+            service.add_cosignatures(add_signature(note, name, key))
+        stored = service.checkpoint(2)
+        assert len(stored) <= MAX_NOTE_SIZE
+        _, signers = open_note(
+            stored, [NoteVerifier(LOG_ORIGIN, world.registry.signing_key), *required]
+        )
+        assert signers == {LOG_ORIGIN, "w1", "w2"}
+        channel = registry_channel(world.registry.address, world.enroll(D).identity.tls)
+        try:
+            log = LogVerifier(
+                RegistryLogFetcher(channel, timeout=5.0),
+                NoteVerifier(LOG_ORIGIN, world.registry.signing_key),
+                witnesses=required,
+                witnesses_required=2,
+                state_path=tmp_path / "strict.json",
+            )
+            log.accept_entry(A, 1, bytes(service.lookup(A).body))
+            assert log.checkpoint is not None and log.checkpoint.signers == {"w1", "w2"}
+        finally:
+            channel.close()
+    finally:
+        world.close()
