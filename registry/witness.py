@@ -7,6 +7,8 @@ extends the one it last cosigned (RFC 9162 2.1.4.2); so two checkpoints a
 witness signed are always consistent, and a registry that forks its log
 cannot get both forks witnessed. Districts requiring k of n witnesses
 (``witnesses_required``) therefore need k honest witnesses fooled at once.
+Its cosignatures are c2sp.org/tlog-cosignature v1 lines (timestamped; key type
+0x04), so any C2SP-aware client can check them.
 
 The exchange is by files, so a witness needs no account at the registry:
 
@@ -29,12 +31,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rt_client import merkle
 from rt_client.checkpoint import (
+    COSIGNATURE_V1,
     LOG_ORIGIN,
     NoteVerifier,
-    add_signature,
+    add_cosignature,
     open_checkpoint,
     verifier_key,
 )
+from rt_client.directory import Clock, utc_now
 from rt_client.errors import ConfigError, IntegrityError, InvalidInput
 from rt_client.identity import write_file_atomically
 
@@ -81,7 +85,7 @@ def init_witness(name: str, key_path: Path) -> str:
     Raises ``ConfigError`` if the file exists, ``InvalidInput`` for a bad name.
     """
     key = Ed25519PrivateKey.generate()
-    verifier = NoteVerifier(name, key.public_key().public_bytes_raw())
+    verifier = NoteVerifier(name, key.public_key().public_bytes_raw(), COSIGNATURE_V1)
     if key_path.exists():
         raise ConfigError(f"{key_path} already exists; a witness keeps its key")
     pem = key.private_bytes(
@@ -107,7 +111,12 @@ def load_witness_key(key_path: Path) -> tuple[str, Ed25519PrivateKey]:
 
 
 def cosign(
-    request: WitnessRequest, log_key: bytes, name: str, key: Ed25519PrivateKey, state_path: Path
+    request: WitnessRequest,
+    log_key: bytes,
+    name: str,
+    key: Ed25519PrivateKey,
+    state_path: Path,
+    clock: Clock = utc_now,
 ) -> bytes:
     """Check ``request`` against the last checkpoint cosigned and cosign it.
 
@@ -141,6 +150,6 @@ def cosign(
                 "witness cosigned: the registry rewrote or forked its log"
             ) from exc
     state = {"size": new.size, "root": base64.b64encode(new.root_hash).decode()}
-    cosigned = add_signature(request.note, name, key)
+    cosigned = add_cosignature(request.note, name, key, int(clock().timestamp()))
     write_file_atomically(state_path, json.dumps(state).encode(), 0o600)
     return cosigned

@@ -37,7 +37,9 @@ __all__ = [
     "MAX_NOTE_SIZE",
     "Checkpoint",
     "NoteVerifier",
+    "COSIGNATURE_V1",
     "MAX_NOTE_SIGNATURES",
+    "add_cosignature",
     "add_signature",
     "merge_signatures",
     "open_checkpoint",
@@ -53,26 +55,52 @@ MAX_NOTE_SIZE: Final = 4096
 _MAX_SIGNATURES: Final = 16
 MAX_NOTE_SIGNATURES: Final = _MAX_SIGNATURES
 _ALG_ED25519: Final = b"\x01"
+# c2sp.org/tlog-cosignature (v1, Ed25519): a witness's timestamped cosignature.
+COSIGNATURE_V1: Final = 0x04
+_MAX_TIMESTAMP: Final = 2**63 - 1
 _SIG_PREFIX: Final = "\u2014 "  # an em dash and a space
 _MAX_NAME: Final = 128
 
 
 @dataclass(frozen=True)
 class NoteVerifier:
-    """A note key: a name and an Ed25519 public key (its 4-byte hash is derived)."""
+    """A note key: a name and an Ed25519 public key (its 4-byte hash is derived).
+
+    ``algorithm`` 0x01 signs the note text (c2sp.org/signed-note);
+    ``COSIGNATURE_V1`` (0x04) is a witness's timestamped cosignature
+    (c2sp.org/tlog-cosignature): Ed25519 over ``cosignature/v1``, ``time <t>``
+    and the note text, the line carrying the 8-byte big-endian time before it.
+    """
 
     name: str
     public_key: bytes
+    algorithm: int = _ALG_ED25519[0]
 
     def __post_init__(self) -> None:
         _check_name(self.name)
         if len(self.public_key) != 32:
             raise InvalidInput("a note key is a 32-byte Ed25519 public key")
+        if self.algorithm not in (_ALG_ED25519[0], COSIGNATURE_V1):
+            raise InvalidInput("a note key is Ed25519 (0x01) or an Ed25519 cosigner (0x04)")
 
     @property
     def key_hash(self) -> bytes:
-        digest = hashlib.sha256(self.name.encode() + b"\n" + _ALG_ED25519 + self.public_key)
-        return digest.digest()[:4]
+        prefix = self.name.encode() + b"\n" + bytes([self.algorithm])
+        return hashlib.sha256(prefix + self.public_key).digest()[:4]
+
+    def verify(self, raw: bytes, text: str) -> None:
+        """Check a signature line's payload (after the key hash). Raises ``InvalidSignature``."""
+        message = text.encode()
+        if self.algorithm == COSIGNATURE_V1:
+            if len(raw) != 8 + 64 or int.from_bytes(raw[:8], "big") > _MAX_TIMESTAMP:
+                raise InvalidSignature
+            message = _cosigned_message(int.from_bytes(raw[:8], "big"), text)
+            raw = raw[8:]
+        Ed25519PublicKey.from_public_bytes(self.public_key).verify(raw, message)
+
+
+def _cosigned_message(timestamp: int, text: str) -> bytes:
+    return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
 def _check_name(name: str) -> None:
@@ -86,7 +114,7 @@ def _check_name(name: str) -> None:
 
 def verifier_key(verifier: NoteVerifier) -> str:
     """The vkey text ``<name>+<hex key hash>+<base64(0x01 || key)>`` (c2sp.org/signed-note)."""
-    encoded = base64.b64encode(_ALG_ED25519 + verifier.public_key).decode()
+    encoded = base64.b64encode(bytes([verifier.algorithm]) + verifier.public_key).decode()
     return f"{verifier.name}+{verifier.key_hash.hex()}+{encoded}"
 
 
@@ -101,9 +129,9 @@ def parse_verifier_key(text: str) -> NoteVerifier:
         expected = bytes.fromhex(hash_hex)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput("a witness key's hash or key is not hex / base64") from exc
-    if len(raw) != 33 or raw[:1] != _ALG_ED25519:
-        raise InvalidInput("a witness key must be an Ed25519 note key")
-    verifier = NoteVerifier(name, raw[1:])
+    if len(raw) != 33 or raw[0] not in (_ALG_ED25519[0], COSIGNATURE_V1):
+        raise InvalidInput("a witness key must be an Ed25519 note or cosignature/v1 key")
+    verifier = NoteVerifier(name, raw[1:], raw[0])
     if verifier.key_hash != expected:
         raise InvalidInput(f"witness key {name}: its key hash does not match its key")
     return verifier
@@ -178,6 +206,20 @@ def _line_key(line: str) -> tuple[str, bytes]:
     return name, raw[:4]
 
 
+def add_cosignature(note: bytes, name: str, key: Ed25519PrivateKey, timestamp: int) -> bytes:
+    """``note`` with a witness's c2sp.org/tlog-cosignature v1 line, made at ``timestamp``.
+
+    Raises ``IntegrityError`` for a malformed note, ``InvalidInput`` for a bad time.
+    """
+    if not 0 <= timestamp <= _MAX_TIMESTAMP:
+        raise InvalidInput("a cosignature's time is a POSIX timestamp")
+    text, lines = _split(note)
+    verifier = NoteVerifier(name, key.public_key().public_bytes_raw(), COSIGNATURE_V1)
+    payload = timestamp.to_bytes(8, "big") + key.sign(_cosigned_message(timestamp, text))
+    new = f"{_SIG_PREFIX}{name} {base64.b64encode(verifier.key_hash + payload).decode()}\n"
+    return (text + "\n" + "".join(f"{line}\n" for line in lines) + new).encode()
+
+
 def _signature_line(text: str, name: str, key: Ed25519PrivateKey) -> str:
     verifier = NoteVerifier(name, key.public_key().public_bytes_raw())
     signature = key.sign(text.encode())
@@ -231,7 +273,7 @@ def open_note(note: bytes, verifiers: Iterable[NoteVerifier]) -> tuple[str, froz
         if verifier is None:
             continue
         try:
-            Ed25519PublicKey.from_public_bytes(verifier.public_key).verify(raw[4:], text.encode())
+            verifier.verify(raw[4:], text)
         except InvalidSignature as exc:
             raise IntegrityError(f"signed note: the signature of {name} does not verify") from exc
         signed.add(name)

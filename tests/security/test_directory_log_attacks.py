@@ -26,6 +26,7 @@ from registry.store import entries, log_checkpoints, log_head, log_leaves, log_n
 from registry.witness import WitnessRequest, cosign
 from rt_client import merkle
 from rt_client.checkpoint import (
+    COSIGNATURE_V1,
     LOG_ORIGIN,
     MAX_NOTE_SIZE,
     Checkpoint,
@@ -175,8 +176,9 @@ def test_a_missing_witness_signature_is_refused_until_the_witnesses_cosign(
     scene: Scene, tmp_path: Path
 ) -> None:
     w1, w2, stranger = (Ed25519PrivateKey.generate() for _ in range(3))
-    witnesses = [
-        NoteVerifier(n, k.public_key().public_bytes_raw()) for n, k in (("w1", w1), ("w2", w2))
+    witnesses = [  # the witnesses' cosignature/v1 keys (what `witness init` prints)
+        NoteVerifier(n, k.public_key().public_bytes_raw(), COSIGNATURE_V1)
+        for n, k in (("w1", w1), ("w2", w2))
     ]
     log = LogVerifier(
         scene.fetcher,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import struct
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rt_client.checkpoint import (
+    COSIGNATURE_V1,
     LOG_ORIGIN,
     Checkpoint,
     NoteVerifier,
+    add_cosignature,
     add_signature,
     open_checkpoint,
     open_note,
@@ -103,3 +107,33 @@ def test_a_verifier_key_whose_base64_holds_a_plus_parses() -> None:
     plus = "TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6"
     verifier = parse_verifier_key(plus)
     assert verifier.name == "TEST" and verifier_key(verifier) == plus
+
+
+def test_witness_cosignatures_are_c2sp_tlog_cosignature_v1() -> None:
+    """The line is built here from c2sp.org/tlog-cosignature's text, byte for byte: key ID
+    SHA-256(name || "\\n" || 0x04 || key)[:4], then the u64 big-endian time, then Ed25519 over
+    "cosignature/v1\\ntime <t>\\n" and the note text (its example time: 1679315147)."""
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    public = key.public_key().public_bytes_raw()
+    name, when = "witness.example.com/w1", 1679315147
+    text = Checkpoint.text(LOG_ORIGIN, 20852163, bytes(32))
+    note = sign_note(text, LOG_ORIGIN, _go_private_key())
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    message = b"cosignature/v1\ntime 1679315147\n" + text.encode()
+    payload = key_id + struct.pack(">Q", when) + key.sign(message)
+    expected = note + f"\u2014 {name} {base64.b64encode(payload).decode()}\n".encode()
+    assert add_cosignature(note, name, key, when) == expected
+
+    witness = NoteVerifier(name, public, COSIGNATURE_V1)
+    vkey = verifier_key(witness)
+    assert vkey.split("+")[1] == key_id.hex() and parse_verifier_key(vkey) == witness
+    log = NoteVerifier(LOG_ORIGIN, _go_private_key().public_key().public_bytes_raw())
+    assert open_note(expected, [log, witness])[1] == {LOG_ORIGIN, name}
+    # A plain note signature by the same key is not a cosignature (other key ID): skipped.
+    plain = add_signature(note, name, key)
+    assert open_note(plain, [log, witness])[1] == {LOG_ORIGIN}
+    # Another time than the one signed: refused.
+    forged = key_id + struct.pack(">Q", when + 1) + payload[12:]
+    bad = note + f"\u2014 {name} {base64.b64encode(forged).decode()}\n".encode()
+    with pytest.raises(IntegrityError, match="does not verify"):
+        open_note(bad, [log, witness])
