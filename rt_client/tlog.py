@@ -342,10 +342,37 @@ class GossipClientInterceptor(
         return call
 
     def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
-        # A delivery stream: our checkpoint goes with it; its answer's headers
-        # come once the stream is under way, so they are checked by the next
-        # unary call to the same district (every delivery follows one).
-        return continuation(self._details(details), request_iterator)
+        # A delivery stream: our checkpoint goes with it. The call may be a
+        # future (the delivery worker's), so its answer's headers are checked
+        # when its result is taken, before the result is handed over.
+        call = continuation(self._details(details), request_iterator)
+        return _CheckedCall(call, self._check)
+
+
+class _CheckedCall:
+    """A stream's call/future whose ``result()`` first checks the answer's checkpoint."""
+
+    def __init__(self, call: Any, check: Any) -> None:
+        self._call = call
+        self._check = check
+        self._checked = False
+
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            response = self._call.result(timeout)
+        except grpc.RpcError:
+            self._check_once()  # a split view outranks the refusal
+            raise
+        self._check_once()
+        return response
+
+    def _check_once(self) -> None:
+        if not self._checked:
+            self._checked = True
+            self._check(self._call)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
 
 
 @dataclass(frozen=True)

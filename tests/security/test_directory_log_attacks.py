@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protos.rt.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 from registry import cli as registry_cli
 from registry.home import open_registry
 from registry.store import entries, log_checkpoints, log_head, log_leaves, log_nodes
@@ -39,7 +41,7 @@ from rt_client.checkpoint import (
 )
 from rt_client.directory import DirectoryClient, RegistryLogFetcher, registry_channel
 from rt_client.errors import DirectoryError, IntegrityError
-from rt_client.tlog import LogVerifier, SplitView
+from rt_client.tlog import GOSSIP_KEY, GossipClientInterceptor, LogVerifier, SplitView
 from tests.harness.world import World
 
 A, C, D = "1964733", "2222222", "3768338"
@@ -312,3 +314,40 @@ def test_a_flood_of_cosignatures_never_takes_a_checkpoint_past_4_kib(tmp_path: P
             channel.close()
     finally:
         world.close()
+
+
+def test_a_delivery_streams_answer_showing_a_fork_fails_the_delivery(scene: Scene) -> None:
+    """The callee of a delivery stream answers with a checkpoint of another root: the sender's
+    call (future or blocking, as the delivery worker makes it) raises SplitView."""
+    _, _, keys = open_registry(scene.world.registry.home)
+    ours = scene.log.checkpoint
+    assert ours is not None
+    forked = sign_note(
+        Checkpoint.text(LOG_ORIGIN, ours.size, os.urandom(32)), LOG_ORIGIN, keys.signing_key
+    )
+    received: list[int] = []
+
+    class ForkedPeer(peer_pb2_grpc.DistrictPeerServicer):  # type: ignore[misc]
+        def DeliverRecords(self, request_iterator, context):  # type: ignore[no-untyped-def]
+            context.send_initial_metadata(((GOSSIP_KEY, forked),))
+            received.append(sum(1 for _ in request_iterator))
+            return common_pb2.SignedEnvelope()
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    peer_pb2_grpc.add_DistrictPeerServicer_to_server(ForkedPeer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(f"127.0.0.1:{port}"), GossipClientInterceptor(scene.log, D)
+    )
+    try:
+        stub = peer_pb2_grpc.DistrictPeerStub(channel)
+        frames = [peer_pb2.DeliveryFrame(ciphertext=b"x"), peer_pb2.DeliveryFrame()]
+        with pytest.raises(SplitView):
+            stub.DeliverRecords.future(iter(frames), timeout=5).result()
+        with pytest.raises(SplitView):
+            stub.DeliverRecords(iter(frames), timeout=5)
+        assert received == [2, 2] and scene.log.checkpoint == ours
+    finally:
+        channel.close()
+        server.stop(None)
