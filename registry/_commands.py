@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from registry import migrations
+from registry import _log_commands, migrations
 from registry.home import CA_CERT_FILE, CONFIG_FILE, init_home, open_registry
 from registry.server import start_registry_server
 from registry.store import RegistryStore
@@ -35,7 +35,12 @@ __all__ = [
     "cmd_district_rotate",
     "cmd_info",
     "cmd_init",
+    "cmd_log_checkpoint",
+    "cmd_log_cosign",
+    "cmd_log_verify",
     "cmd_serve",
+    "cmd_witness_cosign",
+    "cmd_witness_init",
 ]
 
 EXIT_OK: Final = 0
@@ -255,3 +260,26 @@ def _iso(when: datetime | None) -> str | None:
 
 def _short(when: datetime | None) -> str:
     return f"{when:%Y-%m-%d}" if when else "-"
+
+
+# -- the directory log (registry._log_commands) -------------------------------------
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    return _log_commands.cmd_log_verify(_home(args))
+
+
+def cmd_log_checkpoint(args: argparse.Namespace) -> int:
+    return _log_commands.cmd_log_checkpoint(_home(args), args.from_size)
+
+
+def cmd_log_cosign(args: argparse.Namespace) -> int:
+    return _log_commands.cmd_log_cosign(_home(args), args.file)
+
+
+def cmd_witness_init(args: argparse.Namespace) -> int:
+    return _log_commands.cmd_witness_init(args.name, args.key)
+
+
+def cmd_witness_cosign(args: argparse.Namespace) -> int:
+    return _log_commands.cmd_witness_cosign(args)

@@ -7,6 +7,9 @@
     rt-registry --home DIR district rotate-code CODE
     rt-registry --home DIR serve [--listen HOST:PORT] [--enroll-listen HOST:PORT]
     rt-registry --home DIR db upgrade|status [--json]
+    rt-registry --home DIR log verify | checkpoint [--from-size N] | cosign FILE
+    rt-registry witness init --name NAME --key FILE
+    rt-registry witness cosign --key FILE --state FILE --log-key HEX REQUEST
 
 ``--home`` defaults to ``$RT_REGISTRY_HOME``. Expected errors are one line on
 stderr and exit status 1; usage errors exit 2.
@@ -191,6 +194,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db_status.add_argument("--json", action="store_true", help="print JSON")
     db_status.set_defaults(command_name="db_status")
+
+    log_parser = commands.add_parser("log", help="the directory log: audit, checkpoints, witnesses")
+    log_commands = log_parser.add_subparsers(dest="log_command", required=True, metavar="ACTION")
+    verify = log_commands.add_parser(
+        "verify",
+        parents=[home_parent],
+        help="audit the whole directory log against the stored entries",
+        description=(
+            "Recompute every leaf of the directory log from the stored directory entries and "
+            "the root of the latest signed checkpoint. Exit 0 if all agree, 1 listing each "
+            "problem (a rewritten, missing or reordered entry, a truncated log)."
+        ),
+    )
+    verify.set_defaults(command_name="log_verify")
+    checkpoint = log_commands.add_parser(
+        "checkpoint",
+        parents=[home_parent],
+        help="print the latest signed checkpoint (with --from-size: a witness request)",
+    )
+    checkpoint.add_argument(
+        "--from-size",
+        type=int,
+        metavar="N",
+        help="write a witness request: the checkpoint and its consistency proof from size N "
+        "(the size the witness last cosigned; 0 for a new witness)",
+    )
+    checkpoint.set_defaults(command_name="log_checkpoint")
+    cosign_parser = log_commands.add_parser(
+        "cosign", parents=[home_parent], help="store a witness's cosigned checkpoint"
+    )
+    cosign_parser.add_argument("file", type=Path, metavar="FILE", help="the witness's output")
+    cosign_parser.set_defaults(command_name="log_cosign")
+
+    witness = commands.add_parser(
+        "witness",
+        help="be a witness: cosign checkpoints that extend the last one you cosigned",
+        description=(
+            "An independent party (a county office, the state) cosigns the registry's "
+            "checkpoints after checking that each extends the last it cosigned; districts "
+            "may require k of n witnesses (witness_keys, witnesses_required)."
+        ),
+    )
+    witness_commands = witness.add_subparsers(
+        dest="witness_command", required=True, metavar="ACTION"
+    )
+    w_init = witness_commands.add_parser("init", help="create the witness key")
+    w_init.add_argument("--name", required=True, help="the witness's name, e.g. county-office")
+    w_init.add_argument("--key", required=True, type=Path, help="key file to create (mode 0600)")
+    w_init.set_defaults(command_name="witness_init")
+    w_cosign = witness_commands.add_parser("cosign", help="check and cosign a witness request")
+    w_cosign.add_argument("--key", required=True, type=Path, help="the witness key file")
+    w_cosign.add_argument(
+        "--state", required=True, type=Path, help="the witness's state file (last cosigned)"
+    )
+    w_cosign.add_argument(
+        "--log-key", required=True, metavar="HEX", help="the registry's signing key pin"
+    )
+    w_cosign.add_argument(
+        "request", type=Path, help="from `rt-registry log checkpoint --from-size`"
+    )
+    w_cosign.set_defaults(command_name="witness_cosign")
 
     serve = commands.add_parser(
         "serve",

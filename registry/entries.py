@@ -1,4 +1,4 @@
-"""The registry's signed directory entries: sign and store a new version, re-sign at half-life.
+"""The registry's signed directory entries: sign, store and log a new version, re-sign at half-life.
 
 Entries are signed with the registry's Ed25519 key; every change is a new
 version. An entry is re-signed (new version, new validity) when it is read
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protos.rt.v1 import common_pb2
 from registry.store import STATUS_ACTIVE, STATUS_REVOKED, EntryRow, StoreTransaction
+from registry.tlog import append_entry
 from rt_client.crypto.envelope import LABEL_DIRECTORY_ENTRY, sign_body
 from rt_client.directory import REGISTRY_SIGNER, Clock, DirectoryEntry
 from rt_client.ids import DistrictCode
@@ -97,6 +98,8 @@ class EntrySigner:
                 expires_at=entry.expires_at,
             )
         )
+        # Logged in the same transaction: no entry is ever served that is not logged.
+        append_entry(tx, entry.district_code, entry.version, body)
         return common_pb2.SignedEnvelope(
             body=body, signer_district=REGISTRY_SIGNER, signature=signature
         )

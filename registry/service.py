@@ -62,6 +62,8 @@ from registry.submission import (
     check_keys,
     refuse_endpoints_held,
 )
+from registry.tlog import AuditReport, DirectoryLog
+from rt_client.checkpoint import parse_verifier_key
 from rt_client.config import RegistryConfig
 from rt_client.crypto.hpke import key_id
 from rt_client.directory import Clock, DistrictStatus, utc_now
@@ -150,6 +152,7 @@ class RegistryService:
         self._current: BoundedCache[DistrictCode, tuple[common_pb2.SignedEnvelope, datetime]] = (
             BoundedCache(cache_seconds, monotonic)
         )
+        self._log = DirectoryLog(signing_key, [parse_verifier_key(k) for k in config.witness_keys])
 
     @property
     def ca(self) -> RegistryCA:
@@ -410,6 +413,40 @@ class RegistryService:
             ca_certificate_pem=self._ca.certificate_pem,
             entry=envelope,
         )
+
+    # -- the directory log (registry.tlog) ------------------------------------
+
+    @property
+    def log_origin(self) -> str:
+        return self._log.verifier.name
+
+    def checkpoint(self, min_cosignatures: int = 0) -> bytes:
+        """The newest signed checkpoint note (with that many cosignatures). Raises ``NotFound``."""
+        return self._with_retry(lambda tx: self._log.witnessed(tx, min_cosignatures))
+
+    def inclusion_proof(self, code: str, version: int, tree_size: int) -> tuple[int, list[bytes]]:
+        """(leaf index, audit path). Raises ``NotFound`` / ``InvalidInput``."""
+        district = parse_district_code(code)
+        with self._store.transaction() as tx:
+            return self._log.inclusion(tx, district, version, tree_size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """Raises ``InvalidInput`` for sizes outside the log."""
+        with self._store.transaction() as tx:
+            return self._log.consistency(tx, old_size, new_size)
+
+    def add_cosignatures(self, cosigned: bytes) -> tuple[int, int]:
+        """Keep a witness's cosignature of a published checkpoint: (tree size, lines left out).
+
+        Raises ``IntegrityError``.
+        """
+        with self._store.transaction() as tx:
+            return self._log.add_cosignatures(tx, cosigned)
+
+    def audit_log(self) -> AuditReport:
+        """``rt-registry log verify``: every leaf and the latest checkpoint recomputed."""
+        with self._store.transaction() as tx:
+            return self._log.audit(tx)
 
     # -- internals ---------------------------------------------------------
 

@@ -125,6 +125,7 @@ class EnrollOnlyServicer(registry_pb2_grpc.RegistryServicer):
 
     # The other methods need a district certificate: they live on the mutual-TLS listener.
     LookupDistrict = SearchSchools = ListDistricts = UpdateEntry = _not_served  # noqa: N815
+    GetCheckpoint = GetInclusionProof = GetConsistencyProof = _not_served  # noqa: N815
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
@@ -194,6 +195,33 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             caller, cert, request.district_code, KeySubmission.from_proto(request.keys)
         )
         return _enroll_response(result)
+
+    @_rpc
+    def GetCheckpoint(  # noqa: N802
+        self, request: registry_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.LogCheckpoint:
+        self._caller_auth(context)
+        return registry_pb2.LogCheckpoint(note=self._service.checkpoint(request.min_cosignatures))
+
+    @_rpc
+    def GetInclusionProof(  # noqa: N802
+        self, request: registry_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.InclusionProof:
+        self._caller_auth(context)
+        index, hashes = self._service.inclusion_proof(
+            request.district_code, request.version, request.tree_size
+        )
+        return registry_pb2.InclusionProof(
+            leaf_index=index, tree_size=request.tree_size, hashes=hashes
+        )
+
+    @_rpc
+    def GetConsistencyProof(  # noqa: N802
+        self, request: registry_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ConsistencyProof:
+        self._caller_auth(context)
+        hashes = self._service.consistency_proof(request.old_size, request.new_size)
+        return registry_pb2.ConsistencyProof(hashes=hashes)
 
 
 def _enroll_response(result: EnrollResult) -> registry_pb2.EnrollResponse:

@@ -15,7 +15,7 @@ operation, so a failed operation changes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,6 +116,49 @@ _CURRENT_ENTRY = (
     .where(entries.c.district_code == sa.bindparam("code"))
     .order_by(entries.c.version.desc())
     .limit(1)
+)
+
+
+# The directory log (registry.tlog): leaf i is the i-th entry version signed,
+# its hash RFC 9162's leaf hash of the entry's signed body. Append-only.
+log_leaves = sa.Table(
+    "log_leaves",
+    metadata,
+    sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("district_code", sa.String(7), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("district_code", "version"),
+)
+
+# Hashes of the log's complete subtrees above the leaves (rt_client.merkle.Node):
+# level >= 1, the leaves [node_index << level, (node_index + 1) << level).
+# Written once, when the subtree's last leaf is appended; proofs read O(log n) of them.
+log_nodes = sa.Table(
+    "log_nodes",
+    metadata,
+    sa.Column("level", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("node_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("node_hash", sa.LargeBinary, nullable=False),
+)
+
+# The log's head: one row (id 1) holding the tree size. An append updates it
+# first, so concurrent appends queue on its row lock (PostgreSQL) or on the
+# write lock (SQLite) and each takes the next leaf index.
+log_head = sa.Table(
+    "log_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+)
+
+# Signed checkpoints, one per tree size published; ``note`` grows as witnesses cosign.
+log_checkpoints = sa.Table(
+    "log_checkpoints",
+    metadata,
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.LargeBinary, nullable=False),
 )
 
 
@@ -363,6 +406,137 @@ class StoreTransaction:
                 issued_at=entry.issued_at,
                 expires_at=entry.expires_at,
             )
+        )
+
+    # -- the directory log -------------------------------------------------
+
+    def append_leaf(self, code: str, version: int, leaf_hash: bytes) -> int:
+        """Append one entry version's leaf; returns its index.
+
+        The head row is updated first: a concurrent append waits for this
+        transaction to end, then takes the index after ours.
+        """
+        self._conn.execute(
+            log_head.update().where(log_head.c.id == 1).values(tree_size=log_head.c.tree_size + 1)
+        )
+        size = self.log_size() - 1
+        self._conn.execute(
+            log_leaves.insert().values(
+                leaf_index=size, district_code=code, version=version, leaf_hash=leaf_hash
+            )
+        )
+        return size
+
+    def log_size(self) -> int:
+        return int(
+            self._conn.execute(
+                sa.select(log_head.c.tree_size).where(log_head.c.id == 1)
+            ).scalar_one()
+        )
+
+    def subtree_hashes(self, nodes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored hashes of these complete subtrees (level 0: the leaves); missing: left out."""
+        wanted = set(nodes)
+        leaves = [i for level, i in wanted if level == 0]
+        above = [(level, i) for level, i in wanted if level > 0]
+        found: dict[tuple[int, int], bytes] = {}
+        if leaves:
+            for r in self._conn.execute(
+                sa.select(log_leaves.c.leaf_index, log_leaves.c.leaf_hash).where(
+                    log_leaves.c.leaf_index.in_(leaves)
+                )
+            ):
+                found[0, int(r.leaf_index)] = bytes(r.leaf_hash)
+        if above:
+            for r in self._conn.execute(
+                # OR of key lookups, not a row-value IN: SQLite searches the key for each.
+                sa.select(log_nodes).where(
+                    sa.or_(
+                        *(
+                            sa.and_(log_nodes.c.level == lv, log_nodes.c.node_index == i)
+                            for lv, i in above
+                        )
+                    )
+                )
+            ):
+                found[int(r.level), int(r.node_index)] = bytes(r.node_hash)
+        return found
+
+    def add_subtrees(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Store complete subtrees' hashes (level, index, hash), level >= 1."""
+        if nodes:
+            self._conn.execute(
+                log_nodes.insert(),
+                [{"level": lv, "node_index": i, "node_hash": h} for lv, i, h in nodes],
+            )
+
+    def stored_subtrees(self) -> dict[tuple[int, int], bytes]:
+        """Every stored subtree hash above the leaves (for the audit)."""
+        rows = self._conn.execute(sa.select(log_nodes))
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+    def leaf_index(self, code: str, version: int) -> int | None:
+        return self._conn.execute(
+            sa.select(log_leaves.c.leaf_index).where(
+                log_leaves.c.district_code == code, log_leaves.c.version == version
+            )
+        ).scalar_one_or_none()
+
+    def logged_entries(self) -> list[tuple[int, str, int, bytes, bytes | None]]:
+        """Every leaf with the stored body it was computed from (None if the entry is gone)."""
+        j = log_leaves.outerjoin(
+            entries,
+            sa.and_(
+                entries.c.district_code == log_leaves.c.district_code,
+                entries.c.version == log_leaves.c.version,
+            ),
+        )
+        rows = self._conn.execute(
+            sa.select(
+                log_leaves.c.leaf_index,
+                log_leaves.c.district_code,
+                log_leaves.c.version,
+                log_leaves.c.leaf_hash,
+                entries.c.body,
+            )
+            .select_from(j)
+            .order_by(log_leaves.c.leaf_index)
+        )
+        return [
+            (int(r[0]), r[1], int(r[2]), bytes(r[3]), None if r[4] is None else bytes(r[4]))
+            for r in rows
+        ]
+
+    def latest_checkpoint(self) -> tuple[int, bytes, bytes] | None:
+        """(tree size, root hash, signed note) of the newest checkpoint."""
+        row = self._conn.execute(
+            sa.select(log_checkpoints).order_by(log_checkpoints.c.tree_size.desc()).limit(1)
+        ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def checkpoint_notes(self) -> Iterator[tuple[int, bytes]]:
+        """(tree size, note) of every checkpoint, newest first."""
+        rows = self._conn.execute(
+            sa.select(log_checkpoints.c.tree_size, log_checkpoints.c.note).order_by(
+                log_checkpoints.c.tree_size.desc()
+            )
+        )
+        for row in rows:
+            yield int(row[0]), bytes(row[1])
+
+    def checkpoint_note(self, size: int) -> bytes | None:
+        return self._conn.execute(
+            sa.select(log_checkpoints.c.note).where(log_checkpoints.c.tree_size == size)
+        ).scalar_one_or_none()
+
+    def add_checkpoint(self, size: int, root_hash: bytes, note: bytes) -> None:
+        self._conn.execute(
+            log_checkpoints.insert().values(tree_size=size, root_hash=root_hash, note=note)
+        )
+
+    def set_checkpoint_note(self, size: int, note: bytes) -> None:
+        self._conn.execute(
+            log_checkpoints.update().where(log_checkpoints.c.tree_size == size).values(note=note)
         )
 
 

@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 
 import tomli_w
 
+from rt_client.checkpoint import parse_verifier_key
 from rt_client.errors import ConfigError, InvalidInput
 from rt_client.ids import DistrictCode, parse_district_code
 from rt_client.mail_config import MailConfig, mail_config_from_table, mail_config_to_table
@@ -127,6 +128,11 @@ class DistrictConfig:
     # [sis] table: ``schools`` maps the SIS's own school numbers (Aeries' STU.SC)
     # to 14-digit CDS codes, for ``rt sis load``: {"994": "19647331932334"}.
     sis: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The directory log's witnesses (c2sp.org/signed-note verifier keys,
+    # ``name+hash+key``) and how many of them must have cosigned a checkpoint
+    # before this district believes it (0: none required).
+    witness_keys: tuple[str, ...] = ()
+    witnesses_required: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -194,6 +200,20 @@ class DistrictConfig:
         if self.sis_write_back and not self.sis_database_url:
             raise ConfigError(
                 "sis_write_back: needs sis_database_url (the SIS database to write imports into)"
+            )
+        witnesses = _tuple_of_str("witness_keys", self.witness_keys)
+        _set(self, "witness_keys", witnesses)
+        for key in witnesses:
+            try:
+                parse_verifier_key(key)
+            except InvalidInput as exc:
+                raise ConfigError(f"witness_keys: {exc}") from exc
+        required = self.witnesses_required
+        if isinstance(required, bool) or not isinstance(required, int):
+            raise ConfigError("witnesses_required: must be a whole number")
+        if not 0 <= required <= len(witnesses):
+            raise ConfigError(
+                f"witnesses_required: must be from 0 to the {len(witnesses)} witness_keys listed"
             )
 
     @property
@@ -273,6 +293,9 @@ class RegistryConfig:
     metrics_listen: str = ""
     metrics_allow_non_loopback: bool = False
     log_format: str = "text"
+    # The witnesses districts require (c2sp.org/signed-note verifier keys): their
+    # cosignatures are kept first when a checkpoint's note must stay within 4 KiB.
+    witness_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _set(self, "data_dir", Path(self.data_dir))
@@ -307,6 +330,13 @@ class RegistryConfig:
             raise ConfigError("server_hosts: list at least one host name or address")
         _set(self, "server_hosts", hosts)
         _check_observability(self)
+        witnesses = _tuple_of_str("witness_keys", self.witness_keys)
+        _set(self, "witness_keys", witnesses)
+        for key in witnesses:
+            try:
+                parse_verifier_key(key)
+            except InvalidInput as exc:
+                raise ConfigError(f"witness_keys: {exc}") from exc
 
 
 _C = TypeVar("_C", DistrictConfig, RegistryConfig)

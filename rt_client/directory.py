@@ -45,12 +45,14 @@ from rt_client.ids import (
 )
 from rt_client.signed_messages import PreviousSigningKey
 from rt_client.status_codes import Remote, error_from_rpc
+from rt_client.tlog import LogVerifier
 from rt_client.tls import REGISTRY_SERVER_NAME, TlsIdentity, secure_channel
 
 __all__ = [
     "CLOCK_SKEW",
     "REGISTRY_SIGNER",
     "Clock",
+    "RegistryLogFetcher",
     "Directory",
     "DirectoryClient",
     "DirectoryEntry",
@@ -342,11 +344,15 @@ class DirectoryClient:
         ttl_seconds: float = 300,
         clock: Clock = utc_now,
         search_fn: SearchFn | None = None,
+        log: LogVerifier | None = None,
     ) -> None:
+        """With ``log``, an entry is accepted only if it is in the registry's log
+        (``rt_client.tlog``), which also keeps the rollback floor across restarts."""
         if len(pinned_key) != _ED25519_KEY_SIZE:
             raise InvalidInput("the pinned registry key must be 32 bytes")
         self._lookup_fn = lookup_fn
         self._search_fn = search_fn
+        self._log = log
         self._pinned_key = bytes(pinned_key)
         self._ttl = timedelta(seconds=ttl_seconds)
         self._clock = clock
@@ -371,6 +377,7 @@ class DirectoryClient:
         ttl_seconds: float = 300,
         clock: Clock = utc_now,
         timeout: float = _DEFAULT_TIMEOUT,
+        log: LogVerifier | None = None,
     ) -> DirectoryClient:
         """A client that asks the registry over ``channel`` (see ``registry_channel``).
 
@@ -411,7 +418,9 @@ class DirectoryClient:
             response = _call_registry(lambda: stub().SearchSchools(request, timeout=timeout), None)
             return [_school_match(m) for m in response.schools]
 
-        return cls(lookup, pinned_key, ttl_seconds=ttl_seconds, clock=clock, search_fn=search)
+        return cls(
+            lookup, pinned_key, ttl_seconds=ttl_seconds, clock=clock, search_fn=search, log=log
+        )
 
     def lookup(self, code: str) -> DirectoryEntry:
         """The current verified entry of an active district.
@@ -461,6 +470,12 @@ class DirectoryClient:
                     "is cached; try again later"
                 ) from exc
             entry = verify_entry(envelope, self._pinned_key, now, expected_code=district)
+            if self._log is not None:
+                # Floor, checkpoint, consistency and inclusion: rt_client.tlog (persisted).
+                self._log.accept_entry(district, entry.version, bytes(envelope.body))
+                with self._lock:
+                    self._cache[district] = _Cached(entry=entry, fetched_at=now)
+                return _usable(entry)
             with self._lock:
                 highest = self._highest.get(district)
                 if highest is not None:
@@ -551,6 +566,41 @@ def _call_registry(call: Callable[[], _T], code: str | None) -> _T:
             district = code.replace("{", "{{").replace("}", "}}")  # a template, not a text
             remote = replace(remote, not_found=f"district {district} is not registered")
         raise error_from_rpc(exc, remote) from exc
+
+
+class RegistryLogFetcher:
+    """The registry's directory-log RPCs for ``rt_client.tlog.LogVerifier``."""
+
+    def __init__(self, channel: grpc.Channel, timeout: float = _DEFAULT_TIMEOUT) -> None:
+        self._stub = registry_pb2_grpc.RegistryStub(channel)
+        self._timeout = timeout
+
+    def checkpoint(self, min_cosignatures: int) -> bytes:
+        request = registry_pb2.GetCheckpointRequest(min_cosignatures=min_cosignatures)
+        answer = _call_log(lambda: self._stub.GetCheckpoint(request, timeout=self._timeout))
+        return bytes(answer.note)
+
+    def inclusion(self, code: str, version: int, tree_size: int) -> tuple[int, list[bytes]]:
+        request = registry_pb2.GetInclusionProofRequest(
+            district_code=code, version=version, tree_size=tree_size
+        )
+        answer = _call_log(lambda: self._stub.GetInclusionProof(request, timeout=self._timeout))
+        return answer.leaf_index, [bytes(h) for h in answer.hashes]
+
+    def consistency(self, old_size: int, new_size: int) -> list[bytes]:
+        request = registry_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
+        answer = _call_log(lambda: self._stub.GetConsistencyProof(request, timeout=self._timeout))
+        return [bytes(h) for h in answer.hashes]
+
+
+def _call_log(call: Callable[[], _T]) -> _T:
+    """A log RPC: ``PeerUnavailable`` if it may work later, ``DirectoryError`` otherwise."""
+    try:
+        return _call_registry(call, None)
+    except PeerUnavailable:
+        raise
+    except RegistryError as exc:
+        raise DirectoryError(f"the registry's log answered: {exc}") from exc
 
 
 def _school_match(msg: registry_pb2.SchoolMatch) -> SchoolMatch:

@@ -23,6 +23,7 @@ from protos.rt.v1 import peer_pb2_grpc
 from rt_client.directory import Directory
 from rt_client.errors import PeerUnavailable, TransferError
 from rt_client.status_codes import Remote, error_from_rpc
+from rt_client.tlog import GossipClientInterceptor, LogVerifier
 from rt_client.tls import TlsIdentity, district_server_name
 
 T = TypeVar("T")
@@ -135,9 +136,14 @@ class PeerClients:
     handshake before any message is sent.
     """
 
-    def __init__(self, tls: TlsIdentity, directory: Directory) -> None:
+    def __init__(
+        self, tls: TlsIdentity, directory: Directory, gossip: LogVerifier | None = None
+    ) -> None:
+        """With ``gossip``, every call carries our directory-log checkpoint and checks the
+        peer's (``rt_client.tlog``)."""
         self._tls = tls
         self._directory = directory
+        self._gossip = gossip
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[tuple[str, ...], grpc.Channel]] = {}
         # Channels made with a replaced certificate: calls under way on them run
@@ -169,6 +175,10 @@ class PeerClients:
                 channel = grpc.secure_channel(
                     target, self._tls.channel_credentials(), options=options
                 )
+                if self._gossip is not None:
+                    channel = grpc.intercept_channel(
+                        channel, GossipClientInterceptor(self._gossip, entry.district_code)
+                    )
                 cached = (endpoints, channel)
                 self._channels[district] = cached
         return peer_pb2_grpc.DistrictPeerStub(cached[1])

@@ -30,17 +30,21 @@ from grpc_reflection.v1alpha import reflection
 from protos.rt.v1 import peer_pb2, peer_pb2_grpc, registrar_pb2, registrar_pb2_grpc
 from rt_client._metrics_http import MetricsListener
 from rt_client._serving import configure_logging, wait_for_stop_signal
+from rt_client.checkpoint import LOG_ORIGIN, NoteVerifier, parse_verifier_key
 from rt_client.config import DistrictConfig
 from rt_client.crypto.hpke import HpkePrivateKey
-from rt_client.directory import DirectoryClient, registry_channel
+from rt_client.directory import DirectoryClient, RegistryLogFetcher, registry_channel
 from rt_client.errors import ConfigError, RecordsTransferError
 from rt_client.identity import DistrictIdentity, load_identity
 from rt_client.ids import RequestId
 from rt_client.keystore import hpke_keyring
 from rt_client.peers import PeerClients
 from rt_client.rotation import finish_pending
+from rt_client.tlog import STATE_FILE as LOG_STATE_FILE
+from rt_client.tlog import LogVerifier
 from rt_client.tls import TlsIdentity, configure_grpc_tls
 from rt_server.flows import messages, requester, responder, sender
+from rt_server.flows.directory_log import split_view_recorder
 from rt_server.flows.district import Clock, District, Limits, utc_now
 from rt_server.flows.mail import MailWorker
 from rt_server.flows.metrics import DistrictMetrics, ScrapeSources
@@ -169,12 +173,23 @@ class DistrictServer:
         self._registry_channel = registry_channel(
             config.registry_address, identity.tls, config.registry_server_name
         )
+        # The directory log (DESIGN.md section 3): entries accepted only if
+        # logged; checkpoint and rollback floor kept beside the keys.
+        self.log = LogVerifier(
+            RegistryLogFetcher(self._registry_channel),
+            NoteVerifier(LOG_ORIGIN, config.registry_signing_key_bytes),
+            witnesses=[parse_verifier_key(k) for k in config.witness_keys],
+            witnesses_required=config.witnesses_required,
+            state_path=config.data_dir / LOG_STATE_FILE,
+            on_split_view=split_view_recorder(engine, utc_now),
+        )
         directory = DirectoryClient.for_registry(
             self._current_registry_channel,
             config.registry_signing_key_bytes,
             ttl_seconds=config.directory_ttl_seconds,
+            log=self.log,
         )
-        peers = PeerClients(identity.tls, directory)
+        peers = PeerClients(identity.tls, directory, gossip=self.log)
         d = District(
             code=config.district_code,
             engine=engine,
@@ -254,6 +269,7 @@ class DistrictServer:
         config = self.config
         self._gate = PeerAuthInterceptor(
             directory,
+            gossip=self.log,
             per_peer=min(config.max_rpcs_per_peer, config.max_concurrent_rpcs),
             message_wait_seconds=config.message_wait_seconds,
             idle_seconds=config.stream_idle_timeout_seconds,

@@ -56,6 +56,7 @@ from rt_client.errors import (
 )
 from rt_client.ids import DistrictCode
 from rt_client.status_codes import NOT_VERIFIABLE_YET, retry_soon_metadata
+from rt_client.tlog import GOSSIP_KEY, LogVerifier, SplitView, gossip_note
 from rt_client.tls import (
     ALLOWED_TLS_VERSIONS,
     district_of_certificate,
@@ -158,6 +159,7 @@ class PeerAuthInterceptor(CallGate):
         self,
         directory: Directory,
         *,
+        gossip: LogVerifier | None = None,
         gated_prefix: str = GATED_PREFIX,
         per_peer: int = 16,
         message_wait_seconds: float = 10.0,
@@ -171,6 +173,7 @@ class PeerAuthInterceptor(CallGate):
             idle_seconds=idle_seconds,
         )
         self._directory = directory
+        self._gossip = gossip
         self._prefix = gated_prefix
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -179,6 +182,8 @@ class PeerAuthInterceptor(CallGate):
     def _admit(self, context: grpc.ServicerContext, method: str) -> Admission:
         if method.startswith(self._prefix):
             peer = self._authorize(context, method)
+            if self._gossip is not None:
+                self._exchange_checkpoints(context, method, peer.code)
             return Admission(caller=peer.code, run_in=_context_with(peer))
         # Health and reflection: no authorization, but a share all the same,
         # the certificate's district's when it names one.
@@ -217,6 +222,25 @@ class PeerAuthInterceptor(CallGate):
         except Exception:
             log.exception("%s from %s: authorization failed unexpectedly", method, context.peer())
             refuse(context, grpc.StatusCode.INTERNAL, NOT_AUTHORIZED)
+
+    def _exchange_checkpoints(self, context: grpc.ServicerContext, method: str, peer: str) -> None:
+        """Gossip (rt_client.tlog): answer with our checkpoint, check the caller's.
+
+        Ours goes in the response headers even when the call is refused, so the
+        caller sees the split view too. A split view is recorded (audit log) and
+        the call refused.
+        """
+        assert self._gossip is not None
+        ours = self._gossip.note()
+        if ours is not None:
+            context.send_initial_metadata(((GOSSIP_KEY, ours),))
+        theirs = gossip_note(context.invocation_metadata())
+        if theirs is None:
+            return
+        try:
+            self._gossip.observe_peer(theirs, peer)
+        except SplitView as exc:
+            self._refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
 
     def _may_refresh(self, auth_context: Mapping[str, Sequence[bytes]]) -> bool:
         if not isinstance(self._directory, _Forgetful):

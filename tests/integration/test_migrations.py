@@ -27,6 +27,7 @@ from registry.home import init_home
 from registry.store import RegistryStore
 from registry.store import metadata as REGISTRY_METADATA
 from rt_client import cli as rt_cli
+from rt_client import merkle
 from rt_client.config import write_config
 from rt_client.errors import SchemaVersionError
 from rt_server.core.validate import validate_row
@@ -419,6 +420,61 @@ def test_registry_0002_lifts_district_locks_and_keeps_failure_counts(databases: 
         (back,) = everything(engine)["districts"]
         assert back["failed_attempts"] == 7 and back["locked_until"] is None
         assert "last_lockout_at" not in back
+    finally:
+        engine.dispose()
+
+
+def test_registry_0003_logs_the_entries_already_signed_oldest_first(databases: Databases) -> None:
+    """0003 creates the directory log and backfills it: RFC 9162 leaf hashes, by issue time."""
+    engine = sa.create_engine(databases.url("registry"))
+    try:
+        registry_migrations.HISTORY.upgrade(engine, "0002")
+        district = {
+            "code": "1964733", "name": "LAUSD", "status": "active", "endpoints": "[]",
+            "failed_attempts": 0, "created_at": NOW,
+        }  # fmt: skip
+        entries = [
+            ("1964733", 2, b"second", NOW + dt.timedelta(days=1)),
+            ("1964733", 1, b"first", NOW),
+        ]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO districts (code, name, status, endpoints, failed_attempts, "
+                    "created_at) VALUES (:code, :name, :status, :endpoints, :failed_attempts, "
+                    ":created_at)"
+                ),
+                district,
+            )
+            for code, version, body, issued in entries:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO entries (district_code, version, body, signature, status, "
+                        "tls_spki_sha256, issued_at, expires_at) VALUES (:c, :v, :b, :s, "
+                        "'active', :k, :i, :e)"
+                    ),
+                    {"c": code, "v": version, "b": body, "s": b"sig", "k": b"k" * 32, "i": issued,
+                     "e": issued + dt.timedelta(days=30)},
+                )  # fmt: skip
+        registry_migrations.HISTORY.upgrade(engine)
+        assert differences(engine, REGISTRY_METADATA) == []
+        leaves = sorted(everything(engine)["log_leaves"], key=lambda r: r["leaf_index"])
+        assert [(r["leaf_index"], r["version"]) for r in leaves] == [(0, 1), (1, 2)]
+        assert [bytes(r["leaf_hash"]) for r in leaves] == [
+            merkle.leaf_hash(b"first"),
+            merkle.leaf_hash(b"second"),
+        ]
+        assert [(r["id"], r["tree_size"]) for r in everything(engine)["log_head"]] == [(1, 2)]
+        # The one complete subtree above the leaves, from which proofs are made.
+        (node,) = everything(engine)["log_nodes"]
+        assert (node["level"], node["node_index"], bytes(node["node_hash"])) == (
+            1,
+            0,
+            merkle.node_hash(merkle.leaf_hash(b"first"), merkle.leaf_hash(b"second")),
+        )
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(registry_migrations.HISTORY.config(conn), "0002")
+        assert "log_leaves" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
 

@@ -344,6 +344,23 @@ class LyingRegistry(registry_pb2_grpc.RegistryServicer):
     def SearchSchools(self, request, context):  # noqa: N802
         return registry_pb2.SearchSchoolsResponse()
 
+    # The directory log, honestly: these lies are about entries, not about the log
+    # (tests/security/test_directory_log_attacks.py lies about the log).
+    def GetCheckpoint(self, request, context):  # noqa: N802
+        return registry_pb2.LogCheckpoint(note=self.service.checkpoint(request.min_cosignatures))
+
+    def GetInclusionProof(self, request, context):  # noqa: N802
+        index, hashes = self.service.inclusion_proof(
+            request.district_code, request.version, request.tree_size
+        )
+        return registry_pb2.InclusionProof(
+            leaf_index=index, tree_size=request.tree_size, hashes=hashes
+        )
+
+    def GetConsistencyProof(self, request, context):  # noqa: N802
+        hashes = self.service.consistency_proof(request.old_size, request.new_size)
+        return registry_pb2.ConsistencyProof(hashes=hashes)
+
 
 TTL = 1
 

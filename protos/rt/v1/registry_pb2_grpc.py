@@ -60,6 +60,21 @@ class RegistryStub:
                 request_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.UpdateEntryRequest.SerializeToString,
                 response_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.EnrollResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/rt.v1.Registry/GetCheckpoint',
+                request_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.LogCheckpoint.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/rt.v1.Registry/GetInclusionProof',
+                request_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.InclusionProof.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/rt.v1.Registry/GetConsistencyProof',
+                request_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -102,6 +117,29 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpoint(self, request, context):
+        """The directory log (DESIGN.md section 3): every entry version the registry
+        signs is a leaf of an RFC 9162 Merkle tree. The newest signed checkpoint
+        (a C2SP tlog-checkpoint signed note, with any witness cosignatures).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Proof that one entry version is in the tree of a given size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Proof that the tree of old_size is a prefix of the tree of new_size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +167,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.UpdateEntry,
                     request_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.UpdateEntryRequest.FromString,
                     response_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.EnrollResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.LogCheckpoint.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.InclusionProof.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=protos_dot_rt_dot_v1_dot_registry__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=protos_dot_rt_dot_v1_dot_registry__pb2.ConsistencyProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +319,87 @@ class Registry:
             '/rt.v1.Registry/UpdateEntry',
             protos_dot_rt_dot_v1_dot_registry__pb2.UpdateEntryRequest.SerializeToString,
             protos_dot_rt_dot_v1_dot_registry__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registry/GetCheckpoint',
+            protos_dot_rt_dot_v1_dot_registry__pb2.GetCheckpointRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registry__pb2.LogCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registry/GetInclusionProof',
+            protos_dot_rt_dot_v1_dot_registry__pb2.GetInclusionProofRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registry__pb2.InclusionProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rt.v1.Registry/GetConsistencyProof',
+            protos_dot_rt_dot_v1_dot_registry__pb2.GetConsistencyProofRequest.SerializeToString,
+            protos_dot_rt_dot_v1_dot_registry__pb2.ConsistencyProof.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,15 @@ class RegistryStub:
     """Endpoint change or key rotation, authenticated by the district's current
     certificate. A new TLS key gets a new certificate.
     """
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetCheckpointRequest, _registry_pb2.LogCheckpoint]
+    """The directory log (DESIGN.md section 3): every entry version the registry
+    signs is a leaf of an RFC 9162 Merkle tree. The newest signed checkpoint
+    (a C2SP tlog-checkpoint signed note, with any witness cosignatures).
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetInclusionProofRequest, _registry_pb2.InclusionProof]
+    """Proof that one entry version is in the tree of a given size."""
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetConsistencyProofRequest, _registry_pb2.ConsistencyProof]
+    """Proof that the tree of old_size is a prefix of the tree of new_size."""
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -70,6 +79,15 @@ class RegistryAsyncStub(RegistryStub):
     """Endpoint change or key rotation, authenticated by the district's current
     certificate. A new TLS key gets a new certificate.
     """
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetCheckpointRequest, _registry_pb2.LogCheckpoint]  # type: ignore[assignment]
+    """The directory log (DESIGN.md section 3): every entry version the registry
+    signs is a leaf of an RFC 9162 Merkle tree. The newest signed checkpoint
+    (a C2SP tlog-checkpoint signed note, with any witness cosignatures).
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetInclusionProofRequest, _registry_pb2.InclusionProof]  # type: ignore[assignment]
+    """Proof that one entry version is in the tree of a given size."""
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetConsistencyProofRequest, _registry_pb2.ConsistencyProof]  # type: ignore[assignment]
+    """Proof that the tree of old_size is a prefix of the tree of new_size."""
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -115,5 +133,32 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         """Endpoint change or key rotation, authenticated by the district's current
         certificate. A new TLS key gets a new certificate.
         """
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _registry_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.LogCheckpoint, _abc.Awaitable[_registry_pb2.LogCheckpoint]]:
+        """The directory log (DESIGN.md section 3): every entry version the registry
+        signs is a leaf of an RFC 9162 Merkle tree. The newest signed checkpoint
+        (a C2SP tlog-checkpoint signed note, with any witness cosignatures).
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _registry_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.InclusionProof, _abc.Awaitable[_registry_pb2.InclusionProof]]:
+        """Proof that one entry version is in the tree of a given size."""
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _registry_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ConsistencyProof, _abc.Awaitable[_registry_pb2.ConsistencyProof]]:
+        """Proof that the tree of old_size is a prefix of the tree of new_size."""
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
