@@ -25,7 +25,7 @@ from rt_client import merkle
 from rt_client.checkpoint import open_checkpoint
 from rt_client.config import load_registry_config
 from rt_client.directory import verify_entry
-from rt_client.enroll import update_district_entry
+from rt_client.rotation import update_district_entry
 from tests._databases import Databases
 from tests.harness.world import EnrolledDistrict, World
 
