@@ -571,36 +571,64 @@ def _call_registry(call: Callable[[], _T], code: str | None) -> _T:
 class RegistryLogFetcher:
     """The registry's directory-log RPCs for ``rt_client.tlog.LogVerifier``."""
 
-    def __init__(self, channel: grpc.Channel, timeout: float = _DEFAULT_TIMEOUT) -> None:
-        self._stub = registry_pb2_grpc.RegistryStub(channel)
+    def __init__(
+        self,
+        channel: grpc.Channel | Callable[[], grpc.Channel],
+        timeout: float = _DEFAULT_TIMEOUT,
+    ) -> None:
+        # As DirectoryClient.for_registry: a function gives the channel of the
+        # moment, so a server that renewed its certificate asks with the new one.
+        self._channel = channel if callable(channel) else (lambda: channel)
         self._timeout = timeout
 
     def checkpoint(self, min_cosignatures: int) -> bytes:
         request = registry_pb2.GetCheckpointRequest(min_cosignatures=min_cosignatures)
-        answer = _call_log(lambda: self._stub.GetCheckpoint(request, timeout=self._timeout))
+        answer = self._call(lambda stub: stub.GetCheckpoint(request, timeout=self._timeout))
         return bytes(answer.note)
 
     def inclusion(self, code: str, version: int, tree_size: int) -> tuple[int, list[bytes]]:
         request = registry_pb2.GetInclusionProofRequest(
             district_code=code, version=version, tree_size=tree_size
         )
-        answer = _call_log(lambda: self._stub.GetInclusionProof(request, timeout=self._timeout))
+        answer = self._call(lambda stub: stub.GetInclusionProof(request, timeout=self._timeout))
         return answer.leaf_index, [bytes(h) for h in answer.hashes]
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         request = registry_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
-        answer = _call_log(lambda: self._stub.GetConsistencyProof(request, timeout=self._timeout))
+        answer = self._call(lambda stub: stub.GetConsistencyProof(request, timeout=self._timeout))
         return [bytes(h) for h in answer.hashes]
+
+    def _call(self, rpc: Callable[[registry_pb2_grpc.RegistryStub], _T]) -> _T:
+        """One log RPC; once more on the new channel if ours was renewed meanwhile."""
+        used = self._channel()
+        try:
+            return _call_log(lambda: rpc(registry_pb2_grpc.RegistryStub(used)))
+        except PeerUnavailable:
+            again = self._channel()
+            if again is used:
+                raise
+            return _call_log(lambda: rpc(registry_pb2_grpc.RegistryStub(again)))
 
 
 def _call_log(call: Callable[[], _T]) -> _T:
-    """A log RPC: ``PeerUnavailable`` if it may work later, ``DirectoryError`` otherwise."""
+    """A log RPC: ``PeerUnavailable`` if it may work later, ``DirectoryError`` otherwise.
+
+    The registry refusing our own certificate is our trouble, not the peer's
+    whose entry we are checking (a renewal under way, a rotation not yet taken
+    up): that peer's call is answered "try later", never refused for good.
+    """
     try:
-        return _call_registry(call, None)
-    except PeerUnavailable:
-        raise
-    except RegistryError as exc:
-        raise DirectoryError(f"the registry's log answered: {exc}") from exc
+        return call()
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            raise PeerUnavailable(
+                "the registry refused this district's certificate when asked for its log"
+                " (a renewal under way, or the key rotated without updating this server?)"
+            ) from exc
+        error = error_from_rpc(exc, _REGISTRY)
+        if isinstance(error, RegistryError) and not isinstance(error, PeerUnavailable):
+            raise DirectoryError(f"the registry's log answered: {error}") from exc
+        raise error from exc
 
 
 def _school_match(msg: registry_pb2.SchoolMatch) -> SchoolMatch:

@@ -176,7 +176,7 @@ class DistrictServer:
         # The directory log (DESIGN.md section 3): entries accepted only if
         # logged; checkpoint and rollback floor kept beside the keys.
         self.log = LogVerifier(
-            RegistryLogFetcher(self._registry_channel),
+            RegistryLogFetcher(self._current_registry_channel),
             NoteVerifier(LOG_ORIGIN, config.registry_signing_key_bytes),
             witnesses=[parse_verifier_key(k) for k in config.witness_keys],
             witnesses_required=config.witnesses_required,

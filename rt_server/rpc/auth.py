@@ -78,9 +78,12 @@ log = logging.getLogger("rt_server.rpc.auth")
 
 GATED_PREFIX: Final = "/rt.v1.DistrictPeer/"
 # After a key mismatch the directory is asked again (the peer may have just
-# rotated its key), but at most this often per district, so a peer presenting
-# a stale certificate cannot turn us into a load generator against the registry.
+# renewed or rotated its key), but at most this often per district and key: a
+# peer presenting stale certificates (each one the registry once signed) cannot
+# turn us into a load generator against the registry.
 _REFRESH_INTERVAL_SECONDS: Final = 30.0
+# Keys remembered for that interval; past it, a new key waits its turn.
+_REFRESH_MEMORY: Final = 4096
 # When the directory cannot be consulted, callers are told to try again this
 # soon: each try costs us one registry lookup, which fails fast while it is down.
 _RETRY_AFTER_SECONDS: Final = 3.0
@@ -177,7 +180,10 @@ class PeerAuthInterceptor(CallGate):
         self._prefix = gated_prefix
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._last_refresh: dict[str, float] = {}
+        # (district, SPKI SHA-256 of the key it presented) -> when we last looked
+        # its entry up again for that key: a renewed key is looked up at once
+        # however soon after the last one; an old key refused costs one lookup.
+        self._last_refresh: dict[tuple[str, bytes], float] = {}
 
     def _admit(self, context: grpc.ServicerContext, method: str) -> Admission:
         if method.startswith(self._prefix):
@@ -249,12 +255,21 @@ class PeerAuthInterceptor(CallGate):
         if cert is None:
             return False
         code = district_of_certificate(cert)
+        key = (code, spki_sha256(cert))
         now = self._monotonic()
         with self._lock:
-            last = self._last_refresh.get(code)
+            last = self._last_refresh.get(key)
             if last is not None and now - last < _REFRESH_INTERVAL_SECONDS:
                 return False
-            self._last_refresh[code] = now
+            if len(self._last_refresh) >= _REFRESH_MEMORY:
+                self._last_refresh = {
+                    k: t
+                    for k, t in self._last_refresh.items()
+                    if now - t < _REFRESH_INTERVAL_SECONDS
+                }
+                if len(self._last_refresh) >= _REFRESH_MEMORY:
+                    return False  # a flood of distinct keys: no more lookups for now
+            self._last_refresh[key] = now
         self._directory.forget(code)
         return True
 

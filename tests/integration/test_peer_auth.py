@@ -245,6 +245,16 @@ def test_a_rotated_away_certificate_is_refused(world: World) -> None:
     assert world.calls == before
 
 
+def test_a_key_renewed_twice_within_the_refresh_interval_is_accepted_each_time(
+    world: World,
+) -> None:
+    """Renewals seconds apart: each new key costs one lookup, none waits 30 s."""
+    world.submit(world.c.identity.tls, C)
+    for _ in range(2):
+        update_district_entry(world.c.config, rotate_tls_key=True)
+        world.submit(load_identity(world.c.config.data_dir).tls, C)
+
+
 def test_a_rotated_away_certificate_is_refused_after_the_ttl_without_the_new_key_being_seen(
     world: World,
 ) -> None:
