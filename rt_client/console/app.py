@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rt_client.cli.session import CliError, Session
+from rt_client.console.csp import REPORT_PATH, CspReports
 from rt_client.console.staff import LoginRefused, StaffStore
 from rt_client.console.web import (
     COOKIE,
@@ -87,11 +88,13 @@ class ConsoleApp:
         from rt_client.console import pages
 
         self.pages = pages.Pages(self)
+        self.csp_reports = CspReports()
 
     def asgi(self) -> Any:
         p = self.pages
         routes = [
             Route("/login", self.login_form, methods=["GET"]),
+            Route(REPORT_PATH, self.csp_reports.endpoint, methods=["POST"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.change(self.logout, None), methods=["POST"]),
             Route("/", self.read(p.dashboard)),

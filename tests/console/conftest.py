@@ -42,6 +42,7 @@ def _need_browser() -> None:
 
 @dataclass
 class ConsoleWorld:
+    world: World
     pair: Pair
     prior: ConsoleProcess  # district A's console: the responder
     new: ConsoleProcess  # district B's console: the requester
@@ -77,7 +78,7 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         new.add_staff("lou", "requester", "Lou Lockout")
         for c in (prior, new):
             consoles.append(c.start())
-        yield ConsoleWorld(pair, prior, new)
+        yield ConsoleWorld(world, pair, prior, new)
     finally:
         for c in reversed(consoles):
             c.stop()
