@@ -221,6 +221,7 @@ class Pages:
                 request_id=rid,
                 student_local_id=str(form.get("student", "")),
                 actor=ws.staff.username,
+                actor_role=ws.staff.role,
             ),
         )
         ws.flash.append(("ok", "Approved: the records are being sent."))
@@ -242,6 +243,7 @@ class Pages:
                 reason=common_pb2.RejectReason.Value(reason),
                 text=str(form.get("text", ""))[:2000],
                 actor=ws.staff.username,
+                actor_role=ws.staff.role,
             ),
         )
         ws.flash.append(("ok", "Rejected: the requesting district is told why."))

@@ -335,3 +335,39 @@ def test_the_audit_log_is_for_admins(
     audit = ann.find_element(By.ID, "audit").text
     assert "setup" in audit and "create" in audit.lower()  # the pending request's creation
     check_page(ann, "audit")
+
+
+def test_the_district_refuses_an_answer_from_a_requester_role(
+    console_world: ConsoleWorld, pending: str
+) -> None:
+    """The role is checked where the state is too: a client on A's socket that says its
+    staff member is a requester (or names no known role) cannot approve or reject."""
+    import grpc
+
+    a = console_world.pair.a
+    before = snapshot(a)
+    for role in ("requester", "superuser"):
+        calls = (
+            lambda: a.rpc.ApproveRequest(
+                registrar_pb2.ApproveRequestRequest(
+                    request_id=pending, student_local_id="A2", actor="rex", actor_role=role
+                ),
+                timeout=10,
+            ),
+            lambda: a.rpc.RejectRequest(
+                registrar_pb2.RejectRequestRequest(
+                    request_id=pending,
+                    reason=common_pb2.OTHER,
+                    actor="rex",
+                    actor_role=role,
+                ),
+                timeout=10,
+            ),
+        )
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "may not approve or reject" in (refused.value.details() or "")
+    assert_unchanged(before, snapshot(a))
+    assert a.rpc.GetRequest(registrar_pb2.RequestRef(request_id=pending)).approved is False
