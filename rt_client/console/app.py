@@ -106,6 +106,10 @@ class ConsoleApp:
             Route("/requests/{rid}/reject", self.change(p.reject, "reject"), methods=["POST"]),
             Route("/requests/{rid}/import", self.change(p.import_, "import"), methods=["POST"]),
             Route("/requests/{rid}/messages", self.change(p.post_message, None), methods=["POST"]),
+            Route(
+                "/batch/approve-exact", self.change(p.approve_exact, "approve"), methods=["POST"]
+            ),
+            Route("/batch/import-new", self.change(p.import_all_new, "import"), methods=["POST"]),
             Route("/disclosures", self.read(p.disclosures)),
             Route("/disclosures.csv", self.read(p.disclosures_csv)),
             Route("/audit", self.read(p.audit, action="audit")),

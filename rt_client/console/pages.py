@@ -35,6 +35,11 @@ _CLASS: Final = {
     registrar_pb2.DUPLICATE: "DUPLICATE",
     registrar_pb2.CONFLICT: "CONFLICT",
 }
+_OUTCOME: Final = {
+    registrar_pb2.ITEM_DONE: "done",
+    registrar_pb2.ITEM_LEFT: "left",
+    registrar_pb2.ITEM_FAILED: "FAILED",
+}
 # Where a row sits and where it came from, not what it says: not compared, not shown.
 _BOOKKEEPING: Final = frozenset({"pid", "sq", "src"})
 _LIST_LIMIT: Final = 500
@@ -339,6 +344,45 @@ class Pages:
         done = sum(c.rows for c in result.imported)
         ws.flash.append(("ok", f"Imported {done} row(s)."))
         return self.app.redirect(ws, f"/requests/{rid}")
+
+    # --- batch actions (as rt approve --all-exact, rt import --all-new) ------------------------
+
+    async def approve_exact(self, request: Request, ws: WebSession) -> Response:
+        assert ws.staff is not None
+        result = await self.app.rpc(
+            "ApproveExactMatches",
+            registrar_pb2.BatchRef(actor=ws.staff.username, actor_role=ws.staff.role),
+        )
+        return self._batch_page(request, ws, "Approve all exact matches", result)
+
+    async def import_all_new(self, request: Request, ws: WebSession) -> Response:
+        assert ws.staff is not None
+        result = await self.app.rpc("ImportAllNew", registrar_pb2.BatchRef(actor=ws.staff.username))
+        return self._batch_page(request, ws, "Import all transfers with only new rows", result)
+
+    def _batch_page(
+        self, request: Request, ws: WebSession, title: str, result: registrar_pb2.BatchResult
+    ) -> Response:
+        items = [
+            {
+                "label": i.short_id or i.label,
+                "id": i.request_id,
+                "student": i.student_local_id,
+                "outcome": _OUTCOME.get(i.outcome, "?"),
+                "message": i.message,
+            }
+            for i in result.items
+        ]
+        return self.app.render(
+            request,
+            ws,
+            "batch.html",
+            title=title,
+            items=items,
+            done=result.done,
+            left=result.left,
+            failed=result.failed,
+        )
 
     # --- the disclosure log -------------------------------------------------------------------
 

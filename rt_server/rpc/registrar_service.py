@@ -465,6 +465,7 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
     def ApproveExactMatches(
         self, request: registrar_pb2.BatchRef, context: grpc.ServicerContext
     ) -> registrar_pb2.BatchResult:
+        _may_answer(request.actor_role)
         return self._batch(batches.approve_exact_matches(self._d, _actor(request.actor)), True)
 
     def ImportAllNew(

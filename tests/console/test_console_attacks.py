@@ -363,6 +363,9 @@ def test_the_district_refuses_an_answer_from_a_requester_role(
                 ),
                 timeout=10,
             ),
+            lambda: a.rpc.ApproveExactMatches(
+                registrar_pb2.BatchRef(actor="rex", actor_role=role), timeout=10
+            ),
         )
         for call in calls:
             with pytest.raises(grpc.RpcError) as refused:

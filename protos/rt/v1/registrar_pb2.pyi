@@ -1616,15 +1616,19 @@ class BatchRef(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTOR_FIELD_NUMBER: _builtins.int
+    ACTOR_ROLE_FIELD_NUMBER: _builtins.int
     actor: _builtins.str
+    actor_role: _builtins.str
+    """as in ApproveRequestRequest (ApproveExactMatches)"""
     def __init__(
         self,
         *,
         actor: _builtins.str = ...,
+        actor_role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "actor_role", b"actor_role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
