@@ -20,6 +20,7 @@ from starlette.responses import Response
 from protos.rt.v1 import common_pb2, registrar_pb2
 from rt_client.cli.render import timestamp
 from rt_client.cli.session import CliError
+from rt_client.column_names import column_name
 from rt_client.console.web import WebSession
 
 if TYPE_CHECKING:
@@ -294,7 +295,13 @@ class Pages:
                 ours = _row_values(row.existing, name)
                 differing = {c.lower() for c in row.differing_columns}
                 fields = [
-                    (f, ours.get(f, ""), incoming.get(f, ""), f in differing)
+                    (
+                        f.upper(),
+                        column_name(name, f),
+                        ours.get(f, ""),
+                        incoming.get(f, ""),
+                        f in differing,
+                    )
                     for f in dict.fromkeys([*incoming, *ours])
                     if f not in _BOOKKEEPING
                 ]

@@ -86,7 +86,8 @@ def test_request_approve_review_import_in_two_browsers(
     bob.find_element(By.ID, "review-link").click()
     conflict = bob.find_element(By.CSS_SELECTOR, "fieldset.conflict")
     differs = conflict.find_element(By.CSS_SELECTOR, "tr.differs")
-    assert differs.text.startswith("MK (differs) Z"), differs.text
+    assert differs.text.startswith("MK — Mark (differs) Z"), differs.text  # code and name
+    assert "CN — Course number" in conflict.text and "YR — School year" in conflict.text
     check_page(bob, "review")
     conflict.find_element(By.CSS_SELECTOR, "input[value=theirs]").click()
     bob.find_element(By.ID, "import").click()
