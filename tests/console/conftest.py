@@ -71,6 +71,11 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         prior.add_staff("rita", "responder", "Rita Responder")
         prior.add_staff("rex", "requester", "Rex Requester")
         prior.add_staff("ria", "responder", "Ria Responder")
+        # The batch test's own logins: a login uses up a TOTP step of its account (each code
+        # once), and a third login within 30 s of two others would wait for the next step.
+        prior.add_staff("rosa", "responder", "Rosa Responder")
+        prior.add_staff("rob", "requester", "Rob Requester")
+        new.add_staff("bea", "requester", "Bea Requester")
         new.add_staff("bob", "requester", "Bob Requester", cli=True)
         new.add_staff("cy", "requester", "Cy Requester")
         new.add_staff("ann", "admin", "Ann Admin")

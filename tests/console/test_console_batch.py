@@ -44,17 +44,17 @@ def test_batch_approve_and_import_from_the_dashboard(
     wait_status(a, rid, Status.PENDING)
 
     # Refused batches change nothing: a requester at A, a missing CSRF token.
-    _, rex = http_login(w.prior, "rex")
+    _, rob = http_login(w.prior, "rob")
     before = snapshot(a)
-    reply = rex.post("/batch/approve-exact", {"csrf": rex.csrf})
+    reply = rob.post("/batch/approve-exact", {"csrf": rob.csrf})
     assert reply.status_code == 403 and "may not approve" in reply.text
-    _, rita_http = http_login(w.prior, "rita")
+    _, rita_http = http_login(w.prior, "rosa")
     reply = rita_http.post("/batch/approve-exact", {})
     assert reply.status_code == 403 and "did not come from this console" in reply.text
     assert_unchanged(before, snapshot(a))
 
     rita = browser()
-    login(rita, w.prior, "rita")
+    login(rita, w.prior, "rosa")
     rita.find_element(By.ID, "approve-exact").click()
     assert _outcome_of(rita, rid[:8]) == "done"
     assert "done" in rita.find_element(By.ID, "batch-counts").text
@@ -62,7 +62,7 @@ def test_batch_approve_and_import_from_the_dashboard(
     wait_status(b, rid, Status.DATA_RECEIVED)
 
     bob = browser()
-    login(bob, w.new, "bob")
+    login(bob, w.new, "bea")
     bob.find_element(By.ID, "import-new").click()
     assert _outcome_of(bob, rid[:8]) == "done"
     check_page(bob, "batch-import")
