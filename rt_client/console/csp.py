@@ -46,9 +46,14 @@ def _blocked(value: Any) -> str:
     text = str(value or "")
     if text in _KINDS:
         return text
-    parts = urlsplit(text)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return f"{parts.scheme}://{_word(parts.hostname.replace('.', '-'), 80)}"
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+    except ValueError:
+        return "?"
+    if parts.scheme in ("http", "https") and host:
+        plain = all(c.isalnum() or c in ".-" for c in host) and len(host) <= 80
+        return f"{parts.scheme}://{host if plain else '?'}"
     return _word(parts.scheme) if parts.scheme else "?"
 
 
@@ -67,6 +72,7 @@ class CspReports:
         self._lock = threading.Lock()
         self.recorded = 0
         self.dropped = 0
+        self._unlogged = 0  # dropped by the rate limit since the last report logged
 
     def _admit(self) -> bool:
         now = self.clock()
@@ -75,10 +81,14 @@ class CspReports:
                 self._times.popleft()
             if len(self._times) >= RATE:
                 self.dropped += 1
+                self._unlogged += 1
                 return False
             self._times.append(now)
             self.recorded += 1
-            return True
+            unlogged, self._unlogged = self._unlogged, 0
+        if unlogged:
+            log.warning("%d CSP reports were not logged (over %d a minute)", unlogged, RATE)
+        return True
 
     async def endpoint(self, request: Request) -> Response:
         """``POST /csp-report`` (``report-uri``): always 204, whatever was sent."""
