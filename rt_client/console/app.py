@@ -109,6 +109,7 @@ class ConsoleApp:
             Route(
                 "/batch/approve-exact", self.change(p.approve_exact, "approve"), methods=["POST"]
             ),
+            Route("/batch/requests", self.change(p.create_from_csv, "create"), methods=["POST"]),
             Route("/batch/import-new", self.change(p.import_all_new, "import"), methods=["POST"]),
             Route("/disclosures", self.read(p.disclosures)),
             Route("/disclosures.csv", self.read(p.disclosures_csv)),
@@ -195,7 +196,7 @@ class ConsoleApp:
 
         async def endpoint(request: Request) -> Response:
             ws = self.session_of(request)
-            form = await request.form()
+            form = await request.form(max_files=1)
             if ws.staff is None:
                 return self.error_page(
                     request, ws, 401, "You are not logged in (or were logged out): log in again."
@@ -239,7 +240,7 @@ class ConsoleApp:
 
     async def login(self, request: Request) -> Response:
         ws = self.session_of(request)
-        form = await request.form()
+        form = await request.form(max_files=0)
         nxt = safe_next(str(form.get("next", "")))
         if not csrf_ok(ws, form.get("csrf")):
             return self.render(

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_client.cli.batches import MAX_CSV_BYTES, parse_request_csv
 from rt_client.cli.render import timestamp
 from rt_client.cli.session import CliError
 from rt_client.column_names import column_name
@@ -354,6 +355,27 @@ class Pages:
 
     # --- batch actions (as rt approve --all-exact, rt import --all-new) ------------------------
 
+    async def create_from_csv(self, request: Request, ws: WebSession) -> Response:
+        """As ``rt request create --from-csv``: the same file, checked the same way (a file
+        that is not such a CSV is refused whole, nothing sent), one request per line."""
+        assert ws.staff is not None
+        from rt_client.console.app import Refused
+
+        upload = request.state.form.get("csv")
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            raise Refused(400, "Choose a CSV file of students to request: nothing was sent.")
+        data = await upload.read(MAX_CSV_BYTES + 1)
+        name = upload.filename[:80]
+        try:
+            items = parse_request_csv(data, name)
+        except CliError as exc:
+            raise Refused(400, f"{exc}. Nothing was sent.") from None
+        result = await self.app.rpc(
+            "CreateRequests",
+            registrar_pb2.CreateRequestsRequest(items=items, actor=ws.staff.username),
+        )
+        return self._batch_page(request, ws, f"Requests from {name}", result)
+
     async def approve_exact(self, request: Request, ws: WebSession) -> Response:
         assert ws.staff is not None
         result = await self.app.rpc(
@@ -372,7 +394,8 @@ class Pages:
     ) -> Response:
         items = [
             {
-                "label": i.short_id or i.label,
+                "label": i.label,
+                "short": i.short_id or i.request_id[:8],
                 "id": i.request_id,
                 "student": i.student_local_id,
                 "outcome": _OUTCOME.get(i.outcome, "?"),

@@ -6,6 +6,7 @@ the form's CSRF token."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from selenium.webdriver.common.by import By
@@ -15,7 +16,7 @@ from tests.console.browsing import check_page, login
 from tests.console.conftest import ConsoleWorld
 from tests.console.test_console_attacks import http_login
 from tests.harness.flow import add_student, assert_unchanged, small_records, snapshot, wait_status
-from tests.harness.world import PRIOR_SCHOOL
+from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL
 
 Status = common_pb2.RequestStatus
 SSID3 = "3234567890"
@@ -69,3 +70,43 @@ def test_batch_approve_and_import_from_the_dashboard(
     assert b.rpc.GetRequest(registrar_pb2.RequestRef(request_id=rid)).summary.status == (
         Status.IMPORTED
     )
+
+
+def test_requests_from_a_csv_file(
+    console_world: ConsoleWorld, browser: Callable[[], Any], tmp_path: Path
+) -> None:
+    """As ``rt request create --from-csv``: a line per request, each with its outcome (one
+    enrolls its student on the way, one names no student here and fails alone); a file
+    that is not such a CSV is refused whole and sends nothing."""
+    w = console_world
+    b = w.pair.b
+    good = tmp_path / "enrolled.csv"
+    good.write_text(
+        "local_id,prior_school,ssid,first,last,birth_date,school\n"
+        f"B4,{PRIOR_SCHOOL},4234567890,Dee,Fourth,2011-05-06,{NEW_SCHOOL}\n"
+        f"B99,{PRIOR_SCHOOL},,,,,\n",
+        encoding="utf-8",
+    )
+    bad = tmp_path / "wrong.csv"
+    bad.write_text(f"student,school\nB4,{PRIOR_SCHOOL}\n", encoding="utf-8")
+
+    bea = browser()
+    login(bea, w.new, "bea", path="/requests/new")
+    before = snapshot(b)
+    bea.find_element(By.ID, "csv").send_keys(str(bad))
+    bea.find_element(By.ID, "send-csv").click()
+    assert "needs a header row" in bea.find_element(By.ID, "main").text
+    assert "Nothing was sent" in bea.find_element(By.ID, "main").text
+    assert_unchanged(before, snapshot(b))
+
+    bea.get(w.new.url + "/requests/new")
+    check_page(bea, "new-request")
+    bea.find_element(By.ID, "csv").send_keys(str(good))
+    bea.find_element(By.ID, "send-csv").click()
+    rows = {
+        r.find_elements(By.TAG_NAME, "td")[1].text: r.find_element(By.CSS_SELECTOR, ".outcome").text
+        for r in bea.find_elements(By.CSS_SELECTOR, "#batch tbody tr")
+    }
+    assert rows == {"B4": "done", "B99": "FAILED"}, bea.find_element(By.ID, "batch").text
+    assert bea.find_element(By.CSS_SELECTOR, "#batch tbody tr").text.startswith("line 2 · ")
+    check_page(bea, "batch-requests")
