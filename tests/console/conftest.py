@@ -58,14 +58,6 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         pair = world.pair()
         pair.start(pair.a)
         pair.start(pair.b)
-        records = small_records(5, n=3)
-        add_student(pair.a, "A1", records)
-        # B holds HIS row 1 with another mark: a CONFLICT at review.
-        add_student(
-            pair.b, "B1", {"HIS": [{**records["HIS"][1], "SQ": None, "SRC": "LOCAL", "MK": "Z"}]}
-        )
-        add_student(pair.b, "B2", ssid="2234567890", first=XSS_NAME, last="Tables")
-        add_student(pair.a, "A2", ssid="2234567890", first=XSS_NAME, last="Tables")
         prior = ConsoleProcess(pair.a.enrolled.config.data_dir / "district.toml", root / "a")
         new = ConsoleProcess(pair.b.enrolled.config.data_dir / "district.toml", root / "b")
         prior.add_staff("rita", "responder", "Rita Responder")
@@ -76,13 +68,24 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         prior.add_staff("rosa", "responder", "Rosa Responder")
         prior.add_staff("rob", "requester", "Rob Requester")
         new.add_staff("bea", "requester", "Bea Requester")
-        new.add_staff("bob", "requester", "Bob Requester", cli=True)
         new.add_staff("cy", "requester", "Cy Requester")
         new.add_staff("ann", "admin", "Ann Admin")
         new.add_staff("ada", "admin", "Ada Admin")
         new.add_staff("lou", "requester", "Lou Lockout")
+        # Both consoles start (their interpreters load) while the students are added.
         for c in (prior, new):
-            consoles.append(c.start())
+            consoles.append(c.spawn())
+        new.add_staff("bob", "requester", "Bob Requester", cli=True)
+        records = small_records(5, n=3)
+        add_student(pair.a, "A1", records)
+        # B holds HIS row 1 with another mark: a CONFLICT at review.
+        add_student(
+            pair.b, "B1", {"HIS": [{**records["HIS"][1], "SQ": None, "SRC": "LOCAL", "MK": "Z"}]}
+        )
+        add_student(pair.b, "B2", ssid="2234567890", first=XSS_NAME, last="Tables")
+        add_student(pair.a, "A2", ssid="2234567890", first=XSS_NAME, last="Tables")
+        for c in consoles:
+            c.wait_up()
         yield ConsoleWorld(world, pair, prior, new)
     finally:
         for c in reversed(consoles):

@@ -118,6 +118,7 @@ def test_request_approve_review_import_in_two_browsers(
     assert "unread" not in rita.find_element(By.ID, "thread").text
 
     rita.find_element(By.LINK_TEXT, "Disclosure log").click()
+    rita.find_element(By.CSS_SELECTOR, "a#csv[href='/disclosures.csv']")  # the page loaded
     rows = [r.text for r in rita.find_elements(By.CSS_SELECTOR, "tbody tr")]
     assert any("rita" in row and rid[:8] in row for row in rows), rows
     check_page(rita, "disclosures")
