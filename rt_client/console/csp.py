@@ -59,8 +59,19 @@ def _blocked(value: Any) -> str:
 
 def _page(value: Any) -> str:
     """The console page's path, without its query; a request id is cut to its short form."""
-    path = urlsplit(str(value or "")).path[:200] or "?"
-    return "/".join(p[:8] if len(p) > 8 else p for p in path.split("/"))
+    try:
+        path = urlsplit(str(value or "")).path[:200] or "?"
+    except ValueError:
+        return "?"
+    return "/".join(_segment(p) for p in path.split("/"))
+
+
+def _segment(part: str) -> str:
+    if len(part) > 8 and all(c in "0123456789abcdef-" for c in part.lower()):
+        return part[:8]  # a request id: its short form
+    if len(part) > 40 or not all(c.isalnum() or c in "-_.~" for c in part):
+        return "?"
+    return part
 
 
 class CspReports:

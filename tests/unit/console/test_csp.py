@@ -78,3 +78,10 @@ def test_reports_are_logged_without_page_content(caplog: pytest.LogCaptureFixtur
         "CSP blocked eval by script-src-elem on /requests/01234567",
     ]
     assert "Ana" not in caplog.text
+    caplog.clear()
+    client.post(REPORT_PATH, json=_report("inline", "http://h/disclosures.csv"))
+    client.post(REPORT_PATH, json=_report("inline", "http://h/students/Ana%20Garcia/x"))
+    assert [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records] == [
+        "/disclosures.csv",
+        "/students/?/x",
+    ]
