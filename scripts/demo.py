@@ -26,7 +26,10 @@ What it does, as an operator and two registrars would:
 Every process it starts is stopped at the end (SIGTERM, then SIGKILL), and the
 temporary directory is removed unless ``--keep`` is given.
 
-    python scripts/demo.py [--keep] [--students N] [--seed N]
+    python scripts/demo.py [--keep] [--students N] [--seed N] [--console]
+
+With ``--console`` it then leaves everything running, with both districts' web consoles
+and a login each (``scripts/demo_console.py``), until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class Demo:
     work: Path
     bin_dir: Path
     servers: list[ServerProcess] = field(default_factory=list)
+    districts: list[DistrictRun] = field(default_factory=list)  # prior, new (for --console)
     env: dict[str, str] = field(default_factory=dict)
     _echoed: set[tuple[str, ...]] = field(default_factory=set)
 
@@ -122,6 +126,7 @@ class Demo:
         *,
         show: bool = True,
         env: dict[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run one command (in the work directory) to completion.
 
@@ -137,6 +142,7 @@ class Demo:
                 list(argv),
                 capture_output=True,
                 text=True,
+                input=stdin,
                 env={**self.env, **(env or {})},
                 timeout=CLI_TIMEOUT,
                 cwd=self.work,
@@ -568,6 +574,7 @@ def run(demo: Demo, students: int, seed: int) -> bool:
     heading(2, f"Enroll the prior district {PRIOR_CODE} and the new district {NEW_CODE}")
     prior = step_enroll(demo, registry, PRIOR_CODE, PRIOR_REGISTRAR)
     new = step_enroll(demo, registry, NEW_CODE, NEW_REGISTRAR)
+    demo.districts[:] = [prior, new]
 
     heading(3, "Start both district servers")
     step_serve(demo, prior)
@@ -624,6 +631,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--students", type=int, default=5, help="students to seed (default: 5)")
     parser.add_argument("--seed", type=int, default=2024, help="sample data seed (default: 2024)")
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="then leave everything running with both web consoles and a login each (Ctrl-C)",
+    )
     args = parser.parse_args(argv)
     if args.students < 1:
         parser.error("--students must be at least 1")
@@ -647,14 +659,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = False
     try:
         ok = run(demo, args.students, args.seed)
+        if ok and args.console:
+            from scripts.demo_console import serve_consoles
+
+            serve_consoles(demo, (demo.districts[0], demo.districts[1]))
     except DemoError as exc:
         report_failure(demo, str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug in the demo: still show the servers' logs
         console.print_exception()
         report_failure(demo, f"unexpected {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
-        console.print(f"\n[bold red]{SUMMARY_FAILED}:[/bold red] interrupted")
-        return 130
+        if ok and args.console:  # the consoles' normal end: stopped by the person
+            console.print("\nStopping the consoles, both districts and the registry.")
+        else:
+            console.print(f"\n[bold red]{SUMMARY_FAILED}:[/bold red] interrupted")
+            return 130
     finally:
         demo.stop_all()
         if args.keep:

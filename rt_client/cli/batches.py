@@ -50,10 +50,12 @@ from rt_client.cli.session import (
 
 __all__ = [
     "CSV_COLUMNS",
+    "MAX_CSV_BYTES",
     "MAX_CSV_ROWS",
     "cmd_approve_all_exact",
     "cmd_import_all_new",
     "cmd_request_create_csv",
+    "parse_request_csv",
     "read_request_csv",
 ]
 
@@ -66,7 +68,8 @@ _REQUIRED: Final = ("local_id", "prior_school")
 _ENROLL_NEEDS: Final = ("first", "last", "birth_date", "school")
 MAX_CSV_ROWS: Final = 10_000  # one call: beyond this, split the file
 _MAX_FIELD: Final = 100  # characters in one value (ids and codes are far shorter)
-_MAX_BYTES: Final = 4 * 1024 * 1024
+MAX_CSV_BYTES: Final = 4 * 1024 * 1024
+_MAX_BYTES: Final = MAX_CSV_BYTES
 _SHOWN_PROBLEMS: Final = 20
 _SHOWN: Final = 200  # of a path in a message
 # A batch does many items in one call: longer than one item's timeout.
@@ -95,17 +98,30 @@ def read_request_csv(path: Path) -> list[registrar_pb2.CreateRequestsItem]:
     where = str(path)[:_SHOWN]
     try:
         if path.stat().st_size > _MAX_BYTES:
-            raise CliError(
-                f"the CSV file {where} is larger than 4 MB; split it into files of at most "
-                f"{MAX_CSV_ROWS} students"
-            )
-        text = path.read_bytes().decode("utf-8-sig")
+            raise CliError(too_large(where))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the CSV file {where}: {exc.strerror}") from None
+    return parse_request_csv(data, where)
+
+
+def too_large(where: str) -> str:
+    return (
+        f"the CSV file {where} is larger than 4 MB; split it into files of at most "
+        f"{MAX_CSV_ROWS} students"
+    )
+
+
+def parse_request_csv(data: bytes, where: str) -> list[registrar_pb2.CreateRequestsItem]:
+    """``read_request_csv`` of a file's bytes (an upload); ``where`` names it in messages."""
+    if len(data) > _MAX_BYTES:
+        raise CliError(too_large(where))
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CliError(
             f"the CSV file {where} is not UTF-8 text; save it as 'CSV UTF-8' and try again"
         ) from None
-    except OSError as exc:
-        raise CliError(f"cannot read the CSV file {where}: {exc.strerror}") from None
     if "\x00" in text:
         raise CliError(f"the CSV file {where} is not a text file")
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rt_client.cli.session import CliError, Session
+from rt_client.console.csp import REPORT_PATH, CspReports
 from rt_client.console.staff import LoginRefused, StaffStore
 from rt_client.console.web import (
     COOKIE,
@@ -87,11 +88,13 @@ class ConsoleApp:
         from rt_client.console import pages
 
         self.pages = pages.Pages(self)
+        self.csp_reports = CspReports()
 
     def asgi(self) -> Any:
         p = self.pages
         routes = [
             Route("/login", self.login_form, methods=["GET"]),
+            Route(REPORT_PATH, self.csp_reports.endpoint, methods=["POST"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.change(self.logout, None), methods=["POST"]),
             Route("/", self.read(p.dashboard)),
@@ -103,6 +106,11 @@ class ConsoleApp:
             Route("/requests/{rid}/reject", self.change(p.reject, "reject"), methods=["POST"]),
             Route("/requests/{rid}/import", self.change(p.import_, "import"), methods=["POST"]),
             Route("/requests/{rid}/messages", self.change(p.post_message, None), methods=["POST"]),
+            Route(
+                "/batch/approve-exact", self.change(p.approve_exact, "approve"), methods=["POST"]
+            ),
+            Route("/batch/requests", self.change(p.create_from_csv, "create"), methods=["POST"]),
+            Route("/batch/import-new", self.change(p.import_all_new, "import"), methods=["POST"]),
             Route("/disclosures", self.read(p.disclosures)),
             Route("/disclosures.csv", self.read(p.disclosures_csv)),
             Route("/audit", self.read(p.audit, action="audit")),
@@ -188,7 +196,7 @@ class ConsoleApp:
 
         async def endpoint(request: Request) -> Response:
             ws = self.session_of(request)
-            form = await request.form()
+            form = await request.form(max_files=1)
             if ws.staff is None:
                 return self.error_page(
                     request, ws, 401, "You are not logged in (or were logged out): log in again."
@@ -232,7 +240,7 @@ class ConsoleApp:
 
     async def login(self, request: Request) -> Response:
         ws = self.session_of(request)
-        form = await request.form()
+        form = await request.form(max_files=0)
         nxt = safe_next(str(form.get("next", "")))
         if not csrf_ok(ws, form.get("csrf")):
             return self.render(

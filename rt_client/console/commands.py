@@ -13,6 +13,7 @@ import argparse
 import getpass
 import ipaddress
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,10 @@ def console_command(args: argparse.Namespace) -> int:
     store, _ = _store(args)
     app = ConsoleApp(district_config_path(args), store)
     scheme = "https" if tls else "http"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("console: %(message)s"))
+    logging.getLogger("rt_client.console").addHandler(handler)
+    logging.getLogger("rt_client.console").setLevel(logging.INFO)
     print(f"console: serving {scheme}://{args.listen}/", flush=True)
     uvicorn.run(
         app.asgi(),

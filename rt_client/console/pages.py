@@ -18,8 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from protos.rt.v1 import common_pb2, registrar_pb2
+from rt_client.cli.batches import MAX_CSV_BYTES, parse_request_csv
 from rt_client.cli.render import timestamp
 from rt_client.cli.session import CliError
+from rt_client.column_names import column_name
 from rt_client.console.web import WebSession
 
 if TYPE_CHECKING:
@@ -34,6 +36,11 @@ _CLASS: Final = {
     registrar_pb2.NEW: "NEW",
     registrar_pb2.DUPLICATE: "DUPLICATE",
     registrar_pb2.CONFLICT: "CONFLICT",
+}
+_OUTCOME: Final = {
+    registrar_pb2.ITEM_DONE: "done",
+    registrar_pb2.ITEM_LEFT: "left",
+    registrar_pb2.ITEM_FAILED: "FAILED",
 }
 # Where a row sits and where it came from, not what it says: not compared, not shown.
 _BOOKKEEPING: Final = frozenset({"pid", "sq", "src"})
@@ -221,6 +228,7 @@ class Pages:
                 request_id=rid,
                 student_local_id=str(form.get("student", "")),
                 actor=ws.staff.username,
+                actor_role=ws.staff.role,
             ),
         )
         ws.flash.append(("ok", "Approved: the records are being sent."))
@@ -242,6 +250,7 @@ class Pages:
                 reason=common_pb2.RejectReason.Value(reason),
                 text=str(form.get("text", ""))[:2000],
                 actor=ws.staff.username,
+                actor_role=ws.staff.role,
             ),
         )
         ws.flash.append(("ok", "Rejected: the requesting district is told why."))
@@ -287,7 +296,13 @@ class Pages:
                 ours = _row_values(row.existing, name)
                 differing = {c.lower() for c in row.differing_columns}
                 fields = [
-                    (f, ours.get(f, ""), incoming.get(f, ""), f in differing)
+                    (
+                        f.upper(),
+                        column_name(name, f),
+                        ours.get(f, ""),
+                        incoming.get(f, ""),
+                        f in differing,
+                    )
                     for f in dict.fromkeys([*incoming, *ours])
                     if f not in _BOOKKEEPING
                 ]
@@ -337,6 +352,67 @@ class Pages:
         done = sum(c.rows for c in result.imported)
         ws.flash.append(("ok", f"Imported {done} row(s)."))
         return self.app.redirect(ws, f"/requests/{rid}")
+
+    # --- batch actions (as rt approve --all-exact, rt import --all-new) ------------------------
+
+    async def create_from_csv(self, request: Request, ws: WebSession) -> Response:
+        """As ``rt request create --from-csv``: the same file, checked the same way (a file
+        that is not such a CSV is refused whole, nothing sent), one request per line."""
+        assert ws.staff is not None
+        from rt_client.console.app import Refused
+
+        upload = request.state.form.get("csv")
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            raise Refused(400, "Choose a CSV file of students to request: nothing was sent.")
+        data = await upload.read(MAX_CSV_BYTES + 1)
+        name = upload.filename[:80]
+        try:
+            items = parse_request_csv(data, name)
+        except CliError as exc:
+            raise Refused(400, f"{exc}. Nothing was sent.") from None
+        result = await self.app.rpc(
+            "CreateRequests",
+            registrar_pb2.CreateRequestsRequest(items=items, actor=ws.staff.username),
+        )
+        return self._batch_page(request, ws, f"Requests from {name}", result)
+
+    async def approve_exact(self, request: Request, ws: WebSession) -> Response:
+        assert ws.staff is not None
+        result = await self.app.rpc(
+            "ApproveExactMatches",
+            registrar_pb2.BatchRef(actor=ws.staff.username, actor_role=ws.staff.role),
+        )
+        return self._batch_page(request, ws, "Approve all exact matches", result)
+
+    async def import_all_new(self, request: Request, ws: WebSession) -> Response:
+        assert ws.staff is not None
+        result = await self.app.rpc("ImportAllNew", registrar_pb2.BatchRef(actor=ws.staff.username))
+        return self._batch_page(request, ws, "Import all transfers with only new rows", result)
+
+    def _batch_page(
+        self, request: Request, ws: WebSession, title: str, result: registrar_pb2.BatchResult
+    ) -> Response:
+        items = [
+            {
+                "label": i.label,
+                "short": i.short_id or i.request_id[:8],
+                "id": i.request_id,
+                "student": i.student_local_id,
+                "outcome": _OUTCOME.get(i.outcome, "?"),
+                "message": i.message,
+            }
+            for i in result.items
+        ]
+        return self.app.render(
+            request,
+            ws,
+            "batch.html",
+            title=title,
+            items=items,
+            done=result.done,
+            left=result.left,
+            failed=result.failed,
+        )
 
     # --- the disclosure log -------------------------------------------------------------------
 

@@ -78,3 +78,26 @@ def provisioning_uri(secret_b32: str, account: str, issuer: str) -> str:
     """The ``otpauth://`` URI an authenticator app reads (as a QR code or typed in)."""
     label = quote(f"{issuer}:{account}")
     return f"otpauth://totp/{label}?secret={secret_b32}&issuer={quote(issuer)}&digits=6&period=30"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rt_client.console.totp SECRET``: the current code (for a demo or a test
+    login; a person uses an authenticator app)."""
+    import sys
+    import time
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m rt_client.console.totp BASE32-SECRET", file=sys.stderr)
+        return 2
+    try:
+        key = _key(args[0])
+    except ValueError:
+        print("that is not a base32 TOTP secret (as rt staff add printed it)", file=sys.stderr)
+        return 2
+    print(totp(key, time.time()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

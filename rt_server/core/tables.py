@@ -39,6 +39,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from protos.rt.v1 import common_pb2, records_pb2
+from rt_client.column_names import COLUMN_NAMES
 from rt_client.errors import InvalidInput
 
 __all__ = [
@@ -349,6 +350,9 @@ def _table_spec(declared: _Declared, batch_field: FieldDescriptor) -> TableSpec:
         if field.type != _WIRE_TYPE[column.kind] or not field.has_presence:
             raise RuntimeError(f"{code}.{column.name}: proto field type does not fit the column")
         columns.append(column)
+    unnamed = by_name.keys() - COLUMN_NAMES.get(code, {}).keys()
+    if unnamed:  # the console shows each code with its name (rt_client.column_names)
+        raise RuntimeError(f"{code}: columns {sorted(unnamed)} have no name in COLUMN_NAMES")
     missing = by_name.keys() - {c.name for c in columns}
     if missing:
         raise RuntimeError(f"{code}: columns {sorted(missing)} missing in {row_descriptor.name}")

@@ -12,7 +12,7 @@ import grpc
 from google.protobuf import json_format
 
 from protos.rt.v1 import common_pb2, registrar_pb2, registrar_pb2_grpc
-from rt_client.errors import InvalidInput
+from rt_client.errors import InvalidInput, PeerAuthError
 from rt_client.ids import RequestId, TransferId
 from rt_server.core import tables
 from rt_server.core.statuses import Direction
@@ -32,6 +32,19 @@ _DISCIPLINE_ANSWER = {
     "SENT": common_pb2.DISCIPLINE_RECORDS_SENT,
     "NONE_ON_FILE": common_pb2.DISCIPLINE_NONE_ON_FILE,
 }
+
+
+# The roles that may answer an inbound request (approve, reject). Empty: the rt CLI, an
+# administrator's tool, trusted as the socket's file mode trusts it (DESIGN section 9).
+_ANSWERING_ROLES = frozenset({"", "responder", "admin"})
+
+
+def _may_answer(role: str) -> None:
+    if role not in _ANSWERING_ROLES:
+        raise PeerAuthError(
+            f"the staff member's role ({role[:20]}) may not approve or reject an inbound "
+            "request: nothing was changed"
+        )
 
 
 def _actor(value: str) -> str:
@@ -253,6 +266,7 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
     def ApproveRequest(
         self, request: registrar_pb2.ApproveRequestRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.RequestDetail:
+        _may_answer(request.actor_role)
         responder.approve_request(
             self._d,
             request_id=RequestId(request.request_id),
@@ -266,6 +280,7 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
     def RejectRequest(
         self, request: registrar_pb2.RejectRequestRequest, context: grpc.ServicerContext
     ) -> registrar_pb2.RequestDetail:
+        _may_answer(request.actor_role)
         responder.reject_request(
             self._d,
             request_id=RequestId(request.request_id),
@@ -450,6 +465,7 @@ class RegistrarService(ComplianceRpcs, registrar_pb2_grpc.RegistrarServicer):
     def ApproveExactMatches(
         self, request: registrar_pb2.BatchRef, context: grpc.ServicerContext
     ) -> registrar_pb2.BatchResult:
+        _may_answer(request.actor_role)
         return self._batch(batches.approve_exact_matches(self._d, _actor(request.actor)), True)
 
     def ImportAllNew(

@@ -42,6 +42,7 @@ def _need_browser() -> None:
 
 @dataclass
 class ConsoleWorld:
+    world: World
     pair: Pair
     prior: ConsoleProcess  # district A's console: the responder
     new: ConsoleProcess  # district B's console: the requester
@@ -57,6 +58,24 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         pair = world.pair()
         pair.start(pair.a)
         pair.start(pair.b)
+        prior = ConsoleProcess(pair.a.enrolled.config.data_dir / "district.toml", root / "a")
+        new = ConsoleProcess(pair.b.enrolled.config.data_dir / "district.toml", root / "b")
+        prior.add_staff("rita", "responder", "Rita Responder")
+        prior.add_staff("rex", "requester", "Rex Requester")
+        prior.add_staff("ria", "responder", "Ria Responder")
+        # The batch test's own logins: a login uses up a TOTP step of its account (each code
+        # once), and a third login within 30 s of two others would wait for the next step.
+        prior.add_staff("rosa", "responder", "Rosa Responder")
+        prior.add_staff("rob", "requester", "Rob Requester")
+        new.add_staff("bea", "requester", "Bea Requester")
+        new.add_staff("cy", "requester", "Cy Requester")
+        new.add_staff("ann", "admin", "Ann Admin")
+        new.add_staff("ada", "admin", "Ada Admin")
+        new.add_staff("lou", "requester", "Lou Lockout")
+        # Both consoles start (their interpreters load) while the students are added.
+        for c in (prior, new):
+            consoles.append(c.spawn())
+        new.add_staff("bob", "requester", "Bob Requester", cli=True)
         records = small_records(5, n=3)
         add_student(pair.a, "A1", records)
         # B holds HIS row 1 with another mark: a CONFLICT at review.
@@ -65,19 +84,9 @@ def console_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleW
         )
         add_student(pair.b, "B2", ssid="2234567890", first=XSS_NAME, last="Tables")
         add_student(pair.a, "A2", ssid="2234567890", first=XSS_NAME, last="Tables")
-        prior = ConsoleProcess(pair.a.enrolled.config.data_dir / "district.toml", root / "a")
-        new = ConsoleProcess(pair.b.enrolled.config.data_dir / "district.toml", root / "b")
-        prior.add_staff("rita", "responder", "Rita Responder")
-        prior.add_staff("rex", "requester", "Rex Requester")
-        prior.add_staff("ria", "responder", "Ria Responder")
-        new.add_staff("bob", "requester", "Bob Requester", cli=True)
-        new.add_staff("cy", "requester", "Cy Requester")
-        new.add_staff("ann", "admin", "Ann Admin")
-        new.add_staff("ada", "admin", "Ada Admin")
-        new.add_staff("lou", "requester", "Lou Lockout")
-        for c in (prior, new):
-            consoles.append(c.start())
-        yield ConsoleWorld(pair, prior, new)
+        for c in consoles:
+            c.wait_up()
+        yield ConsoleWorld(world, pair, prior, new)
     finally:
         for c in reversed(consoles):
             c.stop()

@@ -8,7 +8,6 @@ injections and the open redirect run in headless Chromium.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +20,8 @@ from protos.rt.v1 import common_pb2, registrar_pb2
 from tests.console.browsing import assert_no_dialog, check_page, login
 from tests.console.conftest import XSS_NAME, ConsoleWorld
 from tests.harness.console import PASSWORD, ConsoleProcess
-from tests.harness.flow import assert_unchanged, snapshot, wait_status
-from tests.harness.world import PRIOR_SCHOOL
+from tests.harness.flow import add_student, assert_unchanged, snapshot, wait_status
+from tests.harness.world import NEW_SCHOOL, PRIOR_SCHOOL, Side
 
 Status = common_pb2.RequestStatus
 SCRIPT_MESSAGE = "<script>alert('thread')</script> see the attached"
@@ -142,15 +141,47 @@ def test_wrong_role_is_refused(console_world: ConsoleWorld, pending: str) -> Non
     assert_unchanged(before, snapshot(a))
 
 
-def test_a_request_id_this_district_does_not_hold_is_not_found(
-    console_world: ConsoleWorld, rita: HttpStaff
+THIRD, THIRD_SCHOOL = "2222222", "22222220000001"
+
+
+@pytest.fixture(scope="module")
+def third_party_request(console_world: ConsoleWorld) -> tuple[Side, str]:
+    """A third district C, and a real request of C's to B (for B2): an id A never held."""
+    world = console_world.world
+    c = Side(THIRD, THIRD_SCHOOL, world.enroll(THIRD, "Third Unified", [(THIRD_SCHOOL, "Third")]))
+    c.start()
+    world.started.append(c)
+    add_student(c, "C2", ssid="2234567890", first="Cam", last="Third")
+    detail = c.rpc.CreateRequest(
+        registrar_pb2.CreateRequestRequest(
+            student_local_id="C2", prior_school=NEW_SCHOOL, actor="setup"
+        ),
+        timeout=10,
+    )
+    rid = detail.summary.request_id
+    wait_status(console_world.pair.b, rid, Status.PENDING)
+    return c, rid
+
+
+def test_another_districts_request_id_is_not_found(
+    console_world: ConsoleWorld, rita: HttpStaff, third_party_request: tuple[Side, str]
 ) -> None:
-    a = console_world.pair.a
-    other = str(uuid.uuid4())
-    before = snapshot(a)
-    _refused(rita.get(f"/requests/{other}"), 404, "Not done")
-    _refused(rita.post(f"/requests/{other}/approve", {"csrf": rita.csrf}), 404, "Not done")
-    assert_unchanged(before, snapshot(a))
+    """Rita at A uses the id of a real request between C and B: A holds no such request,
+    the console says so, and none of the three districts changed."""
+    c, rid = third_party_request
+    a, b = console_world.pair.a, console_world.pair.b
+    before = [snapshot(side) for side in (a, b, c)]
+    for path in (f"/requests/{rid}", f"/requests/{rid}/review"):
+        _refused(rita.get(path), 404, "Not done")
+    for action, data in (
+        ("approve", {"student": "A2"}),
+        ("reject", {"reason": "OTHER"}),
+        ("messages", {"body": "hello"}),
+    ):
+        _refused(rita.post(f"/requests/{rid}/{action}", {"csrf": rita.csrf, **data}), 404, "")
+    for was, side in zip(before, (a, b, c), strict=True):
+        assert_unchanged(was, snapshot(side))
+    assert b.rpc.GetRequest(registrar_pb2.RequestRef(request_id=rid)).approved is False
 
 
 def test_session_is_dead_after_logout(console_world: ConsoleWorld, pending: str) -> None:
@@ -221,6 +252,79 @@ def test_script_in_a_name_or_a_message_stays_text(
     assert_no_dialog(rita)
 
 
+def test_an_injected_script_is_blocked_and_reported(
+    console_world: ConsoleWorld, pending: str, browser: Callable[[], Any]
+) -> None:
+    """What escaping would let through if it failed: the CSP blocks it, the browser reports it
+    to the console, and the console logs the block without the page's student data."""
+    from scripts.loopback import wait_for
+
+    w = console_world
+    rita = browser()
+    login(rita, w.prior, "ria", path=f"/requests/{pending}")
+    assert XSS_NAME in rita.find_element(By.ID, "student-name").text
+    log = w.prior.process
+    assert log is not None
+    before = log.log.read_text(encoding="utf-8", errors="replace")
+    # An inline script element and the student's name as markup (an inline event handler).
+    rita.execute_script(
+        "const s = document.createElement('script');"
+        "s.textContent = \"alert('injected'); document.title = 'ran';\";"
+        "document.body.appendChild(s);"
+        "const d = document.createElement('div'); d.innerHTML = arguments[0];"
+        "document.body.appendChild(d);",
+        XSS_NAME,
+    )
+
+    def reported() -> list[str]:
+        text = log.log.read_text(encoding="utf-8", errors="replace")[len(before) :]
+        return [line for line in text.splitlines() if "CSP blocked" in line]
+
+    wait_for("the CSP reports", lambda: len(reported()) >= 2, timeout=15, interval=0.2)
+    lines = reported()
+    assert any("inline by script-src-elem" in line for line in lines), lines
+    assert any("inline by script-src-attr" in line for line in lines), lines
+    assert all(f"/requests/{pending[:8]}" in line for line in lines), lines
+    assert_no_dialog(rita)
+    assert rita.title != "ran"
+    everything = log.log.read_text(encoding="utf-8", errors="replace")
+    assert "Tables" not in everything and "onerror" not in everything and pending not in everything
+
+
+def test_csp_reports_are_bounded_and_rate_limited(console_world: ConsoleWorld) -> None:
+    from rt_client.console.csp import MAX_BYTES, RATE
+
+    log = console_world.new.process
+    assert log is not None
+    before = len(log.log.read_text(encoding="utf-8", errors="replace"))
+    report = {
+        "csp-report": {
+            "document-uri": "http://127.0.0.1/requests/x?student=Ana+Garcia",
+            "effective-directive": "script-src-elem",
+            "blocked-uri": "inline",
+            "script-sample": "Ana Garcia",
+        }
+    }
+    with httpx.Client(base_url=console_world.new.url, timeout=10) as client:
+        huge = client.post(
+            "/csp-report",
+            content=b"{" + b" " * (MAX_BYTES + 1) + b"}",
+            headers={"content-type": "application/csp-report"},
+        )
+        assert huge.status_code == 204
+        for _ in range(RATE + 5):
+            reply = client.post(
+                "/csp-report", json=report, headers={"content-type": "application/csp-report"}
+            )
+            assert reply.status_code == 204
+        assert client.post("/csp-report", content=b"not json").status_code == 204
+    text = log.log.read_text(encoding="utf-8", errors="replace")[before:]
+    lines = [line for line in text.splitlines() if "CSP blocked" in line]
+    assert len(lines) == RATE, len(lines)  # the rest counted, not logged
+    assert lines[0] == "console: CSP blocked inline by script-src-elem on /requests/x"
+    assert "Ana" not in text and "Traceback" not in text
+
+
 def test_the_audit_log_is_for_admins(
     console_world: ConsoleWorld, pending: str, browser: Callable[[], Any]
 ) -> None:
@@ -231,3 +335,42 @@ def test_the_audit_log_is_for_admins(
     audit = ann.find_element(By.ID, "audit").text
     assert "setup" in audit and "create" in audit.lower()  # the pending request's creation
     check_page(ann, "audit")
+
+
+def test_the_district_refuses_an_answer_from_a_requester_role(
+    console_world: ConsoleWorld, pending: str
+) -> None:
+    """The role is checked where the state is too: a client on A's socket that says its
+    staff member is a requester (or names no known role) cannot approve or reject."""
+    import grpc
+
+    a = console_world.pair.a
+    before = snapshot(a)
+    for role in ("requester", "superuser"):
+        calls = (
+            lambda: a.rpc.ApproveRequest(
+                registrar_pb2.ApproveRequestRequest(
+                    request_id=pending, student_local_id="A2", actor="rex", actor_role=role
+                ),
+                timeout=10,
+            ),
+            lambda: a.rpc.RejectRequest(
+                registrar_pb2.RejectRequestRequest(
+                    request_id=pending,
+                    reason=common_pb2.OTHER,
+                    actor="rex",
+                    actor_role=role,
+                ),
+                timeout=10,
+            ),
+            lambda: a.rpc.ApproveExactMatches(
+                registrar_pb2.BatchRef(actor="rex", actor_role=role), timeout=10
+            ),
+        )
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "may not approve or reject" in (refused.value.details() or "")
+    assert_unchanged(before, snapshot(a))
+    assert a.rpc.GetRequest(registrar_pb2.RequestRef(request_id=pending)).approved is False

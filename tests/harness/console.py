@@ -116,6 +116,11 @@ class ConsoleProcess:
     def start(self, extra: Sequence[str] = (), verify: str | None = None) -> ConsoleProcess:
         """Serve it (``extra``: more ``rt console`` options; ``verify``: the certificate of an
         HTTPS console) and wait until its login page answers."""
+        self.spawn(extra)
+        return self.wait_up(verify)
+
+    def spawn(self, extra: Sequence[str] = ()) -> ConsoleProcess:
+        """Start ``rt console`` without waiting (``wait_up`` waits): consoles start together."""
         argv = [
             *rt_command(),
             "console",
@@ -128,6 +133,9 @@ class ConsoleProcess:
         self.process = spawn(
             f"console-{self.port}", argv, self.root / f"console-{self.port}.log", env=self.env
         )
+        return self
+
+    def wait_up(self, verify: str | None = None) -> ConsoleProcess:
 
         def up() -> bool:
             assert self.process is not None and self.process.alive(), self.process.tail()

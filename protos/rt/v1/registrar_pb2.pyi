@@ -676,12 +676,17 @@ class ApproveRequestRequest(_message.Message):
     TABLES_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     DISCIPLINE_ANSWER_FIELD_NUMBER: _builtins.int
+    ACTOR_ROLE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     student_local_id: _builtins.str
     """the confirmed match (empty: exact SSID match)"""
     actor: _builtins.str
     discipline_answer: _common_pb2.DisciplineAnswer.ValueType
     """Required when the request asked for suspension/expulsion records (EC 48201(b))."""
+    actor_role: _builtins.str
+    """The actor's console role ("requester", "responder", "admin"); empty from the rt CLI, an
+    administrator's tool on the socket. A "requester" (or an unknown role) is refused.
+    """
     @_builtins.property
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.TableCode.ValueType]:
         """empty: what was requested"""
@@ -694,10 +699,11 @@ class ApproveRequestRequest(_message.Message):
         tables: _abc.Iterable[_common_pb2.TableCode.ValueType] | None = ...,
         actor: _builtins.str = ...,
         discipline_answer: _common_pb2.DisciplineAnswer.ValueType = ...,
+        actor_role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "discipline_answer", b"discipline_answer", "request_id", b"request_id", "student_local_id", b"student_local_id", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "actor_role", b"actor_role", "discipline_answer", b"discipline_answer", "request_id", b"request_id", "student_local_id", b"student_local_id", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -711,10 +717,13 @@ class RejectRequestRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    ACTOR_ROLE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     reason: _common_pb2.RejectReason.ValueType
     text: _builtins.str
     actor: _builtins.str
+    actor_role: _builtins.str
+    """as in ApproveRequestRequest"""
     def __init__(
         self,
         *,
@@ -722,10 +731,11 @@ class RejectRequestRequest(_message.Message):
         reason: _common_pb2.RejectReason.ValueType = ...,
         text: _builtins.str = ...,
         actor: _builtins.str = ...,
+        actor_role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reason", b"reason", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "actor_role", b"actor_role", "reason", b"reason", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1606,15 +1616,19 @@ class BatchRef(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTOR_FIELD_NUMBER: _builtins.int
+    ACTOR_ROLE_FIELD_NUMBER: _builtins.int
     actor: _builtins.str
+    actor_role: _builtins.str
+    """as in ApproveRequestRequest (ApproveExactMatches)"""
     def __init__(
         self,
         *,
         actor: _builtins.str = ...,
+        actor_role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "actor_role", b"actor_role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

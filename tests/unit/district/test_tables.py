@@ -406,3 +406,21 @@ def test_database_rows_read_back_with_python_types(engine: Engine, student_id: s
         back = dict(conn.execute(select(RECORD_TABLES[spec.code])).mappings().one())
     assert back["SC"] == Decimal("9999999.99") and str(back["SC"]) == "9999999.99"
     assert back["TD"] == dt.date(2024, 3, 1)
+
+
+def test_every_column_has_a_name_for_people(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console shows each Aeries code with its name from the one table
+    (rt_client.column_names); a column declared without one fails at import."""
+    from rt_client.column_names import COLUMN_NAMES, column_name
+
+    for code, spec in TABLES.items():
+        for column in spec.column_names:
+            assert column_name(code, column), f"{code}.{column}"
+    assert column_name("his", "mk") == "Mark" and column_name("ENR", "SC") == "School"
+    his = next(d for d in tables._DECLARED if d.code == "HIS")
+    batch_field = records_pb2.RecordBatch.DESCRIPTOR.fields_by_name["his"]
+    monkeypatch.setitem(
+        COLUMN_NAMES, "HIS", {k: v for k, v in COLUMN_NAMES["HIS"].items() if k != "MK"}
+    )
+    with pytest.raises(RuntimeError, match="MK"):
+        tables._table_spec(his, batch_field)
