@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
@@ -37,7 +37,7 @@ from rt_server.core.statuses import Action, Direction, Status, TransferState
 from rt_server.core.table_codes import format_counts, parse_counts
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request
-from rt_server.store import request_status, requests, spool, transfers, units
+from rt_server.store import request_status, requests, spool, stage, transfers, units
 from rt_server.store.transfers import Transfer
 
 log = logging.getLogger("rt_server.flows.receiver")
@@ -116,11 +116,13 @@ def receive_delivery(
     opener: _Opener | None = None
     try:
         if header.format_version == rtx.FORMAT_VERSION:
-            opener = _Opener(d, header, digest, start.wrapped_key)
+            opener = _Opener(d, header, digest, start.wrapped_key, d.limits.stage_received_rows)
             if offset:
-                # A resume: what we hold already is decrypted again to catch up.
+                # A resume: what we hold already is decrypted again to catch up
+                # (its rows were staged with it).
                 for data in spool.stored_ciphertext(d.engine, header.transfer_id):
                     opener.feed(data)
+                opener.take()
                 if opener.received != offset:
                     raise Conflict("resume offset does not match what is held")
         for frame in frames:
@@ -139,7 +141,8 @@ def receive_delivery(
                 if buffered:
                     held.append(data)
                 else:
-                    _store_frame(d, TransferId(header.transfer_id), offset, data)
+                    staged = opener.take() if opener is not None else ()
+                    _store_frame(d, TransferId(header.transfer_id), offset, data, staged)
                 offset += len(data)
             elif kind == "trailer" and trailer is None:
                 trailer = frame.trailer.signature
@@ -196,6 +199,9 @@ def receive_delivery(
                 raise Conflict("another delivery of this transfer is under way")
             _start_receiving(conn, header, start, now)
             spool.insert_chunks(conn, header.transfer_id, held)
+        if opener is not None:
+            # The rows of the final chunk (and, buffered, all of them), validated once.
+            stage.stage_rows(conn, header.transfer_id, opener.take())
         transfers.mark_received(
             conn,
             header.transfer_id,
@@ -292,9 +298,15 @@ def _start_receiving(
     )
 
 
-def _store_frame(d: District, transfer_id: TransferId, offset: int, data: bytes) -> None:
-    """One durable frame (``spool.store_frame``; raises ``Conflict`` if another stream races)."""
-    spool.store_frame(d.engine, transfer_id, offset, data)
+def _store_frame(
+    d: District,
+    transfer_id: TransferId,
+    offset: int,
+    data: bytes,
+    rows: Sequence[tuple[int, validate.CheckedRows]] = (),
+) -> None:
+    """One durable frame and its rows (``spool.store_frame``; ``Conflict`` if another races)."""
+    spool.store_frame(d.engine, transfer_id, offset, data, rows)
 
 
 def _verify(
@@ -329,10 +341,18 @@ class _Opener:
     """
 
     def __init__(
-        self, d: District, header: records_pb2.TransferHeader, digest: bytes, wrapped_key: bytes
+        self,
+        d: District,
+        header: records_pb2.TransferHeader,
+        digest: bytes,
+        wrapped_key: bytes,
+        stage: bool,
     ) -> None:
         self._stream = rtx.StreamOpener(header, digest, wrapped_key, d.identity.hpke_key)
         self.counts: dict[int, int] = {}
+        self._next_index: dict[int, int] = {}  # per table: the index of its next row
+        self._rows: list[tuple[int, validate.CheckedRows]] = []  # validated, not staged yet
+        self._stage = stage
 
     @property
     def received(self) -> int:
@@ -346,10 +366,19 @@ class _Opener:
         self._tally(last)
         return self.counts, sha512
 
+    def take(self) -> list[tuple[int, validate.CheckedRows]]:
+        """The rows validated since the last call: (index of the first in its table, rows)."""
+        rows, self._rows = self._rows, []
+        return rows
+
     def _tally(self, batches: Iterable[records_pb2.RecordBatch]) -> None:
         for batch in batches:
-            _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
-            self.counts[batch.table] = self.counts.get(batch.table, 0) + rows
+            first = self._next_index.get(batch.table, 0)
+            rows = validate.checked_batch(batch, first_index=first)  # validated once, here
+            self._next_index[batch.table] = first + len(rows)
+            self.counts[batch.table] = self.counts.get(batch.table, 0) + len(rows)
+            if self._stage:
+                self._rows.append((first, rows))
 
 
 def _receipt(d: District, row: Transfer) -> common_pb2.SignedEnvelope:

@@ -158,6 +158,8 @@ class Cluster:
     new: District | None = None
     # Called with each district server just started (the profiler attaches here).
     on_serve: Callable[[District, Proc], None] | None = None
+    # Top-level district.toml settings for both districts (``--stage-rows``).
+    district_settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, work: Path) -> Cluster:
@@ -225,6 +227,8 @@ class Cluster:
                 env={"RT_AUTH_CODE": codes[code]},
             )  # fmt: skip
             districts.append(District(code, school, data_dir, endpoint))
+            if self.district_settings:
+                _add_settings(data_dir / "district.toml", self.district_settings)
         self.prior, self.new = districts
 
     def serve(self, district: District, database: Path | None) -> Proc:
@@ -452,3 +456,14 @@ def _checkpoint(path: Path) -> None:
         conn.close()
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _add_settings(config: Path, settings: dict[str, Any]) -> None:
+    """Set top-level keys of a district.toml (e.g. ``stage_received_rows``)."""
+    import tomllib
+
+    import tomli_w
+
+    table = tomllib.loads(config.read_text())
+    table.update(settings)
+    config.write_text(tomli_w.dumps(table))

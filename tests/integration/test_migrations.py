@@ -44,6 +44,7 @@ from rt_server.store.schema import (
     OUTBOX,
     RECORD_TABLES,
     REQUESTS,
+    STAGED_TABLES,
     TRANSFER_CHUNKS,
     TRANSFERS,
 )
@@ -196,7 +197,8 @@ def test_from_the_first_revision_to_the_newest_with_data_in_it(
     # Every row is still there, every value unchanged; new columns and tables are empty.
     assert set(before) <= set(after)
     assert {name: rows for name, rows in after.items() if name not in before} == {
-        "replaced_rows": []
+        "replaced_rows": [],
+        **{table.name: [] for table in STAGED_TABLES.values()},
     }
     for name, rows in before.items():
         kept = [{k: row[k] for k in rows[0]} for row in after[name]] if rows else after[name]
