@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="B2 and B3 again with both districts on this PostgreSQL (a user that may "
+        "create databases; make bench starts a throwaway one)",
+    )
+    parser.add_argument(
         "--stage-rows",
         action="store_true",
         help="districts stage received rows (stage_received_rows = true) for set-based imports",
@@ -129,6 +135,29 @@ def main(argv: list[str] | None = None) -> int:
             result["seconds"] = time.monotonic() - t
             results.append(result)
             print(report.one_line(result), flush=True)
+        if args.postgres and {"B2", "B3"} & set(chosen):
+            from scripts.bench.postgres import Postgres
+
+            postgres = Postgres(args.postgres)
+            cluster.use_postgres(postgres)
+            try:
+                for name in [n for n in chosen if n in ("B2", "B3")]:
+                    print(f"--- {name} on PostgreSQL ...", flush=True)
+                    t = time.monotonic()
+                    if name == "B2":
+                        result = scenarios.summer_rush(cluster, templates, settings, peer, students)
+                    else:
+                        result = scenarios.consolidation(cluster, templates, settings, peer)
+                    result["scenario"] += report.POSTGRES_SUFFIX
+                    result["seconds"] = time.monotonic() - t
+                    results.append(result)
+                    print(report.one_line(result), flush=True)
+            finally:
+                for d in (cluster.prior, cluster.new):
+                    if d is not None:
+                        cluster.stop_district(d)
+                cluster.use_postgres(None)
+                postgres.close()
     except BenchError as exc:
         print(f"BENCH FAILED: {exc}", file=sys.stderr)
         for proc in cluster.procs:
