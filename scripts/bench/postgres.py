@@ -67,15 +67,13 @@ class Postgres:
                     result = read.execute(sa.select(table))
                     while rows := result.mappings().fetchmany(COPY_ROWS):
                         write.execute(sa.insert(table), [dict(r) for r in rows])
-                    for column in table.primary_key.columns:  # sequences past the copied ids
+                    column = table.autoincrement_column  # its sequence, past the copied ids
+                    if column is not None:
                         write.execute(
                             sa.text(
-                                "SELECT setval(seq, (SELECT COALESCE(MAX("
-                                + f'"{column.name}"'
-                                + "), 0) + 1 FROM "
-                                + f'"{table.name}"'
-                                + "), false) FROM (SELECT pg_get_serial_sequence(:t, :c) AS seq) s "
-                                "WHERE seq IS NOT NULL"
+                                f"SELECT setval(pg_get_serial_sequence(:t, :c), "
+                                f'(SELECT COALESCE(MAX("{column.name}"), 0) + 1 '
+                                f'FROM "{table.name}"), false)'
                             ),
                             {"t": f'"{table.name}"', "c": column.name},
                         )
