@@ -11,6 +11,12 @@ Nothing counts as received until the whole ciphertext is there, the trailer
 signature verifies, every chunk decrypts and every row validates; then, in one
 transaction, the transfer is RECEIVED and the request DATA_RECEIVED. The
 ciphertext stays encrypted at rest until import.
+
+A format version 2 transfer (its first frame's signature covers the wrapped
+key, DESIGN.md section 5) is decrypted and validated frame by frame as it
+arrives, a frame before it is stored: a bad one is refused at once. With
+``stage_received_rows`` its validated rows are staged with their frame for a
+set-based import. Version 1 is checked as before: trailer first, then decrypt.
 """
 
 from __future__ import annotations
