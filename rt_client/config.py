@@ -91,11 +91,6 @@ class DistrictConfig:
     # that receives it; a larger one is stored frame by frame, so a cut one
     # resumes where it stopped. 0: every delivery frame by frame.
     buffered_delivery_bytes: int = 1024 * 1024
-    # Keep a received transfer's rows, validated as they arrived, in plaintext
-    # staging tables until import, which then copies them with set-based SQL
-    # (much faster for a large transfer). Off: received transfers stay encrypted
-    # at rest until imported, and the import decrypts and validates them again.
-    stage_received_rows: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -143,8 +138,6 @@ class DistrictConfig:
             raise ConfigError(
                 f"buffered_delivery_bytes: must be from 0 to {_MAX_BUFFERED_DELIVERY_BYTES}"
             )
-        if not isinstance(self.stage_received_rows, bool):
-            raise ConfigError("stage_received_rows: must be true or false")
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("retry_max_seconds: must not be less than retry_base_seconds")
 
@@ -322,10 +315,6 @@ def _coerce(path: Path, name: str, value: object, type_name: str, base: Path) ->
     if type_name == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a whole number")
-        return value
-    if type_name == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false")
         return value
     if type_name == "float":
         if not isinstance(value, int | float) or isinstance(value, bool):

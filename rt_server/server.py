@@ -82,7 +82,6 @@ class DistrictServer:
         self._limits = limits or Limits(
             rpc_timeout_seconds=config.rpc_timeout_seconds,
             buffered_delivery_bytes=config.buffered_delivery_bytes,
-            stage_received_rows=config.stage_received_rows,
         )
         self._worker_threads = worker_threads
         self.peer_port = 0

@@ -65,9 +65,6 @@ class Limits:
     # stored in the one transaction that receives it (a cut one starts over);
     # a larger one is stored frame by frame, so a cut one resumes.
     buffered_delivery_bytes: int = 1024 * 1024
-    # Stage a version 2 transfer's validated rows in plaintext until import
-    # (DistrictConfig.stage_received_rows); off: encrypted at rest until import.
-    stage_received_rows: bool = False
     # Our requests expire this long after they are created (a peer's may live
     # up to ``validate.MAX_REQUEST_LIFETIME``; its times are bounded there too).
     request_ttl_days: int = 30

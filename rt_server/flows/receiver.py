@@ -14,16 +14,15 @@ ciphertext stays encrypted at rest until import.
 
 A format version 2 transfer (its first frame's signature covers the wrapped
 key, DESIGN.md section 5) is decrypted and validated frame by frame as it
-arrives, a frame before it is stored: a bad one is refused at once. With
-``stage_received_rows`` its validated rows are staged with their frame for a
-set-based import. Version 1 is checked as before: trailer first, then decrypt.
+arrives, a frame before it is stored: a bad one is refused at once. Version 1
+is checked as before: trailer first, then decrypt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from protos.rt.v1 import common_pb2, peer_pb2, records_pb2
@@ -43,7 +42,7 @@ from rt_server.core.statuses import Action, Direction, Status, TransferState
 from rt_server.core.table_codes import format_counts, parse_counts
 from rt_server.flows.claims import require_claimed
 from rt_server.flows.district import District, load_peer_request
-from rt_server.store import request_status, requests, spool, stage, transfers, units
+from rt_server.store import request_status, requests, spool, transfers, units
 from rt_server.store.transfers import Transfer
 
 log = logging.getLogger("rt_server.flows.receiver")
@@ -122,13 +121,11 @@ def receive_delivery(
     opener: _Opener | None = None
     try:
         if header.format_version == rtx.FORMAT_VERSION:
-            opener = _Opener(d, header, digest, start.wrapped_key, d.limits.stage_received_rows)
+            opener = _Opener(d, header, digest, start.wrapped_key)
             if offset:
-                # A resume: what we hold already is decrypted again to catch up
-                # (its rows were staged with it).
+                # A resume: what we hold already is decrypted again to catch up.
                 for data in spool.stored_ciphertext(d.engine, header.transfer_id):
                     opener.feed(data)
-                opener.take()
                 if opener.received != offset:
                     raise Conflict("resume offset does not match what is held")
         for frame in frames:
@@ -147,8 +144,7 @@ def receive_delivery(
                 if buffered:
                     held.append(data)
                 else:
-                    staged = opener.take() if opener is not None else ()
-                    _store_frame(d, TransferId(header.transfer_id), offset, data, staged)
+                    _store_frame(d, TransferId(header.transfer_id), offset, data)
                 offset += len(data)
             elif kind == "trailer" and trailer is None:
                 trailer = frame.trailer.signature
@@ -205,9 +201,6 @@ def receive_delivery(
                 raise Conflict("another delivery of this transfer is under way")
             _start_receiving(conn, header, start, now)
             spool.insert_chunks(conn, header.transfer_id, held)
-        if opener is not None:
-            # The rows of the final chunk (and, buffered, all of them), validated once.
-            stage.stage_rows(conn, header.transfer_id, opener.take())
         transfers.mark_received(
             conn,
             header.transfer_id,
@@ -304,15 +297,9 @@ def _start_receiving(
     )
 
 
-def _store_frame(
-    d: District,
-    transfer_id: TransferId,
-    offset: int,
-    data: bytes,
-    rows: Sequence[tuple[int, validate.CheckedRows]] = (),
-) -> None:
-    """One durable frame and its rows (``spool.store_frame``; ``Conflict`` if another races)."""
-    spool.store_frame(d.engine, transfer_id, offset, data, rows)
+def _store_frame(d: District, transfer_id: TransferId, offset: int, data: bytes) -> None:
+    """One durable frame (``spool.store_frame``; raises ``Conflict`` if another stream races)."""
+    spool.store_frame(d.engine, transfer_id, offset, data)
 
 
 def _verify(
@@ -347,18 +334,10 @@ class _Opener:
     """
 
     def __init__(
-        self,
-        d: District,
-        header: records_pb2.TransferHeader,
-        digest: bytes,
-        wrapped_key: bytes,
-        stage: bool,
+        self, d: District, header: records_pb2.TransferHeader, digest: bytes, wrapped_key: bytes
     ) -> None:
         self._stream = rtx.StreamOpener(header, digest, wrapped_key, d.identity.hpke_key)
         self.counts: dict[int, int] = {}
-        self._next_index: dict[int, int] = {}  # per table: the index of its next row
-        self._rows: list[tuple[int, validate.CheckedRows]] = []  # validated, not staged yet
-        self._stage = stage
 
     @property
     def received(self) -> int:
@@ -372,19 +351,10 @@ class _Opener:
         self._tally(last)
         return self.counts, sha512
 
-    def take(self) -> list[tuple[int, validate.CheckedRows]]:
-        """The rows validated since the last call: (index of the first in its table, rows)."""
-        rows, self._rows = self._rows, []
-        return rows
-
     def _tally(self, batches: Iterable[records_pb2.RecordBatch]) -> None:
         for batch in batches:
-            first = self._next_index.get(batch.table, 0)
-            rows = validate.checked_batch(batch, first_index=first)  # validated once, here
-            self._next_index[batch.table] = first + len(rows)
-            self.counts[batch.table] = self.counts.get(batch.table, 0) + len(rows)
-            if self._stage:
-                self._rows.append((first, rows))
+            _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
+            self.counts[batch.table] = self.counts.get(batch.table, 0) + rows
 
 
 def _receipt(d: District, row: Transfer) -> common_pb2.SignedEnvelope:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from protos.rt.v1 import peer_pb2, records_pb2
@@ -37,9 +36,7 @@ from rt_server.store import (
     request_status,
     requests,
     spool,
-    stage,
     transfers,
-    units,
 )
 from rt_server.store.transfers import Transfer
 
@@ -199,56 +196,25 @@ def import_received_transfer(
     student = request.local_student_id
     assert student is not None  # we asked for a student of ours
     header = records_pb2.TransferHeader.FromString(transfer.header)
-    now = d.clock()
-    declared = {tables.table_spec(c.table).code: c.rows for c in header.tables if c.rows}
-    with d.reading() as conn:
-        staged = stage.staged_counts(conn, transfer.transfer_id)
-    if declared and staged == declared:
-        # Validated and staged as it arrived (stage_received_rows): set-based, nothing decrypted.
-        return _import_and_record(
-            d,
-            request,
-            transfer,
-            lambda conn: importer.import_staged(
-                conn, transfer.transfer_id, student, staged, accept,
-                keep_both=keep_both, actor=actor, now=now,
-            ),
-            actor,
-            now,
-        )  # fmt: skip
     batches: Generator[tuple[int, validate.CheckedRows], None, None]
     if header.plaintext_bytes <= PREPARE_BEFORE_IMPORT_BYTES:
         prepared = list(_checked_batches(d, transfer))
         batches = (batch for batch in prepared)
     else:
         batches = _read_ahead(_checked_batches(d, transfer), READ_AHEAD_BATCHES)
-    with contextlib.closing(batches) as chunks:
+    now = d.clock()
+    with d.writing() as conn, contextlib.closing(batches) as chunks:
         # Any failure (a chunk that does not decrypt, a bad row) rolls the whole import back.
-        return _import_and_record(
-            d,
-            request,
-            transfer,
-            lambda conn: importer.import_batches(
-                conn, transfer.transfer_id, student, chunks, accept,
-                keep_both=keep_both, actor=actor, now=now,
-            ),
-            actor,
-            now,
-        )  # fmt: skip
-
-
-def _import_and_record(
-    d: District,
-    request: RequestRecord,
-    transfer: Transfer,
-    run: Callable[[units.Unit], importer.ImportResult],
-    actor: str,
-    now: datetime,
-) -> importer.ImportResult:
-    """``run`` the import, then the status change and the notice, in one transaction."""
-    request_id = RequestId(request.request_id)
-    with d.writing() as conn:
-        result = run(conn)
+        result = importer.import_batches(
+            conn,
+            transfer.transfer_id,
+            student,
+            chunks,
+            accept,
+            keep_both=keep_both,
+            actor=actor,
+            now=now,
+        )
         current = requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
         if not result.already_imported and current.status is Status.DATA_RECEIVED:
             request_status.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)

@@ -21,15 +21,23 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
     Connection,
+    and_,
     bindparam,
     func,
+    literal,
+    or_,
     select,
+    tuple_,
+    union_all,
     update,
 )
 
@@ -37,9 +45,7 @@ from rt_client.errors import InvalidInput, NotFound
 from rt_server.core.classify import RowClass, classify_against
 from rt_server.core.tables import ALL_TABLES, TableRef, TableSpec, table_spec
 from rt_server.core.validate import CheckedRows, check_rows, recheck
-from rt_server.store import stage
 from rt_server.store._db import Bind, aware, bulk_insert, transaction
-from rt_server.store._import_queries import _held_rows, _highest_sqs, _key
 from rt_server.store.replaced_rows import record_replaced_rows
 from rt_server.store.schema import IMPORT_LEDGER, RECORD_TABLES, STUDENTS
 
@@ -49,7 +55,6 @@ __all__ = [
     "ImportResult",
     "LedgerOutcome",
     "import_batches",
-    "import_staged",
     "import_transfer",
 ]
 
@@ -176,41 +181,15 @@ def import_batches(
     )
 
 
-def import_staged(
-    bind: Bind,
-    transfer_id: str,
-    pid: str,
-    staged: Mapping[str, int],
-    accept_conflicts: AcceptConflicts = frozenset(),
-    *,
-    keep_both: AcceptConflicts = frozenset(),
-    actor: str = "import",
-    now: dt.datetime | None = None,
-) -> ImportResult:
-    """``import_transfer`` for a transfer whose rows were validated and staged as it arrived.
-
-    ``staged``: rows per table code (the transfer header's counts). A table we
-    hold nothing of for the student is copied with one ``INSERT ... SELECT``;
-    the others are read from the stage and classified as ``import_transfer``
-    does. The staged rows are deleted in the same transaction. Same results
-    and errors as ``import_transfer``.
-    """
-    return _import(
-        bind, transfer_id, pid, None, accept_conflicts, keep_both, actor, now, staged=staged
-    )
-
-
 def _import(
     bind: Bind,
     transfer_id: str,
     pid: str,
-    chunks: Iterable[tuple[TableSpec, Sequence[int], CheckedRows]] | None,
+    chunks: Iterable[tuple[TableSpec, Sequence[int], CheckedRows]],
     accept_conflicts: AcceptConflicts,
     keep_both: AcceptConflicts,
     actor: str,
     now: dt.datetime | None,
-    *,
-    staged: Mapping[str, int] | None = None,
 ) -> ImportResult:
     at = aware(now)
     if accept_conflicts == "all" and keep_both == "all":
@@ -252,16 +231,6 @@ def _import(
         tables: dict[str, _TableImport] = {}
         held: dict[str, int | None] | None = None  # the student's highest SQ per table
         found: set[tuple[str, int]] = set()  # chosen conflicts seen in the transfer
-        if staged is not None:
-            held = _highest_sqs(conn, pid)
-            classify = [code for code in ALL_TABLES if staged.get(code) and held[code] is not None]
-            for code in ALL_TABLES:
-                if staged.get(code) and held[code] is None:  # all NEW: copied, set-based
-                    copied = tables[code] = _TableImport.start(table_spec(code), None)
-                    copied.copy_staged(conn, transfer_id, pid, staged[code])
-                    found.update((c, i) for c, i in chosen if c == code and i < staged[code])
-            chunks = stage.read_chunks(conn, transfer_id, classify, _CHUNK_ROWS)
-        assert chunks is not None
         for spec, indexes, checked in chunks:
             state = tables.get(spec.code)
             if state is None:
@@ -279,7 +248,6 @@ def _import(
         runs = [(code, run) for code, t in tables.items() for run in t.runs]
         runs.append((_MARKER_TABLE, _Run(_MARKER_INDEX, 0, LedgerOutcome.TRANSFER, None)))
         bulk_insert(conn, IMPORT_LEDGER, _ledger(transfer_id, runs, at))
-        stage.discard(conn, transfer_id)  # no plaintext of it stays staged
         imported_counts = {code: t.imported for code, t in tables.items() if t.imported}
         skipped_counts = {code: t.skipped for code, t in tables.items() if t.skipped}
         replaced_counts = {code: len(t.replaced) for code, t in tables.items() if t.replaced}
@@ -507,15 +475,6 @@ class _TableImport:
         self.imported += written
         self.skipped += count - written - replaced
 
-    def copy_staged(self, conn: Connection, transfer_id: str, pid: str, count: int) -> None:
-        """Every staged row of the table, NEW (we held none): copied in one statement."""
-        copied = stage.copy_all_new(conn, transfer_id, self.spec, pid, self.next_sq, IMPORT_SOURCE)
-        if copied != count:
-            raise InvalidInput(f"{self.spec.code}: {copied} rows staged, {count} received")
-        self._add_run(0, count, LedgerOutcome.IMPORTED, self.next_sq)
-        self.next_sq += count
-        self.imported += count
-
     def _replace(
         self,
         conn: Connection,
@@ -561,3 +520,50 @@ class _TableImport:
     def _add_run(self, index: int, count: int, outcome: LedgerOutcome, sq: int | None) -> None:
         if not self.runs or not self.runs[-1].extend(index, count, outcome, sq):
             self.runs.append(_Run(index, count, outcome, sq))
+
+
+def _highest_sqs(conn: Connection, pid: str) -> dict[str, int | None]:
+    """The student's highest SQ in each record table (None: no rows), in one query."""
+    return {code: sq for code, sq in conn.execute(_highest_sqs_query(), {"pid": pid})}
+
+
+@functools.cache
+def _highest_sqs_query() -> CompoundSelect[*tuple[Any, ...]]:
+    return union_all(
+        *(
+            select(literal(code), func.max(table.c.SQ)).where(table.c.PID == bindparam("pid"))
+            for code, table in RECORD_TABLES.items()
+        )
+    )
+
+
+def _key(spec: TableSpec, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[c] for c in spec.natural_key)
+
+
+def _held_rows(
+    conn: Connection, spec: TableSpec, pid: str, before_sq: int, keys: set[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """The rows we held before the import whose natural key is one of ``keys`` (SQ order).
+
+    One query by the (PID, natural key) index; keys with a NULL part are
+    matched with IS NULL, as the classification compares None equal to None.
+    """
+    table = RECORD_TABLES[spec.code]
+    key_columns = [table.c[name] for name in spec.natural_key]
+    plain = [k for k in keys if None not in k]
+    conditions: list[ColumnElement[bool]] = []
+    if plain:
+        conditions.append(tuple_(*key_columns).in_(plain))
+    for key in keys:
+        if None in key:
+            parts = zip(key_columns, key, strict=True)
+            conditions.append(and_(*(c.is_(None) if v is None else c == v for c, v in parts)))
+    if not conditions:
+        return []
+    query = (
+        select(table)
+        .where(table.c.PID == pid, table.c.SQ < before_sq, or_(*conditions))
+        .order_by(table.c.SQ)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]

@@ -57,7 +57,6 @@ __all__ = [
     "OUTBOX",
     "PFT",
     "RECORD_TABLES",
-    "STAGED_TABLES",
     "REPLACED_ROWS",
     "REQUESTS",
     "SEEN_MESSAGES",
@@ -166,30 +165,6 @@ def _record_table(spec: TableSpec) -> Table:
 # Built from the core's table specs (``rt_server.core.tables``: the columns,
 # their bounds, the natural keys), in the order a transfer carries them.
 RECORD_TABLES: Final[dict[str, Table]] = {code: _record_table(s) for code, s in TABLES.items()}
-
-
-def _staged_table(spec: TableSpec) -> Table:
-    """A received transfer's rows of one table, validated as they arrived (DESIGN.md section 5).
-
-    Keyed by transfer and the row's index in the transfer's table; written
-    frame by frame while the transfer is RECEIVING (used by nothing until it is
-    RECEIVED), read by the import with set-based SQL, deleted by it (or with
-    the transfer when a delivery is refused).
-    """
-    return Table(
-        f"staged_{spec.code.lower()}",
-        METADATA,
-        Column("transfer_id", String(36), nullable=False),
-        Column("row_index", Integer(), nullable=False, autoincrement=False),
-        *(
-            Column(c.name, _column_type(c), nullable=not c.required, autoincrement=False)
-            for c in spec.columns
-        ),
-        PrimaryKeyConstraint("transfer_id", "row_index"),
-    )
-
-
-STAGED_TABLES: Final[dict[str, Table]] = {code: _staged_table(s) for code, s in TABLES.items()}
 TST: Final = RECORD_TABLES["TST"]
 CST: Final = RECORD_TABLES["CST"]
 CTS: Final = RECORD_TABLES["CTS"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -23,8 +23,6 @@ from rt_client.errors import Conflict
 from rt_client.transfer import SealedTransfer
 from rt_server.core.statuses import Direction, TransferState
 from rt_server.core.table_codes import format_counts
-from rt_server.core.validate import CheckedRows
-from rt_server.store import stage
 from rt_server.store.engine import READ_ONLY, begin_not_durable
 from rt_server.store.outbox import ClaimLost
 from rt_server.store.requests import set_delivery_bytes
@@ -241,16 +239,8 @@ def stored_ciphertext(engine: Database, transfer_id: str) -> Iterator[bytes]:
             yield data
 
 
-def store_frame(
-    engine: Database,
-    transfer_id: str,
-    offset: int,
-    data: bytes,
-    rows: Sequence[tuple[int, CheckedRows]] = (),
-) -> None:
+def store_frame(engine: Database, transfer_id: str, offset: int, data: bytes) -> None:
     """One durable frame of a transfer we receive: the bytes and the new offset commit together.
-
-    ``rows``: the validated rows the frame completed (version 2), staged with it.
 
     The offset moves first, guarded: of two streams racing to store the same
     bytes (an old one still finishing, a retry already resuming) exactly one
@@ -273,7 +263,6 @@ def store_frame(
             insert(TRANSFER_CHUNKS),
             dict(transfer_id=transfer_id, seq=seq, offset=offset, data=data),
         )
-        stage.stage_rows(conn, transfer_id, rows)
 
 
 def insert_chunks(conn: Connection, transfer_id: str, chunks: Iterable[bytes]) -> None:

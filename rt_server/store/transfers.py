@@ -16,7 +16,6 @@ from typing import Any, Final
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from rt_server.core.statuses import Direction, TransferState
-from rt_server.store import stage
 from rt_server.store._db import Bind, reading
 from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 from rt_server.store.units import Database
@@ -180,7 +179,6 @@ def discard(db: Database, transfer_id: str) -> None:
     """Forget the transfer and every byte of it (one transaction)."""
     with db.begin() as conn:
         conn.execute(delete(TRANSFER_CHUNKS).where(TRANSFER_CHUNKS.c.transfer_id == transfer_id))
-        stage.discard(conn, transfer_id)
         conn.execute(delete(TRANSFERS).where(TRANSFERS.c.transfer_id == transfer_id))
 
 

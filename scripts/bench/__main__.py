@@ -64,11 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         help="B2 and B3 again with both districts on this PostgreSQL (a user that may "
         "create databases; make bench starts a throwaway one)",
     )
-    parser.add_argument(
-        "--stage-rows",
-        action="store_true",
-        help="districts stage received rows (stage_received_rows = true) for set-based imports",
-    )
     parser.add_argument("--transfers", type=int, help="B1 transfers (default 200)")
     parser.add_argument("--rush-students", type=int, help="B2 students (default 1000)")
     parser.add_argument("--rush-runs", type=int, help="B2 runs (default 3)")
@@ -103,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: list[dict[str, Any]] = []
     cluster = Cluster.create(work)
-    if args.stage_rows:
-        cluster.district_settings["stage_received_rows"] = True
     cluster.env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
     )
@@ -172,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "command": "make bench" if not args.quick else "python -m scripts.bench --quick",
         "quick": args.quick,
-        "stage_received_rows": args.stage_rows,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

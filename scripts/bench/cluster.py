@@ -164,8 +164,6 @@ class Cluster:
     new: District | None = None
     # Called with each district server just started (the profiler attaches here).
     on_serve: Callable[[District, Proc], None] | None = None
-    # Top-level district.toml settings for both districts (``--stage-rows``).
-    district_settings: dict[str, Any] = field(default_factory=dict)
     # The districts' databases on PostgreSQL instead of SQLite (``use_postgres``).
     postgres: Any = None
 
@@ -235,8 +233,6 @@ class Cluster:
                 env={"RT_AUTH_CODE": codes[code]},
             )  # fmt: skip
             districts.append(District(code, school, data_dir, endpoint))
-            if self.district_settings:
-                _add_settings(data_dir / "district.toml", self.district_settings)
         self.prior, self.new = districts
 
     def serve(self, district: District, database: Path | None) -> Proc:
@@ -494,7 +490,7 @@ def _checkpoint(path: Path) -> None:
 
 
 def _add_settings(config: Path, settings: dict[str, Any]) -> None:
-    """Set top-level keys of a district.toml (e.g. ``stage_received_rows``)."""
+    """Set top-level keys of a district.toml (e.g. ``database_url``)."""
     import tomllib
 
     import tomli_w

@@ -68,7 +68,6 @@ def test_reliability_settings_round_trip_through_toml(tmp_path: Path) -> None:
         ({"buffered_delivery_bytes": 10**9}, "buffered_delivery_bytes: must be from 0"),
         ({"buffered_delivery_bytes": "1"}, "buffered_delivery_bytes: must be a whole number"),
         ({"buffered_delivery_bytes": True}, "buffered_delivery_bytes: must be a whole number"),
-        ({"stage_received_rows": "yes"}, "stage_received_rows: must be true or false"),
     ],
 )
 def test_bad_values_are_refused_by_name(
@@ -84,19 +83,4 @@ def test_a_string_in_the_toml_file_is_refused_by_name(tmp_path: Path) -> None:
     text = path.read_text()
     path.write_text(text.replace("delivery_lease_seconds = 60.0", 'delivery_lease_seconds = "60"'))
     with pytest.raises(ConfigError, match="delivery_lease_seconds must be a number"):
-        load_config(path)
-
-
-def test_stage_received_rows_is_off_by_default_and_read_from_the_toml_file(tmp_path: Path) -> None:
-    path = tmp_path / "district.toml"
-    write_config(config(tmp_path), path)
-    assert load_config(path).stage_received_rows is False  # encrypted at rest until import
-    text = path.read_text()
-    assert "stage_received_rows = false" in text
-    path.write_text(text.replace("stage_received_rows = false", "stage_received_rows = true"))
-    assert load_config(path).stage_received_rows is True
-    path.write_text(
-        path.read_text().replace("stage_received_rows = true", 'stage_received_rows = "1"')
-    )
-    with pytest.raises(ConfigError, match="stage_received_rows must be true or false"):
         load_config(path)
