@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -491,10 +492,6 @@ def _fast_decimal(column: ColumnSpec) -> Callable[[str], Any]:
     return convert
 
 
-def _is_not_none(value: Any) -> bool:
-    return value is not None
-
-
 def _check_column(column: ColumnSpec, values: list[Any], *, from_wire: bool) -> list[Any] | None:
     """``values`` (``None``: NULL) checked and normalised as a whole; ``None`` if any one fails.
 
@@ -502,7 +499,7 @@ def _check_column(column: ColumnSpec, values: list[Any], *, from_wire: bool) -> 
     ``from_wire``) accepts, and normalise the same way; it may refuse more
     (a ``str`` subclass, say): the row-by-row path then decides.
     """
-    present = values if None not in values else list(filter(_is_not_none, values))
+    present = values if None not in values else [v for v in values if v is not None]
     if not present:
         return values
     kinds = set(map(type, present))
@@ -551,9 +548,31 @@ _WIRE_CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, Any], Any]]] = {
     ColumnKind.DATE: _date_from_wire,
     ColumnKind.DECIMAL: _decimal_from_wire,
 }
+
+
+def _decimal_from_python(column: ColumnSpec, value: decimal.Decimal) -> decimal.Decimal:
+    """``_check_value`` for a ``Decimal``; one already in normal form is kept as it is.
+
+    Normal form: exactly the column's scale (``same_quantum``, false for NaN and
+    infinities), fewer digits before the point than precision - scale allows,
+    and not ``-0``: what ``normalize_decimal`` would give back unchanged.
+    Anything else goes the reference way (normalised, or refused).
+    """
+    assert column.precision is not None and column.scale is not None
+    quantum, bound = _decimal_form(column.precision, column.scale)
+    if value.same_quantum(quantum) and -bound < value < bound and (value or not value.is_signed()):
+        return value
+    return _check_value(column, value)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _decimal_form(precision: int, scale: int) -> tuple[decimal.Decimal, decimal.Decimal]:
+    return decimal.Decimal(1).scaleb(-scale), decimal.Decimal(10) ** (precision - scale)
+
+
 _PYTHON_CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, Any], Any]]] = {
     ColumnKind.DATE: _check_value,
-    ColumnKind.DECIMAL: _check_value,
+    ColumnKind.DECIMAL: _decimal_from_python,
 }
 _PYTHON_TYPES: Final[dict[ColumnKind, set[type]]] = {
     ColumnKind.DATE: {dt.date},
