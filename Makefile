@@ -29,10 +29,11 @@ $(TLSSCAN_STAMP): pyproject.toml
 demo: install
 	$(PY) scripts/demo.py
 
-# Records Transfer side by side with CSV + GPG on real servers (about 6 minutes;
-# README "Performance"). Writes bench-results.json; `--quick` is the test's toy run.
+# Records Transfer side by side with CSV + GPG on real servers (README "Performance"):
+# on SQLite, then B2 and B3 again with the districts on a throwaway PostgreSQL
+# (scripts/test_postgres.py). Writes bench-results.json; `--quick` is the test's toy run.
 bench: install
-	$(PY) -m scripts.bench
+	$(PY) scripts/test_postgres.py -- sh -c '$(PY) -m scripts.bench --postgres "$$RT_TEST_POSTGRES_URL"'
 
 # Every suite runs on SQLite and on PostgreSQL: scripts/test_postgres.py starts a
 # throwaway PostgreSQL on loopback for the run (RT_TEST_POSTGRES_URL) and stops it.

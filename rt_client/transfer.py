@@ -31,7 +31,13 @@ from rt_client.crypto import cobblestone, envelope, hpke, trailer
 from rt_client.errors import IntegrityError, InvalidInput
 from rt_client.framing import BatchReader, delimit
 
-FORMAT_VERSION = 1
+# Version 2 (sent): the first frame's signature covers header || SHA-256(wrapped key),
+# so every chunk that decrypts is the sender's and the receiver can work as they
+# arrive. Version 1 (the header's signature alone) is still accepted, for
+# transfers sealed before the upgrade and still in flight.
+FORMAT_VERSION = 2
+FORMAT_VERSION_V1 = 1
+ACCEPTED_FORMAT_VERSIONS = frozenset({FORMAT_VERSION_V1, FORMAT_VERSION})
 PAYLOAD_SUITE = "Cobblestone-256"
 # Bounds a receiver applies to a header before it accepts any ciphertext.
 MAX_TRANSFER_BYTES = 8 * 1024 * 1024 * 1024
@@ -88,8 +94,15 @@ def seal_transfer(
     signing_key: Ed25519PrivateKey,
     out: CiphertextSink,
     created_at: datetime,
+    format_version: int = FORMAT_VERSION,
 ) -> SealedTransfer:
-    """Encrypt the batches for ``receiver`` into ``out``; ``batches`` is called once."""
+    """Encrypt the batches for ``receiver`` into ``out``; ``batches`` is called once.
+
+    ``format_version`` 1 is kept only so that tests can seal what a sender of
+    the previous release sent.
+    """
+    if format_version not in ACCEPTED_FORMAT_VERSIONS:
+        raise InvalidInput("unknown transfer format version")
     plaintext_bytes = 0
     counts: dict[common_pb2.TableCode.ValueType, int] = {}
     staged = _Staging()
@@ -101,7 +114,7 @@ def seal_transfer(
         counts[batch.table] = counts.get(batch.table, 0) + rows
 
     header = records_pb2.TransferHeader(
-        format_version=FORMAT_VERSION,
+        format_version=format_version,
         transfer_id=transfer_id,
         request_id=request_id,
         sender_district=sender,
@@ -118,16 +131,17 @@ def seal_transfer(
     header.created_at.FromDatetime(created_at)
     header_body = header.SerializeToString(deterministic=True)
     digest = trailer.header_digest(header_body)
-    signed_header = common_pb2.SignedEnvelope(
-        body=header_body,
-        signer_district=sender,
-        signature=envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, header_body, signing_key),
-    )
-
     suite = hpke.suite_from_names(receiver.hpke_kem, receiver.hpke_kdf, receiver.hpke_aead)
     receiver_key = hpke.HpkePublicKey.from_bytes(suite, receiver.hpke_public_key)
     input_key = os.urandom(32)
     wrapped = hpke.wrap_key(input_key, receiver_key, digest)
+    signed_header = common_pb2.SignedEnvelope(
+        body=header_body,
+        signer_district=sender,
+        signature=sign_start(header_body, wrapped, signing_key)
+        if format_version == FORMAT_VERSION
+        else envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, header_body, signing_key),
+    )
 
     sha = hashlib.sha512()
     written = 0
@@ -209,6 +223,37 @@ _STAGING_PIECE_BYTES = 1 << 20
 _STAGING_CONTEXT = b"rt/v1 staging"
 
 
+def start_message(header_body: bytes, wrapped_key: bytes) -> bytes:
+    """What a version 2 first frame's signature covers: header || SHA-256(wrapped key)."""
+    return bytes(header_body) + hashlib.sha256(wrapped_key).digest()
+
+
+def sign_start(header_body: bytes, wrapped_key: bytes, key: Ed25519PrivateKey) -> bytes:
+    """The sender's signature of a version 2 first frame (label ``LABEL_TRANSFER_START``)."""
+    return envelope.sign_body(
+        envelope.LABEL_TRANSFER_START, start_message(header_body, wrapped_key), key
+    )
+
+
+def _verified_version(
+    signed: common_pb2.SignedEnvelope, wrapped_key: bytes | None, key: bytes
+) -> int:
+    """The format version whose signature verifies (2 first, then 1); IntegrityError if none."""
+    if wrapped_key is not None:
+        try:
+            envelope.verify_body(
+                envelope.LABEL_TRANSFER_START,
+                start_message(signed.body, wrapped_key),
+                signed.signature,
+                key,
+            )
+            return FORMAT_VERSION
+        except IntegrityError:
+            pass
+    envelope.verify_body(envelope.LABEL_TRANSFER_HEADER, signed.body, signed.signature, key)
+    return FORMAT_VERSION_V1
+
+
 def open_header(
     signed: common_pb2.SignedEnvelope,
     *,
@@ -216,6 +261,7 @@ def open_header(
     sender_signing_key: bytes,
     receiver: str,
     receiver_key_id: str | Collection[str],
+    wrapped_key: bytes | None = None,
     max_bytes: int = MAX_TRANSFER_BYTES,
 ) -> tuple[records_pb2.TransferHeader, bytes]:
     """Verify, then parse, then check a transfer header. Returns (header, H).
@@ -223,20 +269,25 @@ def open_header(
     ``receiver_key_id``: the id of the HPKE key the header must name, or the
     ids of every key the receiver still holds (its current one and those kept
     after a rotation, ``rt_client.keystore``).
+
+    A version 2 header verifies only with the ``wrapped_key`` sent beside it
+    (its signature covers the pair); a version 1 header's signature covers the
+    header alone. The version the header declares must be the one whose
+    signature verified, so neither can pose as the other.
     """
     key_ids = {receiver_key_id} if isinstance(receiver_key_id, str) else set(receiver_key_id)
     if signed.signer_district != sender:
         raise IntegrityError()
-    envelope.verify_body(
-        envelope.LABEL_TRANSFER_HEADER, signed.body, signed.signature, sender_signing_key
-    )
+    version = _verified_version(signed, wrapped_key, sender_signing_key)
     header = records_pb2.TransferHeader()
     try:
         header.ParseFromString(signed.body)
     except Exception as exc:  # DecodeError and friends: same answer for every failure
         raise IntegrityError() from exc
+    if header.format_version != version and header.format_version in ACCEPTED_FORMAT_VERSIONS:
+        raise IntegrityError()
     if (
-        header.format_version != FORMAT_VERSION
+        header.format_version != version
         or header.sender_district != sender
         or header.receiver_district != receiver
         or header.receiver_key_id not in key_ids
@@ -306,6 +357,68 @@ def decrypt_batches(
     reader.close()
     if seen != {t: n for t, n in declared.items() if n}:
         raise InvalidInput("the transfer's row counts do not match its header")
+
+
+class StreamOpener:
+    """A version 2 transfer, decrypted and checked against its header as the ciphertext arrives.
+
+    The first frame's signature covers the wrapped key, so the input key is the
+    one the sender chose, and a Cobblestone chunk that decrypts under it (with
+    ``context = H``, at its position) was written by the sender, in that place.
+    Each batch :meth:`feed` yields is therefore the sender's; but the stream may
+    still be cut, end early or carry a bad trailer: the caller commits nothing
+    until :meth:`finish` has returned. Raises ``IntegrityError`` for bytes that
+    do not decrypt, ``InvalidInput`` for batches the header does not declare.
+    """
+
+    def __init__(
+        self,
+        header: records_pb2.TransferHeader,
+        header_digest: bytes,
+        wrapped_key: bytes,
+        receiver_key: hpke.HpkePrivateKey,
+    ) -> None:
+        if header.format_version != FORMAT_VERSION:
+            raise InvalidInput("only a version 2 transfer can be opened as it arrives")
+        key = hpke.unwrap_key(wrapped_key, receiver_key, header_digest)
+        self._decryptor = cobblestone.CobblestoneDecryptor(key, header_digest)
+        self._reader = BatchReader()
+        self._declared: dict[int, int] = {count.table: count.rows for count in header.tables}
+        self._seen: dict[int, int] = {}
+        self._sha = hashlib.sha512()
+        self._digest = header_digest
+        self._wrapped_key = wrapped_key
+        self.received = 0
+
+    def feed(self, ciphertext: bytes) -> Iterator[records_pb2.RecordBatch]:
+        """The batches that the chunks completed by ``ciphertext`` hold (consume them all)."""
+        self._sha.update(ciphertext)
+        self.received += len(ciphertext)
+        return _checked(
+            self._reader, self._decryptor.update(ciphertext), self._declared, self._seen
+        )
+
+    def finish(
+        self, signature: bytes, sender_signing_key: bytes
+    ) -> tuple[list[records_pb2.RecordBatch], bytes]:
+        """Verify the trailer, release the final chunk: (its batches, SHA-512 of the ciphertext)."""
+        sha512 = self._sha.digest()
+        verify_trailer(self._digest, self._wrapped_key, sha512, signature, sender_signing_key)
+        last = list(_checked(self._reader, self._decryptor.finalize(), self._declared, self._seen))
+        self._reader.close()
+        if self._seen != {t: n for t, n in self._declared.items() if n}:
+            raise InvalidInput("the transfer's row counts do not match its header")
+        return last, sha512
+
+
+def _checked(
+    reader: BatchReader, plaintext: bytes, declared: dict[int, int], seen: dict[int, int]
+) -> Iterator[records_pb2.RecordBatch]:
+    for batch in reader.feed(plaintext):
+        seen[batch.table] = seen.get(batch.table, 0) + _count_rows(batch)
+        if seen[batch.table] > declared.get(batch.table, 0):
+            raise InvalidInput("the transfer holds more rows than its header declares")
+        yield batch
 
 
 def _count_rows(batch: records_pb2.RecordBatch) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "LABEL_REQUEST",
     "LABEL_REQUEST_RECEIPT",
     "LABEL_TRANSFER_HEADER",
+    "LABEL_TRANSFER_START",
     "SIGNATURE_SIZE",
     "Signed",
     "ed25519_public_bytes",
@@ -50,6 +51,8 @@ LABEL_IMPORT_NOTICE: Final = b"rt/v1 import-notice"
 # Deliberately not "rt/v1 transfer...": no envelope's signed bytes may start
 # with the transfer trailer's prefix (see ``rt_client.crypto.trailer``).
 LABEL_TRANSFER_HEADER: Final = b"rt/v1 record-stream-header"
+# Format version 2: the first frame's signature covers the header and SHA-256(wrapped key).
+LABEL_TRANSFER_START: Final = b"rt/v1 record-stream-start"
 LABEL_DIRECTORY_ENTRY: Final = b"rt/v1 directory-entry"
 LABEL_ENROLL: Final = b"rt/v1 enroll"
 LABEL_ACK: Final = b"rt/v1 ack"
@@ -63,6 +66,7 @@ KNOWN_LABELS: Final = frozenset(
         LABEL_MESSAGE,
         LABEL_IMPORT_NOTICE,
         LABEL_TRANSFER_HEADER,
+        LABEL_TRANSFER_START,
         LABEL_DIRECTORY_ENTRY,
         LABEL_ENROLL,
         LABEL_ACK,

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter, methodcaller
+from itertools import compress, count
+from operator import attrgetter, methodcaller, not_
 from typing import Any, Final
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.rt.v1 import records_pb2
@@ -345,13 +349,8 @@ def _check_messages(spec: TableSpec, messages: Sequence[Any], first_index: int) 
     # One Python object per row, made once (the container would make one per access).
     messages = list(messages)
     columns: list[list[Any]] = []
-    for column, (get, has) in zip(spec.columns, _MESSAGE_READERS[spec.code], strict=True):
-        values = list(map(get, messages))
-        # An unset field and one set to its default ("", 0, false) read the
-        # same; presence is asked only where the value read is a default.
-        if not all(values):
-            values = [v if v or has(m) else None for v, m in zip(values, messages, strict=True)]
-        checked = _check_column(column, values, from_wire=True)
+    for column in _WIRE_VALIDATORS[spec.code]:
+        checked = column(messages)
         if checked is None:
             break
         columns.append(checked)
@@ -365,8 +364,132 @@ def _check_messages(spec: TableSpec, messages: Sequence[Any], first_index: int) 
     return CheckedRows.from_dicts(spec, rows)
 
 
-def _is_not_none(value: Any) -> bool:
-    return value is not None
+# --- the wire validators: one closure per column, built once per table ------------
+#
+# A closure reads one column of a batch's proto rows and checks it as a whole,
+# giving the column's values (``None``: unset) or ``None`` if any value fails;
+# it must accept exactly what ``_check_value`` after ``row_from_proto`` accepts
+# and normalise the same way (``tests/unit/district/test_validate_columns.py``
+# holds it to that). The proto field's type is checked when the closure is
+# built: protobuf itself then guarantees each value's Python type (a string
+# field holds ``str``, an int32 field ``int`` within 32 bits, a bool field
+# ``bool``), so no value's type is asked again.
+
+_ColumnValidator = Callable[[list[Any]], list[Any] | None]
+_WIRE_TYPES: Final = {
+    ColumnKind.STRING: FieldDescriptor.TYPE_STRING,
+    ColumnKind.INT: FieldDescriptor.TYPE_INT32,
+    ColumnKind.BOOL: FieldDescriptor.TYPE_BOOL,
+    ColumnKind.DATE: FieldDescriptor.TYPE_STRING,
+    ColumnKind.DECIMAL: FieldDescriptor.TYPE_STRING,
+}
+
+
+def _wire_validator(spec: TableSpec, column: ColumnSpec) -> _ColumnValidator:
+    field = spec.row_class.DESCRIPTOR.fields_by_name[column.field]
+    if field.type != _WIRE_TYPES[column.kind] or field.is_repeated or not field.has_presence:
+        raise TypeError(f"{spec.code}.{column.name}: the proto field does not fit the column")
+    get = attrgetter(column.field)
+    has = methodcaller("HasField", column.field)
+    check = _value_checker(column)
+
+    def validate(messages: list[Any]) -> list[Any] | None:
+        values = list(map(get, messages))
+        if all(values):
+            return check(values, values)
+        # An unset field and one set to its default ("", 0, false) read the
+        # same: presence is asked only of the rows whose value is a default.
+        unset = 0
+        for i in compress(count(), map(not_, values)):
+            if not has(messages[i]):
+                values[i] = None
+                unset += 1
+        if not unset:
+            return check(values, values)
+        if unset == len(values):
+            return values
+        return check(values, [v for v in values if v is not None])
+
+    return validate
+
+
+def _value_checker(column: ColumnSpec) -> Callable[[list[Any], list[Any]], list[Any] | None]:
+    """``check(values, present)``: ``present`` is ``values`` without the ``None``s."""
+    kind = column.kind
+    if kind is ColumnKind.STRING:
+        assert column.max_length is not None
+        max_length = column.max_length
+
+        def check_strings(values: list[Any], present: list[Any]) -> list[Any] | None:
+            if max(map(len, present)) > max_length:
+                return None
+            joined = "".join(present)
+            # PostgreSQL cannot store NUL in text; a lone surrogate is not Unicode.
+            if "\x00" in joined:
+                return None
+            if not joined.isascii():
+                try:
+                    joined.encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
+            return values
+
+        return check_strings
+    if kind is ColumnKind.INT:
+
+        def check_ints(values: list[Any], present: list[Any]) -> list[Any] | None:
+            return values if min(present) >= INT32_MIN and max(present) <= INT32_MAX else None
+
+        return check_ints
+    if kind is ColumnKind.BOOL:
+        return _as_is
+    convert = _fast_decimal(column) if kind is ColumnKind.DECIMAL else _fast_date(column)
+
+    # Dates and decimals repeat within a batch: each distinct one is checked once.
+    def check_distinct(values: list[Any], present: list[Any]) -> list[Any] | None:
+        try:
+            distinct = {text: convert(text) for text in set(present)}
+        except Unconvertible:
+            return None
+        return list(map(distinct.get, values))
+
+    return check_distinct
+
+
+def _as_is(values: list[Any], present: list[Any]) -> list[Any] | None:
+    return values
+
+
+def _fast_date(column: ColumnSpec) -> Callable[[str], Any]:
+    def convert(text: str) -> dt.date:
+        return _date_from_wire(column, text)
+
+    return convert
+
+
+def _fast_decimal(column: ColumnSpec) -> Callable[[str], Any]:
+    """The column's decimal from its text; the spelling ``row_to_proto`` writes takes a short cut.
+
+    That spelling (no leading zeros, exactly ``scale`` places, at most
+    ``precision - scale`` digits before the point) is already normalised and
+    in range, so ``Decimal(text)`` is the value (``-0.00`` made ``0.00``);
+    any other text goes the reference way (``_decimal_from_wire``).
+    """
+    assert column.precision is not None and column.scale is not None
+    whole = column.precision - column.scale
+    canonical = re.compile(
+        rf"-?(?:0|[1-9][0-9]{{0,{whole - 1}}})"
+        + (rf"\.[0-9]{{{column.scale}}}" if column.scale else "")
+    ).fullmatch
+    exact = decimal.Decimal
+
+    def convert(text: str) -> decimal.Decimal:
+        if canonical(text) is not None:
+            value = exact(text)
+            return value if value else abs(value)
+        return _decimal_from_wire(column, text)
+
+    return convert
 
 
 def _check_column(column: ColumnSpec, values: list[Any], *, from_wire: bool) -> list[Any] | None:
@@ -376,7 +499,7 @@ def _check_column(column: ColumnSpec, values: list[Any], *, from_wire: bool) -> 
     ``from_wire``) accepts, and normalise the same way; it may refuse more
     (a ``str`` subclass, say): the row-by-row path then decides.
     """
-    present = values if None not in values else list(filter(_is_not_none, values))
+    present = values if None not in values else [v for v in values if v is not None]
     if not present:
         return values
     kinds = set(map(type, present))
@@ -425,9 +548,31 @@ _WIRE_CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, Any], Any]]] = {
     ColumnKind.DATE: _date_from_wire,
     ColumnKind.DECIMAL: _decimal_from_wire,
 }
+
+
+def _decimal_from_python(column: ColumnSpec, value: decimal.Decimal) -> decimal.Decimal:
+    """``_check_value`` for a ``Decimal``; one already in normal form is kept as it is.
+
+    Normal form: exactly the column's scale (``same_quantum``, false for NaN and
+    infinities), fewer digits before the point than precision - scale allows,
+    and not ``-0``: what ``normalize_decimal`` would give back unchanged.
+    Anything else goes the reference way (normalised, or refused).
+    """
+    assert column.precision is not None and column.scale is not None
+    quantum, bound = _decimal_form(column.precision, column.scale)
+    if value.same_quantum(quantum) and -bound < value < bound and (value or not value.is_signed()):
+        return value
+    return _check_value(column, value)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _decimal_form(precision: int, scale: int) -> tuple[decimal.Decimal, decimal.Decimal]:
+    return decimal.Decimal(1).scaleb(-scale), decimal.Decimal(10) ** (precision - scale)
+
+
 _PYTHON_CONVERTERS: Final[dict[ColumnKind, Callable[[ColumnSpec, Any], Any]]] = {
     ColumnKind.DATE: _check_value,
-    ColumnKind.DECIMAL: _check_value,
+    ColumnKind.DECIMAL: _decimal_from_python,
 }
 _PYTHON_TYPES: Final[dict[ColumnKind, set[type]]] = {
     ColumnKind.DATE: {dt.date},
@@ -441,8 +586,6 @@ _NAMES: Final[dict[str, frozenset[str]]] = {
 _DICT_GETTERS: Final[dict[str, tuple[Callable[[Mapping[str, Any]], Any], ...]]] = {
     code: tuple(methodcaller("get", c.name) for c in spec.columns) for code, spec in TABLES.items()
 }
-_Reader = tuple[Callable[[Any], Any], Callable[[Any], bool]]  # (field value, field is set)
-_MESSAGE_READERS: Final[dict[str, tuple[_Reader, ...]]] = {
-    code: tuple((attrgetter(c.field), methodcaller("HasField", c.field)) for c in spec.columns)
-    for code, spec in TABLES.items()
+_WIRE_VALIDATORS: Final[dict[str, tuple[Callable[[list[Any]], list[Any] | None], ...]]] = {
+    code: tuple(_wire_validator(spec, c) for c in spec.columns) for code, spec in TABLES.items()
 }

@@ -11,6 +11,11 @@ Nothing counts as received until the whole ciphertext is there, the trailer
 signature verifies, every chunk decrypts and every row validates; then, in one
 transaction, the transfer is RECEIVED and the request DATA_RECEIVED. The
 ciphertext stays encrypted at rest until import.
+
+A format version 2 transfer (its first frame's signature covers the wrapped
+key, DESIGN.md section 5) is decrypted and validated frame by frame as it
+arrives, a frame before it is stored: a bad one is refused at once. Version 1
+is checked as before: trailer first, then decrypt.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ def receive_delivery(
     start = first.start
     require_claimed(start.header.signer_district, peer, "the signer of the transfer header")
     sender = d.entry_of(peer)
+    if len(start.wrapped_key) > 4096:
+        raise InvalidInput("the wrapped key is too long")
 
     def open_header(key: bytes) -> tuple[records_pb2.TransferHeader, bytes]:
         return rtx.open_header(
@@ -89,6 +96,7 @@ def receive_delivery(
             sender_signing_key=key,
             receiver=d.code,
             receiver_key_id=d.hpke_key_ids(),
+            wrapped_key=start.wrapped_key,
             max_bytes=d.limits.max_transfer_bytes,
         )
 
@@ -101,8 +109,6 @@ def receive_delivery(
         d.clock(),
         lambda opened: signed_at(opened[0]),
     )
-    if len(start.wrapped_key) > 4096:
-        raise InvalidInput("the wrapped key is too long")
     if not (is_uuid(header.transfer_id) and is_uuid(header.request_id)):
         raise InvalidInput("the transfer header's ids are not UUIDs")
     # A small delivery from the start waits in memory and is stored in the one
@@ -125,7 +131,18 @@ def receive_delivery(
     offset = start.offset
     trailer: bytes | None = None
     frames_left = (header.ciphertext_bytes - offset) // d.limits.min_frame_bytes + 2
+    # Version 2: decrypted and validated as it arrives (DESIGN.md section 5);
+    # version 1 (in flight before the upgrade): only once its trailer verifies.
+    opener: _Opener | None = None
     try:
+        if header.format_version == rtx.FORMAT_VERSION:
+            opener = _Opener(d, header, digest, start.wrapped_key)
+            if offset:
+                # A resume: what we hold already is decrypted again to catch up.
+                for data in spool.stored_ciphertext(d.engine, header.transfer_id):
+                    opener.feed(data)
+                if opener.received != offset:
+                    raise Conflict("resume offset does not match what is held")
         for frame in frames:
             kind = frame.WhichOneof("frame")
             if kind == "ciphertext" and trailer is None:
@@ -137,6 +154,8 @@ def receive_delivery(
                     raise InvalidInput("the delivery comes in more frames than its size allows")
                 if offset + len(data) > header.ciphertext_bytes:
                     raise InvalidInput("the delivery is longer than its header declares")
+                if opener is not None:
+                    opener.feed(data)  # before it is stored: bad bytes are never kept
                 if buffered:
                     held.append(data)
                 else:
@@ -148,7 +167,7 @@ def receive_delivery(
                 raise InvalidInput("unexpected frame in a delivery")
         if trailer is not None and offset != header.ciphertext_bytes:
             raise InvalidInput("the delivery's trailer came before all of its bytes")
-    except InvalidInput:
+    except (InvalidInput, IntegrityError):
         # The sender broke the protocol (it did not merely stop): keep nothing it
         # sent, so no bytes of a malformed transfer linger here and a corrected
         # re-send starts clean. A stream that is cut keeps its frames instead.
@@ -173,9 +192,12 @@ def receive_delivery(
         return held if buffered else spool.stored_ciphertext(d.engine, header.transfer_id)
 
     try:
-        counts, sha512 = _verify(
-            d, header, digest, start.wrapped_key, trailer, sender_key, ciphertext
-        )
+        if opener is not None:
+            counts, sha512 = opener.finish(trailer, sender_key)
+        else:
+            counts, sha512 = _verify(
+                d, header, digest, start.wrapped_key, trailer, sender_key, ciphertext
+            )
     except RecordsTransferError:
         d.metrics.refused()
         # Bad bytes from the sender: keep nothing of them, so a corrected re-send starts clean.
@@ -321,6 +343,39 @@ def _verify(
         _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
         counts[batch.table] = counts.get(batch.table, 0) + rows
     return counts, ciphertext_sha512
+
+
+class _Opener:
+    """A version 2 delivery decrypted and every row validated as its frames arrive.
+
+    Nothing it saw is trusted or committed before :meth:`finish` (the final
+    chunk and the trailer verified, the row counts those of the header).
+    """
+
+    def __init__(
+        self, d: District, header: records_pb2.TransferHeader, digest: bytes, wrapped_key: bytes
+    ) -> None:
+        self._stream = rtx.StreamOpener(
+            header, digest, wrapped_key, d.hpke_key_for(header.receiver_key_id)
+        )
+        self.counts: dict[int, int] = {}
+
+    @property
+    def received(self) -> int:
+        return self._stream.received
+
+    def feed(self, data: bytes) -> None:
+        self._tally(self._stream.feed(data))
+
+    def finish(self, trailer: bytes, sender_key: bytes) -> tuple[dict[int, int], bytes]:
+        last, sha512 = self._stream.finish(trailer, sender_key)
+        self._tally(last)
+        return self.counts, sha512
+
+    def _tally(self, batches: Iterable[records_pb2.RecordBatch]) -> None:
+        for batch in batches:
+            _table, rows = validate.check_batch(batch)  # validate_batch's checks, no row dicts
+            self.counts[batch.table] = self.counts.get(batch.table, 0) + rows
 
 
 def _receipt(d: District, row: Transfer) -> common_pb2.SignedEnvelope:

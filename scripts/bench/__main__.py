@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile-idle", action="store_true", help="profile waiting threads too (wall time)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="B2 and B3 again with both districts on this PostgreSQL (a user that may "
+        "create databases; make bench starts a throwaway one)",
+    )
     parser.add_argument("--transfers", type=int, help="B1 transfers (default 200)")
     parser.add_argument("--rush-students", type=int, help="B2 students (default 1000)")
     parser.add_argument("--rush-runs", type=int, help="B2 runs (default 3)")
@@ -139,6 +145,29 @@ def main(argv: list[str] | None = None) -> int:
             result["seconds"] = time.monotonic() - t
             results.append(result)
             print(report.one_line(result), flush=True)
+        if args.postgres and {"B2", "B3"} & set(chosen):
+            from scripts.bench.postgres import Postgres
+
+            postgres = Postgres(args.postgres)
+            cluster.use_postgres(postgres)
+            try:
+                for name in [n for n in chosen if n in ("B2", "B3")]:
+                    print(f"--- {name} on PostgreSQL ...", flush=True)
+                    t = time.monotonic()
+                    if name == "B2":
+                        result = scenarios.summer_rush(cluster, templates, settings, peer, students)
+                    else:
+                        result = scenarios.consolidation(cluster, templates, settings, peer)
+                    result["scenario"] += report.POSTGRES_SUFFIX
+                    result["seconds"] = time.monotonic() - t
+                    results.append(result)
+                    print(report.one_line(result), flush=True)
+            finally:
+                for d in (cluster.prior, cluster.new):
+                    if d is not None:
+                        cluster.stop_district(d)
+                cluster.use_postgres(None)
+                postgres.close()
     except BenchError as exc:
         print(f"BENCH FAILED: {exc}", file=sys.stderr)
         for proc in cluster.procs:

@@ -112,6 +112,7 @@ class District:
     data_dir: Path
     endpoint: str
     proc: Proc | None = None
+    database_url: str | None = None  # on PostgreSQL (None: the SQLite file ``db``)
     _channel: Any = None
     _stub: Any = None
 
@@ -122,6 +123,11 @@ class District:
     @property
     def db(self) -> Path:
         return self.data_dir / "district.db"
+
+    @property
+    def observed(self) -> Path | str:
+        """What ``Observer`` reads: the database URL on PostgreSQL, else the SQLite file."""
+        return self.database_url or self.db
 
     @property
     def socket(self) -> Path:
@@ -158,6 +164,8 @@ class Cluster:
     new: District | None = None
     # Called with each district server just started (the profiler attaches here).
     on_serve: Callable[[District, Proc], None] | None = None
+    # The districts' databases on PostgreSQL instead of SQLite (``use_postgres``).
+    postgres: Any = None
 
     @classmethod
     def create(cls, work: Path) -> Cluster:
@@ -230,7 +238,12 @@ class Cluster:
     def serve(self, district: District, database: Path | None) -> Proc:
         """(Re)start ``district``'s server, on a fresh copy of ``database`` if given."""
         self.stop_district(district)
-        if database is not None:
+        if database is not None and self.postgres is not None:
+            url = self.postgres.restore(f"bench_{district.code}", database)
+            if district.database_url != url:
+                _add_settings(district.config, {"database_url": url})
+                district.database_url = url
+        elif database is not None:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{district.db}{suffix}").unlink(missing_ok=True)
             shutil.copyfile(database, district.db)
@@ -251,6 +264,14 @@ class Cluster:
         if self.on_serve is not None:
             self.on_serve(district, proc)
         return proc
+
+    def use_postgres(self, postgres: Any) -> None:
+        """From the next ``serve`` on, districts run on ``postgres`` (None: SQLite)."""
+        self.postgres = postgres
+        for district in (self.prior, self.new):
+            if district is not None and postgres is None and district.database_url:
+                _remove_setting(district.config, "database_url")
+                district.database_url = None
 
     def stop_district(self, district: District) -> None:
         district.close_stub()
@@ -280,11 +301,23 @@ def _port_open(address: str) -> bool | None:
 
 
 class Observer:
-    """Reads a district's SQLite database directly (autocommit reads; WAL never blocks them)."""
+    """Reads a district's database directly (autocommit reads; WAL never blocks them).
 
-    def __init__(self, db: Path) -> None:
-        self._conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=30000")
+    ``db``: a SQLite file, or a PostgreSQL URL (``postgresql+psycopg://...``).
+    """
+
+    def __init__(self, db: Path | str) -> None:
+        self._pg = isinstance(db, str)
+        self._conn: Any
+        if isinstance(db, str):
+            import psycopg
+            import sqlalchemy as sa
+
+            url = sa.engine.make_url(db).set(drivername="postgresql")
+            self._conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        else:
+            self._conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=30000")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -292,7 +325,9 @@ class Observer:
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            if self._pg:
+                return list(self._conn.execute(sql.replace("?", "%s"), args).fetchall())
+            return list(self._conn.execute(sql, args).fetchall())
 
     def status(self, request_id: str) -> str | None:
         rows = self.query("SELECT status FROM requests WHERE request_id = ?", request_id)
@@ -338,9 +373,9 @@ class Observer:
         total = 0
         for code in RECORD_TABLES:
             if pid is None:
-                total += self.query(f"SELECT count(*) FROM {code}")[0][0]  # noqa: S608
+                total += self.query(f'SELECT count(*) FROM "{code}"')[0][0]  # noqa: S608
             else:
-                total += self.query(f"SELECT count(*) FROM {code} WHERE PID = ?", pid)[0][0]  # noqa: S608
+                total += self.query(f'SELECT count(*) FROM "{code}" WHERE "PID" = ?', pid)[0][0]  # noqa: S608
         return total
 
 
@@ -452,3 +487,24 @@ def _checkpoint(path: Path) -> None:
         conn.close()
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _add_settings(config: Path, settings: dict[str, Any]) -> None:
+    """Set top-level keys of a district.toml (e.g. ``database_url``)."""
+    import tomllib
+
+    import tomli_w
+
+    table = tomllib.loads(config.read_text())
+    table.update(settings)
+    config.write_text(tomli_w.dumps(table))
+
+
+def _remove_setting(config: Path, key: str) -> None:
+    import tomllib
+
+    import tomli_w
+
+    table = tomllib.loads(config.read_text())
+    table.pop(key, None)
+    config.write_text(tomli_w.dumps(table))

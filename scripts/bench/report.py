@@ -17,7 +17,13 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("consolidation", "peak RSS receiver (MB)", "peak_rss_max.receiver", 300.0),
     ("sis_load", "ratio_vs_sqlite3_import", "ratio_vs_sqlite3_import", 2.0),
     ("sis_load", "peak RSS rt sis load (MB)", "peak_rss_mb", 300.0),
+    # The same, with both districts on PostgreSQL (``--postgres``; the peer as before).
+    ("summer_rush_postgresql", "ratio_vs_peer", "ratio_vs_peer", 0.5),
+    ("consolidation_postgresql", "ratio_vs_peer", "ratio_vs_peer", 1.0),
 )
+
+# Scenarios run again with the districts on PostgreSQL carry this suffix.
+POSTGRES_SUFFIX = "_postgresql"
 
 
 def _get(result: dict[str, Any], path: str) -> float | None:
@@ -60,6 +66,9 @@ def _pair(a: Any, b: Any, unit: str = "", digits: int = 1) -> str:
 
 def one_line(r: dict[str, Any]) -> str:
     name = r["scenario"]
+    if name.endswith(POSTGRES_SUFFIX):
+        plain = one_line({**r, "scenario": name.removesuffix(POSTGRES_SUFFIX)})
+        return f"{plain} [PostgreSQL]"
     if name == "one_student":
         return (
             f"B1 one_student: {r['transfers']} transfers of {r['rows_per_transfer']:.0f} rows; "
@@ -138,6 +147,14 @@ def table(document: dict[str, Any]) -> str:
         growth = b3["rss_growth"]
         rows.append(("", "rss_growth (sender / receiver)",
                      _pair(growth["sender"], growth["receiver"], digits=3)))  # fmt: skip
+    for name in ("summer_rush", "consolidation"):
+        if pg := results.get(name + POSTGRES_SUFFIX):
+            label = "B2" if name == "summer_rush" else "B3"
+            rows += [
+                (f"{label} {name}, PostgreSQL", "wall (median)", f"{_f(pg['wall_s'], 2)} s"),
+                ("", "peer: CSV + GPG (same pipeline)", f"{_f(pg['peer_wall_s'], 2)} s"),
+                ("", "ratio_vs_peer (ours / peer)", _f(pg["ratio_vs_peer"], 3)),
+            ]
     if t := results.get("transport_limit"):
         rows.append(
             ("transport_limit", "raw gRPC mTLS stream, 1 MiB frames", f"{_f(t['mb_s'], 0)} MB/s")

@@ -103,8 +103,8 @@ class Flow:
         self.cluster = cluster
         self.prior = cluster.prior
         self.new = cluster.new
-        self.at_prior = Observer(self.prior.db)
-        self.at_new = Observer(self.new.db)
+        self.at_prior = Observer(self.prior.observed)
+        self.at_new = Observer(self.new.observed)
 
     def close(self) -> None:
         self.at_prior.close()

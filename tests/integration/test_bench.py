@@ -69,3 +69,29 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         "ratio_vs_sqlite3_import",
     }
     assert "| B1 one_student |" in result.stdout  # the table
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.postgres
+def test_quick_benchmark_runs_b2_and_b3_on_postgresql_beside_sqlite(tmp_path: Path) -> None:
+    """``--postgres``: the same scenarios with both districts on PostgreSQL, reported beside."""
+    import os
+
+    url = os.environ.get("RT_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("needs PostgreSQL: run `make test`, or set RT_TEST_POSTGRES_URL")
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.bench", "--quick", "--only", "B2,B3",
+         "--postgres", url, "--out", str(out)],
+        cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    by_name = {s["scenario"]: s for s in json.loads(out.read_text())["scenarios"]}
+    assert set(by_name) == {
+        "summer_rush", "consolidation", "summer_rush_postgresql", "consolidation_postgresql"
+    }  # fmt: skip
+    assert by_name["summer_rush_postgresql"]["rows"] == by_name["summer_rush"]["rows"]
+    assert by_name["consolidation_postgresql"]["rows"] == 3000
+    assert "B3 consolidation, PostgreSQL" in result.stdout  # beside SQLite in the table

@@ -333,15 +333,17 @@ def forge_transfer(
     """
     body = header.SerializeToString(deterministic=True)
     digest = trailer.header_digest(body)
-    signed = common_pb2.SignedEnvelope(
-        body=body,
-        signer_district=signer_code or signer.code,
-        signature=envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, body, signer.signing_key),
-    )
     suite = hpke.suite_from_names(receiver.hpke_kem, receiver.hpke_kdf, receiver.hpke_aead)
     key = os.urandom(32)
     wrapped = hpke.wrap_key(
         key, hpke.HpkePublicKey.from_bytes(suite, receiver.hpke_public_key), digest
+    )
+    signed = common_pb2.SignedEnvelope(
+        body=body,
+        signer_district=signer_code or signer.code,
+        signature=envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, body, signer.signing_key)
+        if header.format_version == rtx.FORMAT_VERSION_V1
+        else rtx.sign_start(body, wrapped, signer.signing_key),
     )
     encryptor = cobblestone.CobblestoneEncryptor(key, digest)
     ciphertext = encryptor.header() + encryptor.update(plaintext) + encryptor.finalize()
@@ -384,8 +386,12 @@ def seal_valid(
     *,
     sender: DistrictIdentity | None = None,
     receiver: str = NEW,
+    format_version: int = rtx.FORMAT_VERSION,
 ) -> Transfer:
-    """A genuine transfer, sealed by ``sender`` (default A) with the real ``seal_transfer``."""
+    """A genuine transfer, sealed by ``sender`` (default A) with the real ``seal_transfer``.
+
+    ``format_version=1``: as a sender of the previous release sealed it.
+    """
     identity = sender or world.a.enrolled.identity
     out = io.BytesIO()
     sealed = rtx.seal_transfer(
@@ -397,6 +403,7 @@ def seal_valid(
         signing_key=identity.signing_key,
         out=out,
         created_at=world.registry.clock(),
+        format_version=format_version,
     )
     header = records_pb2.TransferHeader.FromString(sealed.header.body)
     return Transfer(

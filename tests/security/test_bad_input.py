@@ -315,7 +315,7 @@ BAD_HEADERS: dict[str, dict[str, Any]] = {
     "transfer id not a UUID": {"transfer_id": "../../etc/passwd"},
     "empty transfer id": {"transfer_id": ""},
     "huge transfer id": {"transfer_id": "t" * 100_000},
-    "format version 2": {"format_version": 2},
+    "format version 3": {"format_version": 3},
     "another payload suite": {"payload_suite": "Cobblestone-128"},
     "an unknown KEM": {"hpke_kem": "RSA"},
     "another receiver key id": {"receiver_key_id": "0" * 16},

@@ -173,7 +173,7 @@ def test_a_signed_header_is_accepted_only_when_every_field_fits(
         signature=envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, body, KEY),
     )
     fits = (
-        version == rtx.FORMAT_VERSION
+        version == rtx.FORMAT_VERSION_V1  # the v1 signature: the header alone
         and sender == SIGNER
         and receiver == "3768338"
         and key_id == "k"

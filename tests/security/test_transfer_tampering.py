@@ -33,8 +33,8 @@ import grpc
 import pytest
 
 from protos.rt.v1 import common_pb2, peer_pb2
+from rt_client import transfer as rtx
 from rt_client.crypto import cobblestone as cb
-from rt_client.crypto import envelope
 from rt_server.core.tables import ALL_TABLES
 from rt_server.store.schema import TRANSFER_CHUNKS, TRANSFERS
 from scripts import samples
@@ -133,6 +133,75 @@ def test_control_a_genuine_transfer_from_the_attack_harness_is_accepted(
     receipt = deliver(world, t.frames())
     assert receipt.signer_district == NEW
     assert get(world.b, pending_request).summary.status == Status.DATA_RECEIVED
+
+
+def test_a_transfer_in_the_previous_format_is_still_accepted(
+    world: World, pending_request: str, records
+) -> None:
+    """Format version 1 (sealed before the upgrade, in flight): checked at its trailer, accepted."""
+    t = seal_valid(world, pending_request, new_id(), records, format_version=1)
+    assert t.header_message.format_version == 1
+    # Its header's signature covers the header alone; a changed chunk is still refused.
+    tampered = resign_trailer(
+        t, world.a.enrolled.identity, ciphertext=flip(t.ciphertext, cb.HEADER_SIZE + 9)
+    )
+    with unchanged(world):
+        refused(lambda: deliver(world, tampered.frames()), Code.INVALID_ARGUMENT)
+    deliver(world, t.frames())
+    assert get(world.b, pending_request).summary.status == Status.DATA_RECEIVED
+
+
+def test_a_version_2_header_passed_off_as_version_1_is_refused(
+    world: World, pending_request: str, records
+) -> None:
+    """The downgrade: a version 2 header's signature never verifies as version 1's, nor back."""
+    t = seal_valid(world, pending_request, new_id(), records)
+    old = seal_valid(world, pending_request, new_id(), records, format_version=1)
+    # Version 2's signature with another wrapped key (the v1 transfer's, valid for B):
+    swapped = Transfer(t.header, old.wrapped_key, t.ciphertext, t.trailer, t.header_message)
+    # Version 1's header with version 2's label would need A's key: re-labelled by a forger
+    # holding it, it claims version 1 under the version 2 signature, which must not pass.
+    body = old.header.body
+    relabelled = common_pb2.SignedEnvelope(
+        body=body,
+        signer_district=PRIOR,
+        signature=rtx.sign_start(body, old.wrapped_key, world.a.enrolled.identity.signing_key),
+    )
+    as_v1 = Transfer(relabelled, old.wrapped_key, old.ciphertext, old.trailer, old.header_message)
+    for attempt in (swapped, as_v1):
+        with unchanged(world):
+            refused(lambda a=attempt: deliver(world, a.frames()), Code.INVALID_ARGUMENT)
+    assert_request_untouched(world, pending_request)
+
+
+def test_a_changed_chunk_is_refused_as_it_arrives_not_at_the_trailer(
+    world: World, pending_request: str, records
+) -> None:
+    """Version 2 decrypts and validates every frame as it comes: the refusal comes at once.
+
+    The attacker keeps the stream open after the changed chunk; B answers
+    without waiting for the rest, and keeps none of it.
+    """
+    t = seal_valid(world, pending_request, new_id(), records)
+    tampered_ct = flip(t.ciphertext, chunk_bounds(t.ciphertext)[0][0] + 100)
+    start, first, *_rest = Transfer(
+        t.header, t.wrapped_key, tampered_ct, t.trailer, t.header_message
+    ).frames(frame_bytes=cb.HEADER_SIZE + 2 * FULL)
+    hold = threading.Event()
+
+    def frames() -> Iterator[peer_pb2.DeliveryFrame]:
+        yield start
+        yield first
+        hold.wait(RPC_TIMEOUT)  # the rest never comes while B is deciding
+
+    stub = world.peer(world.b, world.a.enrolled.identity.tls)
+    try:
+        with unchanged(world):
+            err = refused(lambda: stub.DeliverRecords(frames(), timeout=10), Code.INVALID_ARGUMENT)
+    finally:
+        hold.set()
+    assert err.details() == "refused"
+    assert_request_untouched(world, pending_request)
 
 
 # --- one bit flipped, anywhere -------------------------------------------------------------------
@@ -445,7 +514,7 @@ def test_a_valid_transfer_re_sent_under_another_transfer_id(
     header = common_pb2.SignedEnvelope(
         body=body,
         signer_district=PRIOR,
-        signature=envelope.sign_body(envelope.LABEL_TRANSFER_HEADER, body, a.signing_key),
+        signature=rtx.sign_start(body, t.wrapped_key, a.signing_key),
     )
     moved = resign_trailer(Transfer(header, t.wrapped_key, t.ciphertext, t.trailer, relabelled), a)
     with unchanged(world):

@@ -80,6 +80,7 @@ def test_batches_are_built_once_and_open_back_unchanged(
         sender_signing_key=signing.public_key().public_bytes_raw(),
         receiver="3768338",
         receiver_key_id=receiver.hpke_key_id,
+        wrapped_key=sealed.wrapped_key,
     )
     opened = list(
         rtx.decrypt_batches(header, digest, sealed.wrapped_key, private, [out.getvalue()])

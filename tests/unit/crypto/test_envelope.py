@@ -122,7 +122,7 @@ def test_unknown_label_is_refused(key: Ed25519PrivateKey) -> None:
 
 
 def test_labels_are_distinct_and_zero_free() -> None:
-    assert len(KNOWN_LABELS) == 10
+    assert len(KNOWN_LABELS) == 11
     for label in KNOWN_LABELS:
         assert label.startswith(b"rt/v1 ")
         assert b"\x00" not in label
