@@ -38,6 +38,7 @@ from typing import Any, Final
 import grpc
 
 from protos.rt.v1 import registry_pb2, registry_pb2_grpc
+from rt_client.cli.errors import report
 from rt_client.cli.session import EXIT_ERROR, EXIT_OK, district_config_path
 from rt_client.config import DistrictConfig, load_config
 from rt_client.directory import (
@@ -441,8 +442,22 @@ def add_doctor_command(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def doctor_command(args: argparse.Namespace) -> int:
     checks = diagnose(district_config_path(args))
+    failed = [c.name for c in checks if c.level is Level.FAIL]
+    json_mode = getattr(args, "json", False)
+    if failed == ["config"] and len(checks) == 1 and json_mode:
+        # No district to diagnose: a command error, as every rt command reports one.
+        report(f"{checks[0].detail}; {checks[0].fix}", "config", json_mode=True)
+        return EXIT_ERROR
+    _print_checks(checks, json_mode)
+    if failed:
+        # The report says what to do; stderr says that it failed (rt's convention).
+        report(f"{len(failed)} check(s) failed: {', '.join(failed)}", "failed", json_mode=json_mode)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _print_checks(checks: list[Check], json_mode: bool) -> None:
     failed = any(c.level is Level.FAIL for c in checks)
-    if getattr(args, "json", False):
+    if json_mode:
         print(json.dumps({"ok": not failed, "checks": [c.as_json() for c in checks]}, indent=2))
     else:
         width = max(len(c.name) for c in checks)
@@ -453,4 +468,3 @@ def doctor_command(args: argparse.Namespace) -> int:
         warned = sum(c.level is Level.WARN for c in checks)
         failures = sum(c.level is Level.FAIL for c in checks)
         print(f"\n{failures} failed, {warned} warning(s), {len(checks)} checks")
-    return EXIT_ERROR if failed else EXIT_OK

@@ -72,6 +72,11 @@ def _store(args: argparse.Namespace) -> tuple[StaffStore, str]:
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise CliError(
+            "no terminal to ask for the password on: type it at a terminal, or pipe it "
+            "in with --password-stdin; nothing was changed"
+        )
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
         raise CliError("the two passwords differ: nothing was changed")

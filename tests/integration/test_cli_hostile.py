@@ -26,11 +26,12 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 import rt_client.cli as rt_cli
+from tests._databases import Databases
 from tests.harness.cli import declared_entry_points
 from tests.harness.flow import (
     add_student,
@@ -201,6 +202,10 @@ def _hostile(action: argparse.Action, values: Values) -> list[tuple[str, str, bo
     return generic
 
 
+# Commands that serve until stopped (`rt console` would take port 8080 and stay).
+SERVERS: Final = {("serve",), ("console",)}
+
+
 def cases(parser: argparse.ArgumentParser, values: Values, real_config: str) -> list[Case]:
     out = []
     for path, leaf in leaves(parser):
@@ -215,8 +220,8 @@ def cases(parser: argparse.ArgumentParser, values: Values, real_config: str) -> 
                     if action is target:
                         chosen = value
                     elif action.dest == "config":
-                        # Never a real config for `rt serve`: it would serve until killed.
-                        chosen = values.files["missing"] if path == ("serve",) else real_config
+                        # Never a real config for the servers: they would serve until killed.
+                        chosen = values.files["missing"] if path in SERVERS else real_config
                     elif action.required or not action.option_strings:
                         chosen = values.plausible(action)
                     else:
@@ -253,12 +258,17 @@ def _run(capfd: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, 
 
 
 def test_every_command_with_hostile_arguments(
+    databases: Databases,
     world: tuple[Pair, str],
     harness: World,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if databases.postgres:
+        # A thousand runs of argument handling, which no backend changes; the
+        # commands' PostgreSQL behaviour is tested where it differs.
+        pytest.skip("argument handling is the same on every backend: SQLite covers it")
     pair, request_id = world
     # The commands this checkout declares, installed or not (tests.harness.cli).
     monkeypatch.setattr(rt_cli, "entry_points", declared_entry_points)

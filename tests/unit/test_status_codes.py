@@ -159,7 +159,7 @@ def _enroll_answer(
         raise _Failed(code, details)
 
     with pytest.raises(errors.RecordsTransferError) as info:
-        enroll._call(call, "registry.example:{7443}", enrolling=enrolling)
+        enroll.registry_call(call, "registry.example:{7443}", enrolling=enrolling)
     return info.value
 
 
