@@ -40,7 +40,7 @@ bench: install
 # RT_REQUIRE_TLSSCAN: the TLS scan fails, rather than skips, without .venv-tlsscan.
 test: install tlsscan
 	$(PY) scripts/gen_protos.py --check
-	RT_REQUIRE_TLSSCAN=1 $(PY) scripts/test_postgres.py -- $(PY) -m pytest
+	RT_REQUIRE_TLSSCAN=1 $(PY) scripts/test_postgres.py -- $(PY) -m pytest --durations=30
 
 # The repository stands alone: a fresh clone of HEAD, with nothing beside it,
 # runs the tests that read published vectors (tests/vectors/). CI runs this.
