@@ -9,6 +9,8 @@ from typing import Any
 
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.console.conftest import AXE
 from tests.harness.console import PASSWORD, ConsoleProcess
@@ -17,12 +19,26 @@ from tests.harness.console import PASSWORD, ConsoleProcess
 AXE_RESULTS: dict[str, dict[str, int]] = {}
 
 
+def follow(driver: Any, element: Any, timeout: float = 20) -> None:
+    """Click ``element`` and wait until the page it loads has replaced this one.
+
+    A form's submit returns before the next page is there: reading at once can
+    find the old page's elements, gone a moment later (a stale element).
+    """
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def login(driver: Any, console: ConsoleProcess, username: str, path: str = "/login") -> None:
     driver.get(console.url + path)
     driver.find_element(By.ID, "username").send_keys(username)
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.ID, "code").send_keys(console.code(username))
-    driver.find_element(By.ID, "login").click()
+    follow(driver, driver.find_element(By.ID, "login"))
 
 
 def axe(driver: Any, page: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from protos.rt.v1 import common_pb2
-from tests.console.browsing import AXE_RESULTS, check_page, login
+from tests.console.browsing import AXE_RESULTS, check_page, follow, login
 from tests.console.conftest import ConsoleWorld
 from tests.harness.flow import rows_of, wait_status
 from tests.harness.world import PRIOR_SCHOOL
@@ -45,13 +45,13 @@ def test_request_approve_review_import_in_two_browsers(
     assert bob.current_url == w.new.url + "/"
     check_page(bob, "dashboard-requester")
 
-    bob.find_element(By.LINK_TEXT, "New request").click()
+    follow(bob, bob.find_element(By.LINK_TEXT, "New request"))
     bob.find_element(By.ID, "school-q").send_keys("Lincoln")
-    bob.find_element(By.ID, "search").click()
+    follow(bob, bob.find_element(By.ID, "search"))
     check_page(bob, "new-request")
     Select(bob.find_element(By.ID, "student")).select_by_value("B1")
     Select(bob.find_element(By.ID, "prior_school")).select_by_value(PRIOR_SCHOOL)
-    bob.find_element(By.ID, "create").click()
+    follow(bob, bob.find_element(By.ID, "create"))
     assert bob.find_element(By.ID, "status").text in ("QUEUED", "PENDING")
     rid = bob.current_url.rsplit("/", 1)[1]
     check_page(bob, "request-outbound")
@@ -62,7 +62,7 @@ def test_request_approve_review_import_in_two_browsers(
     waiting = rita.find_element(By.ID, "waiting")
     assert rid[:8] in waiting.text
     check_page(rita, "dashboard-responder")
-    waiting.find_element(By.PARTIAL_LINK_TEXT, rid[:8]).click()
+    follow(rita, waiting.find_element(By.PARTIAL_LINK_TEXT, rid[:8]))
     assert "exact" in rita.find_element(By.ID, "cand-1").find_element(By.XPATH, "..").text
     check_page(rita, "request-inbound")
     # The keyboard alone: Tab to the approve button, Enter.
@@ -83,20 +83,20 @@ def test_request_approve_review_import_in_two_browsers(
 
     # Bob reviews: the conflict field by field, a choice for it, then imports.
     bob.get(f"{w.new.url}/requests/{rid}")
-    bob.find_element(By.ID, "review-link").click()
+    follow(bob, bob.find_element(By.ID, "review-link"))
     conflict = bob.find_element(By.CSS_SELECTOR, "fieldset.conflict")
     differs = conflict.find_element(By.CSS_SELECTOR, "tr.differs")
     assert differs.text.startswith("MK — Mark (differs) Z"), differs.text  # code and name
     assert "CN — Course number" in conflict.text and "YR — School year" in conflict.text
     check_page(bob, "review")
     conflict.find_element(By.CSS_SELECTOR, "input[value=theirs]").click()
-    bob.find_element(By.ID, "import").click()
+    follow(bob, bob.find_element(By.ID, "import"))
     assert "Imported" in bob.find_element(By.CSS_SELECTOR, ".flash.ok").text
     assert bob.find_element(By.ID, "status").text == "IMPORTED"
     assert [r["MK"] for r in rows_of(w.pair.b, "HIS", "B1") if r["SQ"]] != ["Z"]
 
     bob.find_element(By.ID, "body").send_keys("Thank you, all received.")
-    bob.find_element(By.ID, "send").click()
+    follow(bob, bob.find_element(By.ID, "send"))
     assert "Thank you, all received." in bob.find_element(By.ID, "thread").text
     check_page(bob, "thread-requester")
 
