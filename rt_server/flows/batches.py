@@ -172,28 +172,33 @@ def import_all_new(d: District, actor: str) -> list[ItemOutcome]:
     """
 
     def import_one(request_id: RequestId) -> ItemOutcome:
+        try:
+            result = review.import_received_transfer(
+                d,
+                request_id=request_id,
+                accept=frozenset(),
+                keep_both=frozenset(),
+                actor=actor,
+                all_new_only=True,
+            )
+        except review.NotAllNew:
+            return left_for_review(request_id)
+        row = requests.get_request(d.engine, request_id)
+        imported = sum(result.imported.values())
+        note = "imported already" if result.already_imported else f"imported {imported} row(s)"
+        return ItemOutcome(request_id, "done", note, request_id, row.local_student_id or "")
+
+    def left_for_review(request_id: RequestId) -> ItemOutcome:
+        """Say what the registrar will find in the review (only these transfers are reviewed)."""
         row, by_table = review.review_transfer(d, request_id)
-        student = row.local_student_id or ""
         rows = [r for classified in by_table.values() for r in classified]
         duplicates = sum(1 for r in rows if str(r.row_class) == "DUPLICATE")
         conflicts = sum(1 for r in rows if str(r.row_class) == "CONFLICT")
-        if duplicates or conflicts:
-            why = (
-                f"left for review: {duplicates} duplicate and {conflicts} conflicting "
-                f"row(s); see 'rt review {request_id[:8]} --rows'"
-            )
-            return ItemOutcome(request_id, "left", why, request_id, student)
-        result = review.import_received_transfer(
-            d, request_id=request_id, accept=frozenset(), keep_both=frozenset(), actor=actor
+        why = (
+            f"left for review: {duplicates} duplicate and {conflicts} conflicting "
+            f"row(s); see 'rt review {request_id[:8]} --rows'"
         )
-        imported = sum(result.imported.values())
-        note = f"imported {imported} row(s)"
-        skipped = sum(result.skipped.values())
-        if skipped:  # rows that became duplicates since the review above
-            note += f"; {skipped} skipped (now held already)"
-        if result.already_imported:
-            note = "imported already"
-        return ItemOutcome(request_id, "done", note, request_id, student)
+        return ItemOutcome(request_id, "left", why, request_id, row.local_student_id or "")
 
     work = requests.ids_awaiting(d.engine, Direction.OUTBOUND, Status.DATA_RECEIVED)
     return [_attempt(i, i, functools.partial(import_one, i)) for i in work]

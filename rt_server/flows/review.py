@@ -54,6 +54,11 @@ class IncomingRow:
     values: dict[str, Any]
 
 
+class NotAllNew(Exception):
+    """An import asked to write only all-NEW transfers met a row we hold already, or a
+    conflicting one: nothing was imported (the batch leaves the transfer for review)."""
+
+
 # The requests whose received records can be reviewed or imported (again: it changes nothing).
 _REVIEWABLE = (Status.DATA_RECEIVED, Status.IMPORTED)
 
@@ -188,11 +193,14 @@ def import_received_transfer(
     accept: importer.AcceptConflicts,
     actor: str,
     keep_both: importer.AcceptConflicts = frozenset(),
+    all_new_only: bool = False,
 ) -> importer.ImportResult:
     """Import the request's received records (the NEW rows and the chosen conflicts).
 
     An ``accept``ed conflict replaces our row in place (the old version kept);
-    one in ``keep_both`` is added beside ours.
+    one in ``keep_both`` is added beside ours. ``all_new_only``: import only if
+    every row is NEW, else raise ``NotAllNew`` having imported nothing (one
+    pass over the transfer where a review first would take two).
 
     One transaction with the import ledger, the status change and the import
     notice for the prior district: importing twice changes nothing. Raises
@@ -222,6 +230,8 @@ def import_received_transfer(
             actor=actor,
             now=now,
         )
+        if all_new_only and result.skipped and not result.already_imported:
+            raise NotAllNew(request_id)  # rolls the import back
         current = requests.load_request(conn, request_id, direction=Direction.OUTBOUND)
         if not result.already_imported and current.status is Status.DATA_RECEIVED:
             request_status.set_status(conn, request_id, Action.IMPORT, actor=actor, now=now)

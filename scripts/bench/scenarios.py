@@ -137,6 +137,23 @@ class Flow:
             timeout=FLOW_TIMEOUT,
         )
 
+    def approve_exact_matches(self, expected: int) -> None:
+        """``rt approve --all-exact`` at A: one call approves every request."""
+        from protos.rt.v1 import registrar_pb2
+
+        result = _rpc(self.prior.stub.ApproveExactMatches, registrar_pb2.BatchRef(actor=ACTOR))
+        if result.done != expected:
+            raise BenchError(f"the batch approved {result.done} of {expected} requests")
+
+    def import_all_new(self) -> list[str]:
+        """``rt import --all-new`` at B: the requests it imported."""
+        from protos.rt.v1 import registrar_pb2
+
+        result = _rpc(self.new.stub.ImportAllNew, registrar_pb2.BatchRef(actor=ACTOR))
+        if result.left or result.failed:
+            raise BenchError(f"the batch import left {result.left}, failed {result.failed}")
+        return [item.request_id for item in result.items]
+
     def import_(self, request_id: str) -> int:
         from protos.rt.v1 import registrar_pb2
 
@@ -276,10 +293,9 @@ def _rush_once(
         for request_id in request_ids:
             flow.at_prior.wait_status(request_id, "PENDING", FLOW_TIMEOUT)
         t1 = time.perf_counter()
-        importer = _Importer(flow, set(request_ids))
+        importer = _Importer(flow, {r: s.rows for r, s in zip(request_ids, roster, strict=True)})
         importer.start()
-        for request_id, student in zip(request_ids, roster, strict=True):
-            flow.approve(request_id, student)
+        flow.approve_exact_matches(len(request_ids))  # rt approve --all-exact
         importer.join(FLOW_TIMEOUT)
         if importer.error is not None:
             raise importer.error
@@ -301,12 +317,12 @@ def _rush_once(
 
 
 class _Importer(threading.Thread):
-    """B's registrar: imports every request as soon as its records have arrived."""
+    """B's registrar: ``rt import --all-new`` whenever records have arrived, until all are in."""
 
-    def __init__(self, flow: Flow, pending: set[str]) -> None:
+    def __init__(self, flow: Flow, pending: dict[str, int]) -> None:
         super().__init__(name="bench-importer", daemon=True)
         self.flow = flow
-        self.pending = pending
+        self.pending = pending  # request id -> its rows
         self.rows = 0
         self.finished_at = 0.0
         self.error: BaseException | None = None
@@ -315,20 +331,17 @@ class _Importer(threading.Thread):
         try:
             deadline = time.monotonic() + FLOW_TIMEOUT
             while self.pending:
-                ready = [
-                    r for (r,) in self.flow.at_new.query(
-                        "SELECT request_id FROM requests WHERE direction = 'OUTBOUND' "
-                        "AND status = 'DATA_RECEIVED'"
-                    ) if r in self.pending
-                ]  # fmt: skip
-                if not ready:
+                (arrived,) = self.flow.at_new.query(
+                    "SELECT count(*) FROM requests WHERE direction = 'OUTBOUND' "
+                    "AND status = 'DATA_RECEIVED'"
+                )[0]
+                if not arrived:
                     if time.monotonic() > deadline:
                         raise BenchError(f"B2: {len(self.pending)} transfers never arrived")
-                    time.sleep(0.002)
+                    time.sleep(0.01)
                     continue
-                for request_id in ready:
-                    self.rows += self.flow.import_(request_id)
-                    self.pending.discard(request_id)
+                for request_id in self.flow.import_all_new():
+                    self.rows += self.pending.pop(request_id)
             self.finished_at = time.perf_counter()
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.error = exc

@@ -290,6 +290,25 @@ def test_import_all_new_imports_only_all_new_transfers(districts: Pair, rt: Rt) 
     ]
 
 
+def test_import_all_new_leaves_a_transfer_with_one_held_row_untouched(
+    districts: Pair, rt: Rt
+) -> None:
+    """One pass imports and rolls back: a single row we hold already leaves nothing written."""
+    p = districts
+    add_student(p.a, "A1", small_records(1, 3), ssid="3100000001")
+    add_student(p.b, "B1", small_records(1, 1), ssid="3100000001")  # one of A1's rows
+    (request_id,) = _requests_in_order(p, ["B1"])
+    approve(p, request_id, "A1")
+    wait_status(p.b, request_id, Status.DATA_RECEIVED)
+    before = snapshot(p.b)
+    run = rt(p.b, "import", "--all-new")
+    assert run.code == 0, run
+    assert " left " in run.out and "duplicate" in run.out, run.out
+    assert "0 imported, 1 left for a person, 0 failed." in run.out
+    assert_unchanged(before, snapshot(p.b))
+    assert get(p.b, request_id).summary.status == Status.DATA_RECEIVED
+
+
 def test_batch_options_and_single_options_do_not_mix(districts: Pair, rt: Rt) -> None:
     p = districts
     add_student(p.b, "B1")
