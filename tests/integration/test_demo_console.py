@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scripts.demo_console import PASSWORD, READY
+from scripts.demo_steps.console import PASSWORD, READY
 from scripts.loopback import tool_env
 
 ROOT = Path(__file__).resolve().parents[2]

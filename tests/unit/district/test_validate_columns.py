@@ -1,9 +1,13 @@
 """The batch (column by column) validation agrees with the row-by-row reference, value for value.
 
-``validate_batch`` / ``check_batch`` / ``checked_batch`` check a batch a column
-at a time and fall back to the row-by-row path only to name a bad row; these
-tests hold them to that path (``row_from_proto`` + ``validate_row``) on random
-messages, good and bad: the same rows, or the same error.
+``validate_batch`` / ``check_batch`` / ``checked_batch`` / ``check_rows`` /
+``recheck`` check a batch a column at a time and fall back to the row-by-row
+path only to name a bad row; these tests hold them to that path
+(``row_from_proto`` + ``validate_row``, one row at a time) on random messages
+and row dicts, good and bad: the same rows, spelled the same (``repr``: 2.50,
+never 2.5), or the same ``InvalidInput`` naming the same row and column. A good
+batch must also pass the column path itself, without falling back: the
+fallback would give the same rows, only a row at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from hypothesis import strategies as st
 
 from protos.rt.v1 import records_pb2
 from rt_client.errors import InvalidInput
-from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, row_from_proto
+from rt_server.core import validate
+from rt_server.core.tables import TABLES, ColumnKind, ColumnSpec, TableSpec, row_from_proto
 from rt_server.core.validate import (
     CheckedRows,
     check_batch,
@@ -30,7 +35,6 @@ from rt_server.core.validate import (
     validate_row,
 )
 from scripts import samples
-from tests.unit.district import _validate_before as before
 
 
 def _reference(batch: records_pb2.RecordBatch, first_index: int = 0) -> list[dict[str, Any]] | str:
@@ -59,10 +63,47 @@ _DATES = st.one_of(
     st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 1, 1)).map(dt.date.isoformat),
     st.sampled_from(["", "2025-02-30", "20250102", "2025-1-02", "x"]),
 )
+# Spellings at the edges of the decimal short cuts: random draws meet each one
+# rarely, so the ``test_every_edge_decimal_*`` tests try each one.
+_WIRE_DECIMAL_EDGES = [
+    "",
+    "-0",
+    "-0.00",
+    "2.5",
+    "2.555",
+    "1e3",
+    "NaN",
+    "10000.00",
+    "9999.99",
+    "00.50",
+    "0.5",
+    "-0.50",
+    "0",
+    "99999.99",
+    "999999999.99",
+    "1.",
+    ".5",
+]
+_PYTHON_DECIMAL_EDGES = [
+    Decimal(s)
+    for s in (
+        "-0",
+        "-0.00",
+        "0.00",
+        "2.5",
+        "2.50",
+        "9999.99",
+        "10000.00",
+        "-9999.99",
+        "1E+2",
+        "sNaN",
+        "0E-5",
+        "-0E+3",
+    )
+]
 _DECIMALS = st.one_of(
     st.decimals(min_value=-99999, max_value=99999, places=2, allow_nan=False).map(str),
-    st.sampled_from(["", "-0", "-0.00", "2.5", "2.555", "1e3", "NaN", "10000.00", "9999.99"]),
-    st.sampled_from(["00.50", "0.5", "-0.50", "0", "99999.99", "999999999.99", "1.", ".5"]),
+    st.sampled_from(_WIRE_DECIMAL_EDGES),
 )
 
 
@@ -93,6 +134,15 @@ def _batches(draw: st.DrawFn) -> records_pb2.RecordBatch:
     return batch
 
 
+def _columns(spec: TableSpec, rows: list[dict[str, Any]]) -> list[str]:
+    """``rows`` as columns (``spec.columns`` order), each value by its ``repr``."""
+    return [repr([row[name] for row in rows]) for name in spec.column_names]
+
+
+def _spelled(checked: CheckedRows) -> list[str]:
+    return [repr(values) for values in checked.columns]
+
+
 @settings(max_examples=400, deadline=None)
 @given(batch=_batches(), first=st.integers(min_value=0, max_value=10_000))
 def test_batch_checks_agree_with_the_row_by_row_reference(
@@ -103,21 +153,25 @@ def test_batch_checks_agree_with_the_row_by_row_reference(
     assert got == expected
     counted = _outcome(lambda: check_batch(batch, first_index=first)[1])
     assert counted == (expected if isinstance(expected, str) else len(expected))
-    columns = _outcome(lambda: checked_batch(batch, first_index=first).dicts())
-    assert columns == expected
-
-
-@settings(max_examples=400, deadline=None)
-@given(batch=_batches(), first=st.integers(min_value=0, max_value=10_000))
-def test_the_precompiled_wire_validators_agree_with_the_ones_before_them(
-    batch: records_pb2.RecordBatch, first: int
-) -> None:
-    """Per-table closures replaced the per-row lookups: the same rows, or the same error."""
-    old = _outcome(lambda: before.checked_batch(batch, first_index=first).columns)
-    new = _outcome(lambda: checked_batch(batch, first_index=first).columns)
-    assert new == old
-    if not isinstance(new, str):  # the same values, spelled the same (2.50, never 2.5)
-        assert [list(map(repr, c)) for c in new] == [list(map(repr, c)) for c in old]
+    columns = _outcome(lambda: checked_batch(batch, first_index=first))
+    if isinstance(expected, str):
+        assert columns == expected
+        return
+    assert isinstance(columns, CheckedRows)
+    spec = columns.spec
+    assert _spelled(columns) == _columns(spec, expected)
+    # What the importer does with it next: recheck, and check_rows on the dicts.
+    assert _spelled(recheck(columns, first_index=first)) == _columns(spec, expected)
+    indexes = range(first, first + len(expected))
+    assert _spelled(check_rows(spec, expected, indexes)) == _columns(spec, expected)
+    # The column path took it, every column, without the row-by-row fallback.
+    messages = list(getattr(batch, spec.batch_field))
+    refused = [
+        column.name
+        for column, check in zip(spec.columns, validate._WIRE_VALIDATORS[spec.code], strict=True)
+        if check(messages) is None
+    ]
+    assert refused == []
 
 
 def test_sample_records_take_the_column_path_and_keep_their_values() -> None:
@@ -189,9 +243,8 @@ def test_a_wire_validator_is_not_built_for_a_proto_field_that_does_not_fit_its_c
 _PYTHON_DECIMALS = st.one_of(
     st.decimals(allow_nan=True, allow_infinity=True, places=None),
     st.decimals(min_value=-99999, max_value=99999, places=2, allow_nan=False),
-    st.sampled_from([Decimal(s) for s in ("-0", "-0.00", "0.00", "2.5", "2.50", "9999.99",
-                                          "10000.00", "-9999.99", "1E+2", "sNaN", "0E-5")]),
-)  # fmt: skip
+    st.sampled_from(_PYTHON_DECIMAL_EDGES),
+)
 
 
 @st.composite
@@ -216,7 +269,7 @@ def _python_rows(draw: st.DrawFn) -> tuple[str, list[dict[str, Any]]]:
 
 @settings(max_examples=300, deadline=None)
 @given(table_rows=_python_rows())
-def test_row_dict_checks_agree_with_the_ones_before_them_and_the_reference(
+def test_row_dict_checks_agree_with_the_row_by_row_reference(
     table_rows: tuple[str, list[dict[str, Any]]],
 ) -> None:
     """A Decimal already in normal form is kept, not quantized again: same values, same errors."""
@@ -228,9 +281,52 @@ def test_row_dict_checks_agree_with_the_ones_before_them_and_the_reference(
 
     expected = _outcome(reference)
     new = _outcome(lambda: check_rows(table, rows, indexes).dicts())
-    old = _outcome(lambda: before.check_rows(table, rows, indexes).dicts())
-    assert new == old == expected
+    assert new == expected
     if not isinstance(new, str):
         assert repr(new) == repr(expected)  # 2.50, never 2.5; 0.00, never -0.00
         again = recheck(check_rows(table, rows, indexes), first_index=0).dicts()
         assert repr(again) == repr(expected)
+        # The column path took them, every column, without the row-by-row fallback.
+        spec = TABLES[table]
+        refused = [
+            column.name
+            for column in spec.columns
+            if validate._check_column(column, [r.get(column.name) for r in rows], from_wire=False)
+            is None
+        ]
+        assert refused == []
+
+
+_DECIMAL_COLUMNS = [
+    (spec, column)
+    for spec in TABLES.values()
+    for column in spec.columns
+    if column.kind is ColumnKind.DECIMAL
+]
+
+
+@pytest.mark.parametrize("text", _WIRE_DECIMAL_EDGES)
+def test_every_edge_decimal_spelling_on_the_wire_agrees_with_the_reference(text: str) -> None:
+    for spec, column in _DECIMAL_COLUMNS:
+        batch = records_pb2.RecordBatch(table=spec.enum)
+        getattr(batch, spec.batch_field).add(**{column.field: text})
+        expected = _reference(batch, 4)
+        got = _outcome(lambda b=batch: checked_batch(b, first_index=4))
+        if isinstance(expected, str):
+            assert got == expected, (spec.code, column.name)
+        else:
+            assert _spelled(got) == _columns(spec, expected), (spec.code, column.name)
+
+
+@pytest.mark.parametrize("value", _PYTHON_DECIMAL_EDGES, ids=str)
+def test_every_edge_decimal_value_in_a_row_dict_agrees_with_the_reference(value: Decimal) -> None:
+    for spec, column in _DECIMAL_COLUMNS:
+        row = {column.name: value}
+        expected = _outcome(lambda s=spec, r=row: [validate_row(s, r, index=4)])
+        got = _outcome(lambda s=spec, r=row: check_rows(s, [r], [4]))
+        if isinstance(expected, str):
+            assert got == expected, (spec.code, column.name)
+        else:
+            assert _spelled(got) == _columns(spec, expected), (spec.code, column.name)
+            again = recheck(got, first_index=4)
+            assert _spelled(again) == _columns(spec, expected), (spec.code, column.name)

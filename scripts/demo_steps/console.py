@@ -16,14 +16,12 @@ import time
 import tomllib
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from scripts.demo_steps.commands import Demo, DemoError, console, heading, wait_for
+from scripts.demo_steps.world import DistrictRun
 from scripts.loopback import free_port
 
-if TYPE_CHECKING:
-    from scripts.demo import Demo, DistrictRun
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "demo password, not for production"
 READY = "CONSOLES READY"
 LOGINS = (("alice", "responder", "Alice Ortiz"), ("ben", "requester", "Ben Okafor"))
@@ -56,8 +54,6 @@ def _answers(url: str) -> bool:
 
 def serve_consoles(demo: Demo, districts: tuple[DistrictRun, DistrictRun]) -> None:
     """Add a login per district, serve both consoles, print the logins, wait for Ctrl-C."""
-    from scripts.demo import DemoError, console, heading, wait_for
-
     demo.env.update(entry_point_env(demo))
     heading(13, "Both consoles: a login each, for a person to click through")
     rows = []
