@@ -144,6 +144,9 @@ def table(document: dict[str, Any]) -> str:
         for size, peak in b3["peak_rss_mb"].items():
             rows.append(("", f"peak RSS at {int(size):,} rows (sender / receiver)",
                          _pair(peak["sender"], peak["receiver"], " MB")))  # fmt: skip
+        if floor := b3.get("sqlite_insert_floor"):
+            alone = _pair(floor["executemany_s"], floor["insert_select_s"], " s", 2)
+            rows.append(("", "SQLite alone, same rows: executemany / INSERT … SELECT", alone))
         growth = b3["rss_growth"]
         rows.append(("", "rss_growth (sender / receiver)",
                      _pair(growth["sender"], growth["receiver"], digits=3)))  # fmt: skip

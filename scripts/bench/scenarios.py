@@ -29,6 +29,7 @@ from scripts.bench.cluster import (
     seed_templates,
     wait_for,
 )
+from scripts.bench.floor import insert_floor
 from scripts.bench.peer import PeerPipeline
 
 FLOW_TIMEOUT = 900.0
@@ -395,6 +396,10 @@ def consolidation(
         sizes[rows]["rows_per_s"] = student.rows / sizes[rows]["wall_s"]
     small, large = min(sizes), max(sizes)
     big = sizes[large]
+    floor = None
+    if cluster.postgres is None:  # the floor is SQLite's own: the template files
+        prior_db, new_db, (student,) = seed_templates(templates, f"consolidation-{large}", 1, large)
+        floor = insert_floor(prior_db, new_db, student.prior_id, student.new_id)
     return {
         "scenario": "consolidation",
         "rows": big["rows"],
@@ -418,6 +423,7 @@ def consolidation(
             for side in ("sender", "receiver")
         },
         "sizes": {str(k): v for k, v in sorted(sizes.items())},
+        "sqlite_insert_floor": floor,
     }
 
 
