@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.exc import DBAPIError
 
 from rt_server.store._sqlalchemy_internals import compiled_insert
 from rt_server.store.engine import READ_ONLY
@@ -81,18 +82,41 @@ def bulk_insert(conn: Connection, table: Table, columns: Mapping[str, Sequence[A
     bind processor, one executemany -- without SQLAlchemy's per-row parameter
     processing, which costs more than the database's own work on a large
     import. Each column is converted as a whole, each distinct value once
-    (dates and decimals repeat).
+    (dates and decimals repeat). On PostgreSQL the rows go in by ``COPY``:
+    the server parses one stream instead of planning and executing an INSERT
+    a row (the same constraints are checked, the same errors raised).
     """
     names = tuple(columns)
+    if not names or not len(columns[names[0]]):
+        return
     sql, order, processors = compiled_insert(conn.dialect, table, names)
     values = [columns[name] for name in names]
     for i, process in processors:
         distinct = {v: process(v) for v in set(values[i]) if v is not None}
         values[i] = list(map(distinct.get, values[i]))
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table, names, values)
+        return
     params: list[Any]
     if isinstance(order, tuple):
         params = list(zip(*(values[i] for i in order), strict=True))
     else:
         params = [dict(zip(order, row, strict=True)) for row in zip(*values, strict=True)]
-    if params:
-        conn.exec_driver_sql(sql, params)
+    conn.exec_driver_sql(sql, params)
+
+
+def _copy(conn: Connection, table: Table, names: tuple[str, ...], values: list[Any]) -> None:
+    """``COPY table (names) FROM STDIN`` of the rows, in the connection's transaction."""
+    quote = conn.dialect.identifier_preparer
+    sql = (
+        f"COPY {quote.format_table(table)} ({', '.join(quote.quote(n) for n in names)}) FROM STDIN"
+    )
+    dbapi = conn.dialect.loaded_dbapi
+    driver: Any = conn.connection.dbapi_connection  # psycopg's connection: it has copy()
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in zip(*values, strict=True):
+                copy.write_row(row)
+    except dbapi.Error as exc:
+        # As SQLAlchemy would have raised it for an INSERT (IntegrityError, ...).
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, dialect=conn.dialect) from exc
