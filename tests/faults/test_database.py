@@ -39,7 +39,7 @@ from tests.faults.conftest import (
 )
 from tests.harness import wait_for
 from tests.harness.processes import DistrictProcess, Status
-from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL
+from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, stop_district_server
 
 SSID = "1234567890"
 DISK_FULL = "database or disk is full"
@@ -107,7 +107,7 @@ def pair(cluster: Cluster) -> Iterator[tuple[InProcess, InProcess]]:
         yield started[0], started[1]
     finally:
         for side in started:
-            side.server.stop(grace=1)
+            stop_district_server(side.server, grace=1)
 
 
 def requested(a: InProcess, b: InProcess) -> str:

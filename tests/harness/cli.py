@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,10 +50,16 @@ def declared_entry_points(*, group: str) -> list[EntryPoint]:
     """The installed ``group`` entry points, plus those this checkout's pyproject.toml declares.
 
     A checkout's new ``rt`` commands are found before it is installed again
-    (the installed metadata lists the commands of the last install).
+    (the installed metadata lists the commands of the last install). Read once per
+    run: the hostile-arguments test runs ``rt`` in this process some 1 500 times.
     """
+    return list(_declared_entry_points(group))
+
+
+@functools.cache
+def _declared_entry_points(group: str) -> tuple[EntryPoint, ...]:
     found = {e.name: e for e in entry_points(group=group)}
     declared = tomllib.loads((_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     for name, value in declared["project"]["entry-points"].get(group, {}).items():
         found[name] = EntryPoint(name, value, group)
-    return list(found.values())
+    return tuple(found.values())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from rt_server.core.tables import ALL_TABLES
 from rt_server.store import READ_ONLY
 from rt_server.store.engine import make_engine
 from rt_server.store.schema import RECORD_TABLES
-from scripts.loopback import ServerProcess, health_ok, spawn, wait_for
+from scripts.loopback import STOP_TIMEOUT, ServerProcess, health_ok, spawn, wait_for
 
 RPC_TIMEOUT = 30.0
 STARTUP_TIMEOUT = 30.0
@@ -64,6 +65,7 @@ class DistrictProcess:
         self._channel: grpc.Channel | None = None
         self._stub: registrar_pb2_grpc.RegistrarStub | None = None
         self._engine: Engine | None = None
+        self._stopping = False  # SIGTERM sent by begin_stop, exit not yet awaited
 
     # --- configuration ---------------------------------------------------------
 
@@ -125,9 +127,24 @@ class DistrictProcess:
         finally:
             self._drop_channel()
 
+    def begin_stop(self) -> None:
+        """SIGTERM without waiting: ``stop()`` then waits for the exit (several districts
+        shut down side by side, each taking its time, rather than one after another)."""
+        if self.server is not None and self.server.alive():
+            self.server.popen.send_signal(signal.SIGTERM)
+            self._stopping = True
+
     def stop(self) -> None:
         if self.server is not None:
-            self.server.stop()
+            if self._stopping:
+                try:
+                    self.server.popen.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.server.popen.kill()
+                    self.server.popen.wait(5)
+                self._stopping = False
+            else:
+                self.server.stop()
         self._drop_channel()
         if self._engine is not None:
             self._engine.dispose()

@@ -4,43 +4,75 @@
 ``rt serve`` subprocesses, runs every scenario at a toy size (and the peer
 baseline, if ``sqlite3`` and ``gpg`` are there or can be installed) and writes
 its JSON. The figures of a toy run mean nothing; their presence and shape do.
+
+One run serves both tests: with PostgreSQL there (``make test``) and the
+PostgreSQL test selected, the run adds ``--postgres URL``, which runs B2 and B3
+again with both districts on PostgreSQL after every scenario on SQLite (the
+cluster, the peer baseline and the SQLite scenarios are then started once, not
+twice).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scripts.loopback import tool_env
 
 ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_TEST = "test_quick_benchmark_runs_b2_and_b3_on_postgresql_beside_sqlite"
+SQLITE_SCENARIOS = {
+    "one_student", "summer_rush", "consolidation", "transport_limit", "idle",
+    "registry_lookups", "sis_load",
+}  # fmt: skip
+POSTGRES_SCENARIOS = {"summer_rush_postgresql", "consolidation_postgresql"}
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    """One ``python -m scripts.bench --quick`` run: its JSON, its output, whether on PostgreSQL."""
+
+    document: dict[str, Any]
+    stdout: str
+    output: str  # stdout + stderr
+    postgres: bool
+
+    @property
+    def by_name(self) -> dict[str, dict[str, Any]]:
+        return {s["scenario"]: s for s in self.document["scenarios"]}
+
+
+@pytest.fixture(scope="module")
+def quick_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    url = os.environ.get("RT_TEST_POSTGRES_URL")
+    wanted = any(item.name == POSTGRES_TEST for item in request.session.items)
+    postgres = bool(url) and wanted
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    command = [sys.executable, "-m", "scripts.bench", "--quick", "--out", str(out)]
+    if postgres:
+        command += ["--postgres", str(url)]
+    # tool_env: the venv's rt and rt-registry first on PATH; no RT_CONFIG/RT_REGISTRY_HOME
+    result = subprocess.run(
+        command, cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return QuickRun(json.loads(out.read_text()), result.stdout, output, postgres)
 
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    env = tool_env()  # the venv's rt and rt-registry first on PATH; no RT_CONFIG/RT_REGISTRY_HOME
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.bench", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    document = json.loads(out.read_text())
-    by_name = {s["scenario"]: s for s in document["scenarios"]}
-    assert set(by_name) == {
-        "one_student", "summer_rush", "consolidation", "transport_limit", "idle",
-        "registry_lookups", "sis_load",
-    }  # fmt: skip
+def test_quick_benchmark_runs_every_scenario(quick_run: QuickRun) -> None:
+    by_name = quick_run.by_name
+    expected = SQLITE_SCENARIOS | (POSTGRES_SCENARIOS if quick_run.postgres else set())
+    assert set(by_name) == expected
     assert by_name["registry_lookups"]["districts"] == 52  # --quick registers 50
     assert by_name["registry_lookups"]["registry_lookups_per_s"] > 0
     assert 10 < by_name["idle"]["idle_rss_mb"] < 1000
@@ -64,37 +96,28 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert floor["rows"] == 3000 and floor["executemany_s"] > 0 and floor["insert_select_s"] > 0
     assert "SQLite alone, same rows" in output
     assert by_name["transport_limit"]["mb_s"] > 0
-    if "peer baseline is skipped" not in output:
+    if "peer baseline is skipped" not in quick_run.output:
         assert b2["ratio_vs_peer"] > 0 and b3["ratio_vs_peer"] > 0
-    assert {t["figure"] for t in document["targets"]} >= {
+    assert {t["figure"] for t in quick_run.document["targets"]} >= {
         "request latency p50 (ms)",
         "ratio_vs_peer",
         "ratio_vs_sqlite3_import",
     }
-    assert "| B1 one_student |" in result.stdout  # the table
+    assert "| B1 one_student |" in quick_run.stdout  # the table
 
 
 @pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.postgres
-def test_quick_benchmark_runs_b2_and_b3_on_postgresql_beside_sqlite(tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    not os.environ.get("RT_TEST_POSTGRES_URL"),
+    reason="needs PostgreSQL: run `make test`, or set RT_TEST_POSTGRES_URL",
+)
+def test_quick_benchmark_runs_b2_and_b3_on_postgresql_beside_sqlite(quick_run: QuickRun) -> None:
     """``--postgres``: the same scenarios with both districts on PostgreSQL, reported beside."""
-    import os
-
-    url = os.environ.get("RT_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("needs PostgreSQL: run `make test`, or set RT_TEST_POSTGRES_URL")
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.bench", "--quick", "--only", "B2,B3",
-         "--postgres", url, "--out", str(out)],
-        cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    by_name = {s["scenario"]: s for s in json.loads(out.read_text())["scenarios"]}
-    assert set(by_name) == {
-        "summer_rush", "consolidation", "summer_rush_postgresql", "consolidation_postgresql"
-    }  # fmt: skip
+    assert quick_run.postgres
+    by_name = quick_run.by_name
+    assert set(by_name) == SQLITE_SCENARIOS | POSTGRES_SCENARIOS
     assert by_name["summer_rush_postgresql"]["rows"] == by_name["summer_rush"]["rows"]
     assert by_name["consolidation_postgresql"]["rows"] == 3000
-    assert "B3 consolidation, PostgreSQL" in result.stdout  # beside SQLite in the table
+    assert "B3 consolidation, PostgreSQL" in quick_run.stdout  # beside SQLite in the table

@@ -20,7 +20,7 @@ from rt_client.tls import spki_sha256
 from rt_server.server import DistrictServer
 from tests.harness.flow import add_student, approve, create_request, small_records, wait_until
 from tests.harness.processes import rt_command
-from tests.harness.world import World
+from tests.harness.world import World, stop_district_server
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_a_crash_while_saving_new_identity_files_is_finished_at_start(world: Wor
         assert [r.key_id for r in retired_hpke_keys(config.data_dir, utc_now())] == [old_hpke]
         assert not (config.data_dir / PENDING_DIR).exists()
     finally:
-        server.stop(grace=0)
+        stop_district_server(server, grace=0)
 
 
 def test_rt_keys_rotate_beside_a_running_server_is_taken_up_within_seconds(world: World) -> None:

@@ -50,6 +50,7 @@ from rt_server.store.schema import (
 )
 from scripts import samples
 from tests._databases import Databases
+from tests.harness.world import stop_district_server
 
 FIRST = "0001"
 NOW = dt.datetime(2025, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
@@ -512,7 +513,7 @@ def test_a_district_server_refuses_a_database_it_does_not_fit(
         assert f"upgraded from {FIRST} to revision" in capsys.readouterr().out
         server = DistrictServer(config)
         server.start()  # now it fits
-        server.stop(grace=0)
+        stop_district_server(server, grace=0)
 
         _set_revision(engine, "ffffffffffff")  # as a newer version would leave it
         with pytest.raises(SchemaVersionError, match="newer version"):
@@ -534,7 +535,7 @@ def test_a_fresh_sqlite_database_is_created_on_first_start(enrolled_district, da
         assert server.district is not None
         assert revision_of(server.district.engine) == migrations.HISTORY.head
     finally:
-        server.stop(grace=0)
+        stop_district_server(server, grace=0)
 
 
 def test_the_registry_refuses_a_database_it_does_not_fit(

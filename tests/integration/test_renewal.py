@@ -33,7 +33,7 @@ from tests.harness.flow import (
     wait_status,
 )
 from tests.harness.processes import rt_command
-from tests.harness.world import MutableClock, World
+from tests.harness.world import MutableClock, World, stop_district_server
 
 DAY = 24 * 3600.0
 
@@ -169,7 +169,7 @@ def test_certificate_expired_while_off_clear_message_then_reenroll(world: World)
     )
     server = DistrictServer(config)
     server.start()
-    server.stop(grace=0)
+    stop_district_server(server, grace=0)
 
 
 def test_rt_serve_with_an_expired_certificate_says_what_to_do(tmp_path: Path) -> None:
@@ -261,7 +261,7 @@ def test_rotation_survives_a_crash_between_the_answer_and_saving_keys(world: Wor
             identity.tls.cert_pem
         )
     finally:
-        server.stop(grace=0)
+        stop_district_server(server, grace=0)
 
 
 def test_rt_keys_show_and_rotate_hpke(

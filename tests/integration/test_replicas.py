@@ -69,7 +69,14 @@ from rt_server.store.schema import (
 )
 from scripts import samples
 from tests.harness import free_port, wait_for
-from tests.harness.world import NEW, NEW_SCHOOL, PRIOR, PRIOR_SCHOOL, EnrolledDistrict
+from tests.harness.world import (
+    NEW,
+    NEW_SCHOOL,
+    PRIOR,
+    PRIOR_SCHOOL,
+    EnrolledDistrict,
+    stop_district_server,
+)
 
 FAST_RETRY = RetryPolicy(base_seconds=0.05, max_seconds=0.5)
 RPC_TIMEOUT = 30.0
@@ -132,7 +139,7 @@ def start_replicas() -> Iterator[Callable[..., Replicated]]:
     yield start
     for replica in reversed(started):
         replica.channel.close()
-        replica.server.stop(grace=1)
+        stop_district_server(replica.server, grace=1)
 
 
 def two_endpoints() -> list[str]:
@@ -631,7 +638,7 @@ def test_calls_balance_over_replicas_and_skip_a_stopped_one(
             ask()
         assert served[0] >= 5 and served[1] >= 5, served  # round_robin: both, about evenly
 
-        b.replicas[1].server.stop(grace=0)
+        stop_district_server(b.replicas[1].server, grace=0)
         served.clear()
         for _ in range(10):
             ask()
