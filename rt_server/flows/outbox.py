@@ -261,7 +261,8 @@ class DeliveryWorker:
         Whatever is still ours after that is released too.
         """
         self._stopping.set()
-        self.wake()
+        with self._wake:  # every idle thread, not one: each would sleep out its idle wait
+            self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():

@@ -209,26 +209,7 @@ def enroll(
 
 
 def stop_district_server(server: DistrictServer, grace: float = 1) -> None:
-    """``server.stop(grace)``, without sleeping out the delivery worker's idle poll.
-
-    ``DeliveryWorker.stop`` sets its stop flag and wakes ONE idle thread; its
-    other threads notice only when their idle wait (1 s) runs out, so every
-    stop of an idle server took about a second (half the time of most tests'
-    teardown). Here every idle thread is woken once the flag is set; nothing else
-    changes (items under way still get ``grace``, then their streams are cut).
-    The product's own fix is ``notify_all`` in ``DeliveryWorker.stop``.
-    """
-    worker = server._worker
-    if worker is not None:
-        stop_worker = worker.stop
-
-        def stop_waking_all(timeout: float = 10.0, *, cut: Any = None) -> None:
-            worker._stopping.set()
-            with worker._wake:
-                worker._wake.notify_all()
-            stop_worker(timeout, cut=cut)
-
-        worker.stop = stop_waking_all  # type: ignore[method-assign]
+    """``server.stop(grace)``: a short grace, as the tests' servers are idle when they stop."""
     server.stop(grace=grace)
 
 

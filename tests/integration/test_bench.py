@@ -94,7 +94,7 @@ def test_quick_benchmark_runs_every_scenario(quick_run: QuickRun) -> None:
     assert b3["rss_growth"]["sender"] > 0 and b3["rss_growth"]["receiver"] > 0
     floor = b3["sqlite_insert_floor"]  # SQLite alone writing the same rows
     assert floor["rows"] == 3000 and floor["executemany_s"] > 0 and floor["insert_select_s"] > 0
-    assert "SQLite alone, same rows" in output
+    assert "SQLite alone, same rows" in quick_run.output
     assert by_name["transport_limit"]["mb_s"] > 0
     if "peer baseline is skipped" not in quick_run.output:
         assert b2["ratio_vs_peer"] > 0 and b3["ratio_vs_peer"] > 0
