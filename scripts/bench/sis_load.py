@@ -90,7 +90,12 @@ def _fresh_database(path: Path) -> None:
 
 
 def _child_load(db: Path | str, folder: Path) -> dict[str, Any]:
-    """``load_export`` in a child process (``db``: a SQLite file or a database URL)."""
+    """``load_export`` in a child process (``db``: a SQLite file or a database URL).
+
+    Its peak RSS is the kernel's ``VmHWM`` of the child's own memory: not
+    ``getrusage``'s ``ru_maxrss``, which Linux carries over from the parent
+    through fork and exec (the benchmark's own memory would count).
+    """
     code = (
         "import json,sys,time,resource;from pathlib import Path;"
         "from rt_server.store import make_engine;from rt_server.sis.load import load_export;"
@@ -99,7 +104,8 @@ def _child_load(db: Path | str, folder: Path) -> dict[str, Any]:
         "t=time.monotonic();c=u();"
         "r=load_export(e,Path(sys.argv[2]),actor='bench');s=time.monotonic()-t;"
         "print(json.dumps({'seconds':s,'rows':r.rows,'cpu_s':u()-c,"
-        "'rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
+        "'rss_mb':[int(l.split()[1]) for l in open('/proc/self/status')"
+        " if l.startswith('VmHWM')][0]/1024}))"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
